@@ -1,0 +1,63 @@
+//! The command line: clap types and the one match that calls a function per subcommand.
+
+pub mod config;
+pub mod error;
+pub mod serve;
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+pub use error::CliError;
+
+#[derive(Parser, Debug)]
+#[command(name = "glci", version, about = "Run .gitlab-ci.yml pipelines locally, with an embedded OCI registry")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the registry server in the foreground.
+    Serve(serve::ServeArgs),
+    /// Print the effective configuration, secrets masked.
+    Config,
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "glci: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let config = crate::config::Config::load_from_process_env()?;
+    match cli.command {
+        Command::Serve(args) => serve::run(args, &config),
+        Command::Config => {
+            print_stdout(&config::run(&config));
+            Ok(())
+        }
+    }
+}
+
+/// Writes command output to stdout; a closed pipe is not an error (like `glci config | head`).
+pub fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}

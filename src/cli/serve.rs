@@ -1,0 +1,82 @@
+//! `glci serve`: flags → registry → HTTP server in the foreground until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::{print_stdout, CliError};
+use crate::config::{glci_home, process_env, Config};
+use crate::http::{self, Server, ServerOptions};
+use crate::registry::{Registry, RegistryOptions};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:39741")]
+    pub listen: String,
+    /// Storage root (default: $GLCI_HOME/registry).
+    #[arg(long)]
+    pub storage: Option<PathBuf>,
+    /// Serve without authentication (the only mode until auth lands; stated at start).
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Worker threads (each serves one connection at a time).
+    #[arg(long, default_value_t = 64)]
+    pub workers: usize,
+    /// Do not log one line per request.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(args: ServeArgs, _config: &Config) -> Result<(), CliError> {
+    crate::log::set_quiet(args.quiet);
+    if args.workers == 0 {
+        return Err(CliError::Usage("--workers: must be at least 1".into()));
+    }
+    let storage = args.storage.unwrap_or_else(|| glci_home(&process_env).join("registry"));
+    let options = RegistryOptions::default();
+    let expiry = options.upload_expiry;
+    let registry = Registry::open(&storage, options)
+        .map_err(|e| CliError::Failed(format!("cannot open storage {}: {e}", storage.display())))?;
+    let expired = registry.uploads.expire(expiry);
+    if expired > 0 {
+        crate::log::info("uploads_expired", &format!("{expired} abandoned upload sessions removed"));
+    }
+    let registry = Arc::new(registry);
+    let listener = http::bind(&args.listen).map_err(|e| CliError::Failed(e.to_string()))?;
+    let server_options = ServerOptions { workers: args.workers, log_requests: !args.quiet, ..ServerOptions::default() };
+    let mut server = Server::start(listener, registry.clone(), server_options)
+        .map_err(|e| CliError::Failed(format!("cannot start the server: {e}")))?;
+    if !args.no_auth {
+        crate::log::warn("auth", "authentication is not implemented yet: serving without auth");
+    } else {
+        crate::log::info("auth", "--no-auth: anyone who can reach this port may push and delete");
+    }
+    crate::log::info("storage", &storage.display().to_string());
+    print_stdout(&format!("listening on {}\n", server.addr()));
+
+    let stopper = server.stopper();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| CliError::Failed(format!("cannot install signal handlers: {e}")))?;
+    let janitor_registry = registry.clone();
+    std::thread::Builder::new()
+        .name("glci-janitor".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(600));
+            janitor_registry.uploads.expire(expiry);
+        })
+        .map_err(|e| CliError::Failed(format!("cannot start the janitor: {e}")))?;
+    std::thread::Builder::new()
+        .name("glci-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                crate::log::info("shutdown", &format!("signal {signal}: finishing in-flight requests"));
+                stopper.stop();
+            }
+        })
+        .map_err(|e| CliError::Failed(format!("cannot start the signal thread: {e}")))?;
+    server.join();
+    crate::log::info("shutdown", "stopped");
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The threading model, and only here: one accept thread hands connections through a bounded
+//! crossbeam channel to a fixed pool of worker threads; each worker serves one connection at a
+//! time (keep-alive included). Shutdown sets a flag, wakes the accept thread, lets in-flight
+//! requests finish, and joins every thread.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::bounded;
+
+use super::conn::{self, ConnLimits, Exchange};
+use super::Handler;
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub workers: usize,
+    pub limits: ConnLimits,
+    /// Log one line per request to stderr.
+    pub log_requests: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { workers: 64, limits: ConnLimits::default(), log_requests: true }
+    }
+}
+
+/// Binds `addr`, turning the common failures into messages a user can act on.
+pub fn bind(addr: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        let hint = match e.kind() {
+            io::ErrorKind::AddrInUse => "the port is already in use (is another glci serve running?)",
+            io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need root)",
+            io::ErrorKind::AddrNotAvailable => "that address is not on this machine",
+            _ => "",
+        };
+        let message = if hint.is_empty() {
+            format!("cannot listen on {addr}: {e}")
+        } else {
+            format!("cannot listen on {addr}: {hint}")
+        };
+        io::Error::new(e.kind(), message)
+    })
+}
+
+/// A running server. Dropping it without `shutdown` leaves the threads running.
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(listener: TcpListener, handler: Arc<dyn Handler>, options: ServerOptions) -> io::Result<Server> {
+        let addr = listener.local_addr()?;
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (sender, receiver) = bounded::<TcpStream>(options.workers * 2);
+        let mut workers = Vec::with_capacity(options.workers);
+        for i in 0..options.workers.max(1) {
+            let receiver = receiver.clone();
+            let handler = Arc::clone(&handler);
+            let shutdown = Arc::clone(&shutdown);
+            let limits = options.limits;
+            let log_requests = options.log_requests;
+            let worker = std::thread::Builder::new().name(format!("glci-worker-{i}")).spawn(move || {
+                let log = |e: &Exchange<'_>| {
+                    if log_requests {
+                        crate::log::request(e);
+                    }
+                };
+                for stream in receiver.iter() {
+                    conn::serve(stream, "http", handler.as_ref(), &shutdown, limits, &log);
+                }
+            })?;
+            workers.push(worker);
+        }
+        let accept_shutdown = Arc::clone(&shutdown);
+        let accept = std::thread::Builder::new().name("glci-accept".into()).spawn(move || {
+            for stream in listener.incoming() {
+                if accept_shutdown.load(Ordering::SeqCst) {
+                    break;
+                }
+                match stream {
+                    Ok(stream) => {
+                        if sender.send(stream).is_err() {
+                            break;
+                        }
+                    }
+                    // Out of descriptors or a reset before accept: keep serving the others.
+                    Err(e) => {
+                        crate::log::warn("accept", &e.to_string());
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                }
+            }
+            // Dropping the sender ends the workers once the queue is empty.
+        })?;
+        Ok(Server { addr, shutdown, accept: Some(accept), workers })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that can stop the server from another thread (e.g. a signal handler thread).
+    pub fn stopper(&self) -> Stopper {
+        Stopper { addr: self.addr, shutdown: Arc::clone(&self.shutdown) }
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and joins every thread.
+    pub fn shutdown(mut self) {
+        self.stopper().stop();
+        self.join();
+    }
+
+    /// Waits until the server has been stopped through a `Stopper` and every thread is done.
+    pub fn join(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Stopper {
+    addr: SocketAddr,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Stopper {
+    pub fn stop(&self) {
+        if !self.shutdown.swap(true, Ordering::SeqCst) {
+            // Wake the accept thread blocked in accept(2).
+            let mut wake = self.addr;
+            if wake.ip().is_unspecified() {
+                wake.set_ip(if wake.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+            }
+            let _ = TcpStream::connect_timeout(&wake, std::time::Duration::from_secs(1));
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! glci's own HTTP request and response types. Handlers see only these, never the socket or
+//! TLS types, so the connection layer (`conn.rs`) can change without touching the registry.
+
+pub mod conn;
+pub mod listener;
+
+use std::fs::File;
+use std::io::Read;
+
+pub use listener::{bind, Server, ServerOptions};
+
+/// Answers one request. Implemented by the registry; called from the worker pool.
+pub trait Handler: Send + Sync {
+    fn handle(&self, request: &mut Request<'_>) -> Response;
+}
+
+/// One parsed request. The body is a stream (length-delimited or chunked), never buffered here.
+pub struct Request<'a> {
+    pub method: String,
+    /// The path without the query, still percent-encoded.
+    pub path: String,
+    /// The raw query string (without `?`), possibly empty.
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    /// `http` or `https`: what the client connected with, for absolute URLs in challenges.
+    pub scheme: &'static str,
+    pub body: &'a mut dyn Read,
+    /// The declared body length, when the client sent `Content-Length`.
+    pub content_length: Option<u64>,
+    /// True when the body is `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+}
+
+impl Request<'_> {
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// True when the request carries a body (declared length > 0 or chunked).
+    pub fn has_body(&self) -> bool {
+        self.chunked || self.content_length.unwrap_or(0) > 0
+    }
+
+    /// One query parameter, percent-decoded. The first occurrence wins.
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        query_pairs(&self.query).find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Every value of a repeated query parameter, percent-decoded.
+    pub fn query_params(&self, key: &str) -> Vec<String> {
+        query_pairs(&self.query).filter(|(k, _)| k == key).map(|(_, v)| v).collect()
+    }
+}
+
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k, true), percent_decode(v, true))
+    })
+}
+
+/// Decodes `%XX` escapes (and `+` as space in query strings). Invalid escapes stay as they are.
+pub fn percent_decode(input: &str, plus_as_space: bool) -> String {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' if plus_as_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+pub fn percent_encode(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    for b in input.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A response body. `File` and `Reader` are streamed with `io::copy`; nothing large is held.
+pub enum Body {
+    Empty,
+    Bytes(Vec<u8>),
+    /// `len` bytes of `file` starting at its current position.
+    File {
+        file: File,
+        len: u64,
+    },
+    /// A stream of known or unknown length (unknown is sent chunked).
+    Reader {
+        reader: Box<dyn Read + Send>,
+        len: Option<u64>,
+    },
+}
+
+impl Body {
+    /// The length when known up front; `None` means the body is sent chunked.
+    pub fn known_len(&self) -> Option<u64> {
+        match self {
+            Body::Empty => Some(0),
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::File { len, .. } => Some(*len),
+            Body::Reader { len, .. } => *len,
+        }
+    }
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Body,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Response {
+        Response { status, headers: Vec::new(), body: Body::Empty }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Response {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: Body) -> Response {
+        self.body = body;
+        self
+    }
+
+    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        Response::new(status).header("Content-Type", "application/json").body(Body::Bytes(bytes))
+    }
+
+    pub fn get_header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        307 => "Temporary Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb%2bc", true), "a/b+c");
+        assert_eq!(percent_decode("a+b", true), "a b");
+        assert_eq!(percent_decode("a+b", false), "a+b");
+        assert_eq!(percent_decode("bad%zz%", true), "bad%zz%");
+        assert_eq!(percent_decode("%4", true), "%4");
+        assert_eq!(percent_encode("application/vnd+x y"), "application%2Fvnd%2Bx%20y");
+    }
+}

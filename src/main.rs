@@ -1,0 +1,5 @@
+//! Parses arguments, runs the command, and turns its result into an exit code.
+
+fn main() {
+    std::process::exit(glci::cli::main());
+}

@@ -1,0 +1,150 @@
+//! `ApiError`: the distribution-spec error codes, mapped once to an HTTP status and the spec's
+//! JSON body. Every lower-layer error becomes an `ApiError` here and nowhere else. The client
+//! gets a short message; internal detail (paths, io errors) goes to the log only.
+
+use std::fmt;
+
+use serde_json::json;
+
+use super::names::NameError;
+use super::storage::StoreError;
+use crate::http::Response;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OciCode {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    /// Not a spec code; distribution uses it for server-side failures.
+    Unknown,
+}
+
+impl OciCode {
+    /// The one mapping from code to (default status, wire name).
+    pub fn wire(self) -> (u16, &'static str) {
+        match self {
+            OciCode::BlobUnknown => (404, "BLOB_UNKNOWN"),
+            OciCode::BlobUploadInvalid => (400, "BLOB_UPLOAD_INVALID"),
+            OciCode::BlobUploadUnknown => (404, "BLOB_UPLOAD_UNKNOWN"),
+            OciCode::DigestInvalid => (400, "DIGEST_INVALID"),
+            OciCode::ManifestBlobUnknown => (400, "MANIFEST_BLOB_UNKNOWN"),
+            OciCode::ManifestInvalid => (400, "MANIFEST_INVALID"),
+            OciCode::ManifestUnknown => (404, "MANIFEST_UNKNOWN"),
+            OciCode::NameInvalid => (400, "NAME_INVALID"),
+            OciCode::NameUnknown => (404, "NAME_UNKNOWN"),
+            OciCode::SizeInvalid => (400, "SIZE_INVALID"),
+            OciCode::Unauthorized => (401, "UNAUTHORIZED"),
+            OciCode::Denied => (403, "DENIED"),
+            OciCode::Unsupported => (405, "UNSUPPORTED"),
+            OciCode::TooManyRequests => (429, "TOOMANYREQUESTS"),
+            OciCode::Unknown => (500, "UNKNOWN"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: OciCode,
+    pub status: u16,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl ApiError {
+    pub fn new(code: OciCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, status: code.wire().0, message: message.into(), detail: None, headers: Vec::new() }
+    }
+
+    pub fn with_status(mut self, status: u16) -> ApiError {
+        self.status = status;
+        self
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> ApiError {
+        self.detail = Some(detail);
+        self
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> ApiError {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// A server-side failure: the cause is logged, the client sees a generic message.
+    pub fn internal(context: &str, cause: &dyn fmt::Display) -> ApiError {
+        crate::log::error(context, &cause.to_string());
+        ApiError::new(OciCode::Unknown, "internal server error")
+    }
+
+    pub fn into_response(self) -> Response {
+        let (_, code) = self.code.wire();
+        let mut entry = json!({"code": code, "message": self.message});
+        if let Some(detail) = self.detail {
+            entry["detail"] = detail;
+        }
+        let mut response = Response::json(self.status, &json!({ "errors": [entry] }));
+        response.headers.extend(self.headers);
+        response
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code.wire().1, self.message)
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> ApiError {
+        let code = match e {
+            NameError::Name(_) => OciCode::NameInvalid,
+            NameError::Tag(_) => OciCode::ManifestInvalid,
+            NameError::UnsupportedDigest(_) | NameError::Digest(_) => OciCode::DigestInvalid,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::DigestMismatch { expected, actual } => {
+                ApiError::new(OciCode::DigestInvalid, format!("content digest {actual} does not match {expected}"))
+            }
+            StoreError::SizeMismatch { expected, actual } => {
+                ApiError::new(OciCode::SizeInvalid, format!("content is {actual} bytes, expected {expected}"))
+            }
+            StoreError::BodyRead(e) => {
+                ApiError::new(OciCode::BlobUploadInvalid, format!("could not read the request body: {e}"))
+            }
+            StoreError::Io { .. } => ApiError::internal("storage", &e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_spec_shape() {
+        let r = ApiError::new(OciCode::BlobUnknown, "nope").into_response();
+        assert_eq!(r.status, 404);
+        let crate::http::Body::Bytes(b) = r.body else { panic!("bytes body") };
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["errors"][0]["code"], "BLOB_UNKNOWN");
+        assert_eq!(v["errors"][0]["message"], "nope");
+    }
+}

@@ -1,0 +1,235 @@
+//! `Store`: repository-level operations over blobs and links. Order of writes is what makes
+//! the store crash-safe: content first, then the revision link, then the tag, so every tag
+//! resolves to a complete manifest whatever moment a kill -9 picks.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+
+use super::links::{list_links, open_existing, read_link, remove_link, write_atomic};
+use super::{BlobWriter, IoContext, Layout, StoreError};
+use crate::registry::manifest;
+use crate::registry::names::{Digest, Name, Reference, Tag};
+
+pub struct Store {
+    layout: Layout,
+}
+
+/// A manifest found by name and reference, ready to stream.
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub file: File,
+    pub len: u64,
+}
+
+impl Store {
+    /// Opens (creating when needed) a store rooted at the layout's root.
+    pub fn open(layout: Layout) -> Result<Store, StoreError> {
+        for dir in [layout.root().join("blobs"), layout.repositories(), layout.uploads(), layout.tmp()] {
+            fs::create_dir_all(&dir).at(&dir)?;
+        }
+        Ok(Store { layout })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Size of a blob in the global content store, whatever repository holds it.
+    pub fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let path = self.layout.blob(digest);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { path, source: e }),
+        }
+    }
+
+    pub fn has_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(read_link(&self.layout.layer_link(name, digest))?.is_some() && self.blob_size(digest)?.is_some())
+    }
+
+    /// Opens a blob that `name` may serve.
+    pub fn open_blob(&self, name: &Name, digest: &Digest) -> Result<Option<(File, u64)>, StoreError> {
+        if read_link(&self.layout.layer_link(name, digest))?.is_none() {
+            return Ok(None);
+        }
+        let path = self.layout.blob(digest);
+        match open_existing(&path)? {
+            Some(file) => {
+                let len = file.metadata().at(&path)?.len();
+                Ok(Some((file, len)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn link_layer(&self, name: &Name, digest: &Digest) -> Result<(), StoreError> {
+        let path = self.layout.layer_link(name, digest);
+        if path.exists() {
+            return Ok(());
+        }
+        write_atomic(&path, b"")
+    }
+
+    pub fn unlink_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
+        remove_link(&self.layout.layer_link(name, digest))
+    }
+
+    /// Stores manifest bytes under their digest, links them into `name`, and points `tag` at
+    /// them. Referrer entries are written before the revision link so a listed manifest
+    /// always has its referrer entry.
+    pub fn put_manifest(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        bytes: &[u8],
+        parsed: &manifest::Parsed,
+        tag: Option<&Tag>,
+    ) -> Result<(), StoreError> {
+        let mut writer = BlobWriter::temp(&self.layout, digest.algorithm())?;
+        writer.copy_from(&mut &bytes[..], None)?;
+        writer.commit(&self.layout, digest)?;
+        if let Some(subject) = &parsed.subject {
+            let descriptor = manifest::referrer_descriptor(parsed, digest, bytes.len() as u64);
+            let json = serde_json::to_vec(&descriptor).unwrap_or_default();
+            write_atomic(&self.layout.referrer_link(name, subject, digest), &json)?;
+        }
+        write_atomic(&self.layout.manifest_link(name, digest), parsed.media_type.as_bytes())?;
+        if let Some(tag) = tag {
+            write_atomic(&self.layout.tag_link(name, tag), digest.to_string().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The digest a reference names in `name`, when the manifest is there.
+    pub fn resolve(&self, name: &Name, reference: &Reference) -> Result<Option<Digest>, StoreError> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(tag) => match read_link(&self.layout.tag_link(name, tag))? {
+                Some(text) => match text.parse::<Digest>() {
+                    Ok(d) => d,
+                    Err(_) => return Ok(None),
+                },
+                None => return Ok(None),
+            },
+        };
+        Ok(self.has_manifest(name, &digest)?.then_some(digest))
+    }
+
+    pub fn has_manifest(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(read_link(&self.layout.manifest_link(name, digest))?.is_some() && self.blob_size(digest)?.is_some())
+    }
+
+    pub fn open_manifest(&self, name: &Name, reference: &Reference) -> Result<Option<StoredManifest>, StoreError> {
+        let Some(digest) = self.resolve(name, reference)? else { return Ok(None) };
+        let Some(media_type) = read_link(&self.layout.manifest_link(name, &digest))? else { return Ok(None) };
+        let path = self.layout.blob(&digest);
+        let Some(file) = open_existing(&path)? else { return Ok(None) };
+        let len = file.metadata().at(&path)?.len();
+        Ok(Some(StoredManifest { digest, media_type, file, len }))
+    }
+
+    /// Reads a stored manifest whole (manifests are size-capped on the way in).
+    pub fn read_manifest(&self, name: &Name, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.open_manifest(name, &Reference::Digest(digest.clone()))? {
+            Some(mut m) => {
+                let mut bytes = Vec::with_capacity(m.len as usize);
+                m.file.read_to_end(&mut bytes).at(&self.layout.blob(digest))?;
+                Ok(Some(bytes))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes a manifest from `name`: its tags go first (so none dangles), then its referrer
+    /// entry, then the revision link. True when it existed.
+    pub fn delete_manifest(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
+        let Some(bytes) = self.read_manifest(name, digest)? else { return Ok(false) };
+        for tag in self.tags(name)?.unwrap_or_default() {
+            if let Ok(tag) = tag.parse::<Tag>() {
+                let link = self.layout.tag_link(name, &tag);
+                if read_link(&link)?.as_deref() == Some(digest.to_string().as_str()) {
+                    remove_link(&link)?;
+                }
+            }
+        }
+        if let Ok(parsed) = manifest::parse(&bytes, None) {
+            if let Some(subject) = parsed.subject {
+                remove_link(&self.layout.referrer_link(name, &subject, digest))?;
+            }
+        }
+        remove_link(&self.layout.manifest_link(name, digest))
+    }
+
+    pub fn delete_tag(&self, name: &Name, tag: &Tag) -> Result<bool, StoreError> {
+        remove_link(&self.layout.tag_link(name, tag))
+    }
+
+    pub fn repository_exists(&self, name: &Name) -> bool {
+        self.layout.manifests_dir(name).is_dir() || self.layout.repository(name).join("_layers").is_dir()
+    }
+
+    /// Tags of `name`, sorted; `None` when the repository is unknown.
+    pub fn tags(&self, name: &Name) -> Result<Option<Vec<String>>, StoreError> {
+        if !self.repository_exists(name) {
+            return Ok(None);
+        }
+        let mut tags = Vec::new();
+        for tag in list_links(&self.layout.tags_dir(name))? {
+            // A tag whose manifest is gone (deleted underneath it) is not listed.
+            if let Ok(t) = tag.parse::<Tag>() {
+                if self.resolve(name, &Reference::Tag(t))?.is_some() {
+                    tags.push(tag);
+                }
+            }
+        }
+        Ok(Some(tags))
+    }
+
+    /// Every repository holding at least one manifest, sorted.
+    pub fn repositories(&self) -> Result<Vec<String>, StoreError> {
+        let root = self.layout.repositories();
+        let mut names = Vec::new();
+        for entry in walkdir::WalkDir::new(&root).min_depth(1).follow_links(false) {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if e.io_error().map(|io| io.kind() == io::ErrorKind::NotFound).unwrap_or(false) => continue,
+                Err(e) => return Err(StoreError::Io { path: root.clone(), source: e.into() }),
+            };
+            if entry.file_type().is_dir() && entry.file_name() == "_manifests" {
+                if let Some(parent) = entry.path().parent() {
+                    if let Ok(rel) = parent.strip_prefix(&root) {
+                        let name = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+                        if name.parse::<Name>().is_ok() {
+                            names.push(name);
+                        }
+                    }
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Descriptors of the manifests in `name` whose subject is `subject`.
+    pub fn referrers(&self, name: &Name, subject: &Digest) -> Result<Vec<serde_json::Value>, StoreError> {
+        let dir = self.layout.referrers_dir(name, subject);
+        let mut out = Vec::new();
+        for entry in list_links(&dir)? {
+            let Some(text) = read_link(&dir.join(&entry))? else { continue };
+            let Ok(descriptor) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            // Listed only while the referrer itself is still in the repository.
+            let listed = descriptor["digest"]
+                .as_str()
+                .and_then(|d| d.parse::<Digest>().ok())
+                .map(|d| self.has_manifest(name, &d))
+                .transpose()?
+                .unwrap_or(false);
+            if listed {
+                out.push(descriptor);
+            }
+        }
+        Ok(out)
+    }
+}

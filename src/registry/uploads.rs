@@ -1,0 +1,320 @@
+//! Blob upload sessions, on disk under `uploads/<id>/` so they survive a restart: `data` holds
+//! the bytes received so far (its length is the offset), `info` the repository. The running
+//! hash lives in memory between requests; after a restart it is recomputed from `data` once.
+//! Requests on one session are serialized by a per-session lock.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::registry::names::{Algorithm, Digest, Name};
+use crate::registry::storage::blobs::hash_prefix;
+use crate::registry::storage::links::{read_link, write_atomic};
+use crate::registry::storage::{BlobWriter, Hasher, IoContext, Layout, StoreError};
+
+/// A fresh random id (UUID v4 shape), used for sessions and temp file names.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::getrandom(&mut b).is_err() {
+        // No entropy source: fall back to time and a counter, still unique per process.
+        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        b = nanos.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = crate::registry::storage::blobs::hex(&b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// True for ids of the shape `new_id` makes; anything else never reaches the filesystem.
+pub fn is_upload_id(id: &str) -> bool {
+    id.len() == 36
+        && id.bytes().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+        })
+}
+
+#[derive(Debug)]
+pub enum UploadError {
+    /// No such session for this repository.
+    Unknown,
+    /// A chunk that does not start at the current offset; carries the offset.
+    OutOfOrder {
+        offset: u64,
+    },
+    /// `Content-Range` and the body disagree on the length.
+    LengthMismatch,
+    Store(StoreError),
+}
+
+impl From<StoreError> for UploadError {
+    fn from(e: StoreError) -> Self {
+        UploadError::Store(e)
+    }
+}
+
+#[derive(Default)]
+struct SessionState {
+    /// Hash of `data`'s bytes; `None` until recomputed after a restart or a failed write.
+    hasher: Option<Hasher>,
+}
+
+pub struct Uploads {
+    layout: Layout,
+    live: Mutex<HashMap<String, Arc<Mutex<SessionState>>>>,
+}
+
+impl Uploads {
+    pub fn new(layout: Layout) -> Uploads {
+        Uploads { layout, live: Mutex::new(HashMap::new()) }
+    }
+
+    fn data(&self, id: &str) -> PathBuf {
+        self.layout.upload(id).join("data")
+    }
+
+    pub fn start(&self, name: &Name) -> Result<String, StoreError> {
+        let id = new_id();
+        let dir = self.layout.upload(&id);
+        fs::create_dir_all(&dir).at(&dir)?;
+        let data = self.data(&id);
+        File::create(&data).at(&data)?;
+        // `info` last: a session without it is incomplete and is never resumed.
+        write_atomic(&dir.join("info"), name.as_str().as_bytes())?;
+        let state = SessionState { hasher: Some(Hasher::new(Algorithm::Sha256)) };
+        self.lock_table().insert(id.clone(), Arc::new(Mutex::new(state)));
+        Ok(id)
+    }
+
+    fn lock_table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Mutex<SessionState>>>> {
+        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The session's lock, when `id` is a session of `name`.
+    fn session(&self, name: &Name, id: &str) -> Result<Arc<Mutex<SessionState>>, UploadError> {
+        if !is_upload_id(id) {
+            return Err(UploadError::Unknown);
+        }
+        let owner = read_link(&self.layout.upload(id).join("info"))?;
+        if owner.as_deref() != Some(name.as_str()) || !self.data(id).is_file() {
+            return Err(UploadError::Unknown);
+        }
+        Ok(Arc::clone(self.lock_table().entry(id.to_string()).or_default()))
+    }
+
+    /// Bytes received so far.
+    pub fn offset(&self, name: &Name, id: &str) -> Result<u64, UploadError> {
+        let session = self.session(name, id)?;
+        let _guard = session.lock().unwrap_or_else(|p| p.into_inner());
+        let data = self.data(id);
+        Ok(fs::metadata(&data).at(&data)?.len())
+    }
+
+    /// Appends a chunk. `range` is the request's `Content-Range` (inclusive start, end); a chunk
+    /// must start at the current offset. Returns the new offset.
+    pub fn append(
+        &self,
+        name: &Name,
+        id: &str,
+        body: &mut dyn Read,
+        range: Option<(u64, u64)>,
+        declared_len: Option<u64>,
+    ) -> Result<u64, UploadError> {
+        let session = self.session(name, id)?;
+        let mut state = session.lock().unwrap_or_else(|p| p.into_inner());
+        self.append_locked(id, &mut state, body, range, declared_len)
+    }
+
+    fn append_locked(
+        &self,
+        id: &str,
+        state: &mut SessionState,
+        body: &mut dyn Read,
+        range: Option<(u64, u64)>,
+        declared_len: Option<u64>,
+    ) -> Result<u64, UploadError> {
+        let mut writer = self.open_writer(id, state)?;
+        if let Some((start, end)) = range {
+            if start != writer.len() || end < start {
+                let offset = writer.len();
+                state.hasher = Some(writer.into_parts().2);
+                return Err(UploadError::OutOfOrder { offset });
+            }
+            if declared_len.is_some_and(|n| n != end - start + 1) {
+                state.hasher = Some(writer.into_parts().2);
+                return Err(UploadError::LengthMismatch);
+            }
+        }
+        let expected = range.map(|(s, e)| e - s + 1).or(declared_len);
+        let before = writer.len();
+        let result = writer.copy_from(body, expected);
+        let copied = writer.len() - before;
+        let (_, _, hasher, len) = writer.into_parts();
+        match result {
+            Ok(_) => {
+                state.hasher = Some(hasher);
+                if expected.is_some_and(|n| n != copied) {
+                    return Err(UploadError::LengthMismatch);
+                }
+                Ok(len)
+            }
+            Err(e) => {
+                // A failed write may leave bytes the hasher missed: recompute next time.
+                state.hasher = match e {
+                    StoreError::BodyRead(_) => Some(hasher),
+                    _ => None,
+                };
+                Err(e.into())
+            }
+        }
+    }
+
+    fn open_writer(&self, id: &str, state: &mut SessionState) -> Result<BlobWriter, UploadError> {
+        let data = self.data(id);
+        let len = fs::metadata(&data).at(&data)?.len();
+        let hasher = match state.hasher.take() {
+            Some(h) => h,
+            None => {
+                let mut file = File::open(&data).at(&data)?;
+                hash_prefix(&mut file, Algorithm::Sha256, len).at(&data)?.1
+            }
+        };
+        Ok(BlobWriter::resume(&data, hasher, len)?)
+    }
+
+    /// Appends the closing request's body (if any), checks the digest and moves the blob into
+    /// the store. The session ends whether or not the digest matched.
+    pub fn finish(
+        &self,
+        name: &Name,
+        id: &str,
+        body: &mut dyn Read,
+        range: Option<(u64, u64)>,
+        declared_len: Option<u64>,
+        expected: &Digest,
+    ) -> Result<u64, UploadError> {
+        let session = self.session(name, id)?;
+        let mut state = session.lock().unwrap_or_else(|p| p.into_inner());
+        self.append_locked(id, &mut state, body, range, declared_len)?;
+        let writer = self.open_writer(id, &mut state)?;
+        let result = writer.commit(&self.layout, expected);
+        drop(state);
+        self.remove(id);
+        Ok(result?)
+    }
+
+    /// Cancels a session; true when it existed.
+    pub fn cancel(&self, name: &Name, id: &str) -> Result<(), UploadError> {
+        let session = self.session(name, id)?;
+        let _guard = session.lock().unwrap_or_else(|p| p.into_inner());
+        self.remove(id);
+        Ok(())
+    }
+
+    fn remove(&self, id: &str) {
+        let _ = fs::remove_dir_all(self.layout.upload(id));
+        self.lock_table().remove(id);
+    }
+
+    /// Removes sessions untouched for `max_age`, and stale temp files. Returns how many went.
+    pub fn expire(&self, max_age: Duration) -> usize {
+        let now = SystemTime::now();
+        let old = |path: &std::path::Path| {
+            fs::metadata(path)
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() >= max_age)
+                .unwrap_or(true)
+        };
+        let mut removed = 0;
+        if let Ok(entries) = fs::read_dir(self.layout.uploads()) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                let dir = entry.path();
+                if old(&dir.join("data")) && old(&dir) {
+                    let live = self.lock_table().remove(&id);
+                    // Skip a session a request holds right now.
+                    if let Some(lock) = &live {
+                        if lock.try_lock().is_err() {
+                            self.lock_table().insert(id, Arc::clone(lock));
+                            continue;
+                        }
+                    }
+                    if fs::remove_dir_all(&dir).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        if let Ok(entries) = fs::read_dir(self.layout.tmp()) {
+            for entry in entries.flatten() {
+                if old(&entry.path()) && fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::storage::blobs::digest_of;
+
+    fn setup() -> (tempfile::TempDir, Uploads, Name) {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        fs::create_dir_all(layout.tmp()).unwrap();
+        (dir, Uploads::new(layout), "a/b".parse().unwrap())
+    }
+
+    #[test]
+    fn ids() {
+        let id = new_id();
+        assert!(is_upload_id(&id), "{id}");
+        assert!(!is_upload_id("../../etc/passwd"));
+        assert!(!is_upload_id(&id.to_uppercase()));
+    }
+
+    #[test]
+    fn chunks_in_order_then_finish() {
+        let (_d, up, name) = setup();
+        let id = up.start(&name).unwrap();
+        assert_eq!(up.append(&name, &id, &mut &b"hello "[..], Some((0, 5)), Some(6)).unwrap(), 6);
+        assert!(matches!(
+            up.append(&name, &id, &mut &b"x"[..], Some((0, 0)), Some(1)),
+            Err(UploadError::OutOfOrder { offset: 6 })
+        ));
+        assert!(matches!(
+            up.append(&name, &id, &mut &b"x"[..], Some((7, 7)), Some(1)),
+            Err(UploadError::OutOfOrder { offset: 6 })
+        ));
+        let digest = digest_of(Algorithm::Sha256, b"hello world");
+        up.finish(&name, &id, &mut &b"world"[..], None, Some(5), &digest).unwrap();
+        assert!(matches!(up.offset(&name, &id), Err(UploadError::Unknown)));
+    }
+
+    #[test]
+    fn resumes_after_restart() {
+        let (d, up, name) = setup();
+        let id = up.start(&name).unwrap();
+        up.append(&name, &id, &mut &b"abc"[..], None, None).unwrap();
+        drop(up);
+        let up = Uploads::new(Layout::new(d.path()));
+        assert_eq!(up.offset(&name, &id).unwrap(), 3);
+        up.append(&name, &id, &mut &b"def"[..], None, None).unwrap();
+        up.finish(&name, &id, &mut &b""[..], None, None, &digest_of(Algorithm::Sha256, b"abcdef")).unwrap();
+    }
+
+    #[test]
+    fn other_repository_cannot_use_session() {
+        let (_d, up, name) = setup();
+        let id = up.start(&name).unwrap();
+        let other: Name = "c".parse().unwrap();
+        assert!(matches!(up.offset(&other, &id), Err(UploadError::Unknown)));
+    }
+}
