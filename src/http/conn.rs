@@ -22,6 +22,8 @@ const MAX_HEADERS: usize = 100;
 const MAX_DRAIN_BYTES: u64 = 256 * 1024;
 /// How often an idle connection looks at the shutdown flag.
 const IDLE_POLL: Duration = Duration::from_millis(250);
+/// How long a closing connection keeps reading unwanted input (see `linger`).
+const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
@@ -110,6 +112,8 @@ pub fn serve(
             Err(_) => plain_error(500, "internal error"),
         };
         drop(request);
+        // A small unread remainder is drained so the connection stays usable; a large one (or a
+        // 10 TB claim) is not read at all: we answer and close.
         let body_done = body.finish(MAX_DRAIN_BYTES);
         let bytes_in = body.consumed;
         let keep_alive = head.keep_alive && body_done && !shutdown.load(Ordering::SeqCst);
@@ -126,7 +130,31 @@ pub fn serve(
         if written.is_err() || !keep_alive {
             let _ = writer.flush();
             let _ = writer.shutdown(std::net::Shutdown::Write);
+            if !body_done {
+                linger(&mut reader);
+            }
             return;
+        }
+    }
+}
+
+/// Reads and discards what the client is still sending, for a bounded time, before the socket
+/// closes. Closing with unread input makes the kernel send a reset, which can destroy the
+/// response (an early 413, say) before the client reads it.
+fn linger(reader: &mut BufReader<TcpStream>) {
+    let deadline = Instant::now() + LINGER;
+    let _ = reader.get_ref().set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 64 * 1024];
+    while Instant::now() < deadline {
+        match reader.get_mut().read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
         }
     }
 }
@@ -309,6 +337,10 @@ impl<'a, R: BufRead> BodyReader<'a, R> {
     fn finish(&mut self, limit: u64) -> bool {
         if self.state == ChunkState::Done {
             return true;
+        }
+        // Only a known, small remainder is worth waiting for.
+        if self.framing == Framing::Chunked || self.remaining > limit {
+            return false;
         }
         let mut sink = io::sink();
         match io::copy(&mut self.by_ref().take(limit), &mut sink) {
