@@ -460,12 +460,8 @@ fn write_response(stream: &mut TcpStream, method: &str, response: Response, keep
         }
         Body::File { file, len } => {
             stream.write_all(head.as_bytes())?;
-            // File → TcpStream: std uses sendfile/splice here, so the bytes never pass through us.
-            let sent = io::copy(&mut file.take(len), stream)?;
-            if sent != len {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
-            }
-            Ok(sent)
+            send_file(stream, &file, len)?;
+            Ok(len)
         }
         Body::Reader { mut reader, len: Some(len) } => {
             stream.write_all(head.as_bytes())?;
@@ -485,6 +481,33 @@ fn write_response(stream: &mut TcpStream, method: &str, response: Response, keep
             Ok(writer.sent)
         }
     }
+}
+
+/// Sends `len` bytes of `file` from its current position with sendfile(2): the bytes go from
+/// the page cache to the socket without passing through user space. (std's `io::copy` did not
+/// pick its sendfile path for `Take<File>` here: strace showed 8 KiB read/sendto pairs.)
+fn send_file(stream: &TcpStream, file: &std::fs::File, len: u64) -> io::Result<()> {
+    use std::io::Seek;
+    use std::os::unix::io::AsRawFd;
+    let mut offset = (&*file).stream_position()? as libc::off_t;
+    let mut left = len;
+    while left > 0 {
+        let count = left.min(1 << 30) as usize;
+        // SAFETY: both descriptors are open for the duration of the call; `offset` is ours.
+        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut offset, count) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
+        }
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 struct ChunkedWriter<W: Write> {
