@@ -1,0 +1,34 @@
+# glci developer entry points. `make test` is the one test command (CI runs it
+# through .ci/run): it installs/starts what the integration tests drive, then
+# runs every test target.
+
+CARGO ?= cargo
+
+.PHONY: all build deps test lint bench demo
+
+all: build
+
+## build: release binary at target/release/glci
+build:
+	$(CARGO) build --release
+
+## deps: docker.io, skopeo, docker-registry, busybox-static installed; dockerd answering
+deps:
+	scripts/deps.sh
+
+## test: deps, then unit + integration tests (tests/clients.rs needs skopeo and dockerd)
+test: deps
+	$(CARGO) test --all-targets
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## bench: not written yet (fails on purpose)
+bench:
+	scripts/bench.sh
+
+## demo: glci serve + skopeo round trip of the OCI fixture, digests compared
+demo: deps build
+	scripts/demo.sh

@@ -1,0 +1,451 @@
+//! Helpers shared by the integration test binaries; each one says `mod common;`.
+//!
+//! Owns: finding the `glci` binary, starting `glci serve` as a child process
+//! ([`ServeProcess`]), checking that external tools are installed ([`need`]),
+//! building image fixtures from `fixtures/images/` at test time, and running
+//! commands with their output shown on failure ([`run`]).
+//!
+//! Rules (STYLE.md §6): no bind-then-drop ports and no sleep-polling: the
+//! server binds `127.0.0.1:0` and prints `listening on ADDR`, which we wait for.
+//! A missing tool fails the test with how to install it; nothing is skipped.
+// Not every test binary uses every helper.
+#![allow(dead_code)]
+// Tests spawn processes and read the environment; clippy.toml's
+// disallowed-methods (STYLE.md §7) is meant for src/.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use tempfile::TempDir;
+
+/// How long `glci serve` may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `glci serve` may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The line `glci serve` prints on stdout once it accepts connections.
+const LISTENING_PREFIX: &str = "listening on ";
+
+/// A `Command` for the `glci` binary cargo built for this test run.
+pub fn glci() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_glci"))
+}
+
+/// The repository root (where `Cargo.toml` is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `fixtures/<rel>` in the repository.
+pub fn fixture_path(rel: &str) -> PathBuf {
+    repo_root().join("fixtures").join(rel)
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub fn temp_dir() -> TempDir {
+    tempfile::Builder::new().prefix("glci-test-").tempdir().expect("create a temporary directory")
+}
+
+/// A name no other test in this run (or a parallel run) uses: `PREFIX-PID-N`,
+/// lowercase, valid as a repository path component and a docker tag.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// Fails the test unless `tool` is installed, saying how to install it.
+/// `make test` runs `scripts/deps.sh` first, which installs all of them.
+pub fn need(tool: &str) {
+    let package = match tool {
+        "docker" | "dockerd" => "docker.io",
+        "busybox" => "busybox-static",
+        other => other,
+    };
+    let found = if tool == "busybox" {
+        // The image recipes need the static binary at this exact path.
+        Path::new("/bin/busybox").is_file()
+    } else {
+        find_on_path(tool).is_some()
+    };
+    if !found {
+        panic!("install {tool} (apt-get install {package}) or run `make test`");
+    }
+}
+
+/// Fails the test unless a Docker daemon answers `docker info`.
+pub fn need_docker_daemon() {
+    need("docker");
+    let answered = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(Stdio::null())
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false);
+    if !answered {
+        panic!(
+            "the Docker daemon does not answer `docker info`: start dockerd \
+             (scripts/deps.sh does) or run `make test`"
+        );
+    }
+}
+
+fn find_on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    // Daemons live in sbin, which a non-root PATH may lack.
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs `cmd` to completion with stdin closed and panics, showing the command,
+/// its status, stdout and stderr, unless it succeeds.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "command failed: {cmd:?}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+    }
+    out
+}
+
+/// [`run`], returning stdout as a string.
+pub fn run_stdout(cmd: &mut Command) -> String {
+    String::from_utf8(run(cmd).stdout).expect("command printed UTF-8")
+}
+
+/// Like `assert_eq!`, but prints both sides in full on separate lines
+/// (ripgrep's `eqnice!`), which keeps long JSON readable.
+#[macro_export]
+macro_rules! eqnice {
+    ($expected:expr, $got:expr $(,)?) => {
+        $crate::eqnice!($expected, $got, "values differ")
+    };
+    ($expected:expr, $got:expr, $($msg:tt)+) => {
+        // `match` keeps temporaries alive, as in `assert_eq!`.
+        match (&$expected, &$got) {
+            (expected, got) => {
+                if expected != got {
+                    panic!(
+                        "{}\n--- expected ({}) ---\n{:?}\n--- got ({}) ---\n{:?}\n",
+                        format_args!($($msg)+),
+                        stringify!($expected),
+                        expected,
+                        stringify!($got),
+                        got
+                    );
+                }
+            }
+        }
+    };
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    let hash = Sha256::digest(bytes);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+// ---------------------------------------------------------------------------
+// Image fixtures, built at test time from fixtures/images/*.sh
+// ---------------------------------------------------------------------------
+
+/// Builds the OCI layout of `fixtures/images/make-oci-layout.sh` in `dir`
+/// (tags `multi` and `index`) and returns `dir`.
+pub fn build_oci_layout(dir: &Path) -> PathBuf {
+    need("busybox");
+    run(Command::new("bash").arg(fixture_path("images/make-oci-layout.sh")).arg(dir));
+    dir.to_path_buf()
+}
+
+/// Builds the busybox rootfs tar of `fixtures/images/busybox-rootfs.sh` at
+/// `path` (for `docker import`) and returns `path`.
+pub fn build_busybox_rootfs(path: &Path) -> PathBuf {
+    need("busybox");
+    run(Command::new("bash").arg(fixture_path("images/busybox-rootfs.sh")).arg(path));
+    path.to_path_buf()
+}
+
+/// The bytes of blob `digest` in the OCI layout at `layout`.
+pub fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let path = layout_blob_path(layout, digest);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn layout_blob_path(layout: &Path, digest: &str) -> PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap_or_else(|| panic!("not a sha256 digest: {digest}"));
+    layout.join("blobs/sha256").join(hex)
+}
+
+/// Every digest in the layout's `blobs/sha256/`, checking that each file's
+/// content hashes to its name.
+pub fn layout_blob_digests(layout: &Path) -> BTreeSet<String> {
+    let dir = layout.join("blobs/sha256");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+    let mut digests = BTreeSet::new();
+    for entry in entries {
+        let entry = entry.expect("read directory entry");
+        let name = format!("sha256:{}", entry.file_name().to_string_lossy());
+        let bytes = std::fs::read(entry.path()).expect("read blob");
+        eqnice!(name, sha256_digest(&bytes), "blob content does not match its name in {}", dir.display());
+        digests.insert(name);
+    }
+    digests
+}
+
+/// The digests reachable from manifest or index `digest` in `layout`:
+/// itself, and for an index its manifests, for a manifest its config and
+/// layers. Panics on a media type it does not know.
+pub fn layout_closure(layout: &Path, digest: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    walk_closure(layout, digest, &mut seen);
+    seen
+}
+
+fn walk_closure(layout: &Path, digest: &str, seen: &mut BTreeSet<String>) {
+    if !seen.insert(digest.to_string()) {
+        return;
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&layout_blob(layout, digest)).expect("manifest is JSON");
+    match doc["mediaType"].as_str() {
+        Some("application/vnd.oci.image.index.v1+json") => {
+            for m in descriptors(&doc["manifests"]) {
+                walk_closure(layout, &m, seen);
+            }
+        }
+        Some("application/vnd.oci.image.manifest.v1+json") => {
+            seen.extend(descriptors(&doc["config"]));
+            seen.extend(descriptors(&doc["layers"]));
+        }
+        other => panic!("{digest}: unexpected mediaType {other:?}"),
+    }
+}
+
+/// Digests of a descriptor or an array of descriptors.
+fn descriptors(value: &serde_json::Value) -> Vec<String> {
+    let list = match value {
+        serde_json::Value::Array(items) => items.iter().collect(),
+        single => vec![single],
+    };
+    list.into_iter().map(|d| d["digest"].as_str().expect("descriptor has a digest").to_string()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// glci serve as a child process
+// ---------------------------------------------------------------------------
+
+/// Where a [`ServeProcess`] keeps its registry.
+enum Storage {
+    /// Removed when the process handle is dropped.
+    Temp(TempDir),
+    /// Owned by the test, e.g. to restart a server on the same storage.
+    Dir(PathBuf),
+}
+
+/// `glci serve --listen 127.0.0.1:0 --storage DIR` running as a child.
+/// Dropping it kills the process (SIGKILL); [`ServeProcess::stop`] shuts it
+/// down with SIGTERM and checks the exit status.
+pub struct ServeProcess {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT` from the `listening on` line.
+    pub addr: String,
+    storage: Storage,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// Disconnects when the stderr thread has seen EOF.
+    stderr_done: mpsc::Receiver<()>,
+}
+
+impl ServeProcess {
+    /// A server without auth on a fresh temporary storage.
+    pub fn start() -> ServeProcess {
+        let dir = temp_dir();
+        let path = dir.path().join("storage");
+        Self::spawn(Storage::Temp(dir), &path, &["--no-auth"])
+    }
+
+    /// A server without auth on `storage`, which outlives it (restart tests).
+    pub fn start_with_storage(storage: &Path) -> ServeProcess {
+        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, &["--no-auth"])
+    }
+
+    /// A server on `storage` with `args` after the listen and storage flags
+    /// (no `--no-auth` unless given).
+    pub fn start_with_args(storage: &Path, args: &[&str]) -> ServeProcess {
+        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, args)
+    }
+
+    fn spawn(storage: Storage, storage_path: &Path, args: &[&str]) -> ServeProcess {
+        let mut cmd = glci();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage"])
+            .arg(storage_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
+
+        // Drain stderr on a thread so the server never blocks on a full pipe;
+        // keep it for failure messages.
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut pipe = child.stderr.take().expect("stderr is piped");
+        let sink = Arc::clone(&stderr);
+        let (done_tx, stderr_done) = mpsc::channel::<()>();
+        thread::spawn(move || {
+            let _done = done_tx;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("stderr buffer lock").extend_from_slice(&buf[..n]);
+            }
+        });
+
+        // Read stdout lines on a thread and hand them over a channel, so the
+        // wait for `listening on` is bounded by recv_timeout. The thread keeps
+        // draining stdout after that line.
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel::<String>();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Nobody listens any more; keep draining.
+                    continue;
+                }
+            }
+        });
+
+        let mut server = ServeProcess { child: Some(child), addr: String::new(), storage, stderr, stderr_done };
+        let mut other_lines = Vec::new();
+        loop {
+            match rx.recv_timeout(START_TIMEOUT) {
+                Ok(line) => match line.strip_prefix(LISTENING_PREFIX) {
+                    Some(addr) => {
+                        let addr = addr.trim();
+                        if addr.parse::<SocketAddr>().is_err() {
+                            server.fail(&format!("printed a bad address: {line:?}"));
+                        }
+                        server.addr = addr.to_string();
+                        return server;
+                    }
+                    None => other_lines.push(line),
+                },
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // stdout closed: the process exited (or closed it).
+                    let status = match server.child.as_mut().map(Child::wait) {
+                        Some(Ok(status)) => status.to_string(),
+                        _ => "status unknown".to_string(),
+                    };
+                    server.fail(&format!(
+                        "exited ({status}) before printing `{LISTENING_PREFIX}ADDR`; \
+                         stdout: {other_lines:?}"
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => server.fail(&format!(
+                    "printed no `{LISTENING_PREFIX}ADDR` within {START_TIMEOUT:?}; \
+                     stdout: {other_lines:?}"
+                )),
+            }
+        }
+    }
+
+    /// The storage directory the server was started with.
+    pub fn storage(&self) -> &Path {
+        match &self.storage {
+            Storage::Temp(dir) => dir.path(),
+            Storage::Dir(path) => path,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().expect("stderr buffer lock")).into_owned()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; panics unless it
+    /// exits 0, as the `glci serve` contract says it must.
+    pub fn stop(mut self) -> ExitStatus {
+        let status = self.terminate(libc::SIGTERM);
+        if !status.success() {
+            self.fail(&format!("exited with {status} after SIGTERM, expected 0"));
+        }
+        status
+    }
+
+    /// Sends `signal` and waits up to [`STOP_TIMEOUT`] for the exit
+    /// (SIGKILL after that, and a panic).
+    pub fn terminate(&mut self, signal: libc::c_int) -> ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+        unsafe { libc::kill(pid, signal) };
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(STOP_TIMEOUT) {
+            Ok(status) => status.expect("wait for glci serve"),
+            Err(_) => {
+                // SAFETY: as above; the waiter thread has not reaped it.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                self.fail(&format!("did not exit within {STOP_TIMEOUT:?} of signal {signal}"))
+            }
+        }
+    }
+
+    fn fail(&mut self, what: &str) -> ! {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("glci serve {what}\n--- glci serve stderr ---\n{}", self.final_stderr());
+    }
+
+    /// All of stderr once the process is gone: waits (bounded, in case a
+    /// grandchild still holds the pipe) for the reader thread to see EOF.
+    fn final_stderr(&self) -> String {
+        let _ = self.stderr_done.recv_timeout(Duration::from_secs(2));
+        self.stderr()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        // `fail` and `stop` take the child; a server still here when a test
+        // panics shows its stderr, since the panic may be its fault.
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        if thread::panicking() {
+            eprintln!("--- glci serve on {} (stderr) ---\n{}", self.addr, self.final_stderr());
+        }
+    }
+}
