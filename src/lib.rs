@@ -17,9 +17,12 @@
 //! services above them; `cli` on top. Calls go down or sideways. Nothing below `cli` prints to
 //! stdout or exits the process.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod docker;
 pub mod http;
 pub mod log;
 pub mod registry;
 pub mod secret;
+pub mod tls;

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod error;
+pub mod registry;
 pub mod serve;
 
 use std::io::Write;
@@ -21,6 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry server in the foreground.
     Serve(serve::ServeArgs),
+    /// Work with the embedded registry.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Print the effective configuration, secrets masked.
     Config,
 }
@@ -48,6 +52,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let config = crate::config::Config::load_from_process_env()?;
     match cli.command {
         Command::Serve(args) => serve::run(args, &config),
+        Command::Registry(command) => registry::run(command, &config),
         Command::Config => {
             print_stdout(&config::run(&config));
             Ok(())

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::{print_stdout, CliError};
+use crate::auth::Auth;
 use crate::config::{glci_home, process_env, Config};
 use crate::http::{self, Server, ServerOptions};
 use crate::registry::{Registry, RegistryOptions};
+use crate::tls::{Ca, ServerTls};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -18,9 +20,12 @@ pub struct ServeArgs {
     /// Storage root (default: $GLCI_HOME/registry).
     #[arg(long)]
     pub storage: Option<PathBuf>,
-    /// Serve without authentication (the only mode until auth lands; stated at start).
+    /// Serve without authentication: anyone who reaches the port may push and delete.
     #[arg(long)]
     pub no_auth: bool,
+    /// Serve plain HTTP only (no TLS on the port).
+    #[arg(long)]
+    pub no_tls: bool,
     /// Worker threads (each serves one connection at a time).
     #[arg(long, default_value_t = 64)]
     pub workers: usize,
@@ -29,12 +34,13 @@ pub struct ServeArgs {
     pub quiet: bool,
 }
 
-pub fn run(args: ServeArgs, _config: &Config) -> Result<(), CliError> {
+pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     crate::log::set_quiet(args.quiet);
     if args.workers == 0 {
         return Err(CliError::Usage("--workers: must be at least 1".into()));
     }
-    let storage = args.storage.unwrap_or_else(|| glci_home(&process_env).join("registry"));
+    let home = glci_home(&process_env);
+    let storage = args.storage.unwrap_or_else(|| home.join("registry"));
     let options = RegistryOptions::default();
     let expiry = options.upload_expiry;
     let registry = Registry::open(&storage, options)
@@ -43,16 +49,32 @@ pub fn run(args: ServeArgs, _config: &Config) -> Result<(), CliError> {
     if expired > 0 {
         crate::log::info("uploads_expired", &format!("{expired} abandoned upload sessions removed"));
     }
+    let registry = if args.no_auth {
+        crate::log::warn("auth", "--no-auth: anyone who can reach this port may push and delete");
+        registry
+    } else {
+        let auth =
+            Auth::load_or_create(&home, config.registry.anonymous_pull).map_err(|e| CliError::Failed(e.to_string()))?;
+        registry.with_auth(auth)
+    };
+    let tls = if args.no_tls {
+        None
+    } else {
+        let ca = Ca::load_or_create(&home).map_err(|e| CliError::Failed(e.to_string()))?;
+        let tls = ServerTls::new(ca, &config.tls.extra_sans, config.tls.cert_validity)
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        crate::log::info(
+            "tls",
+            &format!("HTTPS and HTTP on one port; CA {}", crate::tls::ca_cert_path(&home).display()),
+        );
+        Some(Arc::new(tls))
+    };
     let registry = Arc::new(registry);
     let listener = http::bind(&args.listen).map_err(|e| CliError::Failed(e.to_string()))?;
-    let server_options = ServerOptions { workers: args.workers, log_requests: !args.quiet, ..ServerOptions::default() };
+    let server_options =
+        ServerOptions { workers: args.workers, log_requests: !args.quiet, tls, ..ServerOptions::default() };
     let mut server = Server::start(listener, registry.clone(), server_options)
         .map_err(|e| CliError::Failed(format!("cannot start the server: {e}")))?;
-    if !args.no_auth {
-        crate::log::warn("auth", "authentication is not implemented yet: serving without auth");
-    } else {
-        crate::log::info("auth", "--no-auth: anyone who can reach this port may push and delete");
-    }
     crate::log::info("storage", &storage.display().to_string());
     print_stdout(&format!("listening on {}\n", server.addr()));
 

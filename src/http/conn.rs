@@ -1,4 +1,5 @@
-//! One client connection: request heads parsed with `httparse`, bodies streamed
+//! One client connection: the first byte decides HTTPS (0x16, a TLS handshake, DESIGN §3) or
+//! plain HTTP on the same port; then request heads parsed with `httparse`, bodies streamed
 //! (length-delimited or chunked), responses written with `Content-Length` whenever it is
 //! known, keep-alive until the client closes, idles out, or the server shuts down.
 //!
@@ -49,33 +50,176 @@ pub struct Exchange<'a> {
     pub elapsed: Duration,
 }
 
-/// Serves requests on `stream` until the client goes away, it idles out, or `shutdown` is set.
+/// The byte every TLS connection opens with (a handshake record).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A connection's byte stream, plain or TLS.
+pub trait Transport: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+    /// Sends `len` bytes of `file` from its current position.
+    fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()>;
+    /// Ends the stream cleanly (TLS close_notify, then FIN).
+    fn close(&mut self);
+}
+
+struct Plain(TcpStream);
+
+impl Read for Plain {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Plain {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Transport for Plain {
+    fn tcp(&self) -> &TcpStream {
+        &self.0
+    }
+    fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()> {
+        send_file(&self.0, file, len)
+    }
+    fn close(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
+struct Tls(TlsStream);
+
+impl Read for Tls {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Tls {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Transport for Tls {
+    fn tcp(&self) -> &TcpStream {
+        &self.0.sock
+    }
+    fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()> {
+        // Encryption needs the bytes in user space: copy in record-sized pieces.
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut reader = file.take(len);
+        let mut left = len;
+        while left > 0 {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
+            }
+            self.0.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        self.0.flush()
+    }
+    fn close(&mut self) {
+        self.0.conn.send_close_notify();
+        let _ = self.0.flush();
+        let _ = self.0.sock.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// What the first byte of a connection says.
+enum Opening {
+    Tls,
+    Plain,
+    Closed,
+}
+
+/// Waits for the first byte without consuming it, checking the shutdown flag while idle.
+fn sniff(stream: &TcpStream, shutdown: &AtomicBool, limits: ConnLimits) -> Opening {
+    let deadline = Instant::now() + limits.idle_timeout;
+    let _ = stream.set_read_timeout(Some(IDLE_POLL));
+    let mut first = [0u8; 1];
+    loop {
+        if shutdown.load(Ordering::SeqCst) {
+            return Opening::Closed;
+        }
+        match stream.peek(&mut first) {
+            Ok(0) => return Opening::Closed,
+            Ok(_) if first[0] == TLS_HANDSHAKE => return Opening::Tls,
+            Ok(_) => return Opening::Plain,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) =>
+            {
+                if Instant::now() >= deadline {
+                    return Opening::Closed;
+                }
+            }
+            Err(_) => return Opening::Closed,
+        }
+    }
+}
+
+/// Serves one accepted connection: HTTPS when it opens with a TLS handshake and `tls` is
+/// configured, plain HTTP otherwise. A TLS handshake on a plain-only server is closed at once,
+/// so clients that try HTTPS first (docker, skopeo) fall back to HTTP without waiting.
 pub fn serve(
     stream: TcpStream,
+    tls: Option<&crate::tls::ServerTls>,
+    handler: &dyn Handler,
+    shutdown: &AtomicBool,
+    limits: ConnLimits,
+    log: &dyn Fn(&Exchange<'_>),
+) {
+    let _ = stream.set_nodelay(true);
+    match (sniff(&stream, shutdown, limits), tls) {
+        (Opening::Plain, _) => serve_transport(Plain(stream), "http", handler, shutdown, limits, log),
+        (Opening::Tls, Some(tls)) => match rustls::ServerConnection::new(tls.config()) {
+            Ok(conn) => {
+                serve_transport(Tls(rustls::StreamOwned::new(conn, stream)), "https", handler, shutdown, limits, log)
+            }
+            Err(e) => crate::log::warn("tls", &e.to_string()),
+        },
+        (Opening::Tls, None) => {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        (Opening::Closed, _) => {}
+    }
+}
+
+/// Serves requests on `transport` until the client goes away, it idles out, or `shutdown` is set.
+fn serve_transport<T: Transport>(
+    transport: T,
     scheme: &'static str,
     handler: &dyn Handler,
     shutdown: &AtomicBool,
     limits: ConnLimits,
     log: &dyn Fn(&Exchange<'_>),
 ) {
-    let writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
-    };
-    let _ = stream.set_nodelay(true);
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
-    let mut writer = writer;
+    let mut reader = BufReader::with_capacity(64 * 1024, transport);
     loop {
         if !wait_for_request(&mut reader, shutdown, limits) {
             return;
         }
-        let _ = reader.get_ref().set_read_timeout(Some(limits.read_timeout));
+        let _ = reader.get_ref().tcp().set_read_timeout(Some(limits.read_timeout));
         let head = match read_head(&mut reader) {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(HeadError::Io) => return,
             Err(HeadError::Bad(status, msg)) => {
-                let _ = write_response(&mut writer, "GET", plain_error(status, msg), false);
+                let _ = write_response(reader.get_mut(), "GET", plain_error(status, msg), false);
+                reader.get_mut().close();
                 return;
             }
         };
@@ -83,13 +227,14 @@ pub fn serve(
         let framing = match body_framing(&head.headers) {
             Ok(f) => f,
             Err(msg) => {
-                let _ = write_response(&mut writer, &head.method, plain_error(400, msg), false);
+                let _ = write_response(reader.get_mut(), &head.method, plain_error(400, msg), false);
+                reader.get_mut().close();
                 return;
             }
         };
         if head.expects_continue
             && !matches!(framing, Framing::Length(0))
-            && writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+            && write_flush(reader.get_mut(), b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
         {
             return;
         }
@@ -118,7 +263,7 @@ pub fn serve(
         let bytes_in = body.consumed;
         let keep_alive = head.keep_alive && body_done && !shutdown.load(Ordering::SeqCst);
         let status = response.status;
-        let written = write_response(&mut writer, &head.method, response, keep_alive);
+        let written = write_response(reader.get_mut(), &head.method, response, keep_alive);
         log(&Exchange {
             method: &head.method,
             path: &head.path,
@@ -128,8 +273,7 @@ pub fn serve(
             elapsed: started.elapsed(),
         });
         if written.is_err() || !keep_alive {
-            let _ = writer.flush();
-            let _ = writer.shutdown(std::net::Shutdown::Write);
+            reader.get_mut().close();
             if !body_done {
                 linger(&mut reader);
             }
@@ -138,15 +282,20 @@ pub fn serve(
     }
 }
 
+fn write_flush(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(bytes)?;
+    w.flush()
+}
+
 /// Reads and discards what the client is still sending, for a bounded time, before the socket
 /// closes. Closing with unread input makes the kernel send a reset, which can destroy the
 /// response (an early 413, say) before the client reads it.
-fn linger(reader: &mut BufReader<TcpStream>) {
+fn linger<T: Transport>(reader: &mut BufReader<T>) {
     let deadline = Instant::now() + LINGER;
-    let _ = reader.get_ref().set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = reader.get_ref().tcp().set_read_timeout(Some(Duration::from_millis(200)));
     let mut buf = [0u8; 64 * 1024];
     while Instant::now() < deadline {
-        match reader.get_mut().read(&mut buf) {
+        match reader.get_mut().tcp().read(&mut buf) {
             Ok(0) => return,
             Ok(_) => {}
             Err(e)
@@ -161,12 +310,12 @@ fn linger(reader: &mut BufReader<TcpStream>) {
 
 /// Waits for the first byte of the next request, checking the shutdown flag while idle.
 /// Returns false when the connection should close.
-fn wait_for_request(reader: &mut BufReader<TcpStream>, shutdown: &AtomicBool, limits: ConnLimits) -> bool {
+fn wait_for_request<T: Transport>(reader: &mut BufReader<T>, shutdown: &AtomicBool, limits: ConnLimits) -> bool {
     if !reader.buffer().is_empty() {
         return true;
     }
     let deadline = Instant::now() + limits.idle_timeout;
-    let _ = reader.get_ref().set_read_timeout(Some(IDLE_POLL));
+    let _ = reader.get_ref().tcp().set_read_timeout(Some(IDLE_POLL));
     loop {
         if shutdown.load(Ordering::SeqCst) {
             return false;
@@ -417,7 +566,18 @@ fn plain_error(status: u16, message: &str) -> Response {
 }
 
 /// Writes the response; for HEAD only the head, with the body's length. Returns body bytes sent.
-fn write_response(stream: &mut TcpStream, method: &str, response: Response, keep_alive: bool) -> io::Result<u64> {
+fn write_response<T: Transport>(stream: &mut T, method: &str, response: Response, keep_alive: bool) -> io::Result<u64> {
+    let sent = write_response_unflushed(stream, method, response, keep_alive)?;
+    stream.flush()?;
+    Ok(sent)
+}
+
+fn write_response_unflushed<T: Transport>(
+    stream: &mut T,
+    method: &str,
+    response: Response,
+    keep_alive: bool,
+) -> io::Result<u64> {
     let Response { status, headers, body } = response;
     let mut head = format!("HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
     let has_length_header = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
@@ -460,7 +620,7 @@ fn write_response(stream: &mut TcpStream, method: &str, response: Response, keep
         }
         Body::File { file, len } => {
             stream.write_all(head.as_bytes())?;
-            send_file(stream, &file, len)?;
+            stream.send_file(&file, len)?;
             Ok(len)
         }
         Body::Reader { mut reader, len: Some(len) } => {

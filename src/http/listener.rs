@@ -14,17 +14,19 @@ use crossbeam_channel::bounded;
 use super::conn::{self, ConnLimits, Exchange};
 use super::Handler;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerOptions {
     pub workers: usize,
     pub limits: ConnLimits,
     /// Log one line per request to stderr.
     pub log_requests: bool,
+    /// When set, connections opening with a TLS handshake get HTTPS on the same port.
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { workers: 64, limits: ConnLimits::default(), log_requests: true }
+        ServerOptions { workers: 64, limits: ConnLimits::default(), log_requests: true, tls: None }
     }
 }
 
@@ -66,6 +68,7 @@ impl Server {
             let shutdown = Arc::clone(&shutdown);
             let limits = options.limits;
             let log_requests = options.log_requests;
+            let tls = options.tls.clone();
             let worker = std::thread::Builder::new().name(format!("glci-worker-{i}")).spawn(move || {
                 let log = |e: &Exchange<'_>| {
                     if log_requests {
@@ -73,7 +76,7 @@ impl Server {
                     }
                 };
                 for stream in receiver.iter() {
-                    conn::serve(stream, "http", handler.as_ref(), &shutdown, limits, &log);
+                    conn::serve(stream, tls.as_deref(), handler.as_ref(), &shutdown, limits, &log);
                 }
             })?;
             workers.push(worker);

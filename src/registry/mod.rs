@@ -10,17 +10,28 @@ pub mod routes;
 pub mod storage;
 pub mod uploads;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use crate::auth::{Auth, Claims, Decision, Identity};
 use crate::http::{Handler, Request, Response};
-use error::ApiError;
-use routes::{Method, Route};
+use error::{ApiError, OciCode};
+use routes::{Action, Method, Route};
 use storage::{Layout, Store, StoreError};
 use uploads::Uploads;
 
 pub const API_VERSION_HEADER: &str = "Docker-Distribution-API-Version";
 pub const API_VERSION: &str = "registry/2.0";
 pub const DIGEST_HEADER: &str = "Docker-Content-Digest";
+/// The `service` of our Bearer challenge.
+pub const SERVICE: &str = "glci";
+
+fn action_word(action: Action) -> &'static str {
+    match action {
+        Action::Pull => "pull",
+        Action::Push => "push",
+        Action::Delete => "delete",
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct RegistryOptions {
@@ -40,18 +51,79 @@ pub struct Registry {
     pub store: Store,
     pub uploads: Uploads,
     pub options: RegistryOptions,
+    /// `None` with `glci serve --no-auth`: everyone may do everything.
+    pub auth: Option<Auth>,
 }
 
 impl Registry {
     pub fn open(root: &std::path::Path, options: RegistryOptions) -> Result<Registry, StoreError> {
         let layout = Layout::new(root);
         let store = Store::open(layout.clone())?;
-        Ok(Registry { store, uploads: Uploads::new(layout), options })
+        Ok(Registry { store, uploads: Uploads::new(layout), options, auth: None })
+    }
+
+    pub fn with_auth(mut self, auth: Auth) -> Registry {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// The one authorization check, before any handler runs (DESIGN §6).
+    fn authorize(&self, request: &Request<'_>, method: Method, route: &Route) -> Result<Identity, ApiError> {
+        let Some(auth) = &self.auth else {
+            return Ok(Identity::Token(Claims::admin(Duration::ZERO, SystemTime::now())));
+        };
+        if *route == Route::Token {
+            // `/token` checks the credentials it is given itself.
+            return Ok(Identity::Anonymous);
+        }
+        let challenge = |scope: Option<String>| {
+            let host = request.header("Host").unwrap_or("localhost");
+            let mut value = format!("Bearer realm=\"{}://{host}/token\",service=\"{SERVICE}\"", request.scheme);
+            if let Some(scope) = scope {
+                value.push_str(&format!(",scope=\"{scope}\""));
+            }
+            value
+        };
+        let name = route.name().map(|n| n.as_str().to_string());
+        let action = method.action();
+        let scope = match (&name, route) {
+            (Some(n), _) => Some(format!("repository:{n}:{}", action_word(action))),
+            (None, Route::Catalog) => Some("registry:catalog:*".to_string()),
+            _ => None,
+        };
+        let identity = match auth.identify(request.header("Authorization"), SystemTime::now()) {
+            Ok(identity) => identity,
+            Err(e) => {
+                return Err(ApiError::new(OciCode::Unauthorized, e.to_string())
+                    .with_header("WWW-Authenticate", challenge(scope)))
+            }
+        };
+        let decision = match route {
+            // `/v2/` tells clients whether and how to authenticate: anonymous is asked to.
+            Route::Base if identity == Identity::Anonymous => Decision::Challenge,
+            Route::Base => Decision::Allow,
+            _ => auth.decide(&identity, name.as_deref(), action),
+        };
+        match decision {
+            Decision::Allow => Ok(identity),
+            Decision::Challenge => Err(ApiError::new(OciCode::Unauthorized, "authentication required")
+                .with_header("WWW-Authenticate", challenge(scope))),
+            Decision::Deny => Err(ApiError::new(
+                OciCode::Denied,
+                format!(
+                    "these credentials may not {} {}",
+                    action_word(action),
+                    name.as_deref().unwrap_or("the catalog")
+                ),
+            )),
+        }
     }
 
     fn dispatch(&self, request: &mut Request<'_>) -> Result<Response, ApiError> {
         let (method, route) = routes::parse(&request.method, &request.path)?;
+        self.authorize(request, method, &route)?;
         match (method, route) {
+            (_, Route::Token) => api::token::issue(self, request),
             (_, Route::Base) => Ok(Response::json(200, &serde_json::json!({}))),
             (_, Route::Catalog) => api::listing::catalog(self, request),
             (_, Route::Tags { name }) => api::listing::tags(self, request, &name),

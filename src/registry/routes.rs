@@ -22,6 +22,8 @@ pub enum Route {
     Base,
     /// `GET /v2/_catalog`
     Catalog,
+    /// `GET /token` (and the OAuth2 `POST /token`): Bearer tokens for the Docker auth flow.
+    Token,
     Manifest {
         name: Name,
         reference: Reference,
@@ -58,7 +60,7 @@ pub enum Action {
 impl Route {
     pub fn name(&self) -> Option<&Name> {
         match self {
-            Route::Base | Route::Catalog => None,
+            Route::Base | Route::Catalog | Route::Token => None,
             Route::Manifest { name, .. }
             | Route::Blob { name, .. }
             | Route::UploadStart { name }
@@ -98,6 +100,7 @@ pub fn parse(method: &str, path: &str) -> Result<(Method, Route), ApiError> {
         .ok_or_else(|| ApiError::new(OciCode::Unsupported, format!("method {method} is not supported")))?;
     let allowed: &[Method] = match route {
         Route::Base | Route::Catalog | Route::Tags { .. } | Route::Referrers { .. } => &[Method::Get, Method::Head],
+        Route::Token => &[Method::Get, Method::Post],
         Route::Manifest { .. } => &[Method::Get, Method::Head, Method::Put, Method::Delete],
         Route::Blob { .. } => &[Method::Get, Method::Head, Method::Delete],
         Route::UploadStart { .. } => &[Method::Post],
@@ -116,6 +119,9 @@ fn not_found() -> ApiError {
 }
 
 fn parse_path(path: &str) -> Result<Route, ApiError> {
+    if path == "/token" || path == "/token/" {
+        return Ok(Route::Token);
+    }
     let rest = path.strip_prefix("/v2").ok_or_else(not_found)?;
     if rest.is_empty() || rest == "/" {
         return Ok(Route::Base);
@@ -183,6 +189,7 @@ mod tests {
         assert_eq!(route("GET", "/v2/").unwrap(), Route::Base);
         assert_eq!(route("GET", "/v2").unwrap(), Route::Base);
         assert_eq!(route("GET", "/v2/_catalog").unwrap(), Route::Catalog);
+        assert_eq!(route("GET", "/token").unwrap(), Route::Token);
         assert!(
             matches!(route("GET", "/v2/a/b/manifests/latest").unwrap(), Route::Manifest { name, .. } if name.as_str() == "a/b")
         );

@@ -265,6 +265,8 @@ pub struct ServeProcess {
     /// `127.0.0.1:PORT` from the `listening on` line.
     pub addr: String,
     storage: Storage,
+    /// `GLCI_HOME` of the server: its CA and admin secret, never the user's.
+    home: TempDir,
     stderr: Arc<Mutex<Vec<u8>>>,
     /// Disconnects when the stderr thread has seen EOF.
     stderr_done: mpsc::Receiver<()>,
@@ -290,7 +292,9 @@ impl ServeProcess {
     }
 
     fn spawn(storage: Storage, storage_path: &Path, args: &[&str]) -> ServeProcess {
+        let home = temp_dir();
         let mut cmd = glci();
+        cmd.env("GLCI_HOME", home.path());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage"])
             .arg(storage_path)
             .args(args)
@@ -331,7 +335,7 @@ impl ServeProcess {
             }
         });
 
-        let mut server = ServeProcess { child: Some(child), addr: String::new(), storage, stderr, stderr_done };
+        let mut server = ServeProcess { child: Some(child), addr: String::new(), storage, home, stderr, stderr_done };
         let mut other_lines = Vec::new();
         loop {
             match rx.recv_timeout(START_TIMEOUT) {
@@ -363,6 +367,11 @@ impl ServeProcess {
                 )),
             }
         }
+    }
+
+    /// The server's `GLCI_HOME` (its CA is `registry-ca/ca.crt` there).
+    pub fn home(&self) -> &Path {
+        self.home.path()
     }
 
     /// The storage directory the server was started with.

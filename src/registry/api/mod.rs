@@ -4,4 +4,5 @@
 pub mod blobs;
 pub mod listing;
 pub mod manifests;
+pub mod token;
 pub mod uploads;

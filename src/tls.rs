@@ -1,0 +1,257 @@
+//! The glci CA and the server certificate (DESIGN §9). The CA is created once under
+//! `$GLCI_HOME/registry-ca/` (`ca.crt`, `ca.key` mode 0600) and reused; the server certificate
+//! is issued by it for the built-in names plus `[tls] extra_sans`, valid `[tls] cert_validity`,
+//! and re-issued in place once two thirds of its life have passed: new connections get the new
+//! certificate, no restart needed.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::ServerConfig;
+
+use crate::config::San;
+
+/// Names every server certificate carries (DESIGN §9).
+pub const BUILTIN_SANS: [&str; 5] = ["glci-mock", "localhost", "127.0.0.1", "::1", "host.docker.internal"];
+const CA_COMMON_NAME: &str = "glci registry CA";
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+#[derive(Debug)]
+pub enum TlsError {
+    Io { path: PathBuf, source: io::Error },
+    Cert(String),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            TlsError::Cert(m) => write!(f, "certificate: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+fn cert_err(e: impl fmt::Display) -> TlsError {
+    TlsError::Cert(e.to_string())
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io { path: path.to_path_buf(), source }
+}
+
+pub fn ca_dir(home: &Path) -> PathBuf {
+    home.join("registry-ca")
+}
+
+pub fn ca_cert_path(home: &Path) -> PathBuf {
+    ca_dir(home).join("ca.crt")
+}
+
+/// The CA: its key and a certificate object to sign with.
+pub struct Ca {
+    key: KeyPair,
+    cert: Certificate,
+    pem: String,
+}
+
+impl Ca {
+    /// Loads the CA from `$GLCI_HOME/registry-ca/`, creating it the first time.
+    pub fn load_or_create(home: &Path) -> Result<Ca, TlsError> {
+        let dir = ca_dir(home);
+        let cert_path = dir.join("ca.crt");
+        let key_path = dir.join("ca.key");
+        if !key_path.exists() {
+            create_ca(&dir)?;
+        }
+        let key_pem = fs::read_to_string(&key_path).map_err(io_at(&key_path))?;
+        let pem = fs::read_to_string(&cert_path).map_err(io_at(&cert_path))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(cert_err)?;
+        // Signing needs only the CA's name and key: rebuild the certificate object from them.
+        let cert = ca_params().self_signed(&key).map_err(cert_err)?;
+        Ok(Ca { key, cert, pem })
+    }
+
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// Issues a server certificate for `sans`, valid from now for `validity`.
+    fn issue(
+        &self,
+        sans: &[San],
+        validity: Duration,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "glci-mock");
+        params.distinguished_name = dn;
+        params.subject_alt_names = sans
+            .iter()
+            .map(|san| match san {
+                San::Dns(name) => name.clone().try_into().map(SanType::DnsName).map_err(cert_err),
+                San::Ip(ip) => Ok(SanType::IpAddress(*ip)),
+            })
+            .collect::<Result<_, _>>()?;
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::try_from(validity).map_err(cert_err)?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().map_err(cert_err)?;
+        let cert = params.signed_by(&key, &self.cert, &self.key).map_err(cert_err)?;
+        let chain = vec![cert.der().clone(), self.cert.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Ok((chain, key))
+    }
+}
+
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    dn.push(DnType::OrganizationName, "glci");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::try_from(CA_VALIDITY).unwrap_or(time::Duration::days(3650));
+    params
+}
+
+/// Writes a new CA into a temp directory and renames it into place, so two processes
+/// starting at once cannot end up with one's key and the other's certificate.
+fn create_ca(dir: &Path) -> Result<(), TlsError> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io_at(parent))?;
+    let temp = parent.join(format!(".registry-ca.tmp-{}", crate::registry::uploads::new_id()));
+    fs::create_dir(&temp).map_err(io_at(&temp))?;
+    let result = (|| {
+        fs::set_permissions(&temp, fs::Permissions::from_mode(0o755)).map_err(io_at(&temp))?;
+        let key = KeyPair::generate().map_err(cert_err)?;
+        let cert = ca_params().self_signed(&key).map_err(cert_err)?;
+        write_file(&temp.join("ca.key"), key.serialize_pem().as_bytes(), 0o600)?;
+        write_file(&temp.join("ca.crt"), cert.pem().as_bytes(), 0o644)?;
+        match fs::rename(&temp, dir) {
+            Ok(()) => Ok(()),
+            // Someone else created it first: theirs wins.
+            Err(_) if dir.join("ca.key").exists() => Ok(()),
+            Err(e) => Err(TlsError::Io { path: dir.to_path_buf(), source: e }),
+        }
+    })();
+    let _ = fs::remove_dir_all(&temp);
+    result
+}
+
+/// Creates a file with `mode` from the start (never briefly world-readable).
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io_at(path))?;
+    file.write_all(contents).map_err(io_at(path))?;
+    file.sync_all().map_err(io_at(path))
+}
+
+struct Current {
+    config: Arc<ServerConfig>,
+    renew_at: SystemTime,
+}
+
+/// The server side of TLS: the current rustls config, re-issued before the certificate expires.
+pub struct ServerTls {
+    ca: Ca,
+    sans: Vec<San>,
+    validity: Duration,
+    current: RwLock<Current>,
+}
+
+impl ServerTls {
+    pub fn new(ca: Ca, extra_sans: &[San], validity: Duration) -> Result<ServerTls, TlsError> {
+        let mut sans: Vec<San> = BUILTIN_SANS.iter().filter_map(|s| s.parse().ok()).collect();
+        for san in extra_sans {
+            if !sans.contains(san) {
+                sans.push(san.clone());
+            }
+        }
+        let current = issue_config(&ca, &sans, validity)?;
+        Ok(ServerTls { ca, sans, validity, current: RwLock::new(current) })
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        self.ca.pem()
+    }
+
+    /// The config for a new connection; re-issues the certificate when it is due.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        let now = SystemTime::now();
+        {
+            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            if now < current.renew_at {
+                return Arc::clone(&current.config);
+            }
+        }
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if now >= current.renew_at {
+            match issue_config(&self.ca, &self.sans, self.validity) {
+                Ok(fresh) => {
+                    crate::log::info("tls", "server certificate re-issued");
+                    *current = fresh;
+                }
+                // Keep serving the old certificate and retry on the next connection.
+                Err(e) => crate::log::error("tls", &format!("re-issuing the server certificate failed: {e}")),
+            }
+        }
+        Arc::clone(&current.config)
+    }
+}
+
+fn issue_config(ca: &Ca, sans: &[San], validity: Duration) -> Result<Current, TlsError> {
+    let (chain, key) = ca.issue(sans, validity)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(cert_err)?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(cert_err)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Renew once two thirds of the validity have passed, well before clients see it expire.
+    let renew_at = SystemTime::now() + validity * 2 / 3;
+    Ok(Current { config: Arc::new(config), renew_at })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_is_created_once_and_reused() {
+        let home = tempfile::tempdir().unwrap();
+        let first = Ca::load_or_create(home.path()).unwrap();
+        let again = Ca::load_or_create(home.path()).unwrap();
+        assert_eq!(first.pem(), again.pem());
+        let mode = fs::metadata(ca_dir(home.path()).join("ca.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn certificate_is_reissued_when_due() {
+        let home = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(home.path()).unwrap();
+        let tls = ServerTls::new(ca, &["my-host".parse().unwrap()], Duration::from_secs(3)).unwrap();
+        let first = tls.config();
+        assert!(Arc::ptr_eq(&first, &tls.config()));
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(!Arc::ptr_eq(&first, &tls.config()), "a new config after two thirds of the validity");
+    }
+}
