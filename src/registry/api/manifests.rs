@@ -66,7 +66,7 @@ pub fn put(
         Reference::Tag(t) => (digest_of(Algorithm::Sha256, &bytes), Some(t)),
     };
     check_references(registry, name, &parsed)?;
-    registry.store.put_manifest(name, &digest, &bytes, &parsed, tag)?;
+    registry.store.put_manifest(name, &digest, &bytes, &parsed, tag, None)?;
     let mut response = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{digest}"))
         .header(DIGEST_HEADER, digest.to_string());

@@ -71,7 +71,7 @@ pub fn start(registry: &Registry, request: &mut Request<'_>, name: &Name) -> Res
             None => registry.store.blob_size(&digest)?.is_some(),
         };
         if mountable {
-            registry.store.link_layer(name, &digest)?;
+            registry.store.link_layer(name, &digest, None)?;
             return Ok(created(name, &digest));
         }
         // Unknown blob: fall through to an ordinary session, as the spec asks.
@@ -82,7 +82,7 @@ pub fn start(registry: &Registry, request: &mut Request<'_>, name: &Name) -> Res
             return Err(ApiError::new(OciCode::SizeInvalid, "body shorter than Content-Length"));
         }
         writer.commit(registry.store.layout(), &digest)?;
-        registry.store.link_layer(name, &digest)?;
+        registry.store.link_layer(name, &digest, None)?;
         return Ok(created(name, &digest));
     }
     let id = registry.uploads.start(name)?;
@@ -109,7 +109,7 @@ pub fn put(registry: &Registry, request: &mut Request<'_>, name: &Name, id: &str
     let range = range_of(request)?;
     let declared = request.content_length.filter(|_| !request.chunked);
     registry.uploads.finish(name, id, request.body, range, declared, &digest).map_err(|e| upload_error(e, name, id))?;
-    registry.store.link_layer(name, &digest)?;
+    registry.store.link_layer(name, &digest, None)?;
     Ok(created(name, &digest))
 }
 

@@ -4,8 +4,10 @@
 //! ```text
 //! <root>/blobs/<algo>/<2 hex>/<hex>                         content, immutable
 //! <root>/repositories/<name>/_manifests/revisions/<algo>/<hex>   link: media type of the manifest
-//! <root>/repositories/<name>/_manifests/tags/<tag>          link: digest
+//! <root>/repositories/<name>/_manifests/origins/<algo>/<hex>     pulled through: Origin JSON
+//! <root>/repositories/<name>/_manifests/tags/<tag>          link: digest (mtime: last validated)
 //! <root>/repositories/<name>/_layers/<algo>/<hex>           link: the repo may serve this blob
+//!                                                            (empty: pushed; Origin JSON: cached)
 //! <root>/repositories/<name>/_referrers/<algo>/<subject hex>/<algo>-<hex>  descriptor JSON
 //! <root>/uploads/<id>/{data,info}                           upload sessions
 //! <root>/tmp/                                                temp files, same filesystem
@@ -49,6 +51,10 @@ impl Layout {
 
     pub fn manifest_link(&self, name: &Name, digest: &Digest) -> PathBuf {
         self.manifests_dir(name).join("revisions").join(digest.algorithm().as_str()).join(digest.hex())
+    }
+
+    pub fn manifest_origin(&self, name: &Name, digest: &Digest) -> PathBuf {
+        self.manifests_dir(name).join("origins").join(digest.algorithm().as_str()).join(digest.hex())
     }
 
     pub fn tags_dir(&self, name: &Name) -> PathBuf {

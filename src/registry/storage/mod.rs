@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobWriter, Hasher};
 pub use layout::Layout;
-pub use store::{Store, StoredManifest};
+pub use store::{Origin, Store, StoredManifest};
 
 #[derive(Debug)]
 pub enum StoreError {

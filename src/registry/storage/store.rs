@@ -5,6 +5,8 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 
+use serde::{Deserialize, Serialize};
+
 use super::links::{list_links, open_existing, read_link, remove_link, write_atomic};
 use super::{BlobWriter, IoContext, Layout, StoreError};
 use crate::registry::manifest;
@@ -12,6 +14,19 @@ use crate::registry::names::{Digest, Name, Reference, Tag};
 
 pub struct Store {
     layout: Layout,
+}
+
+/// Where pulled-through content came from (DESIGN §4): absent for pushed content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The upstream host name, e.g. `registry-1.docker.io`.
+    pub upstream: String,
+    /// Unix seconds.
+    pub fetched_at: u64,
+}
+
+fn read_origin(path: &std::path::Path) -> Result<Option<Origin>, StoreError> {
+    Ok(read_link(path)?.filter(|t| !t.is_empty()).and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 /// A manifest found by name and reference, ready to stream.
@@ -64,12 +79,39 @@ impl Store {
         }
     }
 
-    pub fn link_layer(&self, name: &Name, digest: &Digest) -> Result<(), StoreError> {
+    /// Lets `name` serve the blob. `origin` is `None` for pushed content; a pushed link is
+    /// never downgraded to a cached one.
+    pub fn link_layer(&self, name: &Name, digest: &Digest, origin: Option<&Origin>) -> Result<(), StoreError> {
         let path = self.layout.layer_link(name, digest);
-        if path.exists() {
-            return Ok(());
+        let existing = read_link(&path)?;
+        match (existing, origin) {
+            (Some(_), Some(_)) => Ok(()),
+            (Some(text), None) if text.is_empty() => Ok(()),
+            (_, None) => write_atomic(&path, b""),
+            (None, Some(origin)) => write_atomic(&path, &serde_json::to_vec(origin).unwrap_or_default()),
         }
-        write_atomic(&path, b"")
+    }
+
+    /// Where a blob of `name` came from; `None` when pushed (or not there).
+    pub fn layer_origin(&self, name: &Name, digest: &Digest) -> Result<Option<Origin>, StoreError> {
+        read_origin(&self.layout.layer_link(name, digest))
+    }
+
+    /// Where a manifest of `name` came from; `None` when pushed.
+    pub fn manifest_origin(&self, name: &Name, digest: &Digest) -> Result<Option<Origin>, StoreError> {
+        read_origin(&self.layout.manifest_origin(name, digest))
+    }
+
+    /// When a tag was last written or revalidated upstream.
+    pub fn tag_checked_at(&self, name: &Name, tag: &Tag) -> Option<std::time::SystemTime> {
+        fs::metadata(self.layout.tag_link(name, tag)).and_then(|m| m.modified()).ok()
+    }
+
+    /// Records that an upstream still has `tag` at the same digest.
+    pub fn touch_tag(&self, name: &Name, tag: &Tag) -> Result<(), StoreError> {
+        let path = self.layout.tag_link(name, tag);
+        let file = fs::File::options().write(true).open(&path).at(&path)?;
+        file.set_modified(std::time::SystemTime::now()).at(&path)
     }
 
     pub fn unlink_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
@@ -86,6 +128,7 @@ impl Store {
         bytes: &[u8],
         parsed: &manifest::Parsed,
         tag: Option<&Tag>,
+        origin: Option<&Origin>,
     ) -> Result<(), StoreError> {
         let mut writer = BlobWriter::temp(&self.layout, digest.algorithm())?;
         writer.copy_from(&mut &bytes[..], None)?;
@@ -94,6 +137,13 @@ impl Store {
             let descriptor = manifest::referrer_descriptor(parsed, digest, bytes.len() as u64);
             let json = serde_json::to_vec(&descriptor).unwrap_or_default();
             write_atomic(&self.layout.referrer_link(name, subject, digest), &json)?;
+        }
+        let origin_path = self.layout.manifest_origin(name, digest);
+        match origin {
+            Some(origin) => write_atomic(&origin_path, &serde_json::to_vec(origin).unwrap_or_default())?,
+            None => {
+                remove_link(&origin_path)?;
+            }
         }
         write_atomic(&self.layout.manifest_link(name, digest), parsed.media_type.as_bytes())?;
         if let Some(tag) = tag {
@@ -159,6 +209,7 @@ impl Store {
                 remove_link(&self.layout.referrer_link(name, &subject, digest))?;
             }
         }
+        remove_link(&self.layout.manifest_origin(name, digest))?;
         remove_link(&self.layout.manifest_link(name, digest))
     }
 
