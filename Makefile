@@ -25,7 +25,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## bench: not written yet (fails on purpose)
+## bench: release build, then tests/bench.rs (1 GiB push/pull figures → target/bench/registry.json)
 bench:
 	scripts/bench.sh
 

@@ -157,6 +157,8 @@ impl BlobWriter {
         self.copy_pipelined(reader, limit, copied)
     }
 
+    /// Fills as much of `buf` as the body gives (up to `limit`), so a body that arrives in small
+    /// pieces (docker's 32 KiB chunks) is still written and hashed in large blocks.
     fn read_some(
         &self,
         reader: &mut dyn Read,
@@ -168,16 +170,16 @@ impl BlobWriter {
             Some(l) => (l - copied).min(buf.len() as u64) as usize,
             None => buf.len(),
         };
-        if want == 0 {
-            return Ok(0);
-        }
-        loop {
-            match reader.read(&mut buf[..want]) {
-                Ok(n) => return Ok(n),
+        let mut filled = 0;
+        while filled < want {
+            match reader.read(&mut buf[filled..want]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(StoreError::BodyRead(e)),
             }
         }
+        Ok(filled)
     }
 
     fn copy_pipelined(
