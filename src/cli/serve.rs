@@ -69,6 +69,9 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
         );
         Some(Arc::new(tls))
     };
+    // Before anything is announced: a signal right after `listening on` must stop us cleanly.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| CliError::Failed(format!("cannot install signal handlers: {e}")))?;
     let registry = Arc::new(registry);
     let listener = http::bind(&args.listen).map_err(|e| CliError::Failed(e.to_string()))?;
     let server_options =
@@ -79,8 +82,6 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     print_stdout(&format!("listening on {}\n", server.addr()));
 
     let stopper = server.stopper();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| CliError::Failed(format!("cannot install signal handlers: {e}")))?;
     let janitor_registry = registry.clone();
     std::thread::Builder::new()
         .name("glci-janitor".into())

@@ -276,7 +276,7 @@ impl ServeProcess {
     /// A server without auth on a fresh temporary storage.
     pub fn start() -> ServeProcess {
         let dir = temp_dir();
-        let path = dir.path().join("storage");
+        let path = dir.path().to_path_buf();
         Self::spawn(Storage::Temp(dir), &path, &["--no-auth"])
     }
 
