@@ -85,6 +85,9 @@ pub struct Claims {
     /// For access tokens: the admin flag of the identity it was granted to.
     #[serde(default)]
     pub admin: bool,
+    /// For access tokens: granted to a client that gave no credentials.
+    #[serde(default)]
+    pub anonymous: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<Access>,
 }
@@ -99,6 +102,7 @@ impl Claims {
             exp: unix(now + ttl),
             push_through: false,
             admin: true,
+            anonymous: false,
             access: vec![],
         }
     }
@@ -112,13 +116,35 @@ impl Claims {
             exp: unix(now + ttl),
             push_through,
             admin: false,
+            anonymous: false,
             access: vec![],
+        }
+    }
+}
+
+impl Claims {
+    /// The identity an access token was granted to.
+    fn underlying(&self) -> Identity {
+        if self.anonymous {
+            Identity::Anonymous
+        } else if self.admin {
+            Identity::Token(Claims { kind: Kind::Admin, access: vec![], ..self.clone() })
+        } else {
+            Identity::Token(Claims { kind: Kind::Job, access: vec![], ..self.clone() })
         }
     }
 }
 
 pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// What `/token` hands out.
+pub struct Grant {
+    pub token: String,
+    pub access: Vec<Access>,
+    /// Seconds until the token expires (never later than the credentials it came from).
+    pub expires_in: u64,
 }
 
 /// Who is asking.
@@ -230,11 +256,22 @@ impl Auth {
     /// May `identity` do `action` on repository `name` (`None`: the catalog)?
     pub fn decide(&self, identity: &Identity, name: Option<&str>, action: Action) -> Decision {
         if self.actions_allowed(identity, name).contains(&action) {
-            Decision::Allow
-        } else if *identity == Identity::Anonymous {
-            Decision::Challenge
-        } else {
-            Decision::Deny
+            return Decision::Allow;
+        }
+        match identity {
+            Identity::Anonymous => Decision::Challenge,
+            // A Bearer token without this scope: if the credentials behind it could do it, or
+            // there were none, ask again (401, as distribution's `insufficient_scope`), so the
+            // client fetches a token with the scope or logs in.
+            Identity::Token(c) if c.kind == Kind::Access => {
+                let behind = c.underlying();
+                if behind == Identity::Anonymous || self.actions_allowed(&behind, name).contains(&action) {
+                    Decision::Challenge
+                } else {
+                    Decision::Deny
+                }
+            }
+            Identity::Token(_) => Decision::Deny,
         }
     }
 
@@ -281,7 +318,7 @@ impl Auth {
     }
 
     /// The Bearer token `/token` hands out: the scopes asked, cut down to what is allowed.
-    pub fn grant(&self, identity: &Identity, scopes: &[Access], now: SystemTime) -> (String, Vec<Access>) {
+    pub fn grant(&self, identity: &Identity, scopes: &[Access], now: SystemTime) -> Grant {
         let mut granted = Vec::new();
         for scope in scopes {
             let name = match scope.resource_type.as_str() {
@@ -303,18 +340,31 @@ impl Auth {
                 granted.push(Access { resource_type: scope.resource_type.clone(), name: scope.name.clone(), actions });
             }
         }
-        let base = match identity {
-            Identity::Token(c) => c.clone(),
-            Identity::Anonymous => Claims::admin(Duration::ZERO, now),
+        let access_ttl = unix(now + ACCESS_TOKEN_TTL);
+        let claims = match identity {
+            // Never outlive the credentials it was granted for.
+            Identity::Token(c) => Claims {
+                kind: Kind::Access,
+                admin: identity.is_admin(),
+                anonymous: false,
+                exp: c.exp.min(access_ttl),
+                access: granted.clone(),
+                ..c.clone()
+            },
+            Identity::Anonymous => Claims {
+                kind: Kind::Access,
+                project: None,
+                pipeline: None,
+                job: None,
+                exp: access_ttl,
+                push_through: false,
+                admin: false,
+                anonymous: true,
+                access: granted.clone(),
+            },
         };
-        let claims = Claims {
-            kind: Kind::Access,
-            admin: identity.is_admin(),
-            exp: unix(now + ACCESS_TOKEN_TTL),
-            access: granted.clone(),
-            ..base
-        };
-        (self.sign(&claims), granted)
+        let expires_in = claims.exp.saturating_sub(unix(now));
+        Grant { token: self.sign(&claims), access: granted, expires_in }
     }
 }
 
@@ -469,14 +519,21 @@ mod tests {
             parse_scope("repository:g/p/app:pull,push").unwrap(),
             parse_scope("repository:other:pull,push").unwrap(),
         ];
-        let (token, granted) = a.grant(&job, &scopes, now);
-        assert_eq!(granted[0].actions, vec!["pull", "push"]);
-        assert_eq!(granted[1].actions, vec!["pull"]);
-        let id = a.identify(Some(&format!("Bearer {token}")), now).unwrap();
+        let grant = a.grant(&job, &scopes, now);
+        assert_eq!(grant.access[0].actions, vec!["pull", "push"]);
+        assert_eq!(grant.access[1].actions, vec!["pull"]);
+        assert!(grant.expires_in <= 60, "never outlives the job token");
+        let id = a.identify(Some(&format!("Bearer {}", grant.token)), now).unwrap();
         assert_eq!(a.decide(&id, Some("g/p/app"), Action::Push), Decision::Allow);
         assert_eq!(a.decide(&id, Some("other"), Action::Push), Decision::Deny);
-        let (_, anon) = a.grant(&Identity::Anonymous, &scopes, now);
-        assert_eq!(anon[0].actions, vec!["pull"]);
+        // A token that lacks a scope its credentials would allow: ask again (401).
+        let pull_only = a.grant(&job, &[parse_scope("repository:g/p:pull").unwrap()], now);
+        let id = a.identify(Some(&format!("Bearer {}", pull_only.token)), now).unwrap();
+        assert_eq!(a.decide(&id, Some("g/p"), Action::Push), Decision::Challenge);
+        let anon = a.grant(&Identity::Anonymous, &scopes, now);
+        assert_eq!(anon.access[0].actions, vec!["pull"]);
+        let id = a.identify(Some(&format!("Bearer {}", anon.token)), now).unwrap();
+        assert_eq!(a.decide(&id, Some("g/p"), Action::Push), Decision::Challenge);
     }
 
     #[test]

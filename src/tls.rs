@@ -111,7 +111,9 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().map_err(cert_err)?;
         let cert = params.signed_by(&key, &self.cert, &self.key).map_err(cert_err)?;
-        let chain = vec![cert.der().clone(), self.cert.der().clone()];
+        // The leaf only: clients hold the CA (ca.crt); the CA object here is rebuilt from its key
+        // and name, so sending it would put a second certificate with the same serial on the wire.
+        let chain = vec![cert.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok((chain, key))
     }

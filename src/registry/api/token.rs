@@ -17,7 +17,7 @@ const MAX_FORM_BYTES: u64 = 64 * 1024;
 pub fn issue(registry: &Registry, request: &mut Request<'_>) -> Result<Response, ApiError> {
     let Some(auth) = &registry.auth else {
         // Open mode: any token works, since none is checked.
-        return Ok(token_response("anonymous".to_string()));
+        return Ok(token_response("anonymous".to_string(), ACCESS_TOKEN_TTL.as_secs()));
     };
     let now = SystemTime::now();
     let (identity, scopes) = if request.method == "POST" {
@@ -42,8 +42,8 @@ pub fn issue(registry: &Registry, request: &mut Request<'_>) -> Result<Response,
         let scopes: Vec<auth::Access> = request.query_params("scope").iter().flat_map(|s| split_scopes(s)).collect();
         (identity, scopes)
     };
-    let (token, _granted) = auth.grant(&identity, &scopes, now);
-    Ok(token_response(token))
+    let grant = auth.grant(&identity, &scopes, now);
+    Ok(token_response(grant.token, grant.expires_in))
 }
 
 /// Several scopes may come space-separated in one parameter.
@@ -56,13 +56,13 @@ fn unauthorized(e: auth::AuthError) -> ApiError {
         .with_header("WWW-Authenticate", format!("Basic realm=\"{}\"", crate::registry::SERVICE))
 }
 
-fn token_response(token: String) -> Response {
+fn token_response(token: String, expires_in: u64) -> Response {
     Response::json(
         200,
         &json!({
             "token": token,
             "access_token": token,
-            "expires_in": ACCESS_TOKEN_TTL.as_secs(),
+            "expires_in": expires_in,
             "issued_at": auth::rfc3339(SystemTime::now()),
         }),
     )
