@@ -61,3 +61,32 @@ fn run(args: &[&str], stdin: Option<&[u8]>) -> Result<String, DockerError> {
 pub fn login(server: &str, username: &str, password: &Secret) -> Result<(), DockerError> {
     run(&["login", server, "--username", username, "--password-stdin"], Some(password.expose().as_bytes())).map(|_| ())
 }
+
+/// `docker-credential-<helper> get`: the server name on stdin, `{"Username","Secret"}` out.
+pub fn credential_helper_get(helper: &str, server: &str) -> Result<(String, Secret), DockerError> {
+    let program = format!("docker-credential-{helper}");
+    let failed = |stderr: String, code| DockerError { command: format!("{program} get"), code, stderr };
+    if !helper.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(failed("credential helper names are letters, digits, - and _".into(), None));
+    }
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(e.to_string(), None))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let output = child.wait_with_output().map_err(|e| failed(e.to_string(), None))?;
+    if !output.status.success() {
+        return Err(failed(String::from_utf8_lossy(&output.stderr).into_owned(), output.status.code()));
+    }
+    let answer: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|_| failed("answer is not JSON".into(), None))?;
+    match (answer["Username"].as_str(), answer["Secret"].as_str()) {
+        (Some(user), Some(secret)) => Ok((user.to_string(), Secret::new(secret.to_string()))),
+        _ => Err(failed("answer lacks Username or Secret".into(), None)),
+    }
+}

@@ -9,6 +9,8 @@ use super::{print_stdout, CliError};
 use crate::auth::Auth;
 use crate::config::{glci_home, process_env, Config};
 use crate::http::{self, Server, ServerOptions};
+use crate::registry::proxy::upstream::Credentials;
+use crate::registry::proxy::{credentials, Proxy, ProxyOptions};
 use crate::registry::{Registry, RegistryOptions};
 use crate::tls::{Ca, ServerTls};
 
@@ -57,6 +59,13 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
             Auth::load_or_create(&home, config.registry.anonymous_pull).map_err(|e| CliError::Failed(e.to_string()))?;
         registry.with_auth(auth)
     };
+    let registry = match pull_through(config) {
+        Some(proxy) => {
+            crate::log::info("pull_through", &format!("upstreams: {}", config.registry.upstreams.join(", ")));
+            registry.with_proxy(proxy)
+        }
+        None => registry,
+    };
     let tls = if args.no_tls {
         None
     } else {
@@ -102,4 +111,31 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     server.join();
     crate::log::info("shutdown", "stopped");
     Ok(())
+}
+
+/// The pull-through cache from `[registry]` upstreams, endpoints and credentials.
+fn pull_through(config: &Config) -> Option<Proxy> {
+    if config.registry.upstreams.is_empty() {
+        return None;
+    }
+    let upstream = &config.registry.upstream;
+    let configured = match (&upstream.username, &upstream.password) {
+        (Some(username), Some(password)) => {
+            let host = upstream.url.trim_start_matches("https://").trim_start_matches("http://");
+            let host = host.split('/').next().unwrap_or(host).to_string();
+            Some((host, Credentials { username: username.clone(), password: password.clone() }))
+        }
+        _ => None,
+    };
+    let docker_config = process_env("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| process_env("HOME").map(|h| PathBuf::from(h).join(".docker")));
+    let options = ProxyOptions {
+        upstreams: config.registry.upstreams.clone(),
+        endpoints: config.registry.upstream_urls.clone().into_iter().collect(),
+        tag_ttl: config.registry.tag_ttl,
+        timeout: std::time::Duration::from_secs(30),
+        max_manifest_bytes: RegistryOptions::default().max_manifest_bytes,
+    };
+    Some(Proxy::new(options, credentials::source(configured, docker_config.as_deref())))
 }

@@ -26,6 +26,8 @@ pub enum OciCode {
     Denied,
     Unsupported,
     TooManyRequests,
+    /// Not a spec code; distribution uses it when an upstream (pull-through) fails.
+    Unavailable,
     /// Not a spec code; distribution uses it for server-side failures.
     Unknown,
 }
@@ -48,12 +50,13 @@ impl OciCode {
             OciCode::Denied => (403, "DENIED"),
             OciCode::Unsupported => (405, "UNSUPPORTED"),
             OciCode::TooManyRequests => (429, "TOOMANYREQUESTS"),
+            OciCode::Unavailable => (502, "UNAVAILABLE"),
             OciCode::Unknown => (500, "UNKNOWN"),
         }
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiError {
     pub code: OciCode,
     pub status: u16,

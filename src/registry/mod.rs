@@ -6,6 +6,7 @@ pub mod api;
 pub mod error;
 pub mod manifest;
 pub mod names;
+pub mod proxy;
 pub mod routes;
 pub mod storage;
 pub mod uploads;
@@ -53,17 +54,24 @@ pub struct Registry {
     pub options: RegistryOptions,
     /// `None` with `glci serve --no-auth`: everyone may do everything.
     pub auth: Option<Auth>,
+    /// The pull-through cache; `None` when no upstream is configured.
+    pub proxy: Option<proxy::Proxy>,
 }
 
 impl Registry {
     pub fn open(root: &std::path::Path, options: RegistryOptions) -> Result<Registry, StoreError> {
         let layout = Layout::new(root);
         let store = Store::open(layout.clone())?;
-        Ok(Registry { store, uploads: Uploads::new(layout), options, auth: None })
+        Ok(Registry { store, uploads: Uploads::new(layout), options, auth: None, proxy: None })
     }
 
     pub fn with_auth(mut self, auth: Auth) -> Registry {
         self.auth = Some(auth);
+        self
+    }
+
+    pub fn with_proxy(mut self, proxy: proxy::Proxy) -> Registry {
+        self.proxy = Some(proxy);
         self
     }
 
@@ -77,7 +85,11 @@ impl Registry {
             return Ok(Identity::Anonymous);
         }
         let challenge = |scope: Option<String>| {
-            let host = request.header("Host").unwrap_or("localhost");
+            // The Host header is the client's: only a plain host[:port] goes into the header.
+            let host = request
+                .header("Host")
+                .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+                .unwrap_or("localhost");
             let mut value = format!("Bearer realm=\"{}://{host}/token\",service=\"{SERVICE}\"", request.scheme);
             if let Some(scope) = scope {
                 value.push_str(&format!(",scope=\"{scope}\""));
@@ -129,7 +141,7 @@ impl Registry {
             (_, Route::Tags { name }) => api::listing::tags(self, request, &name),
             (_, Route::Referrers { name, digest }) => api::listing::referrers(self, request, &name, &digest),
             (Method::Get | Method::Head, Route::Manifest { name, reference }) => {
-                api::manifests::get(self, &name, &reference)
+                api::manifests::get(self, request, &name, &reference)
             }
             (Method::Put, Route::Manifest { name, reference }) => api::manifests::put(self, request, &name, &reference),
             (_, Route::Manifest { name, reference }) => api::manifests::delete(self, &name, &reference),

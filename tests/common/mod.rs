@@ -257,6 +257,10 @@ enum Storage {
     Dir(PathBuf),
 }
 
+/// The config a test server gets unless the test gives its own: no pull-through upstreams,
+/// so a miss never reaches for registry-1.docker.io (tests only ever talk to 127.0.0.1).
+pub const TEST_CONFIG: &str = "[registry]\nupstreams = []\n";
+
 /// `glci serve --listen 127.0.0.1:0 --storage DIR` running as a child.
 /// Dropping it kills the process (SIGKILL); [`ServeProcess::stop`] shuts it
 /// down with SIGTERM and checks the exit status.
@@ -277,22 +281,28 @@ impl ServeProcess {
     pub fn start() -> ServeProcess {
         let dir = temp_dir();
         let path = dir.path().to_path_buf();
-        Self::spawn(Storage::Temp(dir), &path, &["--no-auth"])
+        Self::spawn(Storage::Temp(dir), &path, &["--no-auth"], TEST_CONFIG)
     }
 
     /// A server without auth on `storage`, which outlives it (restart tests).
     pub fn start_with_storage(storage: &Path) -> ServeProcess {
-        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, &["--no-auth"])
+        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, &["--no-auth"], TEST_CONFIG)
     }
 
     /// A server on `storage` with `args` after the listen and storage flags
     /// (no `--no-auth` unless given).
     pub fn start_with_args(storage: &Path, args: &[&str]) -> ServeProcess {
-        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, args)
+        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, args, TEST_CONFIG)
     }
 
-    fn spawn(storage: Storage, storage_path: &Path, args: &[&str]) -> ServeProcess {
+    /// Like `start_with_args`, with `config` as `$GLCI_HOME/config.toml`.
+    pub fn start_with_config(storage: &Path, args: &[&str], config: &str) -> ServeProcess {
+        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, args, config)
+    }
+
+    fn spawn(storage: Storage, storage_path: &Path, args: &[&str], config: &str) -> ServeProcess {
         let home = temp_dir();
+        std::fs::write(home.path().join("config.toml"), config).expect("write the test config.toml");
         let mut cmd = glci();
         cmd.env("GLCI_HOME", home.path());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage"])

@@ -3,6 +3,7 @@
 use std::io::{Seek, SeekFrom};
 
 use crate::http::{Body, Request, Response};
+use crate::registry::api::manifests::with_namespace;
 use crate::registry::error::{ApiError, OciCode};
 use crate::registry::names::{Digest, Name};
 use crate::registry::{Registry, DIGEST_HEADER};
@@ -61,10 +62,18 @@ fn parse_one_range(header: Option<&str>, len: u64) -> Result<Option<ByteRange>, 
 }
 
 pub fn get(registry: &Registry, request: &Request<'_>, name: &Name, digest: &Digest) -> Result<Response, ApiError> {
+    let ns = request.query_param("ns");
     let Some((mut file, len)) = registry.store.open_blob(name, digest)? else {
-        return Err(ApiError::new(OciCode::BlobUnknown, format!("blob {digest} is unknown to {name}")));
+        let pulled = match &registry.proxy {
+            Some(proxy) => proxy.blob(&registry.store, name, digest, ns.as_deref(), request.method == "HEAD")?,
+            None => None,
+        };
+        return match pulled {
+            Some(response) => Ok(with_namespace(response, ns)),
+            None => Err(ApiError::new(OciCode::BlobUnknown, format!("blob {digest} is unknown to {name}"))),
+        };
     };
-    let response = Response::new(200)
+    let response = with_namespace(Response::new(200), ns)
         .header("Content-Type", "application/octet-stream")
         .header(DIGEST_HEADER, digest.to_string())
         .header("Accept-Ranges", "bytes")

@@ -18,15 +18,32 @@ fn unknown(registry: &Registry, name: &Name, reference: &Reference) -> ApiError 
     }
 }
 
-pub fn get(registry: &Registry, name: &Name, reference: &Reference) -> Result<Response, ApiError> {
+pub fn get(
+    registry: &Registry,
+    request: &Request<'_>,
+    name: &Name,
+    reference: &Reference,
+) -> Result<Response, ApiError> {
+    let ns = request.query_param("ns");
+    if let Some(proxy) = &registry.proxy {
+        proxy.refresh_manifest(&registry.store, name, reference, ns.as_deref())?;
+    }
     let Some(m) = registry.store.open_manifest(name, reference)? else {
         return Err(unknown(registry, name, reference));
     };
-    Ok(Response::new(200)
+    Ok(with_namespace(Response::new(200), ns)
         .header("Content-Type", m.media_type)
         .header(DIGEST_HEADER, m.digest.to_string())
         .header("ETag", format!("\"{}\"", m.digest))
         .body(Body::File { file: m.file, len: m.len }))
+}
+
+/// Echoes `?ns=` (containerd, BuildKit) as `OCI-Namespace`.
+pub fn with_namespace(response: Response, ns: Option<String>) -> Response {
+    match ns {
+        Some(ns) if !ns.is_empty() => response.header("OCI-Namespace", ns),
+        _ => response,
+    }
 }
 
 fn too_large(limit: u64) -> ApiError {

@@ -83,6 +83,8 @@ pub struct BlobWriter {
     len: u64,
     synced: u64,
     _guard: TempGuard,
+    /// Called after every write (pull-through readers follow the file as it grows).
+    on_write: Option<Box<dyn Fn() + Send>>,
 }
 
 /// Removes a temp file when the writer is dropped before it was committed (a failed or
@@ -103,9 +105,10 @@ impl BlobWriter {
         let dir = layout.tmp();
         fs::create_dir_all(&dir).at(&dir)?;
         let path = dir.join(format!("blob-{}", crate::registry::uploads::new_id()));
-        let file = OpenOptions::new().write(true).create_new(true).open(&path).at(&path)?;
+        // Readable too: `reader` hands out handles that follow the file while it is written.
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).at(&path)?;
         let guard = TempGuard(Some(path.clone()));
-        Ok(BlobWriter { file, path, hasher: Hasher::new(algorithm), len: 0, synced: 0, _guard: guard })
+        Ok(BlobWriter { file, path, hasher: Hasher::new(algorithm), len: 0, synced: 0, _guard: guard, on_write: None })
     }
 
     /// Appends to an existing partial file whose first `len` bytes `hasher` has already seen.
@@ -113,11 +116,30 @@ impl BlobWriter {
         let mut file = OpenOptions::new().write(true).open(path).at(path)?;
         file.set_len(len).at(path)?;
         file.seek(SeekFrom::Start(len)).at(path)?;
-        Ok(BlobWriter { file, path: path.to_path_buf(), hasher, len, synced: len, _guard: TempGuard(None) })
+        Ok(BlobWriter {
+            file,
+            path: path.to_path_buf(),
+            hasher,
+            len,
+            synced: len,
+            _guard: TempGuard(None),
+            on_write: None,
+        })
     }
 
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// A handle on the same file for positional reads (`FileExt::read_at`): it shares the
+    /// write offset, so it must never be read with `Read::read`.
+    pub fn reader(&self) -> Result<File, StoreError> {
+        self.file.try_clone().at(&self.path)
+    }
+
+    /// Runs `callback` after every write to the file.
+    pub fn on_write(&mut self, callback: Box<dyn Fn() + Send>) {
+        self.on_write = Some(callback);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -236,6 +258,9 @@ impl BlobWriter {
     fn write_chunk(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.file.write_all(bytes).at(&self.path)?;
         self.len += bytes.len() as u64;
+        if let Some(callback) = &self.on_write {
+            callback();
+        }
         if self.len - self.synced >= WRITEBACK_EVERY {
             start_writeback(&self.file, self.synced, self.len - self.synced);
             self.synced = self.len;

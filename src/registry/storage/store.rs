@@ -12,6 +12,7 @@ use super::{BlobWriter, IoContext, Layout, StoreError};
 use crate::registry::manifest;
 use crate::registry::names::{Digest, Name, Reference, Tag};
 
+#[derive(Clone)]
 pub struct Store {
     layout: Layout,
 }

@@ -1,0 +1,426 @@
+//! The pull-through cache (DESIGN §7): which upstream serves a name, tag revalidation after
+//! `tag_ttl` (stale copy served when the upstream cannot be reached), manifests fetched and
+//! checked before they are stored, blobs streamed to the client while they are written.
+//! Upstream HTTP is in `upstream.rs`, the single-flight streaming in `fetch.rs`.
+
+pub mod credentials;
+pub mod fetch;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fetch::{Download, Inflight, Start};
+use upstream::{CredentialSource, Target, UpstreamClient, UpstreamError};
+
+use crate::auth::unix;
+use crate::http::{Body, Response};
+use crate::registry::error::{ApiError, OciCode};
+use crate::registry::manifest;
+use crate::registry::names::{Algorithm, Digest, Name, Reference};
+use crate::registry::storage::blobs::digest_of;
+use crate::registry::storage::{BlobWriter, Origin, Store};
+use crate::registry::DIGEST_HEADER;
+
+/// The manifest types we ask upstreams for, most specific first.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+const DOCKER_HUB: &str = "registry-1.docker.io";
+
+/// Where a repository name is fetched from: an upstream host and the path there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub host: String,
+    pub repository: String,
+}
+
+/// Docker Hub answers to several names; its registry endpoint is `registry-1.docker.io`.
+pub fn canonical_host(host: &str) -> String {
+    match host {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Docker Hub's official images live under `library/`.
+fn upstream_path(host: &str, path: &str) -> String {
+    if host == DOCKER_HUB && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path.to_string()
+    }
+}
+
+/// A first name component that names a registry host (as docker decides: a dot or `localhost`).
+fn is_host(component: &str) -> bool {
+    component.contains('.') || component == "localhost"
+}
+
+/// The upstreams to try for `name`, in order (pure). A host as first component wins, then
+/// `?ns=`, then every configured upstream in turn.
+pub fn sources(name: &str, ns: Option<&str>, upstreams: &[String]) -> Vec<Source> {
+    if let Some((first, rest)) = name.split_once('/') {
+        if is_host(first) {
+            let host = canonical_host(first);
+            let repository = upstream_path(&host, rest);
+            return vec![Source { host, repository }];
+        }
+    }
+    if let Some(ns) = ns.filter(|n| !n.is_empty()) {
+        let host = canonical_host(ns);
+        let repository = upstream_path(&host, name);
+        return vec![Source { host, repository }];
+    }
+    upstreams
+        .iter()
+        .map(|u| {
+            let host = canonical_host(u);
+            let repository = upstream_path(&host, name);
+            Source { host, repository }
+        })
+        .collect()
+}
+
+pub struct ProxyOptions {
+    pub upstreams: Vec<String>,
+    /// Upstream host → endpoint URL.
+    pub endpoints: BTreeMap<String, String>,
+    pub tag_ttl: Duration,
+    /// Connect/read timeout towards upstreams.
+    pub timeout: Duration,
+    pub max_manifest_bytes: u64,
+}
+
+struct Inner {
+    upstreams: Vec<String>,
+    tag_ttl: Duration,
+    max_manifest_bytes: u64,
+    client: UpstreamClient,
+    inflight: Inflight,
+}
+
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+fn upstream_error(e: UpstreamError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        UpstreamError::NotFound { .. } => ApiError::new(OciCode::Unavailable, message).with_status(404),
+        UpstreamError::Timeout { .. } => ApiError::new(OciCode::Unavailable, message).with_status(504),
+        UpstreamError::Status { status: 429, retry_after, .. } => {
+            let error = ApiError::new(OciCode::TooManyRequests, message);
+            match retry_after {
+                Some(after) => error.with_header("Retry-After", after),
+                None => error,
+            }
+        }
+        UpstreamError::Unreachable { .. } | UpstreamError::Status { .. } | UpstreamError::Invalid { .. } => {
+            ApiError::new(OciCode::Unavailable, message)
+        }
+    }
+}
+
+fn invalid(source: &Source, detail: impl Into<String>) -> UpstreamError {
+    UpstreamError::Invalid { host: source.host.clone(), detail: detail.into() }
+}
+
+enum Fetched {
+    Stored,
+    /// Every source said 404.
+    Missing,
+}
+
+impl Proxy {
+    pub fn new(options: ProxyOptions, credentials: CredentialSource) -> Proxy {
+        let client = UpstreamClient::new(options.endpoints, credentials, options.timeout);
+        Proxy {
+            inner: Arc::new(Inner {
+                upstreams: options.upstreams,
+                tag_ttl: options.tag_ttl,
+                max_manifest_bytes: options.max_manifest_bytes,
+                client,
+                inflight: Inflight::default(),
+            }),
+        }
+    }
+
+    /// Makes the local copy of a manifest present and fresh enough to serve: fetched on a miss,
+    /// revalidated when it is a cached tag older than `tag_ttl`. A stale tag is served as it is
+    /// when the upstream cannot be reached. `Ok` with nothing stored means no upstream has it.
+    pub fn refresh_manifest(
+        &self,
+        store: &Store,
+        name: &Name,
+        reference: &Reference,
+        ns: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let sources = sources(name.as_str(), ns, &self.inner.upstreams);
+        if sources.is_empty() {
+            return Ok(());
+        }
+        if let Some(digest) = store.resolve(name, reference)? {
+            let Reference::Tag(tag) = reference else { return Ok(()) };
+            let Some(origin) = store.manifest_origin(name, &digest)? else { return Ok(()) };
+            let fresh = store
+                .tag_checked_at(name, tag)
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age < self.inner.tag_ttl);
+            if fresh {
+                return Ok(());
+            }
+            let source = sources
+                .iter()
+                .find(|s| s.host == origin.upstream)
+                .cloned()
+                .unwrap_or_else(|| Source { host: origin.upstream.clone(), repository: name.to_string() });
+            if let Err(e) = self.revalidate(store, name, reference, &digest, &source) {
+                crate::log::warn("pull_through", &format!("serving {name}:{tag} from cache: {e}"));
+            }
+            return Ok(());
+        }
+        match self.fetch_manifest(store, name, reference, &sources)? {
+            Fetched::Stored | Fetched::Missing => Ok(()),
+        }
+    }
+
+    /// A cached tag is old: one HEAD upstream (free under Docker Hub's rate limits) tells
+    /// whether it moved; only then is the manifest fetched again.
+    fn revalidate(
+        &self,
+        store: &Store,
+        name: &Name,
+        reference: &Reference,
+        digest: &Digest,
+        source: &Source,
+    ) -> Result<(), UpstreamError> {
+        let target = Target { host: &source.host, repository: &source.repository };
+        let response =
+            self.inner.client.request("HEAD", &target, &format!("manifests/{reference}"), Some(MANIFEST_ACCEPT))?;
+        let upstream_digest = response.header(DIGEST_HEADER).map(str::to_string);
+        if upstream_digest.as_deref() == Some(digest.to_string().as_str()) {
+            if let Reference::Tag(tag) = reference {
+                store.touch_tag(name, tag).map_err(|e| invalid(source, e.to_string()))?;
+            }
+            return Ok(());
+        }
+        self.fetch_manifest_from(store, name, reference, source)
+    }
+
+    fn fetch_manifest(
+        &self,
+        store: &Store,
+        name: &Name,
+        reference: &Reference,
+        sources: &[Source],
+    ) -> Result<Fetched, ApiError> {
+        let mut failure = None;
+        for source in sources {
+            match self.fetch_manifest_from(store, name, reference, source) {
+                Ok(()) => return Ok(Fetched::Stored),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    crate::log::warn("pull_through", &e.to_string());
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(upstream_error(e)),
+            None => Ok(Fetched::Missing),
+        }
+    }
+
+    /// GETs a manifest, checks it (size, JSON, digest) and stores it with its origin.
+    fn fetch_manifest_from(
+        &self,
+        store: &Store,
+        name: &Name,
+        reference: &Reference,
+        source: &Source,
+    ) -> Result<(), UpstreamError> {
+        let target = Target { host: &source.host, repository: &source.repository };
+        let response =
+            self.inner.client.request("GET", &target, &format!("manifests/{reference}"), Some(MANIFEST_ACCEPT))?;
+        let content_type = response.header("Content-Type").map(str::to_string);
+        let claimed = response.header(DIGEST_HEADER).map(str::to_string);
+        let limit = self.inner.max_manifest_bytes;
+        let mut bytes = Vec::new();
+        response
+            .into_reader()
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| invalid(source, format!("reading the manifest: {e}")))?;
+        if bytes.len() as u64 > limit {
+            return Err(invalid(source, "manifest too large"));
+        }
+        let parsed = manifest::parse(&bytes, content_type.as_deref()).map_err(|e| invalid(source, e))?;
+        let (digest, tag) = match reference {
+            Reference::Digest(d) => (digest_of(d.algorithm(), &bytes), None),
+            Reference::Tag(t) => (digest_of(Algorithm::Sha256, &bytes), Some(t)),
+        };
+        if let Reference::Digest(wanted) = reference {
+            if &digest != wanted {
+                return Err(invalid(source, format!("manifest {wanted} has digest {digest}")));
+            }
+        }
+        if let Some(claimed) = claimed.filter(|c| c.starts_with("sha256:") && digest.algorithm() == Algorithm::Sha256) {
+            if claimed != digest.to_string() {
+                return Err(invalid(source, format!("manifest claimed {claimed}, has digest {digest}")));
+            }
+        }
+        let origin = Origin { upstream: source.host.clone(), fetched_at: unix(SystemTime::now()) };
+        store
+            .put_manifest(name, &digest, &bytes, &parsed, tag, Some(&origin))
+            .map_err(|e| invalid(source, e.to_string()))
+    }
+
+    /// A blob missing locally: for HEAD, asks upstream; for GET, joins or starts the download and
+    /// streams it. `Ok(None)` when no upstream has it.
+    pub fn blob(
+        &self,
+        store: &Store,
+        name: &Name,
+        digest: &Digest,
+        ns: Option<&str>,
+        head: bool,
+    ) -> Result<Option<Response>, ApiError> {
+        let sources = sources(name.as_str(), ns, &self.inner.upstreams);
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        if head {
+            return self.head_blob(digest, &sources);
+        }
+        let origin_name = name.clone();
+        let download = self.inner.inflight.join_or_start(digest, |download| {
+            let inner = Arc::clone(&self.inner);
+            let store = store.clone();
+            let digest = digest.clone();
+            let spawned = std::thread::Builder::new().name("glci-fetch".into()).spawn({
+                let download = Arc::clone(&download);
+                move || {
+                    let outcome = inner.download(&store, &origin_name, &digest, &sources, &download);
+                    download.finished(outcome);
+                    inner.inflight.remove(&digest);
+                }
+            });
+            if let Err(e) = spawned {
+                download.finished(Err(ApiError::internal("pull-through", &e)));
+            }
+        });
+        download.add_name(name.clone());
+        match download.wait_start() {
+            Start::Streaming { reader, total } => Ok(Some(
+                Response::new(200)
+                    .header("Content-Type", "application/octet-stream")
+                    .header(DIGEST_HEADER, digest.to_string())
+                    .body(Body::Reader { reader: Box::new(reader), len: total }),
+            )),
+            Start::Failed(e) if e.status == 404 => Ok(None),
+            Start::Failed(e) => Err(e),
+        }
+    }
+
+    fn head_blob(&self, digest: &Digest, sources: &[Source]) -> Result<Option<Response>, ApiError> {
+        let mut failure = None;
+        for source in sources {
+            let target = Target { host: &source.host, repository: &source.repository };
+            match self.inner.client.request("HEAD", &target, &format!("blobs/{digest}"), None) {
+                Ok(response) => {
+                    let mut answer = Response::new(200)
+                        .header("Content-Type", "application/octet-stream")
+                        .header(DIGEST_HEADER, digest.to_string());
+                    if let Some(len) = response.header("Content-Length").and_then(|l| l.parse::<u64>().ok()) {
+                        answer = answer.header("Content-Length", len.to_string());
+                    }
+                    return Ok(Some(answer));
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        failure.map_or(Ok(None), |e| Err(upstream_error(e)))
+    }
+}
+
+impl Inner {
+    /// The download thread's work: GET from the first source that has the blob, stream it into a
+    /// temp file that readers follow, verify, commit, and link it into every repository that
+    /// asked for it.
+    fn download(
+        &self,
+        store: &Store,
+        name: &Name,
+        digest: &Digest,
+        sources: &[Source],
+        download: &Arc<Download>,
+    ) -> Result<(), ApiError> {
+        let mut failure = None;
+        for source in sources {
+            let target = Target { host: &source.host, repository: &source.repository };
+            let response = match self.client.request("GET", &target, &format!("blobs/{digest}"), None) {
+                Ok(r) => r,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => {
+                    crate::log::warn("pull_through", &e.to_string());
+                    failure.get_or_insert(e);
+                    continue;
+                }
+            };
+            let total = response.header("Content-Length").and_then(|l| l.parse::<u64>().ok());
+            let mut writer = BlobWriter::temp(store.layout(), digest.algorithm())?;
+            let follower = Arc::new(writer.reader()?);
+            let notify = Arc::clone(download);
+            writer.on_write(Box::new(move || notify.advanced()));
+            download.started(follower, total);
+            let copied = writer
+                .copy_from(&mut response.into_reader(), total)
+                .map_err(|e| upstream_error(invalid(source, format!("blob {digest}: {e}"))))?;
+            if total.is_some_and(|t| t != copied) {
+                return Err(upstream_error(invalid(source, format!("blob {digest} ended after {copied} bytes"))));
+            }
+            writer.commit(store.layout(), digest).map_err(|e| upstream_error(invalid(source, e.to_string())))?;
+            let origin = Origin { upstream: source.host.clone(), fetched_at: unix(SystemTime::now()) };
+            store.link_layer(name, digest, Some(&origin))?;
+            for other in download.names() {
+                store.link_layer(&other, digest, Some(&origin))?;
+            }
+            return Ok(());
+        }
+        Err(match failure {
+            Some(e) => upstream_error(e),
+            None => ApiError::new(OciCode::BlobUnknown, format!("no upstream has blob {digest}")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(host: &str, repository: &str) -> Source {
+        Source { host: host.into(), repository: repository.into() }
+    }
+
+    #[test]
+    fn routing() {
+        let ups = vec!["registry.gitlab.com".to_string(), "registry-1.docker.io".to_string()];
+        assert_eq!(sources("registry.gitlab.com/g/p/app", None, &ups), vec![s("registry.gitlab.com", "g/p/app")]);
+        assert_eq!(sources("docker.io/alpine", None, &ups), vec![s(DOCKER_HUB, "library/alpine")]);
+        assert_eq!(sources("docker.io/library/alpine", None, &ups), vec![s(DOCKER_HUB, "library/alpine")]);
+        assert_eq!(sources("alpine", Some("docker.io"), &ups), vec![s(DOCKER_HUB, "library/alpine")]);
+        assert_eq!(sources("g/app", Some("registry.gitlab.com"), &ups), vec![s("registry.gitlab.com", "g/app")]);
+        assert_eq!(
+            sources("alpine", None, &ups),
+            vec![s("registry.gitlab.com", "alpine"), s(DOCKER_HUB, "library/alpine")]
+        );
+        assert_eq!(sources("localhost/x", None, &ups), vec![s("localhost", "x")]);
+        assert!(sources("alpine", None, &[]).is_empty());
+    }
+}
