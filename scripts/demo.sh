@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # demo.sh: glci serve as a registry, end to end with skopeo.
 #
-# Starts `glci serve` on 127.0.0.1:0 with a temporary storage, builds the OCI
+# Starts `glci serve` on 127.0.0.1:0 with a temporary storage and GLCI_HOME (so
+# auth and TLS are on, with a fresh CA), asks it for a job token for project
+# `demo`, pushes over HTTPS as a CI job would, pulls anonymously, builds the OCI
 # layout fixture (fixtures/images/make-oci-layout.sh), copies tag `multi` into
 # the registry and back out to a new layout, prints the digests and checks
 # that the manifest and every blob came back unchanged. Stops the server with
@@ -36,7 +38,11 @@ trap cleanup EXIT
 
 # Start the server; its stdout is a coprocess pipe so we can wait, bounded,
 # for the one `listening on ADDR` line. Its log goes to a file.
-coproc SERVER { exec "$GLCI" serve --listen 127.0.0.1:0 --storage "$work/storage" --no-auth 2>"$work/serve.log"; }
+export GLCI_HOME=$work/home
+mkdir -p "$GLCI_HOME"
+# No pull-through upstreams: the demo never reaches beyond 127.0.0.1.
+printf '[registry]\nupstreams = []\n' >"$GLCI_HOME/config.toml"
+coproc SERVER { exec "$GLCI" serve --listen 127.0.0.1:0 --storage "$work/storage" 2>"$work/serve.log"; }
 server_pid=$SERVER_PID
 line=
 if ! read -r -t 30 -u "${SERVER[0]}" line || [[ $line != "listening on "* ]]; then
@@ -54,10 +60,19 @@ back=oci:$work/back:multi
 
 sha256_of() { local s; s=$(sha256sum) && printf 'sha256:%s' "${s%% *}"; }
 
-echo "demo: skopeo copy $src -> $remote"
-skopeo copy -q --dest-tls-verify=false --digestfile "$work/pushed" "$src" "$remote"
-echo "demo: skopeo copy $remote -> $back"
-skopeo copy -q --src-tls-verify=false --digestfile "$work/pulled" "$remote" "$back"
+token=$("$GLCI" registry token --project demo --ttl 10m)
+# A cert dir for skopeo holds only the CA certificate (it would take ca.key for a client key).
+certs=$work/certs
+mkdir -p "$certs"
+cp "$GLCI_HOME/registry-ca/ca.crt" "$certs/"
+echo "demo: without credentials a push is refused"
+if skopeo copy -q --dest-cert-dir "$certs" "$src" "$remote" 2>/dev/null; then
+    die "an anonymous push was accepted"
+fi
+echo "demo: skopeo copy $src -> $remote (HTTPS, verified against $certs/ca.crt, job token for 'demo')"
+skopeo copy -q --dest-cert-dir "$certs" --dest-creds "gitlab-ci-token:$token" --digestfile "$work/pushed" "$src" "$remote"
+echo "demo: skopeo copy $remote -> $back (anonymous pull)"
+skopeo copy -q --src-cert-dir "$certs" --digestfile "$work/pulled" "$remote" "$back"
 
 fail=0
 check() { # check WHAT EXPECTED GOT
@@ -73,7 +88,7 @@ manifest=$(skopeo inspect --raw "$src" | sha256_of)
 echo "demo: digests"
 check "manifest (pushed)" "$manifest" "$(cat "$work/pushed")"
 check "manifest (pulled)" "$manifest" "$(cat "$work/pulled")"
-check "manifest (registry)" "$manifest" "$(skopeo inspect --raw --tls-verify=false "$remote" | sha256_of)"
+check "manifest (registry)" "$manifest" "$(skopeo inspect --raw --cert-dir "$certs" "$remote" | sha256_of)"
 check "manifest (back)" "$manifest" "$(skopeo inspect --raw "$back" | sha256_of)"
 
 # Every blob the manifest names must be in the new layout, byte for byte.

@@ -62,8 +62,9 @@ pub fn run(command: RegistryCommand, config: &Config) -> Result<(), CliError> {
         RegistryCommand::Token(args) => {
             let project: Name = args.project.parse().map_err(|e| CliError::Usage(format!("--project: {e}")))?;
             let ttl = ttl("--ttl", &args.ttl)?;
-            let claims =
-                Claims::job(project.as_str(), args.pipeline, args.job, args.push_through, ttl, SystemTime::now());
+            // `[registry] push_through = true` makes it the default (DESIGN §8).
+            let push_through = args.push_through || config.registry.push_through;
+            let claims = Claims::job(project.as_str(), args.pipeline, args.job, push_through, ttl, SystemTime::now());
             print_stdout(&format!("{}\n", load_auth(config)?.sign(&claims)));
             Ok(())
         }

@@ -9,10 +9,14 @@ use super::{print_stdout, CliError};
 use crate::auth::Auth;
 use crate::config::{glci_home, process_env, Config};
 use crate::http::{self, Server, ServerOptions};
-use crate::registry::proxy::upstream::Credentials;
+use crate::registry::mirror::Mirror;
+use crate::registry::proxy::upstream::{Credentials, UpstreamClient};
 use crate::registry::proxy::{credentials, Proxy, ProxyOptions};
 use crate::registry::{Registry, RegistryOptions};
 use crate::tls::{Ca, ServerTls};
+
+/// Connect and read timeout towards upstream registries.
+const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -59,7 +63,9 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
             Auth::load_or_create(&home, config.registry.anonymous_pull).map_err(|e| CliError::Failed(e.to_string()))?;
         registry.with_auth(auth)
     };
-    let registry = match pull_through(config) {
+    let client = upstream_client(config);
+    let registry = registry.with_mirror(Mirror::new(host_of(&config.registry.upstream.url), Arc::clone(&client)));
+    let registry = match pull_through(config, &client) {
         Some(proxy) => {
             crate::log::info("pull_through", &format!("upstreams: {}", config.registry.upstreams.join(", ")));
             registry.with_proxy(proxy)
@@ -113,29 +119,39 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The pull-through cache from `[registry]` upstreams, endpoints and credentials.
-fn pull_through(config: &Config) -> Option<Proxy> {
-    if config.registry.upstreams.is_empty() {
-        return None;
-    }
+/// The one upstream client, shared by pull-through and push-through: endpoints from
+/// `[registry.upstream_urls]`, credentials from `[registry.upstream]` and ~/.docker/config.json.
+fn upstream_client(config: &Config) -> Arc<UpstreamClient> {
     let upstream = &config.registry.upstream;
     let configured = match (&upstream.username, &upstream.password) {
         (Some(username), Some(password)) => {
-            let host = upstream.url.trim_start_matches("https://").trim_start_matches("http://");
-            let host = host.split('/').next().unwrap_or(host).to_string();
-            Some((host, Credentials { username: username.clone(), password: password.clone() }))
+            Some((host_of(&upstream.url), Credentials { username: username.clone(), password: password.clone() }))
         }
         _ => None,
     };
     let docker_config = process_env("DOCKER_CONFIG")
         .map(PathBuf::from)
         .or_else(|| process_env("HOME").map(|h| PathBuf::from(h).join(".docker")));
+    let endpoints = config.registry.upstream_urls.clone().into_iter().collect();
+    let credentials = credentials::source(configured, docker_config.as_deref());
+    Arc::new(UpstreamClient::new(endpoints, credentials, UPSTREAM_TIMEOUT))
+}
+
+/// `https://registry.gitlab.com/x` → `registry.gitlab.com`.
+fn host_of(url: &str) -> String {
+    let host = url.trim_start_matches("https://").trim_start_matches("http://");
+    host.split('/').next().unwrap_or(host).to_string()
+}
+
+/// The pull-through cache from `[registry]` upstreams; `None` when there are none.
+fn pull_through(config: &Config, client: &Arc<UpstreamClient>) -> Option<Proxy> {
+    if config.registry.upstreams.is_empty() {
+        return None;
+    }
     let options = ProxyOptions {
         upstreams: config.registry.upstreams.clone(),
-        endpoints: config.registry.upstream_urls.clone().into_iter().collect(),
         tag_ttl: config.registry.tag_ttl,
-        timeout: std::time::Duration::from_secs(30),
         max_manifest_bytes: RegistryOptions::default().max_manifest_bytes,
     };
-    Some(Proxy::new(options, credentials::source(configured, docker_config.as_deref())))
+    Some(Proxy::new(options, Arc::clone(client)))
 }

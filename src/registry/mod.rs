@@ -5,6 +5,7 @@
 pub mod api;
 pub mod error;
 pub mod manifest;
+pub mod mirror;
 pub mod names;
 pub mod proxy;
 pub mod routes;
@@ -56,17 +57,24 @@ pub struct Registry {
     pub auth: Option<Auth>,
     /// The pull-through cache; `None` when no upstream is configured.
     pub proxy: Option<proxy::Proxy>,
+    /// Push-through, for tokens that ask for it.
+    pub mirror: Option<mirror::Mirror>,
 }
 
 impl Registry {
     pub fn open(root: &std::path::Path, options: RegistryOptions) -> Result<Registry, StoreError> {
         let layout = Layout::new(root);
         let store = Store::open(layout.clone())?;
-        Ok(Registry { store, uploads: Uploads::new(layout), options, auth: None, proxy: None })
+        Ok(Registry { store, uploads: Uploads::new(layout), options, auth: None, proxy: None, mirror: None })
     }
 
     pub fn with_auth(mut self, auth: Auth) -> Registry {
         self.auth = Some(auth);
+        self
+    }
+
+    pub fn with_mirror(mut self, mirror: mirror::Mirror) -> Registry {
+        self.mirror = Some(mirror);
         self
     }
 
@@ -133,7 +141,7 @@ impl Registry {
 
     fn dispatch(&self, request: &mut Request<'_>) -> Result<Response, ApiError> {
         let (method, route) = routes::parse(&request.method, &request.path)?;
-        self.authorize(request, method, &route)?;
+        let identity = self.authorize(request, method, &route)?;
         match (method, route) {
             (_, Route::Token) => api::token::issue(self, request),
             (_, Route::Base) => Ok(Response::json(200, &serde_json::json!({}))),
@@ -143,7 +151,9 @@ impl Registry {
             (Method::Get | Method::Head, Route::Manifest { name, reference }) => {
                 api::manifests::get(self, request, &name, &reference)
             }
-            (Method::Put, Route::Manifest { name, reference }) => api::manifests::put(self, request, &name, &reference),
+            (Method::Put, Route::Manifest { name, reference }) => {
+                api::manifests::put(self, request, &identity, &name, &reference)
+            }
             (_, Route::Manifest { name, reference }) => api::manifests::delete(self, &name, &reference),
             (Method::Get | Method::Head, Route::Blob { name, digest }) => {
                 api::blobs::get(self, request, &name, &digest)

@@ -3,11 +3,12 @@
 
 use std::io::Read;
 
+use crate::auth::Identity;
 use crate::http::{Body, Request, Response};
 use crate::registry::error::{ApiError, OciCode};
-use crate::registry::manifest;
 use crate::registry::names::{Algorithm, Digest, Name, Reference};
 use crate::registry::storage::blobs::digest_of;
+use crate::registry::{manifest, mirror};
 use crate::registry::{Registry, DIGEST_HEADER};
 
 fn unknown(registry: &Registry, name: &Name, reference: &Reference) -> ApiError {
@@ -54,6 +55,7 @@ fn too_large(limit: u64) -> ApiError {
 pub fn put(
     registry: &Registry,
     request: &mut Request<'_>,
+    identity: &Identity,
     name: &Name,
     reference: &Reference,
 ) -> Result<Response, ApiError> {
@@ -84,6 +86,10 @@ pub fn put(
     };
     check_references(registry, name, &parsed)?;
     registry.store.put_manifest(name, &digest, &bytes, &parsed, tag, None)?;
+    // Stored first: an upstream failure answers 5xx but keeps the local copy (DESIGN §8).
+    if let Some(mirror) = registry.mirror.as_ref().filter(|_| mirror::wanted(identity, name)) {
+        mirror.push(&registry.store, name, reference, &digest)?;
+    }
     let mut response = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{digest}"))
         .header(DIGEST_HEADER, digest.to_string());

@@ -7,13 +7,12 @@ pub mod credentials;
 pub mod fetch;
 pub mod upstream;
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fetch::{Download, Inflight, Start};
-use upstream::{CredentialSource, Target, UpstreamClient, UpstreamError};
+use upstream::{Target, UpstreamClient, UpstreamError};
 
 use crate::auth::unix;
 use crate::http::{Body, Response};
@@ -25,7 +24,8 @@ use crate::registry::storage::{BlobWriter, Origin, Store};
 use crate::registry::DIGEST_HEADER;
 
 /// The manifest types we ask upstreams for, most specific first.
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+pub const MANIFEST_ACCEPT: &str =
+    "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 const DOCKER_HUB: &str = "registry-1.docker.io";
@@ -86,11 +86,7 @@ pub fn sources(name: &str, ns: Option<&str>, upstreams: &[String]) -> Vec<Source
 
 pub struct ProxyOptions {
     pub upstreams: Vec<String>,
-    /// Upstream host → endpoint URL.
-    pub endpoints: BTreeMap<String, String>,
     pub tag_ttl: Duration,
-    /// Connect/read timeout towards upstreams.
-    pub timeout: Duration,
     pub max_manifest_bytes: u64,
 }
 
@@ -98,7 +94,7 @@ struct Inner {
     upstreams: Vec<String>,
     tag_ttl: Duration,
     max_manifest_bytes: u64,
-    client: UpstreamClient,
+    client: Arc<UpstreamClient>,
     inflight: Inflight,
 }
 
@@ -106,7 +102,7 @@ pub struct Proxy {
     inner: Arc<Inner>,
 }
 
-fn upstream_error(e: UpstreamError) -> ApiError {
+pub fn upstream_error(e: UpstreamError) -> ApiError {
     let message = e.to_string();
     match e {
         UpstreamError::NotFound { .. } => ApiError::new(OciCode::Unavailable, message).with_status(404),
@@ -135,8 +131,7 @@ enum Fetched {
 }
 
 impl Proxy {
-    pub fn new(options: ProxyOptions, credentials: CredentialSource) -> Proxy {
-        let client = UpstreamClient::new(options.endpoints, credentials, options.timeout);
+    pub fn new(options: ProxyOptions, client: Arc<UpstreamClient>) -> Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 upstreams: options.upstreams,

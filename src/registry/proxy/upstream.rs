@@ -120,6 +120,20 @@ pub struct UpstreamClient {
     tokens: Mutex<HashMap<(String, String), (Secret, Instant)>>,
 }
 
+/// Produces a request body (again, for a retry after a challenge) and its length.
+pub type BodySource<'a> = &'a dyn Fn() -> std::io::Result<(Box<dyn Read>, u64)>;
+
+/// A request to an upstream: absolute URL, the repository it concerns (for the token scope),
+/// whether it writes, extra headers and an optional body.
+pub struct Outgoing<'a> {
+    pub method: &'a str,
+    pub url: String,
+    pub target: &'a Target<'a>,
+    pub push: bool,
+    pub headers: Vec<(&'a str, String)>,
+    pub body: Option<BodySource<'a>>,
+}
+
 /// What a request to the upstream is for; decides the token scope.
 pub struct Target<'a> {
     pub host: &'a str,
@@ -147,7 +161,7 @@ impl UpstreamClient {
         self.endpoints.get(host).cloned().unwrap_or_else(|| format!("https://{host}"))
     }
 
-    /// `method` on `/v2/<repository>/<suffix>`, authenticating as the upstream asks.
+    /// `method` on `/v2/<repository>/<suffix>` with pull access, authenticating as asked.
     pub fn request(
         &self,
         method: &str,
@@ -156,18 +170,36 @@ impl UpstreamClient {
         accept: Option<&str>,
     ) -> Result<ureq::Response, UpstreamError> {
         let url = format!("{}/v2/{}/{}", self.endpoint(target.host), target.repository, suffix);
-        let scope = format!("repository:{}:pull", target.repository);
+        let headers: Vec<(&str, String)> = accept.map(|a| ("Accept", a.to_string())).into_iter().collect();
+        self.send(&Outgoing { method, url, target, push: false, headers, body: None })
+    }
+
+    /// Sends one request, answering a 401 challenge once (a body is produced anew for the retry).
+    pub fn send(&self, outgoing: &Outgoing<'_>) -> Result<ureq::Response, UpstreamError> {
+        let target = outgoing.target;
+        let actions = if outgoing.push { "pull,push" } else { "pull" };
+        let scope = format!("repository:{}:{actions}", target.repository);
         let key = (target.host.to_string(), scope.clone());
         let mut authorization = self.cached_token(&key);
         for attempt in 0..2 {
-            let mut request = self.agent.request(method, &url);
-            if let Some(accept) = accept {
-                request = request.set("Accept", accept);
+            let mut request = self.agent.request(outgoing.method, &outgoing.url);
+            for (name, value) in &outgoing.headers {
+                request = request.set(name, value);
             }
             if let Some(value) = &authorization {
                 request = request.set("Authorization", value.expose());
             }
-            match request.call() {
+            let result = match &outgoing.body {
+                None => request.call(),
+                Some(body) => {
+                    let (reader, len) = body().map_err(|e| UpstreamError::Invalid {
+                        host: target.host.to_string(),
+                        detail: format!("reading local content: {e}"),
+                    })?;
+                    request.set("Content-Length", &len.to_string()).send(reader)
+                }
+            };
+            match result {
                 Ok(response) => return Ok(response),
                 Err(ureq::Error::Status(401, response)) if attempt == 0 => {
                     let header = response.header("WWW-Authenticate").unwrap_or("").to_string();
