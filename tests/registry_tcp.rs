@@ -31,9 +31,13 @@ impl TestServer {
     }
 
     fn at(root: &Path) -> TestServer {
+        TestServer::with_workers(root, 8)
+    }
+
+    fn with_workers(root: &Path, workers: usize) -> TestServer {
         let registry = Registry::open(root, RegistryOptions::default()).unwrap();
         let listener = glci::http::bind("127.0.0.1:0").unwrap();
-        let options = ServerOptions { workers: 8, log_requests: false, ..ServerOptions::default() };
+        let options = ServerOptions { workers, log_requests: false, ..ServerOptions::default() };
         let server = Server::start(listener, Arc::new(registry), options).unwrap();
         let addr = server.addr().to_string();
         TestServer { server: Some(server), addr, _dir: None }
@@ -780,4 +784,45 @@ fn upload_sessions_survive_a_restart() {
     let d = digest(b"hello world");
     s.req("PUT", &format!("{loc}?digest={d}")).header("Content-Range", "5-10").body(&b" world"[..]).send().expect(201);
     assert_eq!(s.req("GET", &format!("/v2/persist/blobs/{d}")).send().expect(200).body, b"hello world");
+}
+
+#[test]
+fn a_full_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::with_workers(dir.path(), 1);
+    // Each held connection keeps the one worker or a queue slot busy (keep-alive, idle).
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..10 {
+        let mut c = s.client();
+        c.send_raw(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n");
+        // A queued connection gets no answer yet: a short wait tells queued from refused.
+        c.reader.get_ref().set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+        let mut first = String::new();
+        match c.reader.read_line(&mut first) {
+            Ok(_) if first.contains(" 503 ") => {
+                refused = Some(first);
+                let mut rest = String::new();
+                c.reader.get_ref().set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+                c.reader.read_to_string(&mut rest).unwrap();
+                refused = refused.map(|f| f + &rest);
+                break;
+            }
+            _ => held.push(c),
+        }
+    }
+    let r = refused.expect("a 503 once the worker and the queue are full");
+    assert!(r.contains("Retry-After: 1\r\n"), "{r}");
+    assert!(r.contains("TOOMANYREQUESTS"), "{r}");
+    drop(held);
+    // Once the holders leave, the server answers again.
+    let mut ok = false;
+    for _ in 0..50 {
+        if s.req("GET", "/v2/").send().status == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(ok);
 }

@@ -171,6 +171,25 @@ fn sniff(stream: &TcpStream, shutdown: &AtomicBool, limits: ConnLimits) -> Openi
     }
 }
 
+/// Answers a connection the server has no room for: 503 with `Retry-After`, then close. Runs on
+/// the accept thread, so it never waits to read: a TLS client gets a failed handshake instead,
+/// which it retries as well.
+pub fn refuse_busy(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    {
+        let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"server busy, retry shortly"}]}"#;
+        let head = format!(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let mut response = head.into_bytes();
+        response.extend_from_slice(body);
+        // One small write into an empty socket buffer: it fits, or the client is gone.
+        let _ = (&stream).write(&response);
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
 /// Serves one accepted connection: HTTPS when it opens with a TLS handshake and `tls` is
 /// configured, plain HTTP otherwise. A TLS handshake on a plain-only server is closed at once,
 /// so clients that try HTTPS first (docker, skopeo) fall back to HTTP without waiting.

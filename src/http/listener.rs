@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, TrySendError};
 
 use super::conn::{self, ConnLimits, Exchange};
 use super::Handler;
@@ -88,11 +88,13 @@ impl Server {
                     break;
                 }
                 match stream {
-                    Ok(stream) => {
-                        if sender.send(stream).is_err() {
-                            break;
-                        }
-                    }
+                    Ok(stream) => match sender.try_send(stream) {
+                        Ok(()) => {}
+                        // Every worker busy and the queue full: say so at once rather than let
+                        // the client wait in the backlog without a word.
+                        Err(TrySendError::Full(stream)) => conn::refuse_busy(stream),
+                        Err(TrySendError::Disconnected(_)) => break,
+                    },
                     // Out of descriptors or a reset before accept: keep serving the others.
                     Err(e) => {
                         crate::log::warn("accept", &e.to_string());
