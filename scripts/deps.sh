@@ -4,7 +4,8 @@
 #
 # Installs (Debian): docker.io (dockerd + containerd + runc), skopeo,
 # docker-registry (distribution 2.8, the reference registry), busybox-static
-# (the /bin/busybox the image fixtures are built from).
+# (the /bin/busybox the image fixtures are built from), apache2-utils
+# (htpasswd: bcrypt users for the push-through tests' docker-registry).
 #
 # Without systemd (containers, CI VMs) dockerd is started in the background,
 # detached so it outlives make, logging to $GLCI_DOCKERD_LOG.
@@ -12,7 +13,7 @@ set -euo pipefail
 
 DOCKERD_LOG=${GLCI_DOCKERD_LOG:-/tmp/glci-dockerd.log}
 DOCKER_WAIT_SECS=${GLCI_DOCKER_WAIT_SECS:-60}
-PACKAGES=(docker.io skopeo docker-registry busybox-static)
+PACKAGES=(docker.io skopeo docker-registry busybox-static apache2-utils)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
@@ -23,6 +24,7 @@ command -v docker >/dev/null 2>&1 || missing+=(docker)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 [[ -x /bin/busybox ]] || missing+=(/bin/busybox)
+command -v htpasswd >/dev/null 2>&1 || missing+=(htpasswd)
 
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then

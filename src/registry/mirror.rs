@@ -70,6 +70,8 @@ impl Mirror {
             if error.status < 500 && error.status != 429 {
                 error.status = 502;
             }
+            // docker and skopeo show only the status of a 5xx, never its message: say it here.
+            crate::log::warn("push_through", &format!("{name}:{reference}: {}", error.message));
             error
         })?;
         crate::log::info(

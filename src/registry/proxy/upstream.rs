@@ -109,6 +109,9 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
     Some(Challenge { scheme: scheme.to_ascii_lowercase(), params })
 }
 
+/// How long Basic credentials a challenge asked for are sent unasked (they are static).
+const BASIC_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// Looks up credentials for an upstream host (config, then the host's docker config).
 pub type CredentialSource = Box<dyn Fn(&str) -> Option<Credentials> + Send + Sync>;
 
@@ -231,7 +234,14 @@ impl UpstreamClient {
             .as_ref()
             .map(|c| format!("Basic {}", base64_encode(format!("{}:{}", c.username, c.password.expose()).as_bytes())));
         match challenge.scheme.as_str() {
-            "basic" => basic.map(Secret::new).ok_or_else(denied),
+            "basic" => {
+                // Cached like a token: otherwise every request (and every blob body) goes out
+                // twice, once unauthenticated to draw the 401.
+                let value = Secret::new(basic.ok_or_else(denied)?);
+                let until = Instant::now() + BASIC_LIFETIME;
+                self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), (value.clone(), until));
+                Ok(value)
+            }
             "bearer" => {
                 let realm = challenge.params.get("realm").ok_or_else(denied)?;
                 let mut url = format!("{realm}{}", if realm.contains('?') { "&" } else { "?" });
