@@ -758,9 +758,12 @@ fn upstream_down_fails_the_push_keeps_the_local_copy_and_a_retry_completes_it() 
     build_image(w, &docker, &mut images, &image);
     upstream.stop();
 
-    // docker prints only the status line of a 5xx; the message is in the body and the log.
+    // docker prints only the status line of a 5xx: glci puts the message in its reason phrase.
     let failed = docker.push_fails(&image);
-    assert!(failed.contains("502 Bad Gateway"), "docker push output:\n{failed}");
+    assert!(
+        failed.contains("502 Bad Gateway (push-through to registry.gitlab.com failed"),
+        "docker push output:\n{failed}"
+    );
     let (status, body) = put_manifest_again(front.addr(), &token, "g/p/app", "1");
     eqnice!(502, status, "manifest PUT with the upstream down: {body}");
     let message = error_message(&body);
@@ -806,7 +809,10 @@ fn rejected_upstream_credentials_fail_the_push_until_they_are_fixed() {
 
     let at = mark(&upstream);
     let failed = docker.push_fails(&image);
-    assert!(failed.contains("502 Bad Gateway"), "docker push output:\n{failed}");
+    assert!(
+        failed.contains("502 Bad Gateway (push-through to registry.gitlab.com failed"),
+        "docker push output:\n{failed}"
+    );
     let (status, body) = put_manifest_again(front.addr(), &token, "g/p/app", "1");
     eqnice!(502, status, "manifest PUT with rejected credentials: {body}");
     let message = error_message(&body);

@@ -12,6 +12,7 @@ use crate::http::{self, Server, ServerOptions};
 use crate::registry::mirror::Mirror;
 use crate::registry::proxy::upstream::{Credentials, UpstreamClient};
 use crate::registry::proxy::{credentials, Proxy, ProxyOptions};
+use crate::registry::storage::{Layout, StoreLock};
 use crate::registry::{Registry, RegistryOptions};
 use crate::tls::{Ca, ServerTls};
 
@@ -47,6 +48,9 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     }
     let home = glci_home(&process_env);
     let storage = args.storage.unwrap_or_else(|| home.join("registry"));
+    // Held for the server's lifetime: `glci registry … --storage` and a second server refuse
+    // this directory while we run (the kernel releases it when we exit, kill -9 included).
+    let _storage_lock = lock_storage(&storage)?;
     let options = RegistryOptions::default();
     let expiry = options.upload_expiry;
     let registry = Registry::open(&storage, options)
@@ -132,7 +136,15 @@ fn upstream_client(config: &Config) -> Arc<UpstreamClient> {
     let docker_config = process_env("DOCKER_CONFIG")
         .map(PathBuf::from)
         .or_else(|| process_env("HOME").map(|h| PathBuf::from(h).join(".docker")));
-    let endpoints = config.registry.upstream_urls.clone().into_iter().collect();
+    let mut endpoints: std::collections::BTreeMap<String, String> =
+        config.registry.upstream_urls.clone().into_iter().collect();
+    // `[registry.upstream] url = "http://host:port"` names its own endpoint (unless mapped).
+    if upstream.url.starts_with("http://") || upstream.url.starts_with("https://") {
+        let url = upstream.url.trim_end_matches('/');
+        let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+        let authority_end = url[scheme_end..].find('/').map(|i| scheme_end + i).unwrap_or(url.len());
+        endpoints.entry(host_of(url)).or_insert_with(|| url[..authority_end].to_string());
+    }
     let credentials = credentials::source(configured, docker_config.as_deref());
     Arc::new(UpstreamClient::new(endpoints, credentials, UPSTREAM_TIMEOUT))
 }
@@ -141,6 +153,21 @@ fn upstream_client(config: &Config) -> Arc<UpstreamClient> {
 fn host_of(url: &str) -> String {
     let host = url.trim_start_matches("https://").trim_start_matches("http://");
     host.split('/').next().unwrap_or(host).to_string()
+}
+
+/// Takes the storage directory's lock (`storage/lock.rs`), creating the directory if needed.
+fn lock_storage(storage: &std::path::Path) -> Result<StoreLock, CliError> {
+    let cannot =
+        |e: &dyn std::fmt::Display| CliError::Failed(format!("cannot open storage {}: {e}", storage.display()));
+    std::fs::create_dir_all(storage).map_err(|e| cannot(&e))?;
+    match StoreLock::try_acquire(&Layout::new(storage).lock_file()) {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(CliError::Failed(format!(
+            "storage {} is in use by another glci process (a running `glci serve`, or `glci registry … --storage`)",
+            storage.display()
+        ))),
+        Err(e) => Err(cannot(&e)),
+    }
 }
 
 /// The pull-through cache from `[registry]` upstreams; `None` when there are none.

@@ -14,7 +14,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{reason_phrase, Body, Handler, Request, Response};
+use super::{clean_reason, reason_phrase, Body, Handler, Request, Response};
 
 /// Largest request head (request line + headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -597,8 +597,9 @@ fn write_response_unflushed<T: Transport>(
     response: Response,
     keep_alive: bool,
 ) -> io::Result<u64> {
-    let Response { status, headers, body } = response;
-    let mut head = format!("HTTP/1.1 {} {}\r\n", status, reason_phrase(status));
+    let Response { status, headers, body, reason } = response;
+    let reason = reason.map(|r| clean_reason(&r)).unwrap_or_else(|| reason_phrase(status).to_string());
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
     let has_length_header = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
     for (name, value) in &headers {
         // Header values never carry CR/LF: they come from our own code, but make sure.

@@ -131,11 +131,14 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Body,
+    /// A reason phrase instead of the standard one. Docker and skopeo print only the status
+    /// line of a 5xx, so this is how a server-side explanation reaches their users.
+    pub reason: Option<String>,
 }
 
 impl Response {
     pub fn new(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Body::Empty }
+        Response { status, headers: Vec::new(), body: Body::Empty, reason: None }
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Response {
@@ -156,6 +159,11 @@ impl Response {
     pub fn get_header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+}
+
+/// A reason phrase safe for a status line: printable ASCII only, bounded.
+pub fn clean_reason(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).take(200).collect()
 }
 
 pub fn reason_phrase(status: u16) -> &'static str {

@@ -63,11 +63,20 @@ pub struct ApiError {
     pub message: String,
     pub detail: Option<serde_json::Value>,
     pub headers: Vec<(String, String)>,
+    /// Put the message in the status line too (see `Response::reason`).
+    pub in_status_line: bool,
 }
 
 impl ApiError {
     pub fn new(code: OciCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, status: code.wire().0, message: message.into(), detail: None, headers: Vec::new() }
+        ApiError {
+            code,
+            status: code.wire().0,
+            message: message.into(),
+            detail: None,
+            headers: Vec::new(),
+            in_status_line: false,
+        }
     }
 
     pub fn with_status(mut self, status: u16) -> ApiError {
@@ -91,14 +100,23 @@ impl ApiError {
         ApiError::new(OciCode::Unknown, "internal server error")
     }
 
+    /// Also shows the message in the status line, for clients that print nothing else of a 5xx.
+    pub fn shown_in_status_line(mut self) -> ApiError {
+        self.in_status_line = true;
+        self
+    }
+
     pub fn into_response(self) -> Response {
         let (_, code) = self.code.wire();
+        let reason =
+            self.in_status_line.then(|| format!("{} ({})", crate::http::reason_phrase(self.status), self.message));
         let mut entry = json!({"code": code, "message": self.message});
         if let Some(detail) = self.detail {
             entry["detail"] = detail;
         }
         let mut response = Response::json(self.status, &json!({ "errors": [entry] }));
         response.headers.extend(self.headers);
+        response.reason = reason;
         response
     }
 }
@@ -133,6 +151,19 @@ impl From<StoreError> for ApiError {
                 ApiError::new(OciCode::BlobUploadInvalid, format!("could not read the request body: {e}"))
             }
             StoreError::Io { .. } => ApiError::internal("storage", &e),
+        }
+    }
+}
+
+impl From<super::gc::GcError> for ApiError {
+    fn from(e: super::gc::GcError) -> ApiError {
+        match e {
+            super::gc::GcError::Store(e) => e.into(),
+            // The admin asked for a clean; why it stopped is theirs to see (no secrets in it).
+            e @ super::gc::GcError::UnreadableManifest { .. } => {
+                crate::log::error("clean", &e.to_string());
+                ApiError::new(OciCode::Unknown, e.to_string()).with_status(409)
+            }
         }
     }
 }

@@ -70,9 +70,10 @@ impl Mirror {
             if error.status < 500 && error.status != 429 {
                 error.status = 502;
             }
-            // docker and skopeo show only the status of a 5xx, never its message: say it here.
+            // docker and skopeo show only the status line of a 5xx, never its body: put the
+            // message there too, and in the log.
             crate::log::warn("push_through", &format!("{name}:{reference}: {}", error.message));
-            error
+            error.shown_in_status_line()
         })?;
         crate::log::info(
             "push_through",
