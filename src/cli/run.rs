@@ -1,0 +1,193 @@
+//! `glci run`: flags → pipeline (`parse::load`) → plan (with git facts, `--env`, `--project`)
+//! → `execute`, its events rendered live on stdout (text or `--json`). SIGINT/SIGTERM cancel the
+//! run: jobs stop, every container and network of the run is removed; a second signal quits at
+//! once. Exit codes (cli/error.rs): 0 passed, 1 a job failed or the run was interrupted,
+//! 2 a configuration error (the one-line `file:line: key: message`).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::{print_stdout, CliError};
+use crate::config::Config;
+use crate::pipeline::execute::{self, Cancel, NoWiring, Options, PipelineStatus};
+use crate::pipeline::{output, parse, plan, variables};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Jobs to run, with the jobs they need; the whole pipeline when none is named.
+    #[arg(value_name = "JOB")]
+    pub jobs: Vec<String>,
+    /// The pipeline file.
+    #[arg(short = 'f', long = "file", value_name = "FILE", default_value = ".gitlab-ci.yml")]
+    pub file: PathBuf,
+    /// Jobs running at once [default: the number of CPUs].
+    #[arg(short = 'j', long = "parallel", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: Option<u16>,
+    /// A variable for every job, over the pipeline's own (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Variables from a file of KEY=VALUE lines (`--env` wins over it).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// The project path (`group/project`): CI_PROJECT_PATH and /builds/<path>
+    /// [default: from the git remote `origin`, else the directory name].
+    #[arg(long, value_name = "PATH")]
+    pub project: Option<String>,
+    /// Line-delimited JSON events on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn usage(message: impl Into<String>) -> CliError {
+    CliError::Usage(message.into())
+}
+
+fn stderr_line(text: &str) {
+    let _ = writeln!(std::io::stderr(), "glci: {text}");
+}
+
+pub fn run(args: RunArgs, _config: &Config) -> Result<(), CliError> {
+    let file = std::path::absolute(&args.file).map_err(|e| usage(format!("{}: {e}", args.file.display())))?;
+    if !file.is_file() {
+        return Err(usage(format!(
+            "{}: no such file (glci run reads .gitlab-ci.yml in the current directory; -f names another)",
+            args.file.display()
+        )));
+    }
+    let pipeline = parse::load(&file).map_err(|e| usage(e.to_string()))?;
+
+    let file_dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let project_dir = crate::git::toplevel(&file_dir).unwrap_or(file_dir);
+    let project_dir = project_dir.canonicalize().unwrap_or(project_dir);
+    let git = crate::git::facts(&project_dir);
+    let project_path = match &args.project {
+        Some(path) => {
+            plan::validate_project_path(path).map_err(|e| usage(format!("--project: {e}")))?;
+            path.clone()
+        }
+        None => git
+            .remote_url
+            .as_deref()
+            .and_then(crate::git::project_path_from_remote)
+            .filter(|p| plan::validate_project_path(p).is_ok())
+            .unwrap_or_else(|| plan::project_path_from_dir(&project_dir)),
+    };
+    let cli_variables = command_line_variables(&args)?;
+    let files = execute::project_files(&project_dir)
+        .map_err(|e| CliError::Failed(format!("listing the files of {}: {e}", project_dir.display())))?;
+
+    let run_id = run_id()?;
+    let pipeline_id = u64::from_str_radix(&run_id[..6], 16).unwrap_or(1) % 1_000_000 + 1;
+    let facts = plan::RunFacts {
+        project_dir: project_dir.clone(),
+        project_path,
+        git,
+        files: files.clone(),
+        cli_variables,
+        selected: args.jobs.clone(),
+        pipeline_id,
+    };
+    let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
+    if let Some(at) = &plan.excluded_by_workflow {
+        stderr_line(&format!(
+            "no pipeline: `workflow: rules` ({}:{}) do not let this one run",
+            at.file.display(),
+            at.line.max(1)
+        ));
+        return Ok(());
+    }
+    if plan.jobs.is_empty() {
+        stderr_line("no jobs to run: the rules of every job leave it out");
+        return Ok(());
+    }
+    crate::docker::server_version().map_err(|e| CliError::Failed(format!("the Docker daemon does not answer: {e}")))?;
+
+    let cancel = Arc::new(Cancel::new());
+    let signals = watch_signals(cancel.clone())?;
+    let parallel = args
+        .parallel
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let options = Options {
+        run_id: run_id.clone(),
+        parallel,
+        files,
+        work_dir: std::env::temp_dir().join(format!("glci-run-{run_id}")),
+    };
+    let style =
+        output::TextStyle::new(std::io::stdout().is_terminal(), plan.jobs.iter().map(|j| j.name.clone()).collect());
+    let json = args.json;
+    let events = move |event: execute::Event| {
+        if json {
+            print_stdout(&format!("{}\n", output::json(&event)));
+        } else {
+            print_stdout(&output::text(&event, &style));
+        }
+    };
+    let outcome = execute::execute(&plan, &options, &NoWiring, &events, &cancel);
+    signals.close();
+    for problem in &outcome.cleanup_errors {
+        stderr_line(&format!("warning: cleaning up run {run_id}: {problem}"));
+    }
+    match outcome.status {
+        PipelineStatus::Success => Ok(()),
+        PipelineStatus::Canceled => {
+            Err(CliError::Failed("interrupted: the jobs were stopped and their containers and networks removed".into()))
+        }
+        PipelineStatus::Failed => {
+            let failed: Vec<&str> = outcome
+                .jobs
+                .iter()
+                .filter(|r| r.status == execute::JobStatus::Failed && !r.allowed_failure)
+                .map(|r| r.job.as_str())
+                .collect();
+            Err(CliError::Failed(format!("pipeline failed: {} failed", failed.join(", "))))
+        }
+    }
+}
+
+/// `--env-file` then `--env`, in order (later wins).
+fn command_line_variables(args: &RunArgs) -> Result<Vec<(String, String)>, CliError> {
+    let mut out = Vec::new();
+    if let Some(path) = &args.env_file {
+        let text = std::fs::read_to_string(path).map_err(|e| usage(format!("--env-file {}: {e}", path.display())))?;
+        out.extend(variables::parse_env_file(&path.display().to_string(), &text).map_err(|e| usage(e.to_string()))?);
+    }
+    for assignment in &args.env {
+        out.push(variables::parse_assignment(assignment).map_err(|e| usage(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+/// 8 random hex digits: names and labels of this run's containers and networks.
+fn run_id() -> Result<String, CliError> {
+    let mut bytes = [0u8; 4];
+    getrandom::getrandom(&mut bytes).map_err(|e| CliError::Failed(format!("no randomness for a run id: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// First SIGINT/SIGTERM: cancel the run (jobs stop, cleanup follows). Second: quit now.
+fn watch_signals(cancel: Arc<Cancel>) -> Result<signal_hook::iterator::Handle, CliError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| CliError::Failed(format!("cannot install signal handlers: {e}")))?;
+    let handle = signals.handle();
+    std::thread::Builder::new()
+        .name("glci-signals".into())
+        .spawn(move || {
+            for (count, _) in signals.forever().enumerate() {
+                if count == 0 {
+                    stderr_line("interrupted: stopping the jobs and removing their containers (again to quit now)");
+                    cancel.cancel();
+                } else {
+                    stderr_line("interrupted twice: quitting; containers labelled glci.run may remain");
+                    std::process::exit(130);
+                }
+            }
+        })
+        .map_err(|e| CliError::Failed(format!("cannot start the signal thread: {e}")))?;
+    Ok(handle)
+}

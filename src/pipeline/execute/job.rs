@@ -1,0 +1,527 @@
+//! One job: its attempts (`retry`), each in a container of its own: image pulled when missing,
+//! services started as sidecars on a network of the job's (with their aliases), the project and
+//! the artifacts it depends on copied in, `before_script` + `script` run by `sh` under a
+//! watchdog (timeout, interrupt), `after_script` in a fresh shell of the same container, then
+//! artifacts collected. Every container and network it made is removed before it returns.
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{after, select};
+
+use super::archive::{self, ArtifactWriter, ExtraFile};
+use super::script;
+use super::{failure_allowed, JobReport, JobStatus, LogSource, Run, Wiring};
+use crate::docker::{self, ContainerSpec};
+use crate::pipeline::model::ArtifactsWhen;
+use crate::pipeline::plan::{PlannedJob, PlannedService};
+use crate::pipeline::variables::VarSet;
+
+/// GitLab gives `after_script` five minutes of its own.
+const AFTER_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+/// After a kill, how long to wait before killing again (a container may have been starting).
+const KILL_RETRY: Duration = Duration::from_secs(2);
+/// GitLab's `wait_for_services_timeout` default.
+const SERVICE_WAIT: Duration = Duration::from_secs(30);
+const SERVICE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const SERVICE_PROBE_PAUSE: Duration = Duration::from_millis(200);
+/// Lines of a crashed service's log shown in the job's log.
+const SERVICE_LOG_LINES: usize = 20;
+
+/// How one attempt ended.
+struct Attempt {
+    status: JobStatus,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+}
+
+impl Attempt {
+    fn failed(reason: impl Into<String>) -> Attempt {
+        Attempt { status: JobStatus::Failed, exit_code: None, reason: Some(reason.into()) }
+    }
+
+    fn canceled() -> Attempt {
+        Attempt { status: JobStatus::Canceled, exit_code: None, reason: Some("interrupted".into()) }
+    }
+}
+
+/// Runs job `index` of the plan with its retries; the report of its last attempt.
+pub(crate) fn run_job(run: &Run<'_>, index: usize) -> JobReport {
+    let job = &run.plan.jobs[index];
+    let started = Instant::now();
+    let mut attempt = 1;
+    loop {
+        let result = run_attempt(run, index, attempt);
+        let retry = result.status == JobStatus::Failed && attempt <= job.retry && !run.cancel.is_canceled();
+        if retry {
+            run.log(
+                &job.name,
+                LogSource::Glci,
+                format!("Retrying the job (attempt {} of {})", attempt + 1, job.retry + 1),
+            );
+            attempt += 1;
+            continue;
+        }
+        let allowed_failure =
+            result.status == JobStatus::Failed && failure_allowed(&job.allow_failure, result.exit_code);
+        return JobReport {
+            job: job.name.clone(),
+            stage: job.stage.clone(),
+            status: result.status,
+            allowed_failure,
+            exit_code: result.exit_code,
+            duration: Some(started.elapsed()),
+            attempts: attempt,
+            reason: result.reason,
+        };
+    }
+}
+
+/// A container or network name part: letters, digits, `_`, `.`, `-`.
+fn name_part(text: &str) -> String {
+    let cleaned: String =
+        text.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect();
+    cleaned.chars().take(40).collect::<String>().trim_matches(['-', '.']).to_string()
+}
+
+/// What an attempt created, removed when it ends.
+struct Created {
+    containers: Vec<String>,
+    network: Option<String>,
+}
+
+impl Created {
+    fn remove(&mut self) {
+        let _ = docker::remove_containers(&self.containers);
+        if let Some(network) = self.network.take() {
+            let _ = docker::remove_networks(&[network]);
+        }
+    }
+}
+
+fn run_attempt(run: &Run<'_>, index: usize, attempt: u32) -> Attempt {
+    let job = &run.plan.jobs[index];
+    let image = job.image.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+    (run.events)(super::Event::JobStarted {
+        job: job.name.clone(),
+        stage: job.stage.clone(),
+        image: image.clone(),
+        attempt,
+    });
+    let base = format!("glci-{}-{}-{}", run.options.run_id, index, name_part(&job.name));
+    let base = if attempt > 1 { format!("{base}-{attempt}") } else { base };
+    let mut created = Created { containers: Vec::new(), network: None };
+    let result = attempt_steps(run, index, &base, &mut created);
+    created.remove();
+    let _ = fs::remove_dir_all(run.options.work_dir.join("env").join(&base));
+    let attempt = match result {
+        Ok(attempt) => attempt,
+        Err(_) if run.cancel.is_canceled() => Attempt::canceled(),
+        Err(message) => Attempt::failed(message),
+    };
+    let line = match (attempt.status, attempt.exit_code) {
+        (JobStatus::Success, _) => "Job succeeded".to_string(),
+        (JobStatus::Canceled, _) => "Job canceled".to_string(),
+        (_, Some(code)) => format!("ERROR: Job failed: exit code {code}"),
+        (_, None) => format!("ERROR: Job failed: {}", attempt.reason.as_deref().unwrap_or("unknown error")),
+    };
+    run.log(&job.name, LogSource::Glci, line);
+    attempt
+}
+
+fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created) -> Result<Attempt, String> {
+    let job = &run.plan.jobs[index];
+    let image = job.image.as_ref().ok_or("the job has no image")?;
+    let wiring = run.wiring.job(job);
+    let mut variables = job.variables.clone();
+    for (name, value) in &wiring.variables {
+        variables.set(name, value.clone());
+    }
+    run.log(&job.name, LogSource::Glci, format!("Using docker image {}", image.name));
+    ensure_image(run, job, &image.name)?;
+
+    let network = if job.services.is_empty() {
+        None
+    } else {
+        let network = base.to_string();
+        docker::network_create(&network, &run.labels()).map_err(|e| e.to_string())?;
+        created.network = Some(network.clone());
+        let mut started = Vec::new();
+        for (i, service) in job.services.iter().enumerate() {
+            started.push(start_service(run, job, service, &format!("{base}-svc-{i}"), &network, created)?);
+        }
+        let deadline = Instant::now() + SERVICE_WAIT;
+        for (service, container) in job.services.iter().zip(&started) {
+            wait_for_service(run, job, service, container, &network, deadline);
+        }
+        Some(network)
+    };
+    if run.cancel.is_canceled() {
+        return Ok(Attempt::canceled());
+    }
+
+    let env_file = write_env_file(run, base, "job", &variables)?;
+    let spec = ContainerSpec {
+        name: base.to_string(),
+        image: image.name.clone(),
+        labels: run.labels(),
+        network,
+        network_aliases: Vec::new(),
+        entrypoint: image.entrypoint.clone(),
+        command: vec!["sh".into(), script::SCRIPT_PATH.into()],
+        env_file: Some(env_file),
+        privileged: wiring.privileged,
+    };
+    let container = docker::create(&spec).map_err(|e| e.to_string())?;
+    created.containers.push(container.clone());
+    for extra in &wiring.networks {
+        docker::network_connect(extra, &container, &[]).map_err(|e| e.to_string())?;
+    }
+
+    let project_dir = &run.plan.project_dir_in_job;
+    let mut step_commands = job.before_script.clone();
+    step_commands.extend(job.script.iter().cloned());
+    let step = script::render(&variables, &[], project_dir, &step_commands);
+    copy_in_project(run, job, &container, &wiring, step)?;
+    copy_in_artifacts(run, job, &container)?;
+    if run.cancel.is_canceled() {
+        return Ok(Attempt::canceled());
+    }
+
+    let phase = run_phase(run, &job.name, &container, job.timeout)?;
+    let mut attempt = match phase {
+        Phase::Exited(0) => Attempt { status: JobStatus::Success, exit_code: Some(0), reason: None },
+        Phase::Exited(code) => {
+            Attempt { status: JobStatus::Failed, exit_code: Some(code), reason: Some(format!("exit code {code}")) }
+        }
+        Phase::TimedOut => Attempt::failed(format!("execution took longer than {}", human(job.timeout))),
+        Phase::Canceled => return Ok(Attempt::canceled()),
+    };
+
+    if !job.after_script.is_empty() {
+        let status = if attempt.status == JobStatus::Success { "success" } else { "failed" };
+        let after = script::render(&variables, &[("CI_JOB_STATUS", status)], project_dir, &job.after_script);
+        run.log(&job.name, LogSource::Glci, "Running after_script");
+        copy_files(&container, &[script_file(after)])?;
+        match run_phase(run, &job.name, &container, AFTER_SCRIPT_TIMEOUT)? {
+            Phase::Exited(0) => {}
+            Phase::Exited(code) => run.log(
+                &job.name,
+                LogSource::Glci,
+                format!("WARNING: after_script failed with exit code {code} (ignored)"),
+            ),
+            Phase::TimedOut => run.log(
+                &job.name,
+                LogSource::Glci,
+                format!("WARNING: after_script took longer than {} (ignored)", human(AFTER_SCRIPT_TIMEOUT)),
+            ),
+            Phase::Canceled => return Ok(Attempt::canceled()),
+        }
+    }
+
+    if let Some(spec) = &job.artifacts {
+        let wanted = match spec.when {
+            ArtifactsWhen::OnSuccess => attempt.status == JobStatus::Success,
+            ArtifactsWhen::OnFailure => attempt.status == JobStatus::Failed,
+            ArtifactsWhen::Always => true,
+        };
+        if wanted && !spec.paths.is_empty() {
+            if let Err(message) = collect_artifacts(run, index, &container) {
+                attempt = Attempt::failed(format!("uploading artifacts: {message}"));
+            }
+        }
+    }
+    Ok(attempt)
+}
+
+/// Pulls `image` unless the host has it (GitLab's `if-not-present` policy).
+fn ensure_image(run: &Run<'_>, job: &PlannedJob, image: &str) -> Result<(), String> {
+    if docker::image_exists(image).map_err(|e| e.to_string())? {
+        return Ok(());
+    }
+    run.log(&job.name, LogSource::Glci, format!("Pulling docker image {image} ..."));
+    match run.wiring.pull(image) {
+        Some(result) => result,
+        None => docker::pull_image(image).map_err(|e| format!("pulling {image}: {}", e.stderr.trim())),
+    }
+}
+
+fn start_service(
+    run: &Run<'_>,
+    job: &PlannedJob,
+    service: &PlannedService,
+    name: &str,
+    network: &str,
+    created: &mut Created,
+) -> Result<String, String> {
+    ensure_image(run, job, &service.image)?;
+    let wiring: Wiring = run.wiring.service(job, service);
+    let mut variables = service.variables.clone();
+    for (key, value) in &wiring.variables {
+        variables.set(key, value.clone());
+    }
+    let env_file = write_env_file(run, name, "service", &variables)?;
+    let spec = ContainerSpec {
+        name: name.to_string(),
+        image: service.image.clone(),
+        labels: run.labels(),
+        network: Some(network.to_string()),
+        network_aliases: service.aliases.clone(),
+        entrypoint: service.entrypoint.clone(),
+        command: service.command.clone().unwrap_or_default(),
+        env_file: Some(env_file),
+        privileged: wiring.privileged,
+    };
+    let container = docker::create(&spec).map_err(|e| e.to_string())?;
+    created.containers.push(container.clone());
+    for extra in &wiring.networks {
+        docker::network_connect(extra, &container, &[]).map_err(|e| e.to_string())?;
+    }
+    if !wiring.files.is_empty() {
+        copy_files(&container, &wiring.files)?;
+    }
+    run.log(
+        &job.name,
+        LogSource::Glci,
+        format!("Starting service {} as {}", service.image, service.aliases.join(", ")),
+    );
+    docker::start(&container).map_err(|e| e.to_string())?;
+    if !docker::is_running(&container).unwrap_or(true) {
+        run.log(
+            &job.name,
+            LogSource::Glci,
+            format!("WARNING: service {} exited right after it started:", service.image),
+        );
+        for line in docker::logs_tail(&container, SERVICE_LOG_LINES).unwrap_or_default().lines() {
+            run.log(&job.name, LogSource::Glci, format!("  {line}"));
+        }
+    }
+    Ok(container)
+}
+
+/// Waits, as GitLab's runner does, until a service accepts connections on the TCP ports its
+/// image exposes, up to `deadline`; then the job starts anyway (with a warning). Connections go
+/// from the host to the container's address on the job network; where the host cannot reach
+/// that network (Docker Desktop, a remote engine) there is no waiting.
+fn wait_for_service(
+    run: &Run<'_>,
+    job: &PlannedJob,
+    service: &PlannedService,
+    container: &str,
+    network: &str,
+    deadline: Instant,
+) {
+    let ports = match docker::image_tcp_ports(&service.image) {
+        Ok(ports) if !ports.is_empty() => ports,
+        _ => return,
+    };
+    let Some(ip) = docker::container_ip(container, network).ok().flatten().and_then(|ip| ip.parse::<IpAddr>().ok())
+    else {
+        return;
+    };
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    run.log(&job.name, LogSource::Glci, format!("Waiting for service {} (port {})", service.image, list.join(", ")));
+    let cancel = run.cancel.receiver();
+    for port in ports {
+        let addr = SocketAddr::new(ip, port);
+        loop {
+            match TcpStream::connect_timeout(&addr, SERVICE_PROBE_TIMEOUT) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(_) => return,
+            }
+            if Instant::now() >= deadline {
+                run.log(
+                    &job.name,
+                    LogSource::Glci,
+                    format!(
+                        "WARNING: service {} does not answer on port {port} after {}; starting the job anyway",
+                        service.image,
+                        human(SERVICE_WAIT)
+                    ),
+                );
+                return;
+            }
+            // A pause that an interrupt cuts short.
+            if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) = cancel.recv_timeout(SERVICE_PROBE_PAUSE) {
+                return;
+            }
+        }
+    }
+}
+
+/// Writes a 0600 `--env-file` under the run's work dir (variables never go into argv).
+fn write_env_file(run: &Run<'_>, base: &str, what: &str, variables: &VarSet) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = run.options.work_dir.join("env").join(base);
+    fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join(format!("{what}.env"));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    file.write_all(script::env_file(variables).as_bytes()).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn script_file(text: String) -> ExtraFile {
+    ExtraFile { path: script::SCRIPT_PATH.into(), contents: text.into_bytes(), mode: 0o755 }
+}
+
+fn copy_files(container: &str, files: &[ExtraFile]) -> Result<(), String> {
+    docker::copy_into(container, "/", &mut |out| archive::write_files(out, files)).map_err(|e| e.to_string())
+}
+
+fn copy_in_project(
+    run: &Run<'_>,
+    job: &PlannedJob,
+    container: &str,
+    wiring: &Wiring,
+    step: String,
+) -> Result<(), String> {
+    let project_dir = &run.plan.project_dir_in_job;
+    run.log(
+        &job.name,
+        LogSource::Glci,
+        format!(
+            "Copying the project into {project_dir} ({} file{})",
+            run.options.files.len(),
+            if run.options.files.len() == 1 { "" } else { "s" }
+        ),
+    );
+    let mut extra = wiring.files.clone();
+    extra.push(script_file(step));
+    let prefix = project_dir.trim_start_matches('/');
+    docker::copy_into(container, "/", &mut |out| {
+        archive::write_project(BufWriter::new(out), &run.plan.project_dir, &run.options.files, prefix, &extra)
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn copy_in_artifacts(run: &Run<'_>, job: &PlannedJob, container: &str) -> Result<(), String> {
+    for &from in &job.artifacts_from {
+        let path = run.artifact_path(from);
+        let Ok(file) = fs::File::open(&path) else { continue };
+        let name = &run.plan.jobs[from].name;
+        run.log(&job.name, LogSource::Glci, format!("Downloading artifacts from {name}"));
+        let mut file = std::io::BufReader::new(file);
+        docker::copy_into(container, "/", &mut |out| std::io::copy(&mut file, out).map(|_| ()))
+            .map_err(|e| format!("artifacts of {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn collect_artifacts(run: &Run<'_>, index: usize, container: &str) -> Result<(), String> {
+    let job = &run.plan.jobs[index];
+    let Some(spec) = &job.artifacts else { return Ok(()) };
+    let project_dir = &run.plan.project_dir_in_job;
+    let path = run.artifact_path(index);
+    let file = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut writer = ArtifactWriter::new(BufWriter::new(file), project_dir);
+    run.log(&job.name, LogSource::Glci, "Uploading artifacts...");
+    for source in archive::artifact_sources(spec) {
+        let in_container =
+            if source.is_empty() { format!("{project_dir}/.") } else { format!("{project_dir}/{source}") };
+        let copied = docker::copy_from(container, &in_container, &mut |input| writer.add_stream(input, &source, spec))
+            .map_err(|e| e.to_string())?;
+        if copied.is_none() {
+            run.log(&job.name, LogSource::Glci, format!("WARNING: {source}: no matching files"));
+        }
+    }
+    let files = writer.files;
+    writer.finish().and_then(|mut w| w.flush()).map_err(|e| format!("{}: {e}", path.display()))?;
+    if files == 0 {
+        let _ = fs::remove_file(&path);
+        run.log(&job.name, LogSource::Glci, "WARNING: no files matched the artifacts paths");
+    } else {
+        run.log(
+            &job.name,
+            LogSource::Glci,
+            format!("{files} file{} saved as artifacts ({})", if files == 1 { "" } else { "s" }, spec.paths.join(", ")),
+        );
+    }
+    Ok(())
+}
+
+/// How a script phase ended.
+enum Phase {
+    Exited(i32),
+    TimedOut,
+    Canceled,
+}
+
+/// Starts the container attached, its output going to the job's log, under a watchdog that
+/// kills it at `timeout` or when the run is canceled.
+fn run_phase(run: &Run<'_>, job: &str, container: &str, timeout: Duration) -> Result<Phase, String> {
+    let timed_out = AtomicBool::new(false);
+    let canceled = AtomicBool::new(false);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+    let code = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let cancel = run.cancel.receiver();
+            let deadline = after(timeout);
+            select! {
+                recv(done_rx) -> _ => return,
+                recv(cancel) -> _ => canceled.store(true, Ordering::SeqCst),
+                recv(deadline) -> _ => timed_out.store(true, Ordering::SeqCst),
+            }
+            // Kill until the attached `docker start` returns (a kill can land before the
+            // container is running; then the next one stops it).
+            loop {
+                let _ = docker::kill(container);
+                match done_rx.recv_timeout(KILL_RETRY) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    _ => return,
+                }
+            }
+        });
+        let on_line = |line: &[u8]| run.log(job, LogSource::Job, String::from_utf8_lossy(line).into_owned());
+        let code = docker::start_attached(container, &on_line);
+        drop(done_tx);
+        code
+    });
+    if canceled.load(Ordering::SeqCst) {
+        return Ok(Phase::Canceled);
+    }
+    if timed_out.load(Ordering::SeqCst) {
+        return Ok(Phase::TimedOut);
+    }
+    code.map(Phase::Exited).map_err(|e| e.to_string())
+}
+
+/// `1h 30m`, `45s`: durations for people.
+pub(crate) fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut parts = Vec::new();
+    if h > 0 {
+        parts.push(format!("{h}h"));
+    }
+    if m > 0 {
+        parts.push(format!("{m}m"));
+    }
+    if s > 0 || parts.is_empty() {
+        parts.push(format!("{s}s"));
+    }
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_durations() {
+        assert_eq!(name_part("test: [1, linux]"), "test---1--linux");
+        assert_eq!(name_part("build"), "build");
+        assert_eq!(human(Duration::from_secs(5400)), "1h 30m");
+        assert_eq!(human(Duration::from_secs(0)), "0s");
+        assert_eq!(human(Duration::from_secs(61)), "1m 1s");
+    }
+}

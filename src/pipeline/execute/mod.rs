@@ -1,0 +1,420 @@
+//! Runs a [`Plan`] through `docker.rs`: a scheduler that starts each job when what it waits for
+//! has finished (at most `parallel` at once), decides `when:` from their outcome, and reports
+//! every step as an [`Event`] (the CLI renders them; nothing here prints). Each container and
+//! network a run creates carries the label `glci.run=<run id>`; whatever happens (success,
+//! failure, interrupt through [`Cancel`]) they are all removed before [`execute`] returns.
+//! The registry wiring (a later issue) plugs in through [`JobWiring`].
+
+mod archive;
+mod job;
+mod script;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+pub use archive::{project_files, ExtraFile};
+
+use super::model::AllowFailure;
+use super::plan::{Plan, PlannedJob, PlannedService, RunWhen};
+use crate::docker;
+
+/// What one job (or service) container gets beyond what the plan says: the seam for the
+/// registry wiring (DESIGN §10: `CI_REGISTRY*` variables, CA and config files, extra networks).
+#[derive(Clone, Debug, Default)]
+pub struct Wiring {
+    /// Added on top of the job's variables (they win).
+    pub variables: Vec<(String, String)>,
+    /// Copied into the container before it starts.
+    pub files: Vec<ExtraFile>,
+    /// Networks the container joins besides its own (e.g. `glci-net`).
+    pub networks: Vec<String>,
+    pub privileged: bool,
+}
+
+/// Decides the [`Wiring`] of job and service containers. [`NoWiring`] gives nothing.
+pub trait JobWiring: Sync {
+    fn job(&self, _job: &PlannedJob) -> Wiring {
+        Wiring::default()
+    }
+    fn service(&self, _job: &PlannedJob, _service: &PlannedService) -> Wiring {
+        Wiring::default()
+    }
+    /// Takes over pulling an image the host lacks (DESIGN §10: `glci-mock:39741/…` is pulled
+    /// through `127.0.0.1:39741` and re-tagged); `None` leaves it to `docker pull`.
+    fn pull(&self, _image: &str) -> Option<Result<(), String>> {
+        None
+    }
+}
+
+/// No wiring: jobs get exactly what the pipeline says.
+pub struct NoWiring;
+
+impl JobWiring for NoWiring {}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Labels containers and networks; part of their names.
+    pub run_id: String,
+    /// Jobs running at once (at least 1).
+    pub parallel: usize,
+    /// The project's files (see [`project_files`]), copied into every job.
+    pub files: Vec<String>,
+    /// Where artifacts and env files live during the run; removed at the end.
+    pub work_dir: PathBuf,
+}
+
+/// A job's end state, as GitLab names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStatus {
+    Success,
+    Failed,
+    /// Not run: what it waits for did not allow it (`when:` did not match).
+    Skipped,
+    /// A `when: manual` job nobody named.
+    Manual,
+    /// Stopped by an interrupt, or never started because of one.
+    Canceled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Success => "success",
+            JobStatus::Failed => "failed",
+            JobStatus::Skipped => "skipped",
+            JobStatus::Manual => "manual",
+            JobStatus::Canceled => "canceled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobReport {
+    pub job: String,
+    pub stage: String,
+    pub status: JobStatus,
+    /// Failed, but `allow_failure` let the pipeline go on.
+    pub allowed_failure: bool,
+    pub exit_code: Option<i32>,
+    /// `None` when the job never ran.
+    pub duration: Option<Duration>,
+    pub attempts: u32,
+    /// Why it failed or was skipped, for people.
+    pub reason: Option<String>,
+}
+
+/// Where a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogSource {
+    /// The job's own output.
+    Job,
+    /// glci's notes about the job (image, services, artifacts, errors).
+    Glci,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    PipelineStarted { run_id: String, pipeline_id: u64, jobs: Vec<(String, String)> },
+    JobStarted { job: String, stage: String, image: String, attempt: u32 },
+    Log { job: String, source: LogSource, line: String },
+    JobFinished(JobReport),
+    PipelineFinished { status: PipelineStatus, duration: Duration, jobs: Vec<JobReport> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PipelineStatus {
+    Success,
+    Failed,
+    Canceled,
+}
+
+impl PipelineStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineStatus::Success => "success",
+            PipelineStatus::Failed => "failed",
+            PipelineStatus::Canceled => "canceled",
+        }
+    }
+}
+
+/// The interrupt switch: set once (Ctrl-C), seen by every running job's watchdog at once (its
+/// channel disconnects), no polling.
+pub struct Cancel {
+    flag: AtomicBool,
+    sender: Mutex<Option<Sender<()>>>,
+    receiver: Receiver<()>,
+}
+
+impl Default for Cancel {
+    fn default() -> Self {
+        let (sender, receiver) = crossbeam_channel::bounded(0);
+        Cancel { flag: AtomicBool::new(false), sender: Mutex::new(Some(sender)), receiver }
+    }
+}
+
+impl Cancel {
+    pub fn new() -> Self {
+        Cancel::default()
+    }
+
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Ok(mut sender) = self.sender.lock() {
+            sender.take();
+        }
+    }
+
+    pub fn is_canceled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Disconnects (a `recv` returns `Err`) when the run is canceled.
+    pub fn receiver(&self) -> Receiver<()> {
+        self.receiver.clone()
+    }
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub status: PipelineStatus,
+    pub jobs: Vec<JobReport>,
+    /// Problems while removing the run's containers and networks (they may be left behind).
+    pub cleanup_errors: Vec<String>,
+}
+
+/// Everything a running job needs from the run, shared by reference.
+pub(crate) struct Run<'a> {
+    pub plan: &'a Plan,
+    pub options: &'a Options,
+    pub wiring: &'a dyn JobWiring,
+    pub events: &'a (dyn Fn(Event) + Sync),
+    pub cancel: &'a Cancel,
+}
+
+impl Run<'_> {
+    pub fn log(&self, job: &str, source: LogSource, line: impl Into<String>) {
+        (self.events)(Event::Log { job: job.to_string(), source, line: line.into() });
+    }
+
+    pub fn labels(&self) -> Vec<(String, String)> {
+        vec![(docker::RUN_LABEL.to_string(), self.options.run_id.clone())]
+    }
+
+    /// Where a job's artifacts are kept during the run.
+    pub fn artifact_path(&self, index: usize) -> PathBuf {
+        self.options.work_dir.join("artifacts").join(format!("{index}.tar"))
+    }
+}
+
+/// What the jobs a job waits for amount to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upstream {
+    Success,
+    Failed,
+    /// All of them were skipped (or are manual jobs that did not run, with `needs`).
+    Skipped,
+}
+
+fn upstream(job: &PlannedJob, reports: &[Option<JobReport>], uses_needs: bool) -> Upstream {
+    let mut any = false;
+    let mut all_skipped = true;
+    for &w in &job.waits_for {
+        let Some(report) = reports.get(w).and_then(Option::as_ref) else { continue };
+        match report.status {
+            JobStatus::Failed if !report.allowed_failure => return Upstream::Failed,
+            JobStatus::Canceled => return Upstream::Failed,
+            // A manual job nobody ran does not block a later stage, but a `needs` on it does.
+            JobStatus::Manual if !uses_needs => continue,
+            JobStatus::Skipped | JobStatus::Manual => any = true,
+            JobStatus::Success | JobStatus::Failed => {
+                any = true;
+                all_skipped = false;
+            }
+        }
+    }
+    if any && all_skipped {
+        Upstream::Skipped
+    } else {
+        Upstream::Success
+    }
+}
+
+fn not_run(job: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
+    JobReport {
+        job: job.name.clone(),
+        stage: job.stage.clone(),
+        status,
+        allowed_failure: false,
+        exit_code: None,
+        duration: None,
+        attempts: 0,
+        reason: Some(reason.to_string()),
+    }
+}
+
+/// Whether a job's failure with `exit_code` is allowed.
+pub(crate) fn failure_allowed(allow: &AllowFailure, exit_code: Option<i32>) -> bool {
+    match allow {
+        AllowFailure::No => false,
+        AllowFailure::Yes => true,
+        AllowFailure::ExitCodes(codes) => exit_code.is_some_and(|c| codes.contains(&c)),
+    }
+}
+
+/// Runs the plan. `events` is called from several threads. Returns when every job has finished
+/// and everything the run created is removed.
+pub fn execute(
+    plan: &Plan,
+    options: &Options,
+    wiring: &dyn JobWiring,
+    events: &(dyn Fn(Event) + Sync),
+    cancel: &Cancel,
+) -> Outcome {
+    let started = Instant::now();
+    let run = Run { plan, options, wiring, events, cancel };
+    events(Event::PipelineStarted {
+        run_id: options.run_id.clone(),
+        pipeline_id: plan.pipeline_id,
+        jobs: plan.jobs.iter().map(|j| (j.name.clone(), j.stage.clone())).collect(),
+    });
+    let _ = std::fs::create_dir_all(options.work_dir.join("artifacts"));
+
+    let reports = schedule(&run);
+
+    let cleanup_errors = cleanup(&options.run_id);
+    let _ = std::fs::remove_dir_all(&options.work_dir);
+    let status = if cancel.is_canceled() {
+        PipelineStatus::Canceled
+    } else if reports.iter().any(|r| r.status == JobStatus::Failed && !r.allowed_failure) {
+        PipelineStatus::Failed
+    } else {
+        PipelineStatus::Success
+    };
+    events(Event::PipelineFinished { status, duration: started.elapsed(), jobs: reports.clone() });
+    Outcome { status, jobs: reports, cleanup_errors }
+}
+
+/// Starts jobs as their waits finish, at most `parallel` at a time; one scoped thread per job.
+fn schedule(run: &Run<'_>) -> Vec<JobReport> {
+    let jobs = &run.plan.jobs;
+    let mut reports: Vec<Option<JobReport>> = vec![None; jobs.len()];
+    let mut started = vec![false; jobs.len()];
+    let parallel = run.options.parallel.max(1);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, JobReport)>();
+    std::thread::scope(|scope| {
+        let mut running = 0usize;
+        loop {
+            // Settle every job whose waits are over; start those that run, as slots allow.
+            let mut progressed = true;
+            while progressed {
+                progressed = false;
+                for (i, job) in jobs.iter().enumerate() {
+                    if started[i] || !job.waits_for.iter().all(|&w| reports[w].is_some()) {
+                        continue;
+                    }
+                    let decided = decide(run, job, &reports);
+                    match decided {
+                        Some(report) => {
+                            started[i] = true;
+                            (run.events)(Event::JobFinished(report.clone()));
+                            reports[i] = Some(report);
+                            progressed = true;
+                        }
+                        None if running < parallel => {
+                            started[i] = true;
+                            running += 1;
+                            let tx = done_tx.clone();
+                            scope.spawn(move || {
+                                let report = job::run_job(run, i);
+                                let _ = tx.send((i, report));
+                            });
+                        }
+                        None => {}
+                    }
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            match done_rx.recv() {
+                Ok((i, report)) => {
+                    running -= 1;
+                    (run.events)(Event::JobFinished(report.clone()));
+                    reports[i] = Some(report);
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    reports
+        .into_iter()
+        .zip(jobs)
+        .map(|(r, j)| r.unwrap_or_else(|| not_run(j, JobStatus::Canceled, "the run stopped before it")))
+        .collect()
+}
+
+/// For a job whose waits are over: `Some(report)` when it does not run, `None` when it runs.
+fn decide(run: &Run<'_>, job: &PlannedJob, reports: &[Option<JobReport>]) -> Option<JobReport> {
+    if run.cancel.is_canceled() {
+        return Some(not_run(job, JobStatus::Canceled, "interrupted"));
+    }
+    if job.when == RunWhen::Manual {
+        return Some(not_run(job, JobStatus::Manual, "manual job: name it to run it (`glci run JOB`)"));
+    }
+    let up = upstream(job, reports, job.uses_needs);
+    let runs = matches!(
+        (job.when, up),
+        (RunWhen::Always, _) | (RunWhen::OnSuccess, Upstream::Success) | (RunWhen::OnFailure, Upstream::Failed)
+    );
+    if runs {
+        return None;
+    }
+    let reason = match (job.when, up) {
+        (RunWhen::OnFailure, _) => "when: on_failure, and nothing before it failed",
+        (_, Upstream::Failed) => "a job it waits for failed",
+        _ => "the jobs it waits for were skipped",
+    };
+    Some(not_run(job, JobStatus::Skipped, reason))
+}
+
+/// Removes every container and network labelled with this run; the errors, if any.
+pub fn cleanup(run_id: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    match docker::containers_labelled(docker::RUN_LABEL, run_id) {
+        Ok(ids) => {
+            if let Err(e) = docker::remove_containers(&ids) {
+                errors.push(e.to_string());
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    match docker::networks_labelled(docker::RUN_LABEL, run_id) {
+        Ok(ids) => {
+            if let Err(e) = docker::remove_networks(&ids) {
+                errors.push(e.to_string());
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_failure_by_exit_code() {
+        assert!(!failure_allowed(&AllowFailure::No, Some(1)));
+        assert!(failure_allowed(&AllowFailure::Yes, None));
+        assert!(failure_allowed(&AllowFailure::ExitCodes(vec![3, 4]), Some(4)));
+        assert!(!failure_allowed(&AllowFailure::ExitCodes(vec![3]), Some(1)));
+        assert!(!failure_allowed(&AllowFailure::ExitCodes(vec![3]), None));
+    }
+}

@@ -1,0 +1,13 @@
+//! Pipelines: `.gitlab-ci.yml` → model (`parse`, with `rules` expressions) → an ordered plan of
+//! jobs (`plan`) → containers (`execute`).
+
+pub mod error;
+pub mod execute;
+pub mod glob;
+pub mod model;
+pub mod output;
+pub mod parse;
+pub mod plan;
+pub mod predefined;
+pub mod rules;
+pub mod variables;

@@ -1,0 +1,145 @@
+//! The pipeline as plain data: what `parse` produces from `.gitlab-ci.yml` (with `include`,
+//! `extends`, anchors, `!reference` and `default` already resolved) and what `plan` and
+//! `execute` consume. No behaviour here beyond small accessors.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where something was written, for error messages (`file:line`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pipeline {
+    /// The top-level file (includes are merged in).
+    pub file: PathBuf,
+    /// In order, `.pre` first and `.post` last (GitLab's defaults when `stages` is absent:
+    /// `.pre, build, test, deploy, .post`).
+    pub stages: Vec<String>,
+    /// Global `variables`, in file order.
+    pub variables: Vec<Variable>,
+    /// `workflow: rules`; empty when absent.
+    pub workflow_rules: Vec<Rule>,
+    /// Visible jobs (not `.hidden`), in file order, fully resolved.
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variable {
+    pub name: String,
+    /// The `value` (also of the `{value, description}` form); not yet expanded.
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub name: String,
+    /// `image: {entrypoint: [...]}`; `Some(vec![])` means "no entrypoint" (`[""]` in YAML).
+    pub entrypoint: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    /// `alias`, possibly several separated by commas as GitLab allows.
+    pub alias: Option<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub variables: Vec<Variable>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    OnSuccess,
+    OnFailure,
+    Always,
+    Manual,
+    Never,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowFailure {
+    No,
+    Yes,
+    /// `allow_failure: {exit_codes: [..]}`: only these exit codes are allowed.
+    ExitCodes(Vec<i32>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Need {
+    pub job: String,
+    /// `needs: [{job, artifacts: false}]` turns artifact download off.
+    pub artifacts: bool,
+    pub optional: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArtifactsWhen {
+    OnSuccess,
+    OnFailure,
+    Always,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifacts {
+    /// Paths relative to the project dir; globs (`*`, `**`, `?`) allowed.
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub when: ArtifactsWhen,
+    /// Accepted and kept for display; nothing expires locally.
+    pub expire_in: Option<String>,
+}
+
+/// One entry of `rules:` (job or workflow).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    /// `if:`, parsed; `None` = always matches (as far as `if` goes).
+    pub condition: Option<super::rules::Expr>,
+    /// `exists:` globs, relative to the project dir; empty = no `exists` clause.
+    pub exists: Vec<String>,
+    pub when: Option<When>,
+    pub allow_failure: Option<bool>,
+    pub variables: Vec<Variable>,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub name: String,
+    pub location: Location,
+    pub stage: String,
+    pub image: Option<Image>,
+    pub services: Vec<Service>,
+    pub before_script: Vec<String>,
+    pub script: Vec<String>,
+    pub after_script: Vec<String>,
+    /// Job variables (after `extends`/`default` merging), in order; they override globals.
+    pub variables: Vec<Variable>,
+    /// `None`: wait for all jobs of earlier stages. `Some(vec![])`: start at once.
+    pub needs: Option<Vec<Need>>,
+    /// `None`: artifacts of every job this one waits for.
+    pub dependencies: Option<Vec<String>>,
+    pub artifacts: Option<Artifacts>,
+    /// Empty: no `rules:` (the job's own `when` decides).
+    pub rules: Vec<Rule>,
+    pub when: When,
+    pub allow_failure: AllowFailure,
+    pub timeout: Option<Duration>,
+    /// `retry: N` or `retry: {max: N}` (0–2).
+    pub retry: u32,
+}
+
+impl Pipeline {
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// Position of a stage in `stages`.
+    pub fn stage_index(&self, stage: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s == stage)
+    }
+}

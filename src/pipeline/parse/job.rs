@@ -1,0 +1,443 @@
+//! One job's map (after `include`, `extends` and `!reference`) → [`Job`], with `default:`
+//! applied; also reads `default:` itself into [`Defaults`]. Owns the list of job keys: which
+//! are used, which are accepted and ignored because they mean nothing locally (`cache`, `tags`,
+//! `environment`, ...), and which are refused with a hint (`only`/`except`, `parallel`,
+//! `trigger`, `secrets`). Pure.
+
+use std::time::Duration;
+
+use super::read::{self, Field, WhenIn};
+use super::yaml::{Entry, Value};
+use crate::pipeline::error::PipelineError;
+use crate::pipeline::model::{AllowFailure, Artifacts, Image, Job, Service, When};
+
+/// The stage of a job without `stage:`.
+pub const DEFAULT_STAGE: &str = "test";
+
+/// Job keys glci reads.
+const USED_KEYS: [&str; 17] = [
+    "after_script",
+    "allow_failure",
+    "artifacts",
+    "before_script",
+    "dependencies",
+    "extends",
+    "image",
+    "inherit",
+    "needs",
+    "retry",
+    "rules",
+    "script",
+    "services",
+    "stage",
+    "timeout",
+    "variables",
+    "when",
+];
+
+/// Job keys accepted and ignored: they have no local meaning.
+const IGNORED_KEYS: [&str; 15] = [
+    "cache",
+    "coverage",
+    "dast_configuration",
+    "environment",
+    "hooks",
+    "id_tokens",
+    "identity",
+    "interruptible",
+    "manual_confirmation",
+    "pages",
+    "publish",
+    "release",
+    "resource_group",
+    "start_in",
+    "tags",
+];
+
+/// Job keys GitLab knows that glci refuses, and why.
+fn unsupported(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "only" | "except" => "`only`/`except` are not supported: use `rules` instead",
+        "parallel" => "`parallel` is not supported yet",
+        "trigger" => "trigger jobs (downstream pipelines) cannot run locally: remove the job or hide it (`.name`)",
+        "secrets" => "`secrets` (external secret providers) are not supported: pass values with --env",
+        "run" => "`run` (CI steps) is not supported",
+        _ => return None,
+    })
+}
+
+/// `default:` keys glci reads, then those accepted and ignored.
+const DEFAULT_KEYS: [&str; 7] = ["after_script", "artifacts", "before_script", "image", "retry", "services", "timeout"];
+const DEFAULT_IGNORED_KEYS: [&str; 6] = ["cache", "hooks", "id_tokens", "identity", "interruptible", "tags"];
+
+/// `default:` (and the deprecated top-level `image`, `services`, `before_script`,
+/// `after_script`), typed. A job takes each value it does not set itself (no deep merge).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Defaults {
+    pub image: Option<Image>,
+    pub services: Option<Vec<Service>>,
+    pub before_script: Option<Vec<String>>,
+    pub after_script: Option<Vec<String>>,
+    pub artifacts: Option<Artifacts>,
+    pub timeout: Option<Duration>,
+    pub retry: Option<u32>,
+}
+
+impl Defaults {
+    /// Reads the `default:` map.
+    pub fn read(field: &Field) -> Result<Defaults, PipelineError> {
+        let mut accepted: Vec<&str> = DEFAULT_KEYS.iter().chain(&DEFAULT_IGNORED_KEYS).copied().collect();
+        accepted.sort_unstable();
+        field.check_keys(&accepted)?;
+        let mut defaults = Defaults::default();
+        for entry in field.map()?.iter() {
+            defaults.set(&entry.key, &Field::entry(&field.key, entry))?;
+        }
+        Ok(defaults)
+    }
+
+    /// Sets one key (of `default:` or a deprecated top-level one); ignored keys are checked
+    /// by the caller.
+    pub fn set(&mut self, key: &str, field: &Field) -> Result<(), PipelineError> {
+        match key {
+            "image" => self.image = Some(read::image(field)?),
+            "services" => self.services = Some(read::services(field)?),
+            "before_script" => self.before_script = Some(read::script(field)?),
+            "after_script" => self.after_script = Some(read::script(field)?),
+            "artifacts" => self.artifacts = Some(read::artifacts(field)?),
+            "timeout" => self.timeout = Some(read::timeout(field)?),
+            "retry" => self.retry = Some(read::retry(field)?),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Only the keys `inherit: default: [...]` names (all when `None`).
+    fn only(&self, keys: Option<&[String]>) -> Defaults {
+        let Some(keys) = keys else {
+            return self.clone();
+        };
+        let has = |k: &str| keys.iter().any(|key| key == k);
+        Defaults {
+            image: self.image.clone().filter(|_| has("image")),
+            services: self.services.clone().filter(|_| has("services")),
+            before_script: self.before_script.clone().filter(|_| has("before_script")),
+            after_script: self.after_script.clone().filter(|_| has("after_script")),
+            artifacts: self.artifacts.clone().filter(|_| has("artifacts")),
+            timeout: self.timeout.filter(|_| has("timeout")),
+            retry: self.retry.filter(|_| has("retry")),
+        }
+    }
+}
+
+/// A job and the lines `mod.rs` validates against the whole pipeline.
+#[derive(Clone, Debug)]
+pub struct ParsedJob {
+    pub job: Job,
+    /// Line and key of `stage:`; `None` when the job took the default stage.
+    pub stage_at: Option<(usize, String)>,
+    /// Line and key of each of `job.needs`, in the same order.
+    pub needs_at: Vec<(usize, String)>,
+    /// Line and key of each of `job.dependencies`, in the same order.
+    pub dependencies_at: Vec<(usize, String)>,
+}
+
+/// Reads the job at top-level `entry`, taking from `defaults` what it does not set.
+pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineError> {
+    let name = entry.key.as_str();
+    let field = Field::entry("", entry);
+    let Value::Map(map) = &entry.value.value else {
+        return Err(field.error(format!(
+            "`{name}` is not a job: expected a map with `script`, found {} \
+             (top-level keys other than stages, variables, default, workflow, include, image, services, \
+             before_script, after_script and cache are jobs)",
+            entry.value.value.kind()
+        )));
+    };
+    let mut job = Job {
+        name: name.to_owned(),
+        location: field.location(),
+        stage: DEFAULT_STAGE.to_owned(),
+        image: None,
+        services: Vec::new(),
+        before_script: Vec::new(),
+        script: Vec::new(),
+        after_script: Vec::new(),
+        variables: Vec::new(),
+        needs: None,
+        dependencies: None,
+        artifacts: None,
+        rules: Vec::new(),
+        when: When::OnSuccess,
+        allow_failure: AllowFailure::No,
+        timeout: None,
+        retry: 0,
+    };
+    let mut parsed = ParsedJob { job: job.clone(), stage_at: None, needs_at: Vec::new(), dependencies_at: Vec::new() };
+    let mut own = Defaults::default();
+    let mut script = None;
+    let mut allow_failure = None;
+    let mut inherit_default: Option<Option<Vec<String>>> = None;
+    for entry in map.iter() {
+        let f = Field::entry(name, entry);
+        let key = entry.key.as_str();
+        match key {
+            "script" => {
+                let lines = read::script(&f)?;
+                if lines.is_empty() {
+                    return Err(f.error("script is empty"));
+                }
+                script = Some(lines);
+            }
+            "image" | "services" | "before_script" | "after_script" | "artifacts" | "timeout" | "retry" => {
+                own.set(key, &f)?;
+            }
+            "stage" => {
+                job.stage = f.name("a stage name")?;
+                parsed.stage_at = Some((f.line, f.key.clone()));
+            }
+            "variables" => job.variables = read::variables(&f)?,
+            "needs" => {
+                let needs = read::needs(&f)?;
+                parsed.needs_at = needs.iter().map(|(_, line, key)| (*line, key.clone())).collect();
+                job.needs = Some(needs.into_iter().map(|(need, _, _)| need).collect());
+            }
+            "dependencies" => {
+                let deps = read::dependencies(&f)?;
+                parsed.dependencies_at = deps.iter().map(|(_, line, key)| (*line, key.clone())).collect();
+                job.dependencies = Some(deps.into_iter().map(|(dep, _, _)| dep).collect());
+            }
+            "rules" => job.rules = read::rules(&f, false)?,
+            "when" => job.when = read::when(&f, WhenIn::Job)?,
+            "allow_failure" => allow_failure = Some(read::allow_failure(&f)?),
+            "inherit" => inherit_default = inherit(&f)?,
+            "extends" => {}
+            _ if IGNORED_KEYS.contains(&key) => {}
+            _ => {
+                let message = match unsupported(key) {
+                    Some(why) => why.to_owned(),
+                    None => {
+                        let mut accepted: Vec<&str> = USED_KEYS.iter().chain(&IGNORED_KEYS).copied().collect();
+                        accepted.sort_unstable();
+                        format!("unknown key (accepted: {})", accepted.join(", "))
+                    }
+                };
+                return Err(f.error(message));
+            }
+        }
+    }
+    let Some(script) = script else {
+        return Err(field.error(format!(
+            "`{name}` has no `script` (every job needs one; names starting with `.` are templates, not jobs)"
+        )));
+    };
+    let inherited = match inherit_default {
+        None => defaults.clone(),
+        Some(keys) => defaults.only(keys.as_deref()),
+    };
+    job.script = script;
+    job.image = own.image.or(inherited.image);
+    job.services = own.services.or(inherited.services).unwrap_or_default();
+    job.before_script = own.before_script.or(inherited.before_script).unwrap_or_default();
+    job.after_script = own.after_script.or(inherited.after_script).unwrap_or_default();
+    job.artifacts = own.artifacts.or(inherited.artifacts);
+    job.timeout = own.timeout.or(inherited.timeout);
+    job.retry = own.retry.or(inherited.retry).unwrap_or(0);
+    // GitLab: a manual job may fail unless it says otherwise.
+    job.allow_failure =
+        allow_failure.unwrap_or(if job.when == When::Manual { AllowFailure::Yes } else { AllowFailure::No });
+    parsed.job = job;
+    Ok(parsed)
+}
+
+/// `inherit:`; returns which `default:` keys the job takes: `None` all of them (unchanged),
+/// `Some(None)` all, `Some(Some(list))` only those (an empty list for `default: false`).
+fn inherit(field: &Field) -> Result<Option<Option<Vec<String>>>, PipelineError> {
+    field.check_keys(&["default", "variables"])?;
+    if let Some(variables) = field.get("variables")? {
+        if !matches!(variables.node.value, Value::Bool(true)) {
+            return Err(variables.error("`inherit: variables` is not supported yet (only `true`)"));
+        }
+    }
+    let Some(default) = field.get("default")? else {
+        return Ok(None);
+    };
+    match &default.node.value {
+        Value::Bool(true) => Ok(Some(None)),
+        Value::Bool(false) => Ok(Some(Some(Vec::new()))),
+        Value::Seq(_) => {
+            let keys = default.strings()?;
+            if let Some(bad) =
+                keys.iter().find(|k| !DEFAULT_KEYS.contains(&k.as_str()) && !DEFAULT_IGNORED_KEYS.contains(&k.as_str()))
+            {
+                return Err(default.error(format!("`{bad}` is not a `default:` key")));
+            }
+            Ok(Some(Some(keys)))
+        }
+        _ => Err(default.expected("true, false or a list of default keys")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::rc::Rc;
+
+    use crate::pipeline::model::{Image, Need, Variable};
+    use crate::pipeline::parse::yaml::{self, Map};
+
+    fn top(text: &str) -> Map {
+        let file: Rc<Path> = Rc::from(Path::new("ci.yml"));
+        match yaml::load(text, &file).unwrap().value {
+            Value::Map(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn job_with(text: &str, defaults: &Defaults) -> Result<ParsedJob, PipelineError> {
+        let map = top(text);
+        let entry = map.iter().next().unwrap();
+        read(entry, defaults)
+    }
+
+    fn job(text: &str) -> Job {
+        job_with(text, &Defaults::default()).unwrap_or_else(|e| panic!("{text}: {e}")).job
+    }
+
+    fn job_err(text: &str) -> PipelineError {
+        job_with(text, &Defaults::default()).expect_err(text)
+    }
+
+    fn defaults(text: &str) -> Defaults {
+        let map = top(text);
+        let entry = map.get("default").unwrap();
+        Defaults::read(&Field::entry("", entry)).unwrap()
+    }
+
+    #[test]
+    fn minimal_job_takes_gitlab_defaults() {
+        let j = job("\n\nbuild:\n  script: make\n");
+        assert_eq!(j.name, "build");
+        assert_eq!(j.location.line, 3);
+        assert_eq!(j.stage, "test");
+        assert_eq!(j.script, ["make"]);
+        assert_eq!(j.when, When::OnSuccess);
+        assert_eq!(j.allow_failure, AllowFailure::No);
+        assert_eq!((j.needs, j.dependencies, j.artifacts, j.timeout, j.retry), (None, None, None, None, 0));
+        assert!(j.rules.is_empty() && j.services.is_empty() && j.variables.is_empty());
+    }
+
+    #[test]
+    fn every_used_key() {
+        let j = job(
+            "build:\n  stage: build\n  image: alpine\n  services: [redis]\n  before_script: [b]\n  script: [s]\n  \
+             after_script: a\n  variables: {A: 1}\n  needs: [x]\n  dependencies: [x]\n  artifacts: {paths: [d]}\n  \
+             rules: [{when: always}]\n  when: on_failure\n  allow_failure: {exit_codes: 3}\n  timeout: 1h\n  retry: 1\n  \
+             extends: .x\n  tags: [docker]\n  cache: {paths: [c]}\n  interruptible: true\n  environment: prod\n  \
+             coverage: /x/\n  resource_group: r\n",
+        );
+        assert_eq!(j.stage, "build");
+        assert_eq!(j.image, Some(Image { name: "alpine".into(), entrypoint: None }));
+        assert_eq!(j.services.len(), 1);
+        assert_eq!((j.before_script, j.script, j.after_script), (vec!["b".into()], vec!["s".into()], vec!["a".into()]));
+        assert_eq!(j.variables, [Variable { name: "A".into(), value: "1".into() }]);
+        assert_eq!(j.needs, Some(vec![Need { job: "x".into(), artifacts: true, optional: false }]));
+        assert_eq!(j.dependencies, Some(vec!["x".into()]));
+        assert_eq!(j.artifacts.map(|a| a.paths), Some(vec!["d".into()]));
+        assert_eq!(j.rules.len(), 1);
+        assert_eq!(j.when, When::OnFailure);
+        assert_eq!(j.allow_failure, AllowFailure::ExitCodes(vec![3]));
+        assert_eq!(j.timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(j.retry, 1);
+    }
+
+    #[test]
+    fn manual_jobs_may_fail_unless_they_say_otherwise() {
+        assert_eq!(job("j:\n  script: x\n  when: manual\n").allow_failure, AllowFailure::Yes);
+        assert_eq!(job("j:\n  script: x\n  when: manual\n  allow_failure: false\n").allow_failure, AllowFailure::No);
+    }
+
+    #[test]
+    fn needs_empty_list_and_lines() {
+        let p = job_with("j:\n  script: x\n  needs: []\n", &Defaults::default()).unwrap();
+        assert_eq!(p.job.needs, Some(vec![]));
+        let p = job_with("j:\n  script: x\n  stage: build\n  needs:\n    - a\n    - job: b\n", &Defaults::default())
+            .unwrap();
+        assert_eq!(p.needs_at, [(5, "j.needs[0]".to_owned()), (6, "j.needs[1]".to_owned())]);
+        assert_eq!(p.stage_at, Some((3, "j.stage".to_owned())));
+    }
+
+    #[test]
+    fn defaults_fill_what_the_job_leaves_out() {
+        let d = defaults(
+            "default:\n  image: ruby\n  services: [pg]\n  before_script: [setup]\n  after_script: [cleanup]\n  \
+             artifacts: {paths: [log]}\n  timeout: 10m\n  retry: 2\n  tags: [x]\n  interruptible: true\n  cache: {}\n",
+        );
+        let j = job_with("j:\n  script: x\n  image: alpine\n  before_script: []\n", &d).unwrap().job;
+        assert_eq!(j.image.map(|i| i.name), Some("alpine".into()));
+        assert!(j.before_script.is_empty(), "an explicit empty list overrides the default");
+        assert_eq!(j.after_script, ["cleanup"]);
+        assert_eq!(j.services.len(), 1);
+        assert_eq!(j.artifacts.map(|a| a.paths), Some(vec!["log".into()]));
+        assert_eq!((j.timeout, j.retry), (Some(Duration::from_secs(600)), 2));
+    }
+
+    #[test]
+    fn inherit_default() {
+        let d = defaults("default:\n  image: ruby\n  before_script: [setup]\n");
+        let j = job_with("j:\n  script: x\n  inherit: {default: false}\n", &d).unwrap().job;
+        assert_eq!((j.image, j.before_script.len()), (None, 0));
+        let j = job_with("j:\n  script: x\n  inherit: {default: [image]}\n", &d).unwrap().job;
+        assert_eq!((j.image.map(|i| i.name), j.before_script.len()), (Some("ruby".into()), 0));
+        let j = job_with("j:\n  script: x\n  inherit: {default: true, variables: true}\n", &d).unwrap().job;
+        assert_eq!(j.before_script, ["setup"]);
+        let e = job_with("j:\n  script: x\n  inherit:\n    variables: false\n", &d).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(4), "j.inherit.variables"));
+        let e = job_with("j:\n  script: x\n  inherit: {default: [imag]}\n", &d).unwrap_err();
+        assert!(e.message.contains("`imag` is not a `default:` key"), "{e}");
+    }
+
+    #[test]
+    fn default_errors() {
+        let map = top("default:\n  image: ruby\n  variables: {A: 1}\n");
+        let e = Defaults::read(&Field::entry("", map.get("default").unwrap())).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "default.variables"));
+        assert!(e.message.contains("unknown key (accepted: after_script, artifacts, before_script, cache"), "{e}");
+        let map = top("default:\n  image: [x]\n");
+        let e = Defaults::read(&Field::entry("", map.get("default").unwrap())).unwrap_err();
+        assert_eq!(e.key, "default.image");
+    }
+
+    #[test]
+    fn job_errors_name_line_and_key() {
+        let cases = [
+            ("build:\n  stage: build\n", 1, "build", "`build` has no `script`"),
+            ("build:\n  script: []\n", 2, "build.script", "script is empty"),
+            ("build:\n  script: {a: b}\n", 2, "build.script", "expected a string or a list of strings"),
+            (
+                "build:\n  script: x\n  scripts: y\n",
+                3,
+                "build.scripts",
+                "unknown key (accepted: after_script, allow_failure",
+            ),
+            ("build:\n  script: x\n  only: [main]\n", 3, "build.only", "use `rules` instead"),
+            ("build:\n  script: x\n  except: [main]\n", 3, "build.except", "use `rules` instead"),
+            ("build:\n  script: x\n  parallel: 3\n", 3, "build.parallel", "not supported yet"),
+            ("build:\n  trigger: other/project\n", 2, "build.trigger", "downstream pipelines"),
+            ("build:\n  script: x\n  secrets: {}\n", 3, "build.secrets", "--env"),
+            ("build:\n  script: x\n  when: delayed\n  start_in: 1h\n", 3, "build.when", "delayed"),
+            ("build:\n  script: x\n  stage: [a]\n", 3, "build.stage", "expected a stage name"),
+            ("build: echo\n", 1, "build", "`build` is not a job: expected a map with `script`, found a string"),
+            ("build:\n", 1, "build", "found null"),
+        ];
+        for (text, line, key, want) in cases {
+            let e = job_err(text);
+            assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{text}: {e}");
+            assert!(e.message.contains(want), "{text}: {e}");
+        }
+        // The accepted list names the ignored keys too.
+        let e = job_err("build:\n  script: x\n  scripts: y\n");
+        assert!(e.message.contains("tags") && e.message.contains("when") && !e.message.contains("only"), "{e}");
+    }
+}

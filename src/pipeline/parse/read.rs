@@ -1,0 +1,730 @@
+//! Typed readers for the values of `.gitlab-ci.yml` keys: a [`Field`] (a node with its dotted
+//! key and line) → a model value (`Image`, `Service`, `Need`, `Artifacts`, `Rule`, durations...)
+//! or a [`PipelineError`] naming file, line and key. Shared by the job, `default` and top-level
+//! readers in `job.rs` and `mod.rs`. Pure.
+
+use std::time::Duration;
+
+use super::duration;
+use super::yaml::{Entry, Map, Node, Value};
+use crate::pipeline::error::PipelineError;
+use crate::pipeline::model::{
+    AllowFailure, Artifacts, ArtifactsWhen, Image, Location, Need, Rule, Service, Variable, When,
+};
+use crate::pipeline::rules;
+
+/// GitLab flattens nested lists in scripts (and rules, needs) up to this depth.
+const MAX_LIST_NESTING: usize = 10;
+
+/// A value with the key it was written under and the line to report.
+#[derive(Clone, Debug)]
+pub struct Field<'a> {
+    pub node: &'a Node,
+    /// Dotted key: `build.script`, `build.services[0].alias`.
+    pub key: String,
+    /// The key's line for a map entry, the item's line for a list item.
+    pub line: usize,
+}
+
+impl<'a> Field<'a> {
+    /// A map entry, under `parent` (empty for top-level keys).
+    pub fn entry(parent: &str, entry: &'a Entry) -> Field<'a> {
+        let key = if parent.is_empty() { entry.key.clone() } else { format!("{parent}.{}", entry.key) };
+        Field { node: &entry.value, key, line: entry.line }
+    }
+
+    pub fn error(&self, message: impl Into<String>) -> PipelineError {
+        PipelineError::new(&self.node.file, self.line, self.key.clone(), message)
+    }
+
+    /// `expected {what}, found {kind}`.
+    pub fn expected(&self, what: &str) -> PipelineError {
+        self.error(format!("expected {what}, found {}", self.node.value.kind()))
+    }
+
+    pub fn location(&self) -> Location {
+        Location { file: self.node.file.to_path_buf(), line: self.line }
+    }
+
+    pub fn string(&self) -> Result<String, PipelineError> {
+        match &self.node.value {
+            Value::Str(s) => Ok(s.clone()),
+            _ => Err(self.expected("a string")),
+        }
+    }
+
+    /// A non-empty string.
+    pub fn name(&self, what: &str) -> Result<String, PipelineError> {
+        match &self.node.value {
+            Value::Str(s) if s.trim().is_empty() => Err(self.error(format!("expected {what}, found an empty string"))),
+            Value::Str(s) => Ok(s.clone()),
+            _ => Err(self.expected(what)),
+        }
+    }
+
+    pub fn boolean(&self) -> Result<bool, PipelineError> {
+        match self.node.value {
+            Value::Bool(b) => Ok(b),
+            _ => Err(self.expected("true or false")),
+        }
+    }
+
+    pub fn integer(&self) -> Result<i64, PipelineError> {
+        match self.node.value {
+            Value::Int(i) => Ok(i),
+            _ => Err(self.expected("a whole number")),
+        }
+    }
+
+    pub fn map(&self) -> Result<&'a Map, PipelineError> {
+        match &self.node.value {
+            Value::Map(m) => Ok(m),
+            _ => Err(self.expected("a map")),
+        }
+    }
+
+    /// The entry `name` of a map value, if present.
+    pub fn get(&self, name: &str) -> Result<Option<Field<'a>>, PipelineError> {
+        Ok(self.map()?.get(name).map(|e| Field::entry(&self.key, e)))
+    }
+
+    /// The items of a list value; nested lists (from `!reference`) flattened as GitLab does.
+    pub fn items(&self, what: &str) -> Result<Vec<Field<'a>>, PipelineError> {
+        let Value::Seq(items) = &self.node.value else {
+            return Err(self.expected(what));
+        };
+        let mut out = Vec::new();
+        flatten(items, &self.key, 0, &mut out)
+            .map_err(|()| self.error(format!("lists nested too deeply in {what}")))?;
+        Ok(out)
+    }
+
+    /// A list of strings (nested lists flattened).
+    pub fn strings(&self) -> Result<Vec<String>, PipelineError> {
+        let what = "a list of strings";
+        self.items(what)?.iter().map(|item| item.string().map_err(|_| item.expected("a string"))).collect()
+    }
+
+    /// Fails on the first key not in `allowed`, listing them.
+    pub fn check_keys(&self, allowed: &[&str]) -> Result<(), PipelineError> {
+        for entry in self.map()?.iter() {
+            if !allowed.contains(&entry.key.as_str()) {
+                let field = Field::entry(&self.key, entry);
+                return Err(field.error(format!("unknown key (accepted: {})", allowed.join(", "))));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn flatten<'a>(items: &'a [Node], key: &str, depth: usize, out: &mut Vec<Field<'a>>) -> Result<(), ()> {
+    if depth > MAX_LIST_NESTING {
+        return Err(());
+    }
+    for (i, node) in items.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        match &node.value {
+            Value::Seq(inner) => flatten(inner, &key, depth + 1, out)?,
+            _ => out.push(Field { node, key, line: node.line }),
+        }
+    }
+    Ok(())
+}
+
+/// `script`, `before_script`, `after_script`: a string or a (nested) list of strings.
+pub fn script(field: &Field) -> Result<Vec<String>, PipelineError> {
+    let what = "a string or a list of strings";
+    match &field.node.value {
+        Value::Str(s) => Ok(vec![s.clone()]),
+        Value::Seq(_) => field
+            .items(what)?
+            .iter()
+            .map(|line| match &line.node.value {
+                Value::Str(s) => Ok(s.clone()),
+                Value::Null => Err(line.error("empty script line")),
+                Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
+                    Err(line.error(format!("expected a string, found {} (quote it)", line.node.value.kind())))
+                }
+                _ => Err(line.expected("a string")),
+            })
+            .collect(),
+        _ => Err(field.expected(what)),
+    }
+}
+
+/// `variables:` (global, job, service or rule): names to strings, numbers, booleans or
+/// `{value, description, expand, options}`.
+pub fn variables(field: &Field) -> Result<Vec<Variable>, PipelineError> {
+    let what = "a map of variable names to values";
+    if !matches!(field.node.value, Value::Map(_)) {
+        return Err(field.expected(what));
+    }
+    field.map()?.iter().map(|entry| variable(&entry.key, &Field::entry(&field.key, entry))).collect()
+}
+
+fn variable(name: &str, field: &Field) -> Result<Variable, PipelineError> {
+    let name = name.to_owned();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(field.error("invalid variable name (use letters, digits and _)"));
+    }
+    if let Some(value) = field.node.value.scalar_string() {
+        return Ok(Variable { name, value });
+    }
+    if !matches!(field.node.value, Value::Map(_)) {
+        return Err(field.expected("a string, a number, true/false, or {value, description}"));
+    }
+    field.check_keys(&["value", "description", "expand", "options"])?;
+    let mut value = match field.get("value")? {
+        Some(v) => v.node.value.scalar_string().ok_or_else(|| v.expected("a string, a number or true/false"))?,
+        None => String::new(),
+    };
+    if let Some(description) = field.get("description")? {
+        description.string()?;
+    }
+    if let Some(options) = field.get("options")? {
+        let options = options.strings()?;
+        if !options.is_empty() && !options.contains(&value) {
+            return Err(field.error(format!("value {value:?} is not one of the options {options:?}")));
+        }
+    }
+    if let Some(expand) = field.get("expand")? {
+        if !expand.boolean()? {
+            // GitLab's escape for a literal `$`: the value is then used as written.
+            value = value.replace('$', "$$");
+        }
+    }
+    Ok(Variable { name, value })
+}
+
+/// `image:` a name or `{name, entrypoint}`.
+pub fn image(field: &Field) -> Result<Image, PipelineError> {
+    match &field.node.value {
+        Value::Str(_) => Ok(Image { name: field.name("an image name")?, entrypoint: None }),
+        Value::Map(_) => {
+            field.check_keys(&["name", "entrypoint", "docker", "pull_policy"])?;
+            let name = field.get("name")?.ok_or_else(|| field.error("missing `name`"))?.name("an image name")?;
+            let entrypoint = field.get("entrypoint")?.map(|f| command(&f)).transpose()?;
+            Ok(Image { name, entrypoint })
+        }
+        _ => Err(field.expected("an image name or {name, entrypoint}")),
+    }
+}
+
+/// `entrypoint`/`command`: a list of strings; `[""]` means none.
+fn command(field: &Field) -> Result<Vec<String>, PipelineError> {
+    if !matches!(field.node.value, Value::Seq(_)) {
+        return Err(field.expected("a list of strings"));
+    }
+    let words = field.strings()?;
+    Ok(if words.len() == 1 && words[0].is_empty() { Vec::new() } else { words })
+}
+
+/// `services:` a list of names or `{name, alias, entrypoint, command, variables}`.
+pub fn services(field: &Field) -> Result<Vec<Service>, PipelineError> {
+    field.items("a list of services")?.iter().map(service).collect()
+}
+
+fn service(field: &Field) -> Result<Service, PipelineError> {
+    match &field.node.value {
+        Value::Str(_) => Ok(Service {
+            name: field.name("an image name")?,
+            alias: None,
+            entrypoint: None,
+            command: None,
+            variables: Vec::new(),
+        }),
+        Value::Map(_) => {
+            field.check_keys(&["name", "alias", "entrypoint", "command", "variables", "pull_policy", "docker"])?;
+            let name = field.get("name")?.ok_or_else(|| field.error("missing `name`"))?.name("an image name")?;
+            let alias = field.get("alias")?.map(|f| f.name("an alias")).transpose()?;
+            let entrypoint = field.get("entrypoint")?.map(|f| command(&f)).transpose()?;
+            let cmd = field.get("command")?.map(|f| command(&f)).transpose()?;
+            let variables = field.get("variables")?.map(|f| variables(&f)).transpose()?.unwrap_or_default();
+            Ok(Service { name, alias, entrypoint, command: cmd, variables })
+        }
+        _ => Err(field.expected("an image name or {name, alias, ...}")),
+    }
+}
+
+/// `needs:` a list of job names or `{job, artifacts, optional}`, each with its line.
+pub fn needs(field: &Field) -> Result<Vec<(Need, usize, String)>, PipelineError> {
+    let items = field.items("a list of jobs")?;
+    items.iter().map(|item| need(item).map(|n| (n, item.line, item.key.clone()))).collect()
+}
+
+fn need(field: &Field) -> Result<Need, PipelineError> {
+    match &field.node.value {
+        Value::Str(_) => Ok(Need { job: field.name("a job name")?, artifacts: true, optional: false }),
+        Value::Map(map) => {
+            for unsupported in ["pipeline", "project"] {
+                if let Some(entry) = map.get(unsupported) {
+                    let f = Field::entry(&field.key, entry);
+                    return Err(f.error("needs from other pipelines or projects are not supported locally"));
+                }
+            }
+            if let Some(entry) = map.get("parallel") {
+                return Err(Field::entry(&field.key, entry).error("`parallel` is not supported yet"));
+            }
+            field.check_keys(&["job", "artifacts", "optional", "ref"])?;
+            let job = field.get("job")?.ok_or_else(|| field.error("missing `job`"))?.name("a job name")?;
+            let artifacts = field.get("artifacts")?.map(|f| f.boolean()).transpose()?.unwrap_or(true);
+            let optional = field.get("optional")?.map(|f| f.boolean()).transpose()?.unwrap_or(false);
+            Ok(Need { job, artifacts, optional })
+        }
+        _ => Err(field.expected("a job name or {job, artifacts, optional}")),
+    }
+}
+
+/// `dependencies:` a list of job names, each with its line and key.
+pub fn dependencies(field: &Field) -> Result<Vec<(String, usize, String)>, PipelineError> {
+    let items = field.items("a list of job names")?;
+    items.iter().map(|item| Ok((item.name("a job name")?, item.line, item.key.clone()))).collect()
+}
+
+/// `artifacts:`; `name`, `untracked`, `reports`, `expose_as`, `public`, `access` are accepted
+/// and ignored (nothing is uploaded locally).
+pub fn artifacts(field: &Field) -> Result<Artifacts, PipelineError> {
+    field.check_keys(&[
+        "paths",
+        "exclude",
+        "when",
+        "expire_in",
+        "name",
+        "untracked",
+        "reports",
+        "expose_as",
+        "public",
+        "access",
+    ])?;
+    let paths = field.get("paths")?.map(|f| f.strings()).transpose()?.unwrap_or_default();
+    let exclude = field.get("exclude")?.map(|f| f.strings()).transpose()?.unwrap_or_default();
+    let when = match field.get("when")? {
+        None => ArtifactsWhen::OnSuccess,
+        Some(f) => match f.string()?.as_str() {
+            "on_success" => ArtifactsWhen::OnSuccess,
+            "on_failure" => ArtifactsWhen::OnFailure,
+            "always" => ArtifactsWhen::Always,
+            other => return Err(f.error(format!("unknown value {other:?} (use on_success, on_failure or always)"))),
+        },
+    };
+    let expire_in = field.get("expire_in")?.map(|f| f.string()).transpose()?;
+    if let Some(untracked) = field.get("untracked")? {
+        untracked.boolean()?;
+    }
+    if let Some(name) = field.get("name")? {
+        name.string()?;
+    }
+    Ok(Artifacts { paths, exclude, when, expire_in })
+}
+
+/// Which `when:` values a place accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenIn {
+    Job,
+    JobRule,
+    WorkflowRule,
+}
+
+pub fn when(field: &Field, place: WhenIn) -> Result<When, PipelineError> {
+    let text = field.string()?;
+    let when = match text.as_str() {
+        "on_success" => When::OnSuccess,
+        "on_failure" => When::OnFailure,
+        "always" => When::Always,
+        "manual" => When::Manual,
+        "never" => When::Never,
+        "delayed" => return Err(field.error("`when: delayed` is not supported")),
+        other => {
+            return Err(
+                field.error(format!("unknown value {other:?} (use on_success, on_failure, always, manual or never)"))
+            )
+        }
+    };
+    if place == WhenIn::WorkflowRule && !matches!(when, When::Always | When::Never) {
+        return Err(field.error(format!("workflow rules take `when: always` or `when: never`, not {text:?}")));
+    }
+    Ok(when)
+}
+
+/// `allow_failure:` true/false or `{exit_codes: N or [N, ...]}`.
+pub fn allow_failure(field: &Field) -> Result<AllowFailure, PipelineError> {
+    match &field.node.value {
+        Value::Bool(true) => Ok(AllowFailure::Yes),
+        Value::Bool(false) => Ok(AllowFailure::No),
+        Value::Map(_) => {
+            field.check_keys(&["exit_codes"])?;
+            let codes = field.get("exit_codes")?.ok_or_else(|| field.error("missing `exit_codes`"))?;
+            let list = match codes.node.value {
+                Value::Int(_) => vec![codes.clone()],
+                _ => codes.items("an exit code or a list of them")?,
+            };
+            let codes = list
+                .iter()
+                .map(|f| i32::try_from(f.integer()?).map_err(|_| f.error("exit code out of range")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(AllowFailure::ExitCodes(codes))
+        }
+        _ => Err(field.expected("true, false or {exit_codes: [...]}")),
+    }
+}
+
+/// `timeout:` a GitLab human duration (`1h 30m`, `10 minutes`, `3600`).
+pub fn timeout(field: &Field) -> Result<Duration, PipelineError> {
+    let text = match &field.node.value {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => return Err(field.expected("a duration like \"1h 30m\"")),
+    };
+    match duration::parse_human(&text) {
+        Ok(d) if d.is_zero() => Err(field.error("timeout must be more than zero")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(field.error(e)),
+    }
+}
+
+/// `retry:` N or `{max: N, when, exit_codes}`, N in 0..=2.
+pub fn retry(field: &Field) -> Result<u32, PipelineError> {
+    let max = match &field.node.value {
+        Value::Int(_) => field.clone(),
+        Value::Map(_) => {
+            field.check_keys(&["max", "when", "exit_codes"])?;
+            match field.get("max")? {
+                Some(max) => max,
+                None => return Ok(0),
+            }
+        }
+        _ => return Err(field.expected("a number of retries (0, 1 or 2) or {max, when}")),
+    };
+    match max.integer()? {
+        n @ 0..=2 => Ok(u32::try_from(n).unwrap_or(0)),
+        n => Err(max.error(format!("retry must be 0, 1 or 2, not {n}"))),
+    }
+}
+
+/// `rules:` of a job (`workflow == false`) or of `workflow:`.
+pub fn rules(field: &Field, workflow: bool) -> Result<Vec<Rule>, PipelineError> {
+    field.items("a list of rules")?.iter().map(|item| rule(item, workflow)).collect()
+}
+
+fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
+    if !matches!(field.node.value, Value::Map(_)) {
+        return Err(field.expected("a rule (a map with if, exists, when, ...)"));
+    }
+    if let Some(needs) = field.get("needs")? {
+        return Err(needs.error("`rules: needs` is not supported yet"));
+    }
+    let allowed: &[&str] = if workflow {
+        &["if", "exists", "changes", "when", "variables", "auto_cancel"]
+    } else {
+        &["if", "exists", "changes", "when", "allow_failure", "variables", "start_in", "interruptible"]
+    };
+    field.check_keys(allowed)?;
+    let condition = match field.get("if")? {
+        None => None,
+        Some(f) => Some(rules::parse_condition(&f.string()?).map_err(|e| f.error(format!("invalid expression: {e}")))?),
+    };
+    let exists = field.get("exists")?.map(|f| exists(&f)).transpose()?.unwrap_or_default();
+    let place = if workflow { WhenIn::WorkflowRule } else { WhenIn::JobRule };
+    let when = field.get("when")?.map(|f| when(&f, place)).transpose()?;
+    let allow_failure = field.get("allow_failure")?.map(|f| f.boolean()).transpose()?;
+    let variables = field.get("variables")?.map(|f| variables(&f)).transpose()?.unwrap_or_default();
+    Ok(Rule { condition, exists, when, allow_failure, variables, location: field.location() })
+}
+
+/// `exists:` a list of globs or `{paths: [...]}`.
+fn exists(field: &Field) -> Result<Vec<String>, PipelineError> {
+    match &field.node.value {
+        Value::Map(_) => {
+            if let Some(project) = field.get("project")? {
+                return Err(project.error("`exists` in another project is not supported locally"));
+            }
+            field.check_keys(&["paths"])?;
+            field.get("paths")?.ok_or_else(|| field.error("missing `paths`"))?.strings()
+        }
+        Value::Str(s) => Ok(vec![s.clone()]),
+        _ => field.strings(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::rc::Rc;
+
+    use crate::pipeline::parse::yaml;
+
+    /// The value of `k:` in `text`, as a field keyed `job.k`.
+    fn with_field<T>(text: &str, f: impl FnOnce(&Field) -> T) -> T {
+        let file: Rc<Path> = Rc::from(Path::new("ci.yml"));
+        let root = yaml::load(text, &file).unwrap();
+        let Value::Map(map) = &root.value else { panic!("not a map") };
+        let entry = map.get("k").unwrap();
+        f(&Field::entry("job", entry))
+    }
+
+    fn err<T: std::fmt::Debug>(text: &str, read: impl FnOnce(&Field) -> Result<T, PipelineError>) -> PipelineError {
+        with_field(text, |f| read(f).expect_err(text))
+    }
+
+    #[test]
+    fn scripts() {
+        assert_eq!(with_field("k: echo hi", script).unwrap(), ["echo hi"]);
+        assert_eq!(with_field("k: [a, b]", script).unwrap(), ["a", "b"]);
+        assert_eq!(with_field("k:\n  - a\n  - [b, [c]]\n  - d\n", script).unwrap(), ["a", "b", "c", "d"]);
+        assert_eq!(with_field("k: |\n  multi\n  line\n", script).unwrap(), ["multi\nline\n"]);
+        assert_eq!(with_field("k: []", script).unwrap(), Vec::<String>::new());
+        let e = err("k:\n  - ok\n  - true\n", script);
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "job.k[1]"));
+        assert_eq!(e.message, "expected a string, found a boolean (quote it)");
+        let e = err("k: {a: 1}", script);
+        assert_eq!(e.to_string(), "ci.yml:1: job.k: expected a string or a list of strings, found a map");
+        let e = err("k:\n  -\n", script);
+        assert_eq!(e.message, "empty script line");
+        let e = err("k: [[a, {b: c}]]", script);
+        assert_eq!(e.key, "job.k[0][1]");
+        let deep = format!("k: {}a{}", "[".repeat(12), "]".repeat(12));
+        assert!(err(&deep, script).message.contains("nested too deeply"));
+    }
+
+    #[test]
+    fn variable_forms() {
+        let vars = with_field(
+            "k:\n  S: text\n  N: 10\n  F: 1.10\n  B: true\n  Y: yes\n  E: ''\n  \
+             M: {value: v, description: d}\n  D: {description: only}\n  R: {value: $X-$$Y, expand: false}\n  \
+             O: {value: b, options: [a, b]}\n",
+            variables,
+        )
+        .unwrap();
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|v| (v.name.as_str(), v.value.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("S", "text"),
+                ("N", "10"),
+                ("F", "1.1"),
+                ("B", "true"),
+                ("Y", "true"),
+                ("E", ""),
+                ("M", "v"),
+                ("D", ""),
+                ("R", "$$X-$$$$Y"),
+                ("O", "b")
+            ]
+        );
+        let cases = [
+            ("k: [A]", 1, "job.k", "expected a map of variable names"),
+            ("k:\n  A:\n", 2, "job.k.A", "expected a string, a number"),
+            ("k:\n  A: [1]\n", 2, "job.k.A", "expected a string, a number"),
+            ("k:\n  A: {value: 1, secret: x}\n", 2, "job.k.A.secret", "unknown key (accepted: value, description"),
+            ("k:\n  A: {value: [1]}\n", 2, "job.k.A.value", "expected a string"),
+            ("k:\n  A: {value: c, options: [a, b]}\n", 2, "job.k.A", "not one of the options"),
+            ("k:\n  A: {value: c, expand: 1}\n", 2, "job.k.A.expand", "expected true or false"),
+            ("k:\n  A B: x\n", 2, "job.k.A B", "invalid variable name"),
+        ];
+        for (text, line, key, want) in cases {
+            let e = err(text, variables);
+            assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{text}: {e}");
+            assert!(e.message.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn images() {
+        let i = with_field("k: alpine:3", image).unwrap();
+        assert_eq!(i, Image { name: "alpine:3".into(), entrypoint: None });
+        let i = with_field("k: {name: x, entrypoint: ['']}", image).unwrap();
+        assert_eq!(i.entrypoint, Some(vec![]));
+        let i = with_field("k: {name: x, entrypoint: [/bin/sh, -c], pull_policy: always}", image).unwrap();
+        assert_eq!(i.entrypoint, Some(vec!["/bin/sh".into(), "-c".into()]));
+        let cases = [
+            ("k: 3", "job.k", "expected an image name or {name, entrypoint}, found a number"),
+            ("k: ''", "job.k", "expected an image name, found an empty string"),
+            ("k: {entrypoint: [a]}", "job.k", "missing `name`"),
+            ("k: {name: x, entrypoint: sh}", "job.k.entrypoint", "expected a list of strings"),
+            ("k: {name: x, tag: y}", "job.k.tag", "unknown key"),
+        ];
+        for (text, key, want) in cases {
+            let e = err(text, image);
+            assert_eq!(e.key, key, "{text}: {e}");
+            assert!(e.message.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn service_forms() {
+        let s = with_field(
+            "k:\n  - postgres:16\n  - name: redis\n    alias: cache,kv\n    command: [redis-server, --port, '6380']\n    \
+             entrypoint: ['']\n    variables: {A: 1}\n",
+            services,
+        )
+        .unwrap();
+        assert_eq!(
+            s[0],
+            Service { name: "postgres:16".into(), alias: None, entrypoint: None, command: None, variables: vec![] }
+        );
+        assert_eq!(s[1].alias.as_deref(), Some("cache,kv"));
+        assert_eq!(s[1].command, Some(vec!["redis-server".into(), "--port".into(), "6380".into()]));
+        assert_eq!(s[1].entrypoint, Some(vec![]));
+        assert_eq!(s[1].variables, [Variable { name: "A".into(), value: "1".into() }]);
+        let e = err("k: postgres", services);
+        assert_eq!(e.message, "expected a list of services, found a string");
+        let e = err("k:\n  - name: a\n    aliases: b\n", services);
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "job.k[0].aliases"));
+        let e = err("k:\n  - {alias: b}\n", services);
+        assert_eq!((e.line, e.message.as_str()), (Some(2), "missing `name`"));
+    }
+
+    #[test]
+    fn need_forms() {
+        let n =
+            with_field("k:\n  - a\n  - {job: b, artifacts: false}\n  - job: c\n    optional: true\n", needs).unwrap();
+        let got: Vec<(Need, usize)> = n.into_iter().map(|(n, line, _)| (n, line)).collect();
+        assert_eq!(
+            got,
+            [
+                (Need { job: "a".into(), artifacts: true, optional: false }, 2),
+                (Need { job: "b".into(), artifacts: false, optional: false }, 3),
+                (Need { job: "c".into(), artifacts: true, optional: true }, 4),
+            ]
+        );
+        assert!(with_field("k: []", needs).unwrap().is_empty());
+        let cases = [
+            ("k: a", "job.k", "expected a list of jobs"),
+            ("k: [{artifacts: true}]", "job.k[0]", "missing `job`"),
+            ("k: [{job: a, pipeline: $X}]", "job.k[0].pipeline", "other pipelines"),
+            ("k: [{job: a, project: g/p, ref: main}]", "job.k[0].project", "other pipelines"),
+            ("k: [{job: a, parallel: {matrix: []}}]", "job.k[0].parallel", "not supported yet"),
+            ("k: [{job: a, artifact: false}]", "job.k[0].artifact", "unknown key"),
+            ("k: [1]", "job.k[0]", "expected a job name"),
+        ];
+        for (text, key, want) in cases {
+            let e = err(text, needs);
+            assert_eq!(e.key, key, "{text}: {e}");
+            assert!(e.message.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn artifact_forms() {
+        let a = with_field(
+            "k:\n  paths: [dist/, '*.log']\n  exclude: [dist/tmp]\n  when: always\n  expire_in: 1 week\n  \
+             name: x\n  untracked: false\n  reports: {junit: r.xml}\n",
+            artifacts,
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            Artifacts {
+                paths: vec!["dist/".into(), "*.log".into()],
+                exclude: vec!["dist/tmp".into()],
+                when: ArtifactsWhen::Always,
+                expire_in: Some("1 week".into()),
+            }
+        );
+        let a = with_field("k: {reports: {dotenv: x.env}}", artifacts).unwrap();
+        assert!(a.paths.is_empty());
+        assert_eq!(a.when, ArtifactsWhen::OnSuccess);
+        let e = err("k: {paths: dist}", artifacts);
+        assert_eq!(e.key, "job.k.paths");
+        let e = err("k: {when: never}", artifacts);
+        assert!(e.message.contains("use on_success, on_failure or always"), "{e}");
+        let e = err("k: {path: [a]}", artifacts);
+        assert_eq!(e.key, "job.k.path");
+        assert!(e.message.contains("accepted: paths, exclude, when, expire_in"), "{e}");
+    }
+
+    #[test]
+    fn when_values() {
+        for (text, want) in [
+            ("on_success", When::OnSuccess),
+            ("on_failure", When::OnFailure),
+            ("always", When::Always),
+            ("manual", When::Manual),
+            ("never", When::Never),
+        ] {
+            assert_eq!(with_field(&format!("k: {text}"), |f| when(f, WhenIn::Job)).unwrap(), want);
+        }
+        assert!(err("k: delayed", |f| when(f, WhenIn::Job)).message.contains("`when: delayed` is not supported"));
+        assert!(err("k: sometimes", |f| when(f, WhenIn::Job)).message.contains("unknown value \"sometimes\""));
+        assert!(err("k: manual", |f| when(f, WhenIn::WorkflowRule)).message.contains("workflow rules take"));
+        assert_eq!(with_field("k: never", |f| when(f, WhenIn::WorkflowRule)).unwrap(), When::Never);
+        assert!(err("k: true", |f| when(f, WhenIn::Job)).message.contains("expected a string"));
+    }
+
+    #[test]
+    fn allow_failure_forms() {
+        assert_eq!(with_field("k: true", allow_failure).unwrap(), AllowFailure::Yes);
+        assert_eq!(with_field("k: false", allow_failure).unwrap(), AllowFailure::No);
+        assert_eq!(with_field("k: {exit_codes: 137}", allow_failure).unwrap(), AllowFailure::ExitCodes(vec![137]));
+        assert_eq!(with_field("k: {exit_codes: [1, 2]}", allow_failure).unwrap(), AllowFailure::ExitCodes(vec![1, 2]));
+        assert!(err("k: maybe", allow_failure).message.contains("expected true, false or {exit_codes"));
+        assert!(err("k: {exit_codes: [a]}", allow_failure).message.contains("expected a whole number"));
+        assert!(err("k: {exit_codes: 99999999999}", allow_failure).message.contains("out of range"));
+        assert!(err("k: {}", allow_failure).message.contains("missing `exit_codes`"));
+        assert_eq!(err("k: {codes: 1}", allow_failure).key, "job.k.codes");
+    }
+
+    #[test]
+    fn retry_forms() {
+        assert_eq!(with_field("k: 2", retry).unwrap(), 2);
+        assert_eq!(with_field("k: {max: 1, when: [script_failure]}", retry).unwrap(), 1);
+        assert_eq!(with_field("k: {when: always}", retry).unwrap(), 0);
+        assert!(err("k: 3", retry).message.contains("retry must be 0, 1 or 2, not 3"));
+        assert_eq!(err("k: {max: -1}", retry).key, "job.k.max");
+        assert!(err("k: twice", retry).message.contains("expected a number of retries"));
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(with_field("k: 1h 30m", timeout).unwrap(), Duration::from_secs(5400));
+        assert_eq!(with_field("k: 3600", timeout).unwrap(), Duration::from_secs(3600));
+        assert_eq!(with_field("k: '3600'", timeout).unwrap(), Duration::from_secs(3600));
+        assert!(err("k: 0", timeout).message.contains("more than zero"));
+        assert!(err("k: soon", timeout).message.contains("invalid duration \"soon\""));
+        assert!(err("k: [1h]", timeout).message.contains("expected a duration"));
+    }
+
+    #[test]
+    fn rule_forms() {
+        let r = with_field(
+            "k:\n  - if: $CI_COMMIT_BRANCH == \"main\"\n    when: manual\n    allow_failure: true\n    \
+             variables: {A: b}\n  - exists: [Dockerfile]\n    changes: [src/**/*]\n  - exists: {paths: [a, b]}\n  \
+             - when: never\n",
+            |f| rules(f, false),
+        )
+        .unwrap();
+        assert_eq!(r.len(), 4);
+        assert!(r[0].condition.is_some());
+        assert_eq!(r[0].when, Some(When::Manual));
+        assert_eq!(r[0].allow_failure, Some(true));
+        assert_eq!(r[0].variables, [Variable { name: "A".into(), value: "b".into() }]);
+        assert_eq!(r[0].location, Location { file: "ci.yml".into(), line: 2 });
+        assert_eq!((r[1].condition.as_ref(), r[1].exists.as_slice()), (None, ["Dockerfile".to_owned()].as_slice()));
+        assert_eq!(r[2].exists, ["a", "b"]);
+        assert_eq!((r[3].when, r[3].location.line), (Some(When::Never), 9));
+
+        let cases = [
+            ("k:\n  - if: $A ==\n", false, 2, "job.k[0].if", "invalid expression: unexpected end"),
+            ("k:\n  - if: [x]\n", false, 2, "job.k[0].if", "expected a string"),
+            ("k:\n  - when: manual\n", true, 2, "job.k[0].when", "workflow rules take"),
+            ("k:\n  - allow_failure: true\n", true, 2, "job.k[0].allow_failure", "unknown key"),
+            ("k:\n  - iff: $A\n", false, 2, "job.k[0].iff", "unknown key (accepted: if, exists, changes"),
+            ("k:\n  - needs: [a]\n", false, 2, "job.k[0].needs", "not supported yet"),
+            ("k:\n  - $A\n", false, 2, "job.k[0]", "expected a rule"),
+            ("k:\n  - exists: {project: g/p, paths: [a]}\n", false, 2, "job.k[0].exists.project", "another project"),
+            ("k: {if: $A}\n", false, 1, "job.k", "expected a list of rules"),
+        ];
+        for (text, workflow, line, key, want) in cases {
+            let e = err(text, |f| rules(f, workflow));
+            assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{text}: {e}");
+            assert!(e.message.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn check_keys_lists_the_accepted_ones() {
+        let e = err("k: {a: 1, c: 2}", |f| f.check_keys(&["a", "b"]));
+        assert_eq!(e.to_string(), "ci.yml:1: job.k.c: unknown key (accepted: a, b)");
+    }
+}

@@ -1,0 +1,561 @@
+//! Pure: a parsed [`Pipeline`] plus the facts of this run (project, git, command-line variables,
+//! jobs named) → an ordered [`Plan`]: which jobs run, what each waits for, whose artifacts it
+//! gets, its final variables and images. Evaluates `workflow: rules` and job `rules`, validates
+//! `needs`/`dependencies` (unknown jobs, later stages, cycles). No I/O: the project's file list
+//! (for `rules: exists`) comes in as data. Called by `cli::run`; `execute` runs the result.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::PipelineError;
+use super::glob;
+use super::model::{AllowFailure, Artifacts, Image, Job, Location, Pipeline, Rule, Service, Variable, When};
+use super::predefined::{job_predefined, pipeline_variables};
+pub use super::predefined::{project_path_from_dir, validate_project_path};
+use super::rules;
+use super::variables::{self, VarSet};
+
+/// GitLab's default job timeout (a project setting there; one hour by default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `retry` is capped at 2 by GitLab.
+const MAX_RETRY: u32 = 2;
+/// Where projects live inside job containers (`CI_BUILDS_DIR`).
+pub const BUILDS_DIR: &str = "/builds";
+
+/// What the plan needs to know about this run besides the pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct RunFacts {
+    /// The project directory on the host (where `.gitlab-ci.yml` and the sources are).
+    pub project_dir: PathBuf,
+    /// `group/sub/project`, or just the directory name.
+    pub project_path: String,
+    pub git: crate::git::Facts,
+    /// Files of the project, relative, `/`-separated (for `rules: exists`).
+    pub files: Vec<String>,
+    /// `--env-file` then `--env`, in order: later wins.
+    pub cli_variables: Vec<(String, String)>,
+    /// Jobs named on the command line; empty = the whole pipeline.
+    pub selected: Vec<String>,
+    pub pipeline_id: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub pipeline_id: u64,
+    pub project_dir: PathBuf,
+    pub project_path: String,
+    /// `/builds/<project path>`.
+    pub project_dir_in_job: String,
+    /// In an order where every job comes after those it waits for.
+    pub jobs: Vec<PlannedJob>,
+    /// Set when `workflow: rules` decided that no pipeline runs; `jobs` is empty then.
+    pub excluded_by_workflow: Option<Location>,
+}
+
+/// Whether a job runs, and on what condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunWhen {
+    /// When every job it waits for succeeded (or failed with `allow_failure`).
+    OnSuccess,
+    /// When one of them failed.
+    OnFailure,
+    Always,
+    /// A `when: manual` job nobody named: shown, not run.
+    Manual,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedJob {
+    pub name: String,
+    pub stage: String,
+    pub location: Location,
+    /// `CI_JOB_ID`.
+    pub id: u64,
+    /// `None` only for a job that does not run (`RunWhen::Manual`).
+    pub image: Option<Image>,
+    pub services: Vec<PlannedService>,
+    pub before_script: Vec<String>,
+    pub script: Vec<String>,
+    pub after_script: Vec<String>,
+    /// Final, expanded, predefined ones included.
+    pub variables: VarSet,
+    /// Indices into `Plan::jobs` (all earlier in the list).
+    pub waits_for: Vec<usize>,
+    /// `waits_for` comes from `needs:` (not from stage order).
+    pub uses_needs: bool,
+    /// Indices into `Plan::jobs` whose artifacts are copied in before the job starts.
+    pub artifacts_from: Vec<usize>,
+    pub when: RunWhen,
+    pub allow_failure: AllowFailure,
+    pub timeout: Duration,
+    /// Extra attempts after a failure (0–2).
+    pub retry: u32,
+    pub artifacts: Option<Artifacts>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedService {
+    /// Expanded image name.
+    pub image: String,
+    /// Explicit aliases and the ones GitLab derives from the image name.
+    pub aliases: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    /// The job's variables with the service's own on top.
+    pub variables: VarSet,
+}
+
+fn set_of(vars: &[Variable]) -> VarSet {
+    let mut set = VarSet::new();
+    for v in vars {
+        set.set(&v.name, v.value.clone());
+    }
+    set
+}
+
+fn cli_set(facts: &RunFacts) -> VarSet {
+    let mut set = VarSet::new();
+    for (name, value) in &facts.cli_variables {
+        set.set(name, value.clone());
+    }
+    set
+}
+
+/// Whether one rule matches: its `if` holds and one of its `exists` globs names a file.
+fn rule_matches(rule: &Rule, vars: &VarSet, files: &[String]) -> bool {
+    let lookup = |name: &str| vars.get(name).map(String::from);
+    if let Some(condition) = &rule.condition {
+        if !rules::evaluate(condition, &lookup) {
+            return false;
+        }
+    }
+    rule.exists.is_empty()
+        || rule.exists.iter().any(|pattern| {
+            let pattern = variables::expand(pattern, &lookup);
+            files.iter().any(|f| glob::matches(&pattern, f))
+        })
+}
+
+/// The first rule that matches, if any.
+fn first_match<'r>(rules: &'r [Rule], vars: &VarSet, files: &[String]) -> Option<&'r Rule> {
+    rules.iter().find(|r| rule_matches(r, vars, files))
+}
+
+/// A job that passed its rules, before selection.
+struct Candidate<'p> {
+    job: &'p Job,
+    when: When,
+    allow_failure: AllowFailure,
+    /// Rule variables (raw).
+    rule_variables: VarSet,
+}
+
+fn error_at(location: &Location, key: impl Into<String>, message: impl Into<String>) -> PipelineError {
+    PipelineError::new(&location.file, location.line.max(1), key, message)
+}
+
+/// Plans the run. Configuration problems (unknown jobs named, `needs` on missing or later jobs,
+/// cycles, a job without image) are errors naming where they were written.
+pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError> {
+    let pipeline_vars = pipeline_variables(pipeline, facts);
+    let global = set_of(&pipeline.variables);
+    let cli = cli_set(facts);
+    let project_dir_in_job = format!("{BUILDS_DIR}/{}", facts.project_path);
+    let mut plan = Plan {
+        pipeline_id: facts.pipeline_id,
+        project_dir: facts.project_dir.clone(),
+        project_path: facts.project_path.clone(),
+        project_dir_in_job,
+        jobs: Vec::new(),
+        excluded_by_workflow: None,
+    };
+
+    // workflow: rules decide whether there is a pipeline at all, and add variables.
+    let mut workflow_vars = VarSet::new();
+    if !pipeline.workflow_rules.is_empty() {
+        let vars = variables::resolve(&[(pipeline_vars.clone(), true), (global.clone(), false), (cli.clone(), true)]);
+        match first_match(&pipeline.workflow_rules, &vars, &facts.files) {
+            Some(rule) if rule.when != Some(When::Never) => workflow_vars = set_of(&rule.variables),
+            Some(rule) => {
+                plan.excluded_by_workflow = Some(rule.location.clone());
+                return Ok(plan);
+            }
+            None => {
+                let location = pipeline.workflow_rules[0].location.clone();
+                plan.excluded_by_workflow = Some(Location { line: location.line.saturating_sub(1), ..location });
+                return Ok(plan);
+            }
+        }
+    }
+
+    // Job rules: which jobs are in the pipeline.
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    let mut excluded: HashMap<&str, &Job> = HashMap::new();
+    for (index, job) in pipeline.jobs.iter().enumerate() {
+        let predefined = job_predefined(&pipeline_vars, job, job_id(facts.pipeline_id, index), false);
+        let layers = [
+            (predefined, true),
+            (global.clone(), false),
+            (workflow_vars.clone(), false),
+            (set_of(&job.variables), false),
+            (cli.clone(), true),
+        ];
+        let vars = variables::resolve(&layers);
+        let (when, allow_failure, rule_variables) = if job.rules.is_empty() {
+            (job.when, job.allow_failure.clone(), VarSet::new())
+        } else {
+            match first_match(&job.rules, &vars, &facts.files) {
+                None => (When::Never, AllowFailure::No, VarSet::new()),
+                Some(rule) => {
+                    let allow = match rule.allow_failure {
+                        Some(true) => AllowFailure::Yes,
+                        Some(false) => AllowFailure::No,
+                        None => job.allow_failure.clone(),
+                    };
+                    (rule.when.unwrap_or(job.when), allow, set_of(&rule.variables))
+                }
+            }
+        };
+        if when == When::Never {
+            excluded.insert(job.name.as_str(), job);
+            continue;
+        }
+        candidates.push(Candidate { job, when, allow_failure, rule_variables });
+    }
+
+    let by_name: HashMap<&str, usize> = candidates.iter().enumerate().map(|(i, c)| (c.job.name.as_str(), i)).collect();
+    let stage_of = |c: &Candidate<'_>| pipeline.stage_index(&c.job.stage).unwrap_or(usize::MAX);
+    for c in &candidates {
+        if pipeline.stage_index(&c.job.stage).is_none() {
+            return Err(error_at(
+                &c.job.location,
+                format!("{}.stage", c.job.name),
+                format!("stage `{}` is not in `stages` ({})", c.job.stage, pipeline.stages.join(", ")),
+            ));
+        }
+    }
+
+    // What each candidate waits for, validated.
+    let mut waits: Vec<Vec<usize>> = Vec::with_capacity(candidates.len());
+    for c in &candidates {
+        let job = c.job;
+        let mine = stage_of(c);
+        let list = match &job.needs {
+            Some(needs) => {
+                let mut list = Vec::new();
+                for need in needs {
+                    let key = format!("{}.needs", job.name);
+                    match by_name.get(need.job.as_str()) {
+                        Some(&i) => {
+                            if stage_of(&candidates[i]) > mine {
+                                return Err(error_at(
+                                    &job.location,
+                                    key,
+                                    format!(
+                                        "job `{}` needs `{}`, which is in a later stage (`{}`)",
+                                        job.name, need.job, candidates[i].job.stage
+                                    ),
+                                ));
+                            }
+                            list.push(i);
+                        }
+                        None if need.optional => {}
+                        None if excluded.contains_key(need.job.as_str()) => {
+                            return Err(error_at(
+                                &job.location,
+                                key,
+                                format!(
+                                    "job `{}` needs `{}`, which its rules leave out of this pipeline \
+                                     (make the need `optional: true`?)",
+                                    job.name, need.job
+                                ),
+                            ));
+                        }
+                        None => {
+                            return Err(error_at(
+                                &job.location,
+                                key,
+                                format!("job `{}` needs `{}`, which is not a job of this pipeline", job.name, need.job),
+                            ))
+                        }
+                    }
+                }
+                list
+            }
+            None => candidates.iter().enumerate().filter(|(_, o)| stage_of(o) < mine).map(|(i, _)| i).collect(),
+        };
+        if let Some(deps) = &job.dependencies {
+            for dep in deps {
+                let ok = by_name.get(dep.as_str()).is_some_and(|&i| stage_of(&candidates[i]) <= mine);
+                if !ok {
+                    return Err(error_at(
+                        &job.location,
+                        format!("{}.dependencies", job.name),
+                        format!("job `{}` depends on `{dep}`, which is not a job of an earlier stage", job.name),
+                    ));
+                }
+            }
+        }
+        waits.push(list);
+    }
+    let order = topological_order(&candidates, &waits, &stage_of)?;
+
+    // Selection: the named jobs and, transitively, what they wait for and take artifacts from.
+    let mut chosen: BTreeSet<usize> = BTreeSet::new();
+    let named: BTreeSet<usize>;
+    if facts.selected.is_empty() {
+        chosen.extend(0..candidates.len());
+        named = BTreeSet::new();
+    } else {
+        let mut stack = Vec::new();
+        for name in &facts.selected {
+            match by_name.get(name.as_str()) {
+                Some(&i) => stack.push(i),
+                None => return Err(unknown_job(pipeline, name, excluded.get(name.as_str()).copied())),
+            }
+        }
+        named = stack.iter().copied().collect();
+        while let Some(i) = stack.pop() {
+            if !chosen.insert(i) {
+                continue;
+            }
+            let c = &candidates[i];
+            let via_needs = c.job.needs.is_some();
+            for &w in &waits[i] {
+                // Without `needs`, a manual job of an earlier stage does not block (GitLab's
+                // manual jobs are allowed to fail), so it is not pulled in.
+                if via_needs || candidates[w].when != When::Manual {
+                    stack.push(w);
+                }
+            }
+            for dep in c.job.dependencies.iter().flatten() {
+                if let Some(&d) = by_name.get(dep.as_str()) {
+                    stack.push(d);
+                }
+            }
+        }
+    }
+
+    // Build the planned jobs in topological order.
+    let mut position: HashMap<usize, usize> = HashMap::new();
+    for &i in order.iter().filter(|i| chosen.contains(i)) {
+        let c = &candidates[i];
+        let job = c.job;
+        let when = match c.when {
+            When::OnSuccess => RunWhen::OnSuccess,
+            When::OnFailure => RunWhen::OnFailure,
+            When::Always => RunWhen::Always,
+            // Named, or pulled in by a named job's `needs`/`dependencies`: it runs.
+            When::Manual if !named.is_empty() => RunWhen::OnSuccess,
+            When::Manual => RunWhen::Manual,
+            When::Never => continue,
+        };
+        let index = pipeline.jobs.iter().position(|j| j.name == job.name).unwrap_or(i);
+        let id = job_id(facts.pipeline_id, index);
+        let predefined = job_predefined(&pipeline_vars, job, id, when != RunWhen::Manual && c.when == When::Manual);
+        let vars = variables::resolve(&[
+            (predefined, true),
+            (global.clone(), false),
+            (workflow_vars.clone(), false),
+            (set_of(&job.variables), false),
+            (c.rule_variables.clone(), false),
+            (cli.clone(), true),
+        ]);
+        let lookup = |name: &str| vars.get(name).map(String::from);
+        let image = job.image.as_ref().map(|img| Image { name: variables::expand(&img.name, &lookup), ..img.clone() });
+        if image.as_ref().is_none_or(|i| i.name.trim().is_empty()) && when != RunWhen::Manual {
+            return Err(error_at(
+                &job.location,
+                format!("{}.image", job.name),
+                "no image: set `image:` on the job or under `default:` (glci runs every job in a container)",
+            ));
+        }
+        let mut variables = vars.clone();
+        if let Some(image) = &image {
+            variables.set("CI_JOB_IMAGE", image.name.clone());
+        }
+        let services = job.services.iter().map(|s| plan_service(s, &variables)).collect();
+        let mut waits_for: Vec<usize> = waits[i].iter().filter_map(|w| position.get(w).copied()).collect();
+        waits_for.sort_unstable();
+        let artifacts_from: Vec<usize> = match (&job.dependencies, &job.needs) {
+            (Some(deps), _) => {
+                deps.iter().filter_map(|d| by_name.get(d.as_str())).filter_map(|d| position.get(d)).copied().collect()
+            }
+            (None, Some(needs)) => needs
+                .iter()
+                .filter(|n| n.artifacts)
+                .filter_map(|n| by_name.get(n.job.as_str()))
+                .filter_map(|d| position.get(d))
+                .copied()
+                .collect(),
+            (None, None) => waits_for.clone(),
+        };
+        // Earlier jobs' artifacts first: a later job's files win where both have one.
+        let mut artifacts_from = artifacts_from;
+        artifacts_from.sort_unstable();
+        artifacts_from.dedup();
+        position.insert(i, plan.jobs.len());
+        plan.jobs.push(PlannedJob {
+            name: job.name.clone(),
+            stage: job.stage.clone(),
+            location: job.location.clone(),
+            id,
+            image,
+            services,
+            before_script: job.before_script.clone(),
+            script: job.script.clone(),
+            after_script: job.after_script.clone(),
+            variables,
+            waits_for,
+            uses_needs: job.needs.is_some(),
+            artifacts_from,
+            when,
+            allow_failure: c.allow_failure.clone(),
+            timeout: job.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            retry: job.retry.min(MAX_RETRY),
+            artifacts: job.artifacts.as_ref().map(|a| expand_artifacts(a, &lookup, &plan.project_dir_in_job)),
+        });
+    }
+    Ok(plan)
+}
+
+/// `artifacts: paths/exclude` with variables expanded, relative to the project (GitLab allows
+/// `$CI_PROJECT_DIR/out`).
+fn expand_artifacts(artifacts: &Artifacts, lookup: &dyn Fn(&str) -> Option<String>, project_dir: &str) -> Artifacts {
+    let relative = |p: &String| {
+        let expanded = variables::expand(p, lookup);
+        match expanded.strip_prefix(project_dir) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.trim_start_matches('/').to_string(),
+            _ => expanded,
+        }
+    };
+    Artifacts {
+        paths: artifacts.paths.iter().map(relative).collect(),
+        exclude: artifacts.exclude.iter().map(relative).collect(),
+        ..artifacts.clone()
+    }
+}
+
+/// `CI_JOB_ID`: unique within the run, derived from the pipeline id and the job's position.
+fn job_id(pipeline_id: u64, index: usize) -> u64 {
+    pipeline_id.saturating_mul(1000).saturating_add(index as u64 + 1)
+}
+
+fn unknown_job(pipeline: &Pipeline, name: &str, excluded: Option<&Job>) -> PipelineError {
+    match excluded {
+        Some(job) => error_at(
+            &job.location,
+            name,
+            format!("job `{name}` is not in this pipeline: its `rules` (or `when: never`) leave it out"),
+        ),
+        None => {
+            let names: Vec<&str> = pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
+            PipelineError::whole_file(
+                &pipeline.file,
+                format!(
+                    "no job named `{name}` (jobs: {})",
+                    if names.is_empty() { "none".into() } else { names.join(", ") }
+                ),
+            )
+        }
+    }
+}
+
+/// Kahn's algorithm, ties broken by stage then file order; a cycle is an error naming its jobs.
+fn topological_order(
+    candidates: &[Candidate<'_>],
+    waits: &[Vec<usize>],
+    stage_of: &dyn Fn(&Candidate<'_>) -> usize,
+) -> Result<Vec<usize>, PipelineError> {
+    let n = candidates.len();
+    let mut remaining: Vec<usize> = waits.iter().map(|w| w.len()).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, list) in waits.iter().enumerate() {
+        for &w in list {
+            dependents[w].push(i);
+        }
+    }
+    let mut ready: BTreeSet<(usize, usize)> =
+        (0..n).filter(|&i| remaining[i] == 0).map(|i| (stage_of(&candidates[i]), i)).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(first) = ready.pop_first() {
+        let i = first.1;
+        order.push(i);
+        for &d in &dependents[i] {
+            remaining[d] -= 1;
+            if remaining[d] == 0 {
+                ready.insert((stage_of(&candidates[d]), d));
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    let stuck: Vec<&Candidate<'_>> = (0..n).filter(|&i| remaining[i] > 0).map(|i| &candidates[i]).collect();
+    let names: Vec<&str> = stuck.iter().map(|c| c.job.name.as_str()).collect();
+    let first = stuck.first().map(|c| c.job).expect("a cycle has at least one job");
+    Err(error_at(
+        &first.location,
+        format!("{}.needs", first.name),
+        format!("`needs` form a cycle among: {}", names.join(", ")),
+    ))
+}
+
+fn plan_service(service: &Service, job_vars: &VarSet) -> PlannedService {
+    let lookup = |name: &str| job_vars.get(name).map(String::from);
+    let image = variables::expand(&service.name, &lookup);
+    let mut aliases: Vec<String> = Vec::new();
+    for alias in service.alias.iter().flat_map(|a| a.split(',')) {
+        let alias = alias.trim();
+        if !alias.is_empty() && !aliases.iter().any(|a| a == alias) {
+            aliases.push(alias.to_string());
+        }
+    }
+    for alias in default_aliases(&image) {
+        if !aliases.contains(&alias) {
+            aliases.push(alias);
+        }
+    }
+    let mut variables = variables::resolve(&[(job_vars.clone(), true), (set_of(&service.variables), false)]);
+    // A service is a container of its own; it does not get the job's image name.
+    variables.remove("CI_JOB_IMAGE");
+    PlannedService {
+        image,
+        aliases,
+        entrypoint: service.entrypoint.clone(),
+        command: service.command.clone(),
+        variables,
+    }
+}
+
+/// The aliases GitLab derives from a service image: the name without tag or digest, `/` made
+/// `__` and, as a second alias, `-` (`registry/group/img:tag` → `registry__group__img`,
+/// `registry-group-img`; `postgres:15` → `postgres`; a registry port is dropped).
+pub fn default_aliases(image: &str) -> Vec<String> {
+    let name = image.split('@').next().unwrap_or(image);
+    // The runner drops a registry port (`host:5000/img` → `host/img`), then the tag.
+    let name = match name.split_once('/') {
+        Some((host, rest)) => match host.split_once(':') {
+            Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => format!("{h}/{rest}"),
+            _ => name.to_string(),
+        },
+        None => name.to_string(),
+    };
+    let name = match name.rfind(':') {
+        Some(colon) => &name[..colon],
+        None => name.as_str(),
+    };
+    let primary = name.replace('/', "__");
+    let secondary = name.replace('/', "-");
+    let mut out = vec![primary];
+    if !out.contains(&secondary) {
+        out.push(secondary);
+    }
+    out.retain(|a| !a.is_empty());
+    out
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

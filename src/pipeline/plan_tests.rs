@@ -1,0 +1,380 @@
+//! Unit tests of `plan` on pipelines built by hand (the model is plain data).
+
+use super::*;
+use std::path::Path;
+
+use crate::pipeline::model::{Need, Rule};
+
+fn loc(line: usize) -> Location {
+    Location { file: PathBuf::from("/p/.gitlab-ci.yml"), line }
+}
+
+fn job(name: &str, stage: &str) -> Job {
+    Job {
+        name: name.into(),
+        location: loc(10),
+        stage: stage.into(),
+        image: Some(Image { name: "busybox:1".into(), entrypoint: None }),
+        services: vec![],
+        before_script: vec![],
+        script: vec![format!("echo {name}")],
+        after_script: vec![],
+        variables: vec![],
+        needs: None,
+        dependencies: None,
+        artifacts: None,
+        rules: vec![],
+        when: When::OnSuccess,
+        allow_failure: AllowFailure::No,
+        timeout: None,
+        retry: 0,
+    }
+}
+
+fn var(name: &str, value: &str) -> Variable {
+    Variable { name: name.into(), value: value.into() }
+}
+
+fn need(name: &str) -> Need {
+    Need { job: name.into(), artifacts: true, optional: false }
+}
+
+fn rule(condition: Option<&str>, when: Option<When>) -> Rule {
+    Rule {
+        condition: condition.map(|c| rules::parse_condition(c).expect("test condition parses")),
+        exists: vec![],
+        when,
+        allow_failure: None,
+        variables: vec![],
+        location: loc(20),
+    }
+}
+
+fn pipeline(jobs: Vec<Job>) -> Pipeline {
+    Pipeline {
+        file: PathBuf::from("/p/.gitlab-ci.yml"),
+        stages: [".pre", "build", "test", "deploy", ".post"].map(String::from).to_vec(),
+        variables: vec![],
+        workflow_rules: vec![],
+        jobs,
+    }
+}
+
+fn facts() -> RunFacts {
+    RunFacts {
+        project_dir: PathBuf::from("/p"),
+        project_path: "group/sub/my-proj".into(),
+        git: crate::git::Facts {
+            sha: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            branch: Some("feature/Thing".into()),
+            default_branch: Some("main".into()),
+            remote_url: Some("git@gitlab.example.com:group/sub/my-proj.git".into()),
+            title: Some("Add thing".into()),
+            message: Some("Add thing\n\nLonger text".into()),
+            ..Default::default()
+        },
+        files: vec!["Cargo.toml".into(), "src/main.rs".into()],
+        cli_variables: vec![],
+        selected: vec![],
+        pipeline_id: 42,
+    }
+}
+
+fn names(plan: &Plan) -> Vec<&str> {
+    plan.jobs.iter().map(|j| j.name.as_str()).collect()
+}
+
+fn planned<'a>(plan: &'a Plan, name: &str) -> &'a PlannedJob {
+    plan.jobs.iter().find(|j| j.name == name).unwrap_or_else(|| panic!("{name} not planned: {:?}", names(plan)))
+}
+
+fn waits<'a>(plan: &'a Plan, name: &str) -> Vec<&'a str> {
+    planned(plan, name).waits_for.iter().map(|&i| plan.jobs[i].name.as_str()).collect()
+}
+
+fn artifacts_from<'a>(plan: &'a Plan, name: &str) -> Vec<&'a str> {
+    planned(plan, name).artifacts_from.iter().map(|&i| plan.jobs[i].name.as_str()).collect()
+}
+
+#[test]
+fn predefined_variables_as_gitlab_sets_them() {
+    let plan = plan(&pipeline(vec![job("build", "build")]), &facts()).expect("plans");
+    let v = &planned(&plan, "build").variables;
+    let get = |n: &str| v.get(n).unwrap_or_else(|| panic!("{n} unset"));
+    assert_eq!(get("CI"), "true");
+    assert_eq!(get("GITLAB_CI"), "true");
+    assert_eq!(get("CI_PROJECT_DIR"), "/builds/group/sub/my-proj");
+    assert_eq!(get("CI_PROJECT_PATH"), "group/sub/my-proj");
+    assert_eq!(get("CI_PROJECT_NAME"), "my-proj");
+    assert_eq!(get("CI_PROJECT_NAMESPACE"), "group/sub");
+    assert_eq!(get("CI_COMMIT_SHA"), "0123456789abcdef0123456789abcdef01234567");
+    assert_eq!(get("CI_COMMIT_SHORT_SHA"), "01234567");
+    assert_eq!(get("CI_COMMIT_BRANCH"), "feature/Thing");
+    assert_eq!(get("CI_COMMIT_REF_NAME"), "feature/Thing");
+    assert_eq!(get("CI_COMMIT_REF_SLUG"), "feature-thing");
+    assert_eq!(get("CI_COMMIT_TITLE"), "Add thing");
+    assert_eq!(get("CI_DEFAULT_BRANCH"), "main");
+    assert_eq!(get("CI_JOB_NAME"), "build");
+    assert_eq!(get("CI_JOB_STAGE"), "build");
+    assert_eq!(get("CI_PIPELINE_ID"), "42");
+    assert_eq!(get("CI_PIPELINE_SOURCE"), "push");
+    assert_eq!(get("CI_SERVER_HOST"), "gitlab.example.com");
+    assert_eq!(get("CI_JOB_IMAGE"), "busybox:1");
+    assert!(get("CI_JOB_ID").starts_with("42"));
+    assert_eq!(plan.project_dir_in_job, "/builds/group/sub/my-proj");
+}
+
+#[test]
+fn variables_layer_global_job_rule_cli_and_expand_in_images() {
+    let mut p = pipeline(vec![]);
+    p.variables = vec![var("TAG", "global"), var("REPO", "glci-test/busybox"), var("ONLY_GLOBAL", "g-$TAG")];
+    let mut build = job("build", "build");
+    build.image = Some(Image { name: "$REPO:${TAG}".into(), entrypoint: None });
+    build.variables = vec![var("TAG", "job"), var("FROM_JOB", "$CI_PROJECT_NAME-$TAG")];
+    let mut r = rule(Some("$TAG == 'job'"), None);
+    r.variables = vec![var("RULED", "yes"), var("TAG", "1")];
+    build.rules = vec![r];
+    p.jobs = vec![build];
+    let mut f = facts();
+    f.cli_variables = vec![("CLI".into(), "$TAG".into())];
+    let plan = plan(&p, &f).expect("plans");
+    let j = planned(&plan, "build");
+    assert_eq!(j.variables.get("TAG"), Some("1"), "the matching rule's variables win over the job's");
+    assert_eq!(j.variables.get("RULED"), Some("yes"));
+    assert_eq!(j.variables.get("FROM_JOB"), Some("my-proj-1"));
+    assert_eq!(j.variables.get("ONLY_GLOBAL"), Some("g-1"));
+    assert_eq!(j.variables.get("CLI"), Some("$TAG"), "command-line values are taken literally");
+    assert_eq!(j.image.as_ref().map(|i| i.name.as_str()), Some("glci-test/busybox:1"));
+
+    f.cli_variables = vec![("TAG".into(), "cli".into())];
+    let err = super::plan(&p, &f).map(|plan| names(&plan).len());
+    assert_eq!(err, Ok(0), "with TAG=cli no rule matches, so the job is left out");
+}
+
+#[test]
+fn stages_order_jobs_and_hand_on_artifacts() {
+    let jobs = vec![job("test", "test"), job("compile", "build"), job("lint", "build"), job("ship", "deploy")];
+    let p = pipeline(jobs);
+    let plan = plan(&p, &facts()).expect("plans");
+    assert_eq!(names(&plan), ["compile", "lint", "test", "ship"]);
+    assert_eq!(waits(&plan, "test"), ["compile", "lint"]);
+    assert_eq!(waits(&plan, "ship"), ["compile", "lint", "test"]);
+    assert_eq!(artifacts_from(&plan, "test"), ["compile", "lint"]);
+    assert!(waits(&plan, "compile").is_empty());
+}
+
+#[test]
+fn pre_and_post_run_first_and_last() {
+    let p = pipeline(vec![job("cleanup", ".post"), job("b", "build"), job("setup", ".pre")]);
+    let plan = plan(&p, &facts()).expect("plans");
+    assert_eq!(names(&plan), ["setup", "b", "cleanup"]);
+    assert_eq!(waits(&plan, "cleanup"), ["setup", "b"]);
+}
+
+#[test]
+fn needs_make_a_dag_and_choose_artifacts() {
+    let mut test = job("test", "test");
+    test.needs = Some(vec![need("b1"), Need { artifacts: false, ..need("b2") }]);
+    let mut early = job("early", "deploy");
+    early.needs = Some(vec![]);
+    let mut deps = job("deps", "deploy");
+    deps.dependencies = Some(vec!["b2".into()]);
+    let p = pipeline(vec![job("b1", "build"), job("b2", "build"), test, early, deps]);
+    let plan = plan(&p, &facts()).expect("plans");
+    assert_eq!(waits(&plan, "test"), ["b1", "b2"]);
+    assert_eq!(artifacts_from(&plan, "test"), ["b1"]);
+    assert!(waits(&plan, "early").is_empty());
+    assert_eq!(artifacts_from(&plan, "deps"), ["b2"]);
+    assert_eq!(waits(&plan, "deps"), ["b1", "b2", "test"]);
+}
+
+#[test]
+fn named_jobs_bring_what_they_need() {
+    let mut test = job("test", "test");
+    test.needs = Some(vec![need("compile")]);
+    let mut compile = job("compile", "build");
+    compile.needs = Some(vec![need("gen")]);
+    let p = pipeline(vec![job("gen", "build"), compile, job("lint", "build"), test, job("ship", "deploy")]);
+    let mut f = facts();
+    f.selected = vec!["test".into()];
+    let plan = super::plan(&p, &f).expect("plans");
+    assert_eq!(names(&plan), ["gen", "compile", "test"]);
+
+    // Without `needs`, a job waits for every job of the earlier stages.
+    f.selected = vec!["ship".into()];
+    let plan = super::plan(&p, &f).expect("plans");
+    assert_eq!(names(&plan), ["gen", "compile", "lint", "test", "ship"]);
+
+    f.selected = vec!["nope".into()];
+    let err = super::plan(&p, &f).expect_err("unknown job");
+    assert_eq!(err.to_string(), "/p/.gitlab-ci.yml: no job named `nope` (jobs: gen, compile, lint, test, ship)");
+}
+
+#[test]
+fn needs_errors_name_the_job_and_line() {
+    let mut a = job("a", "build");
+    a.needs = Some(vec![need("b")]);
+    let mut b = job("b", "build");
+    b.needs = Some(vec![need("a")]);
+    b.location = loc(7);
+    let err = plan(&pipeline(vec![a.clone(), b]), &facts()).expect_err("cycle");
+    assert_eq!(err.to_string(), "/p/.gitlab-ci.yml:10: a.needs: `needs` form a cycle among: a, b");
+
+    let mut later = job("x", "build");
+    later.needs = Some(vec![need("t")]);
+    let err = plan(&pipeline(vec![later, job("t", "test")]), &facts()).expect_err("later stage");
+    assert!(err.to_string().contains("x.needs: job `x` needs `t`, which is in a later stage"), "{err}");
+
+    let err = plan(&pipeline(vec![a.clone()]), &facts()).expect_err("unknown need");
+    assert!(err.to_string().contains("needs `b`, which is not a job of this pipeline"), "{err}");
+
+    a.needs = Some(vec![Need { optional: true, ..need("b") }]);
+    assert!(plan(&pipeline(vec![a]), &facts()).is_ok(), "an optional need may be missing");
+
+    let mut d = job("d", "build");
+    d.dependencies = Some(vec!["zzz".into()]);
+    let err = plan(&pipeline(vec![d]), &facts()).expect_err("unknown dependency");
+    assert!(err.to_string().contains("d.dependencies: job `d` depends on `zzz`"), "{err}");
+}
+
+#[test]
+fn rules_first_match_wins() {
+    let mut docs = job("docs", "build");
+    let mut manual = rule(Some("$MODE == 'docs'"), Some(When::Manual));
+    manual.allow_failure = Some(true);
+    docs.rules = vec![rule(Some("$MODE == 'skip'"), Some(When::Never)), manual, rule(Some("$MODE"), None)];
+    let p = pipeline(vec![docs, job("always", "test")]);
+    let mut f = facts();
+
+    assert_eq!(names(&super::plan(&p, &f).expect("plans")), ["always"], "no rule matches: left out");
+
+    f.cli_variables = vec![("MODE".into(), "skip".into())];
+    assert_eq!(names(&super::plan(&p, &f).expect("plans")), ["always"]);
+
+    f.cli_variables = vec![("MODE".into(), "docs".into())];
+    let plan = super::plan(&p, &f).expect("plans");
+    let docs = planned(&plan, "docs");
+    assert_eq!(docs.when, RunWhen::Manual);
+    assert_eq!(docs.allow_failure, AllowFailure::Yes);
+
+    f.cli_variables = vec![("MODE".into(), "other".into())];
+    assert_eq!(planned(&super::plan(&p, &f).expect("plans"), "docs").when, RunWhen::OnSuccess);
+
+    f.cli_variables = vec![];
+    f.selected = vec!["docs".into()];
+    let err = super::plan(&p, &f).expect_err("excluded job named");
+    assert!(err.to_string().contains("docs: job `docs` is not in this pipeline"), "{err}");
+}
+
+#[test]
+fn rules_exists_globs_the_project_files() {
+    let mut rust = job("rust", "build");
+    rust.rules = vec![Rule { exists: vec!["**/*.rs".into()], ..rule(None, None) }];
+    let mut node = job("node", "build");
+    node.rules = vec![Rule { exists: vec!["package.json".into()], ..rule(None, None) }];
+    let plan = plan(&pipeline(vec![rust, node]), &facts()).expect("plans");
+    assert_eq!(names(&plan), ["rust"]);
+}
+
+#[test]
+fn workflow_rules_can_drop_the_pipeline() {
+    let mut p = pipeline(vec![job("b", "build")]);
+    let mut w = rule(Some("$CI_COMMIT_BRANCH == 'main'"), None);
+    w.variables = vec![var("DEPLOY", "prod")];
+    p.workflow_rules = vec![w, rule(Some("$FORCE"), None)];
+    let plan = plan(&p, &facts()).expect("plans");
+    assert!(plan.jobs.is_empty());
+    assert!(plan.excluded_by_workflow.is_some());
+
+    let mut f = facts();
+    f.git.branch = Some("main".into());
+    let plan = super::plan(&p, &f).expect("plans");
+    assert_eq!(planned(&plan, "b").variables.get("DEPLOY"), Some("prod"));
+}
+
+#[test]
+fn manual_jobs_run_only_when_named_or_needed() {
+    let mut deploy = job("deploy", "deploy");
+    deploy.when = When::Manual;
+    let mut after = job("after", ".post");
+    after.needs = Some(vec![need("deploy")]);
+    let p = pipeline(vec![job("b", "build"), deploy, after, job("t", "test")]);
+    let plan = plan(&p, &facts()).expect("plans");
+    assert_eq!(planned(&plan, "deploy").when, RunWhen::Manual);
+
+    let mut f = facts();
+    f.selected = vec!["deploy".into()];
+    let plan = super::plan(&p, &f).expect("plans");
+    assert_eq!(names(&plan), ["b", "t", "deploy"]);
+    assert_eq!(planned(&plan, "deploy").when, RunWhen::OnSuccess);
+    assert_eq!(planned(&plan, "deploy").variables.get("CI_JOB_MANUAL"), Some("true"));
+
+    f.selected = vec!["after".into()];
+    let plan = super::plan(&p, &f).expect("plans");
+    assert_eq!(names(&plan), ["b", "t", "deploy", "after"]);
+    assert_eq!(planned(&plan, "deploy").when, RunWhen::OnSuccess, "needed by a named job: it runs");
+
+    // A later stage-ordered job does not pull in an earlier manual job.
+    let p2 = pipeline(vec![
+        job("b", "build"),
+        {
+            let mut m = job("m", "build");
+            m.when = When::Manual;
+            m
+        },
+        job("t", "test"),
+    ]);
+    f.selected = vec!["t".into()];
+    assert_eq!(names(&super::plan(&p2, &f).expect("plans")), ["b", "t"]);
+}
+
+#[test]
+fn a_job_without_image_is_a_configuration_error() {
+    let mut b = job("b", "build");
+    b.image = None;
+    let err = plan(&pipeline(vec![b]), &facts()).expect_err("no image");
+    assert!(err.to_string().starts_with("/p/.gitlab-ci.yml:10: b.image: no image"), "{err}");
+}
+
+#[test]
+fn services_get_aliases_and_variables() {
+    let mut b = job("b", "build");
+    b.variables = vec![var("DB", "app")];
+    b.services = vec![
+        Service {
+            name: "registry.example.com/group/postgres:15".into(),
+            alias: Some("db, pg".into()),
+            entrypoint: None,
+            command: Some(vec!["postgres".into()]),
+            variables: vec![var("POSTGRES_DB", "$DB")],
+        },
+        Service { name: "redis:7@sha256:abc".into(), alias: None, entrypoint: None, command: None, variables: vec![] },
+    ];
+    let plan = plan(&pipeline(vec![b]), &facts()).expect("plans");
+    let s = &planned(&plan, "b").services;
+    assert_eq!(
+        s[0].aliases,
+        ["db", "pg", "registry.example.com__group__postgres", "registry.example.com-group-postgres"]
+    );
+    assert_eq!(s[0].variables.get("POSTGRES_DB"), Some("app"));
+    assert_eq!(s[0].variables.get("CI_JOB_NAME"), Some("b"));
+    assert_eq!(s[1].aliases, ["redis"]);
+}
+
+#[test]
+fn default_aliases_follow_gitlab() {
+    assert_eq!(default_aliases("postgres:15"), ["postgres"]);
+    assert_eq!(default_aliases("registry/group/img:tag"), ["registry__group__img", "registry-group-img"]);
+    assert_eq!(default_aliases("localhost:5000/img:1"), ["localhost__img", "localhost-img"]);
+    assert_eq!(default_aliases("tutum/wordpress:latest"), ["tutum__wordpress", "tutum-wordpress"]);
+}
+
+#[test]
+fn project_paths_from_dirs_and_flags() {
+    assert_eq!(project_path_from_dir(Path::new("/home/me/My Project")), "my-project");
+    assert_eq!(project_path_from_dir(Path::new("/")), "project");
+    assert!(validate_project_path("group/sub/p.x").is_ok());
+    assert!(validate_project_path("group//p").is_err());
+    assert!(validate_project_path("../p").is_err());
+    assert!(validate_project_path("g/p q").is_err());
+}
