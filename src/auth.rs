@@ -155,7 +155,8 @@ pub enum Identity {
 }
 
 impl Identity {
-    fn is_admin(&self) -> bool {
+    /// The admin credential, or a Bearer token `/token` granted to it.
+    pub fn is_admin(&self) -> bool {
         matches!(self, Identity::Token(c) if c.kind == Kind::Admin || (c.kind == Kind::Access && c.admin))
     }
 }

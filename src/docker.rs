@@ -90,3 +90,386 @@ pub fn credential_helper_get(helper: &str, server: &str) -> Result<(String, Secr
         _ => Err(failed("answer lacks Username or Secret".into(), None)),
     }
 }
+
+/// `docker pull IMAGE` (quiet: progress is not parsed, failures carry stderr).
+pub fn pull(image: &str) -> Result<(), DockerError> {
+    run(&["pull", "--quiet", image], None).map(|_| ())
+}
+
+/// `docker tag SOURCE TARGET`.
+pub fn tag(source: &str, target: &str) -> Result<(), DockerError> {
+    run(&["tag", source, target], None).map(|_| ())
+}
+
+/// `docker image rm NAME`: removes one name; the image stays while other names point at it.
+pub fn untag(image: &str) -> Result<(), DockerError> {
+    run(&["image", "rm", image], None).map(|_| ())
+}
+
+// ---------------------------------------------------------------------------
+// Containers and networks for `glci run` (issue 7). Everything a run creates carries the label
+// `glci.run=<run id>`, so cleanup finds it even after an interrupt.
+// ---------------------------------------------------------------------------
+
+/// The label key every container and network of a `glci run` carries; its value is the run id.
+pub const RUN_LABEL: &str = "glci.run";
+
+/// A `docker` command in its own process group, so a Ctrl-C on the terminal reaches glci (which
+/// then cleans up) and not the docker CLI children in the middle of that cleanup.
+fn command(args: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("docker");
+    cmd.args(args).process_group(0);
+    cmd
+}
+
+fn command_line(args: &[&str]) -> String {
+    format!("docker {}", args.join(" "))
+}
+
+fn spawn_failed(args: &[&str], e: &std::io::Error) -> DockerError {
+    DockerError {
+        command: command_line(args),
+        code: None,
+        stderr: format!("cannot run docker: {e} (is the docker CLI installed?)"),
+    }
+}
+
+/// Runs `docker ARGS` in its own process group; stdout on success.
+fn run_grouped(args: &[&str]) -> Result<String, DockerError> {
+    let output = command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| spawn_failed(args, &e))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(DockerError {
+            command: command_line(args),
+            code: output.status.code(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+/// Reads a pipe to its end on a thread (so the other pipe can never block on a full one).
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = std::io::Read::read_to_end(&mut pipe, &mut text);
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    })
+}
+
+/// What `docker create` gets for one job or service container.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub labels: Vec<(String, String)>,
+    pub network: Option<String>,
+    pub network_aliases: Vec<String>,
+    /// `Some(vec![])` resets the image's entrypoint; `Some([first, rest..])` sets `first` as the
+    /// entrypoint and puts `rest` before `command` (the CLI takes one entrypoint word only).
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Vec<String>,
+    /// A `KEY=VALUE` file (0600): variables never go into argv, where `ps` would show them.
+    pub env_file: Option<std::path::PathBuf>,
+    pub privileged: bool,
+}
+
+/// `docker create …`: the new container's id.
+pub fn create(spec: &ContainerSpec) -> Result<String, DockerError> {
+    let mut args: Vec<String> = vec!["create".into(), "--name".into(), spec.name.clone()];
+    for (key, value) in &spec.labels {
+        args.push("--label".into());
+        args.push(format!("{key}={value}"));
+    }
+    if let Some(network) = &spec.network {
+        args.push("--network".into());
+        args.push(network.clone());
+        for alias in &spec.network_aliases {
+            args.push("--network-alias".into());
+            args.push(alias.clone());
+        }
+    }
+    if let Some(file) = &spec.env_file {
+        args.push("--env-file".into());
+        args.push(file.display().to_string());
+    }
+    if spec.privileged {
+        args.push("--privileged".into());
+    }
+    let mut command = spec.command.clone();
+    if let Some(entrypoint) = &spec.entrypoint {
+        args.push("--entrypoint".into());
+        match entrypoint.split_first() {
+            Some((first, rest)) => {
+                args.push(first.clone());
+                command.splice(0..0, rest.iter().cloned());
+            }
+            None => args.push(String::new()),
+        }
+    }
+    args.push(spec.image.clone());
+    args.extend(command);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_grouped(&args).map(|out| out.trim().to_string())
+}
+
+/// `docker start CONTAINER` (detached: services).
+pub fn start(container: &str) -> Result<(), DockerError> {
+    run_grouped(&["start", container]).map(|_| ())
+}
+
+/// `docker start --attach CONTAINER`: blocks until the container exits, handing each output line
+/// (stdout and stderr, without the newline) to `on_line`; returns the container's exit code.
+/// Stop it from another thread with [`kill`].
+pub fn start_attached(container: &str, on_line: &(dyn Fn(&[u8]) + Sync)) -> Result<i32, DockerError> {
+    let args = ["start", "--attach", container];
+    let mut child = command(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_failed(&args, &e))?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    std::thread::scope(|scope| {
+        scope.spawn(|| read_lines(stderr, on_line));
+        read_lines(stdout, on_line);
+    });
+    let status = child.wait().map_err(|e| spawn_failed(&args, &e))?;
+    status.code().ok_or_else(|| DockerError {
+        command: command_line(&args),
+        code: None,
+        stderr: "docker start was killed by a signal".into(),
+    })
+}
+
+/// Splits a pipe into lines (`\n`, a trailing `\r` dropped) until EOF.
+fn read_lines<R: std::io::Read>(pipe: Option<R>, on_line: &(dyn Fn(&[u8]) + Sync)) {
+    use std::io::BufRead;
+    let Some(pipe) = pipe else { return };
+    let mut reader = std::io::BufReader::new(pipe);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                on_line(&line);
+            }
+        }
+    }
+}
+
+/// `docker kill CONTAINER`; a container that is not running (any more) is not an error.
+pub fn kill(container: &str) -> Result<(), DockerError> {
+    match run_grouped(&["kill", container]) {
+        Err(e) if e.stderr.contains("is not running") || e.stderr.contains("No such container") => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// `docker rm --force --volumes CONTAINER...`; containers already gone are not an error.
+pub fn remove_containers(containers: &[String]) -> Result<(), DockerError> {
+    if containers.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["rm", "--force", "--volumes"];
+    args.extend(containers.iter().map(String::as_str));
+    match run_grouped(&args) {
+        Err(e) if e.stderr.lines().all(|l| l.trim().is_empty() || l.contains("No such container")) => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// `docker cp - CONTAINER:DIR`: extracts the tar stream `tar` (written by `write`) into `DIR`.
+pub fn copy_into(
+    container: &str,
+    dir: &str,
+    write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), DockerError> {
+    let target = format!("{container}:{dir}");
+    let args = ["cp", "-", target.as_str()];
+    let mut child = command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_failed(&args, &e))?;
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let written = match child.stdin.take() {
+        Some(mut stdin) => write(&mut stdin).and_then(|()| stdin.flush()),
+        None => Ok(()),
+    };
+    let status = child.wait().map_err(|e| spawn_failed(&args, &e))?;
+    let _ = out.join();
+    let stderr = err.join().unwrap_or_default();
+    match (status.success(), written) {
+        (true, Ok(())) => Ok(()),
+        (true, Err(e)) => Err(DockerError { command: command_line(&args), code: None, stderr: e.to_string() }),
+        (false, _) => Err(DockerError { command: command_line(&args), code: status.code(), stderr }),
+    }
+}
+
+/// `docker cp CONTAINER:PATH -`: hands the tar stream of `PATH` to `read`. `Ok(None)` when the
+/// path does not exist in the container.
+pub fn copy_from<T>(
+    container: &str,
+    path: &str,
+    read: &mut dyn FnMut(&mut dyn std::io::Read) -> std::io::Result<T>,
+) -> Result<Option<T>, DockerError> {
+    let source = format!("{container}:{path}");
+    let args = ["cp", source.as_str(), "-"];
+    let mut child = command(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_failed(&args, &e))?;
+    let err = drain(child.stderr.take());
+    let result = match child.stdout.take() {
+        Some(mut stdout) => {
+            let result = read(&mut stdout);
+            // Whatever `read` left unread must still be consumed, or docker blocks on the pipe.
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+            result
+        }
+        None => Err(std::io::Error::other("no stdout pipe")),
+    };
+    let status = child.wait().map_err(|e| spawn_failed(&args, &e))?;
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        if stderr.contains("Could not find the file") || stderr.contains("No such file or directory") {
+            return Ok(None);
+        }
+        return Err(DockerError { command: command_line(&args), code: status.code(), stderr });
+    }
+    result.map(Some).map_err(|e| DockerError {
+        command: command_line(&args),
+        code: None,
+        stderr: format!("reading the tar: {e}"),
+    })
+}
+
+/// `docker logs --tail N CONTAINER` (stdout and stderr together, for a failed service).
+pub fn logs_tail(container: &str, lines: usize) -> Result<String, DockerError> {
+    let tail = lines.to_string();
+    let args = ["logs", "--tail", tail.as_str(), container];
+    let output = command(&args).stdin(Stdio::null()).output().map_err(|e| spawn_failed(&args, &e))?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Ok(text)
+}
+
+/// Whether the container is running (`docker inspect`).
+pub fn is_running(container: &str) -> Result<bool, DockerError> {
+    run_grouped(&["inspect", "--format", "{{.State.Running}}", container]).map(|out| out.trim() == "true")
+}
+
+/// `docker image inspect IMAGE`: whether the image is present locally.
+pub fn image_exists(image: &str) -> Result<bool, DockerError> {
+    match run_grouped(&["image", "inspect", "--format", "{{.Id}}", image]) {
+        Ok(_) => Ok(true),
+        Err(e) if e.code == Some(1) && e.stderr.contains("No such image") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `docker pull IMAGE` in the run's process group discipline (see [`command`]).
+pub fn pull_image(image: &str) -> Result<(), DockerError> {
+    run_grouped(&["pull", "--quiet", image]).map(|_| ())
+}
+
+/// `docker network create --label ... NAME`.
+pub fn network_create(name: &str, labels: &[(String, String)]) -> Result<(), DockerError> {
+    let mut args: Vec<String> = vec!["network".into(), "create".into()];
+    for (key, value) in labels {
+        args.push("--label".into());
+        args.push(format!("{key}={value}"));
+    }
+    args.push(name.into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_grouped(&args).map(|_| ())
+}
+
+/// `docker network rm NAME...`; networks already gone are not an error.
+pub fn remove_networks(networks: &[String]) -> Result<(), DockerError> {
+    if networks.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["network", "rm"];
+    args.extend(networks.iter().map(String::as_str));
+    match run_grouped(&args) {
+        Err(e) if e.stderr.lines().all(|l| l.trim().is_empty() || l.contains("not found")) => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Ids of every container (running or not) labelled `KEY=VALUE`.
+pub fn containers_labelled(key: &str, value: &str) -> Result<Vec<String>, DockerError> {
+    let filter = format!("label={key}={value}");
+    run_grouped(&["ps", "--all", "--quiet", "--no-trunc", "--filter", &filter])
+        .map(|out| out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+}
+
+/// Ids of every network labelled `KEY=VALUE`.
+pub fn networks_labelled(key: &str, value: &str) -> Result<Vec<String>, DockerError> {
+    let filter = format!("label={key}={value}");
+    run_grouped(&["network", "ls", "--quiet", "--no-trunc", "--filter", &filter])
+        .map(|out| out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+}
+
+/// `docker network connect NETWORK CONTAINER [--alias A]...`.
+pub fn network_connect(network: &str, container: &str, aliases: &[String]) -> Result<(), DockerError> {
+    let mut args = vec!["network", "connect"];
+    for alias in aliases {
+        args.push("--alias");
+        args.push(alias);
+    }
+    args.push(network);
+    args.push(container);
+    run_grouped(&args).map(|_| ())
+}
+
+/// `docker version`: the daemon's version, or why it does not answer.
+pub fn server_version() -> Result<String, DockerError> {
+    run_grouped(&["version", "--format", "{{.Server.Version}}"]).map(|out| out.trim().to_string())
+}
+
+/// The container's IP address on `network` (`None` when it has none there).
+pub fn container_ip(container: &str, network: &str) -> Result<Option<String>, DockerError> {
+    let format = format!("{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}");
+    run_grouped(&["inspect", "--format", &format, container]).map(|out| {
+        let ip = out.trim();
+        (!ip.is_empty()).then(|| ip.to_string())
+    })
+}
+
+/// The TCP ports an image declares (`EXPOSE 5432` → 5432), sorted.
+pub fn image_tcp_ports(image: &str) -> Result<Vec<u16>, DockerError> {
+    let out = run_grouped(&["image", "inspect", "--format", "{{json .Config.ExposedPorts}}", image])?;
+    let ports: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(out.trim()).unwrap_or_default();
+    let mut tcp: Vec<u16> = ports
+        .keys()
+        .filter_map(|k| k.strip_suffix("/tcp").or_else(|| (!k.contains('/')).then_some(k.as_str())))
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    tcp.sort_unstable();
+    tcp.dedup();
+    Ok(tcp)
+}

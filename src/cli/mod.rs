@@ -1,8 +1,11 @@
 //! The command line: clap types and the one match that calls a function per subcommand.
 
+pub mod admin;
 pub mod config;
 pub mod error;
+pub mod output;
 pub mod registry;
+pub mod run;
 pub mod serve;
 
 use std::io::Write;
@@ -10,6 +13,7 @@ use std::io::Write;
 use clap::{Parser, Subcommand};
 
 pub use error::CliError;
+pub use output::print_stdout;
 
 #[derive(Parser, Debug)]
 #[command(name = "glci", version, about = "Run .gitlab-ci.yml pipelines locally, with an embedded OCI registry")]
@@ -20,6 +24,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the pipeline of .gitlab-ci.yml (or the jobs named) in Docker containers.
+    Run(run::RunArgs),
     /// Run the registry server in the foreground.
     Serve(serve::ServeArgs),
     /// Work with the embedded registry.
@@ -51,6 +57,7 @@ pub fn main() -> i32 {
 fn run(cli: Cli) -> Result<(), CliError> {
     let config = crate::config::Config::load_from_process_env()?;
     match cli.command {
+        Command::Run(args) => run::run(args, &config),
         Command::Serve(args) => serve::run(args, &config),
         Command::Registry(command) => registry::run(command, &config),
         Command::Config => {
@@ -58,11 +65,4 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
     }
-}
-
-/// Writes command output to stdout; a closed pipe is not an error (like `glci config | head`).
-pub fn print_stdout(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod error;
+pub mod gc;
 pub mod manifest;
 pub mod mirror;
 pub mod names;
@@ -11,6 +12,7 @@ pub mod proxy;
 pub mod routes;
 pub mod storage;
 pub mod uploads;
+pub mod usage;
 
 use std::time::{Duration, SystemTime};
 
@@ -118,6 +120,17 @@ impl Registry {
                     .with_header("WWW-Authenticate", challenge(scope)))
             }
         };
+        // The admin API (`glci registry list|stats|clean`): the admin credential only.
+        if matches!(route, Route::Admin(_)) {
+            if identity.is_admin() {
+                return Ok(identity);
+            }
+            if identity == Identity::Anonymous {
+                return Err(ApiError::new(OciCode::Unauthorized, "the admin API needs the admin credential")
+                    .with_header("WWW-Authenticate", challenge(None)));
+            }
+            return Err(ApiError::new(OciCode::Denied, "only the admin credential may use the admin API"));
+        }
         let decision = match route {
             // `/v2/` tells clients whether and how to authenticate: anonymous is asked to.
             Route::Base if identity == Identity::Anonymous => Decision::Challenge,
@@ -164,6 +177,7 @@ impl Registry {
             (Method::Patch, Route::Upload { name, id }) => api::uploads::patch(self, request, &name, &id),
             (Method::Put, Route::Upload { name, id }) => api::uploads::put(self, request, &name, &id),
             (_, Route::Upload { name, id }) => api::uploads::cancel(self, &name, &id),
+            (_, Route::Admin(route)) => api::admin::handle(self, request, route),
         }
     }
 }

@@ -47,6 +47,36 @@ pub enum Route {
         name: Name,
         digest: Digest,
     },
+    /// The admin API behind `glci registry list|stats|clean`, under [`ADMIN_PREFIX`] (outside
+    /// `/v2/`); the admin credential only.
+    Admin(AdminRoute),
+}
+
+/// Where the admin API lives.
+pub const ADMIN_PREFIX: &str = "/glci/admin/v1/";
+
+/// The admin endpoints. Query parameters (`project`, `dry_run`, `grace`) are read by
+/// `api/admin.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminRoute {
+    /// `GET /glci/admin/v1/list[?project=P]`
+    List,
+    /// `GET /glci/admin/v1/stats`
+    Stats,
+    /// `POST /glci/admin/v1/clean[?project=P][&dry_run=true][&grace=SECONDS]`
+    Clean,
+}
+
+impl AdminRoute {
+    /// The request path, e.g. `/glci/admin/v1/list`.
+    pub fn path(self) -> String {
+        let last = match self {
+            AdminRoute::List => "list",
+            AdminRoute::Stats => "stats",
+            AdminRoute::Clean => "clean",
+        };
+        format!("{ADMIN_PREFIX}{last}")
+    }
 }
 
 /// What a route does, for authorization and logging.
@@ -60,7 +90,7 @@ pub enum Action {
 impl Route {
     pub fn name(&self) -> Option<&Name> {
         match self {
-            Route::Base | Route::Catalog | Route::Token => None,
+            Route::Base | Route::Catalog | Route::Token | Route::Admin(_) => None,
             Route::Manifest { name, .. }
             | Route::Blob { name, .. }
             | Route::UploadStart { name }
@@ -105,6 +135,8 @@ pub fn parse(method: &str, path: &str) -> Result<(Method, Route), ApiError> {
         Route::Blob { .. } => &[Method::Get, Method::Head, Method::Delete],
         Route::UploadStart { .. } => &[Method::Post],
         Route::Upload { .. } => &[Method::Get, Method::Patch, Method::Put, Method::Delete],
+        Route::Admin(AdminRoute::List | AdminRoute::Stats) => &[Method::Get],
+        Route::Admin(AdminRoute::Clean) => &[Method::Post],
     };
     if !allowed.contains(&method) {
         return Err(
@@ -121,6 +153,14 @@ fn not_found() -> ApiError {
 fn parse_path(path: &str) -> Result<Route, ApiError> {
     if path == "/token" || path == "/token/" {
         return Ok(Route::Token);
+    }
+    if let Some(rest) = path.strip_prefix(ADMIN_PREFIX) {
+        return match rest {
+            "list" => Ok(Route::Admin(AdminRoute::List)),
+            "stats" => Ok(Route::Admin(AdminRoute::Stats)),
+            "clean" => Ok(Route::Admin(AdminRoute::Clean)),
+            _ => Err(not_found()),
+        };
     }
     let rest = path.strip_prefix("/v2").ok_or_else(not_found)?;
     if rest.is_empty() || rest == "/" {
@@ -203,6 +243,11 @@ mod tests {
         assert!(matches!(route("PATCH", "/v2/a/blobs/uploads/abc").unwrap(), Route::Upload { id, .. } if id == "abc"));
         assert!(matches!(route("GET", "/v2/a/tags/list").unwrap(), Route::Tags { .. }));
         assert!(matches!(route("GET", &format!("/v2/a/referrers/{D}")).unwrap(), Route::Referrers { .. }));
+        assert_eq!(route("GET", "/glci/admin/v1/list").unwrap(), Route::Admin(AdminRoute::List));
+        assert_eq!(route("GET", "/glci/admin/v1/stats").unwrap(), Route::Admin(AdminRoute::Stats));
+        assert_eq!(route("POST", &AdminRoute::Clean.path()).unwrap(), Route::Admin(AdminRoute::Clean));
+        assert_eq!(route("GET", "/glci/admin/v1/clean").unwrap_err().status, 405);
+        assert_eq!(route("GET", "/glci/admin/v1/nope").unwrap_err().status, 404);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 // disallowed-methods (STYLE.md §7) is meant for src/.
 #![allow(clippy::disallowed_methods)]
 
+pub mod store_fixture;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -305,6 +307,8 @@ impl ServeProcess {
         std::fs::write(home.path().join("config.toml"), config).expect("write the test config.toml");
         let mut cmd = glci();
         cmd.env("GLCI_HOME", home.path());
+        // Never the developer's ~/.docker/config.json (or its credential helpers).
+        cmd.env("DOCKER_CONFIG", home.path().join("docker"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage"])
             .arg(storage_path)
             .args(args)

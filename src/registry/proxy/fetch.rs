@@ -23,6 +23,8 @@ struct Progress {
     total: Option<u64>,
     /// Set once the upstream answered (with a body or an error).
     started: bool,
+    /// Bumped by every write, so a reader that found nothing new cannot miss the next one.
+    generation: u64,
     /// Set at the end: `Ok` = verified and committed.
     outcome: Option<Result<(), ApiError>>,
 }
@@ -74,6 +76,7 @@ impl Download {
 
     /// Called by the download thread after each write, so readers look again.
     pub fn advanced(&self) {
+        self.lock().generation += 1;
         self.changed.notify_all();
     }
 
@@ -94,7 +97,12 @@ impl Download {
         }
         match (&p.file, &p.outcome) {
             (Some(file), _) => Start::Streaming {
-                reader: FollowReader { download: Arc::clone(self), file: Arc::clone(file), position: 0 },
+                reader: FollowReader {
+                    download: Arc::clone(self),
+                    file: Arc::clone(file),
+                    position: 0,
+                    total: p.total,
+                },
                 total: p.total,
             },
             (None, Some(Err(e))) => Start::Failed(e.clone()),
@@ -105,35 +113,48 @@ impl Download {
 
 /// Reads a file that another thread is still writing, waiting for more bytes until the
 /// download's outcome is known. Fails (so the client sees a broken transfer, never wrong
-/// bytes silently) when the download fails, e.g. on a digest mismatch.
+/// bytes silently) when the download fails, e.g. on a digest mismatch. The last byte of an
+/// announced length is held back until the blob is verified and stored: a client never gets a
+/// complete body whose digest turns out wrong, and once it has one, the blob is in the store.
 pub struct FollowReader {
     download: Arc<Download>,
     file: Arc<File>,
     position: u64,
+    total: Option<u64>,
 }
 
 impl Read for FollowReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let n = self.file.read_at(buf, self.position)?;
-            if n > 0 {
-                self.position += n as u64;
-                return Ok(n);
-            }
-            let p = self.download.lock();
-            match &p.outcome {
-                Some(Ok(())) => {
-                    // Everything was written before the outcome was set: one more look, then EOF.
-                    drop(p);
-                    let n = self.file.read_at(buf, self.position)?;
+            let (verified, generation) = {
+                let p = self.download.lock();
+                match &p.outcome {
+                    Some(Ok(())) => (true, p.generation),
+                    Some(Err(e)) => return Err(io::Error::other(e.message.clone())),
+                    None => (false, p.generation),
+                }
+            };
+            let end = match self.total {
+                Some(total) if verified => total,
+                Some(total) => total.saturating_sub(1),
+                None => u64::MAX,
+            };
+            let room = end.saturating_sub(self.position).min(buf.len() as u64) as usize;
+            if room > 0 {
+                let n = self.file.read_at(&mut buf[..room], self.position)?;
+                if n > 0 {
                     self.position += n as u64;
                     return Ok(n);
                 }
-                Some(Err(e)) => return Err(io::Error::other(e.message.clone())),
-                None => {
-                    // Woken by each write; the timeout only guards against a missed wakeup.
-                    let _ = self.download.changed.wait_timeout(p, Duration::from_millis(50));
-                }
+            }
+            if verified {
+                // Everything was written before the outcome was set: this is the end.
+                return Ok(0);
+            }
+            let p = self.download.lock();
+            if p.outcome.is_none() && p.generation == generation {
+                // Woken by each write; the timeout only guards against a missed wakeup.
+                let _ = self.download.changed.wait_timeout(p, Duration::from_millis(50));
             }
         }
     }
@@ -147,7 +168,7 @@ pub struct Inflight {
 
 impl Inflight {
     /// Joins the download of `digest`, or starts one with `start` (which must arrange for
-    /// `Download::finished` to be called, then `Inflight::remove`).
+    /// `Inflight::remove`, then `Download::finished`, to be called).
     pub fn join_or_start(&self, digest: &Digest, start: impl FnOnce(Arc<Download>)) -> Arc<Download> {
         let mut downloads = self.downloads.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = downloads.get(digest) {
@@ -192,6 +213,41 @@ mod tests {
         reader.read_to_end(&mut out).unwrap();
         t.join().unwrap();
         assert_eq!(out, b"abcdef");
+    }
+
+    #[test]
+    fn the_last_byte_waits_for_verification() {
+        use crate::registry::error::OciCode;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abcdef").unwrap();
+        for verified in [true, false] {
+            let download = Arc::new(Download::new());
+            download.started(Arc::new(File::open(&path).unwrap()), Some(6));
+            let Start::Streaming { mut reader, .. } = download.wait_start() else { panic!("streaming") };
+            // All six bytes are written, but the digest is not checked yet.
+            let mut first = [0u8; 16];
+            assert_eq!(reader.read(&mut first).unwrap(), 5);
+            let d = Arc::clone(&download);
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                d.finished(if verified {
+                    Ok(())
+                } else {
+                    Err(ApiError::new(OciCode::DigestInvalid, "digest mismatch"))
+                });
+            });
+            let mut rest = Vec::new();
+            let result = reader.read_to_end(&mut rest);
+            t.join().unwrap();
+            if verified {
+                assert_eq!(result.unwrap(), 1);
+                assert_eq!(rest, b"f");
+            } else {
+                assert!(result.is_err());
+                assert!(rest.is_empty());
+            }
+        }
     }
 
     #[test]

@@ -294,16 +294,19 @@ impl Proxy {
         let download = self.inner.inflight.join_or_start(digest, |download| {
             let inner = Arc::clone(&self.inner);
             let store = store.clone();
-            let digest = digest.clone();
             let spawned = std::thread::Builder::new().name("glci-fetch".into()).spawn({
                 let download = Arc::clone(&download);
+                let digest = digest.clone();
                 move || {
                     let outcome = inner.download(&store, &origin_name, &digest, &sources, &download);
-                    download.finished(outcome);
+                    // Out of the table before the outcome is known: a later miss starts afresh
+                    // instead of joining (and replaying) a failure.
                     inner.inflight.remove(&digest);
+                    download.finished(outcome);
                 }
             });
             if let Err(e) = spawned {
+                self.inner.inflight.remove(digest);
                 download.finished(Err(ApiError::internal("pull-through", &e)));
             }
         });

@@ -165,8 +165,10 @@ impl BlobWriter {
     pub fn copy_from(&mut self, reader: &mut dyn Read, limit: Option<u64>) -> Result<u64, StoreError> {
         let mut buf = vec![0u8; COPY_BUF];
         let mut copied = 0u64;
+        // The first MiBs are written as they arrive (a pull-through client waiting for its first
+        // byte follows this file); after that, full buffers keep writes and hand-offs few.
         while copied < PIPELINE_AFTER {
-            match self.read_some(reader, &mut buf, limit, copied)? {
+            match self.read_some(reader, &mut buf, limit, copied, false)? {
                 0 => return Ok(copied),
                 n => {
                     self.write_chunk(&buf[..n])?;
@@ -179,14 +181,16 @@ impl BlobWriter {
         self.copy_pipelined(reader, limit, copied)
     }
 
-    /// Fills as much of `buf` as the body gives (up to `limit`), so a body that arrives in small
-    /// pieces (docker's 32 KiB chunks) is still written and hashed in large blocks.
+    /// Reads once, or with `fill` as much of `buf` as the body gives (up to `limit`), so a body
+    /// that arrives in small pieces (docker's 32 KiB chunks) is still written and hashed in
+    /// large blocks.
     fn read_some(
         &self,
         reader: &mut dyn Read,
         buf: &mut [u8],
         limit: Option<u64>,
         copied: u64,
+        fill: bool,
     ) -> Result<usize, StoreError> {
         let want = match limit {
             Some(l) => (l - copied).min(buf.len() as u64) as usize,
@@ -196,6 +200,7 @@ impl BlobWriter {
         while filled < want {
             match reader.read(&mut buf[filled..want]) {
                 Ok(0) => break,
+                Ok(n) if !fill => return Ok(n),
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(StoreError::BodyRead(e)),
@@ -228,7 +233,7 @@ impl BlobWriter {
             });
             let result = (|| loop {
                 let Ok(mut buf) = free_buffers.recv() else { return Ok(copied) };
-                let n = self.read_some(reader, &mut buf, limit, copied)?;
+                let n = self.read_some(reader, &mut buf, limit, copied, true)?;
                 if n == 0 {
                     return Ok(copied);
                 }
@@ -301,8 +306,10 @@ fn finish_commit(
         return Err(StoreError::DigestMismatch { expected: expected.to_string(), actual: actual.to_string() });
     }
     let target = layout.blob(expected);
-    if target.exists() {
-        // Same digest, same bytes: the existing file is as good, and already durable.
+    // Same digest, same bytes: the existing file is as good, and already durable. Claiming it
+    // (mtime → now) keeps an online `clean` off it (`registry::gc`); a failed claim means it is
+    // gone (or going), so ours goes into place.
+    if super::links::touch(&target).unwrap_or(false) {
         let _ = fs::remove_file(path);
         return Ok(len);
     }
@@ -311,6 +318,8 @@ fn finish_commit(
     let parent = target.parent().unwrap_or(layout.root());
     fs::create_dir_all(parent).at(parent)?;
     fs::rename(path, &target).at(&target)?;
+    // Young from the moment it is visible, whenever its bytes were written (grace window).
+    let _ = super::links::touch(&target);
     sync_dir(parent);
     Ok(len)
 }

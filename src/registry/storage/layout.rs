@@ -11,6 +11,10 @@
 //! <root>/repositories/<name>/_referrers/<algo>/<subject hex>/<algo>-<hex>  descriptor JSON
 //! <root>/uploads/<id>/{data,info}                           upload sessions
 //! <root>/tmp/                                                temp files, same filesystem
+//! <dir>/.gc-<file>                                           a link or blob `clean` is deleting
+//! <root>/.lock                                               flock: held by `glci serve`
+//! <root>/.gc.lock                                            flock: one `clean` at a time
+//! <root>/.gc-running                                         a `clean` started, not finished
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -88,5 +92,47 @@ impl Layout {
 
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
+    /// Held (flock) by `glci serve` for its lifetime, and by `glci registry … --storage`.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
+
+    /// Held (flock) while a `clean` runs, so two never interleave.
+    pub fn gc_lock_file(&self) -> PathBuf {
+        self.root.join(".gc.lock")
+    }
+
+    /// Present while a `clean` runs: found at open, a clean was killed and left files aside.
+    pub fn gc_marker(&self) -> PathBuf {
+        self.root.join(".gc-running")
+    }
+
+    /// Where `clean` moves a blob while it decides: beside it, hidden.
+    pub fn blob_aside(&self, digest: &Digest) -> PathBuf {
+        link_aside(&self.blob(digest))
+    }
+}
+
+/// Prefix of links moved aside in their own directory by `clean` (hidden: links never start
+/// with a dot, and `list_links` skips dot files).
+pub const GC_ASIDE_LINK: &str = ".gc-";
+
+/// Where `clean` moves a link while it decides: beside it, hidden.
+pub fn link_aside(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!("{GC_ASIDE_LINK}{name}"))
+}
+
+impl Layout {
+    /// The link a `link_aside` path stands for.
+    pub fn link_of_aside(path: &Path) -> Option<PathBuf> {
+        let name = path.file_name()?.to_str()?.strip_prefix(GC_ASIDE_LINK)?;
+        (!name.is_empty()).then(|| path.with_file_name(name))
     }
 }

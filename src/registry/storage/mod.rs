@@ -3,16 +3,21 @@
 //! kill at any point leaves either the old state or the new one, never half of either.
 
 pub mod blobs;
+pub mod inventory;
 pub mod layout;
 pub mod links;
+pub mod lock;
 pub mod store;
+pub mod sweep;
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobWriter, Hasher};
+pub use inventory::Inventory;
 pub use layout::Layout;
+pub use lock::StoreLock;
 pub use store::{Origin, Store, StoredManifest};
 
 #[derive(Debug)]

@@ -1,13 +1,19 @@
 //! `Store`: repository-level operations over blobs and links. Order of writes is what makes
 //! the store crash-safe: content first, then the revision link, then the tag, so every tag
 //! resolves to a complete manifest whatever moment a kill -9 picks.
+//!
+//! Claims: an online `clean` (`registry::gc`) never removes a link or blob modified after its
+//! cutoff. Whatever a writer is about to rely on (a blob a manifest PUT references, a layer a
+//! client HEADed before skipping its upload, a mount source) is claimed first (`links::touch`),
+//! and a failed claim means "not there". `gc` moves a file aside before its final age check,
+//! so a claim either lands before that check or fails.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
 
-use super::links::{list_links, open_existing, read_link, remove_link, write_atomic};
+use super::links::{list_links, open_existing, read_link, remove_link, touch, write_atomic};
 use super::{BlobWriter, IoContext, Layout, StoreError};
 use crate::registry::manifest;
 use crate::registry::names::{Digest, Name, Reference, Tag};
@@ -44,7 +50,10 @@ impl Store {
         for dir in [layout.root().join("blobs"), layout.repositories(), layout.uploads(), layout.tmp()] {
             fs::create_dir_all(&dir).at(&dir)?;
         }
-        Ok(Store { layout })
+        let store = Store { layout };
+        // A `clean` killed mid-way may have hidden files it was still deciding about.
+        store.recover_interrupted_clean()?;
+        Ok(store)
     }
 
     pub fn layout(&self) -> &Layout {
@@ -61,16 +70,26 @@ impl Store {
         }
     }
 
+    /// True when `name` may serve the blob and it is there; claims both (see the module doc), so
+    /// a manifest PUT that checked its blobs here cannot lose them to a concurrent `clean`.
     pub fn has_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
-        Ok(read_link(&self.layout.layer_link(name, digest))?.is_some() && self.blob_size(digest)?.is_some())
+        Ok(touch(&self.layout.layer_link(name, digest))? && touch(&self.layout.blob(digest))?)
     }
 
-    /// Opens a blob that `name` may serve.
+    /// Opens a blob that `name` may serve. Claims the link and the blob: a client that HEADs a
+    /// layer and then skips its upload relies on both staying until its manifest PUT.
+    /// A claim that cannot be made (a read-only filesystem) does not stop the read.
     pub fn open_blob(&self, name: &Name, digest: &Digest) -> Result<Option<(File, u64)>, StoreError> {
-        if read_link(&self.layout.layer_link(name, digest))?.is_none() {
+        let link = self.layout.layer_link(name, digest);
+        let linked = match touch(&link) {
+            Ok(linked) => linked,
+            Err(_) => read_link(&link)?.is_some(),
+        };
+        if !linked {
             return Ok(None);
         }
         let path = self.layout.blob(digest);
+        let _ = touch(&path);
         match open_existing(&path)? {
             Some(file) => {
                 let len = file.metadata().at(&path)?.len();
@@ -84,12 +103,14 @@ impl Store {
     /// never downgraded to a cached one.
     pub fn link_layer(&self, name: &Name, digest: &Digest, origin: Option<&Origin>) -> Result<(), StoreError> {
         let path = self.layout.layer_link(name, digest);
-        let existing = read_link(&path)?;
-        match (existing, origin) {
-            (Some(_), Some(_)) => Ok(()),
-            (Some(text), None) if text.is_empty() => Ok(()),
+        // Claimed, like the link below: a mount or a re-upload makes both young again.
+        touch(&self.layout.blob(digest))?;
+        match (read_link(&path)?, origin) {
+            // Already linked, and not a cached link a push upgrades: claim it (rewritten if it
+            // went away between the read and the claim).
+            (Some(text), cached) if (cached.is_some() || text.is_empty()) && touch(&path)? => Ok(()),
             (_, None) => write_atomic(&path, b""),
-            (None, Some(origin)) => write_atomic(&path, &serde_json::to_vec(origin).unwrap_or_default()),
+            (_, Some(origin)) => write_atomic(&path, &serde_json::to_vec(origin).unwrap_or_default()),
         }
     }
 
@@ -165,10 +186,16 @@ impl Store {
                 None => return Ok(None),
             },
         };
-        Ok(self.has_manifest(name, &digest)?.then_some(digest))
+        Ok(self.manifest_present(name, &digest)?.then_some(digest))
     }
 
+    /// True when `name` holds the manifest; claims its revision link and bytes (an index PUT
+    /// checks its children here). Read paths use `manifest_present`, which writes nothing.
     pub fn has_manifest(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(touch(&self.layout.manifest_link(name, digest))? && touch(&self.layout.blob(digest))?)
+    }
+
+    fn manifest_present(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
         Ok(read_link(&self.layout.manifest_link(name, digest))?.is_some() && self.blob_size(digest)?.is_some())
     }
 
@@ -275,7 +302,7 @@ impl Store {
             let listed = descriptor["digest"]
                 .as_str()
                 .and_then(|d| d.parse::<Digest>().ok())
-                .map(|d| self.has_manifest(name, &d))
+                .map(|d| self.manifest_present(name, &d))
                 .transpose()?
                 .unwrap_or(false);
             if listed {
