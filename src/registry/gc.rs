@@ -15,7 +15,9 @@
 //! - **Order.** Tags, then manifests (indexes before their children; referrer entry and origin
 //!   before the revision link), then layer links, then blobs, then links left pointing at
 //!   swept blobs. A kill -9 anywhere leaves no tag on a missing manifest and no referenced blob
-//!   missing; files moved aside are put back by the next run, which finishes the job.
+//!   missing. Files it had moved aside are put back when the store is next opened (a server
+//!   start, any `--storage` command: `Store::recover_interrupted_clean`); the next run
+//!   finishes the job.
 //!
 //! Upload sessions (`uploads/`) and temp files are never touched here.
 
