@@ -285,11 +285,17 @@ impl UpstreamClient {
                 UpstreamError::Status { host, status, retry_after }
             }
             ureq::Error::Transport(t) => {
+                // A read/connect timeout surfaces as an io::Error somewhere in the source chain.
+                let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&t);
+                let mut timed_out = false;
+                while let Some(e) = source {
+                    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                        timed_out |= matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock);
+                    }
+                    source = e.source();
+                }
                 let detail = t.to_string();
-                let timed_out = t.kind() == ureq::ErrorKind::Io
-                    && (detail.contains("timed out")
-                        || detail.contains("WouldBlock")
-                        || detail.contains("Resource temporarily unavailable"));
+                timed_out |= detail.contains("timed out") || detail.contains("Resource temporarily unavailable");
                 if timed_out {
                     UpstreamError::Timeout { host }
                 } else {
