@@ -29,6 +29,8 @@ lint:
 bench:
 	scripts/bench.sh
 
-## demo: glci serve + skopeo round trip of the OCI fixture, digests compared
+## demo: fixtures/demo pipeline with the embedded registry (push, run in the image, run again),
+##       then glci serve + skopeo round trip of the OCI fixture, digests compared
 demo: deps build
+	scripts/demo-pipeline.sh
 	scripts/demo.sh

@@ -175,6 +175,50 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// The path of the running glci binary (the `glci-mock` image is built from it, issue 8).
+#[allow(clippy::disallowed_methods)] // an environment read, so it lives here (STYLE.md §7)
+pub fn current_exe() -> io::Result<PathBuf> {
+    std::env::current_exe()
+}
+
+/// Names of the `glci-mock` container, its volume, network and image (DESIGN §2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MockNames {
+    pub container: String,
+    pub volume: String,
+    pub network: String,
+    /// The image repository; the tag is the glci version.
+    pub image: String,
+}
+
+/// The `glci-mock` names. A testing knob, not a user setting: `GLCI_MOCK_NAME=X` makes them
+/// `X-mock`, `X-registry`, `X-net` (image `X-mock`), so tests never touch a user's real
+/// `glci-mock`. Jobs still reach it as `glci-mock` (a network alias).
+pub fn mock_names(env: &dyn Fn(&str) -> Option<String>) -> MockNames {
+    match env("GLCI_MOCK_NAME").filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')) {
+        Some(prefix) => MockNames {
+            container: format!("{prefix}-mock"),
+            volume: format!("{prefix}-registry"),
+            network: format!("{prefix}-net"),
+            image: format!("{prefix}-mock"),
+        },
+        None => MockNames {
+            container: "glci-mock".into(),
+            volume: "glci-registry".into(),
+            network: "glci-net".into(),
+            image: "glci-mock".into(),
+        },
+    }
+}
+
+/// Where the host's Docker CLI keeps `config.json`: `DOCKER_CONFIG`, else `$HOME/.docker`.
+pub fn docker_config_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(dir) = env("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    env("HOME").filter(|h| !h.is_empty()).map(|h| Path::new(&h).join(".docker"))
+}
+
 /// `GLCI_HOME`, else `$HOME/.glci`, else `.glci` (relative) when neither is set.
 pub fn glci_home(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     if let Some(home) = env("GLCI_HOME").filter(|h| !h.is_empty()) {
@@ -217,13 +261,32 @@ impl Config {
     /// The effective configuration as TOML, defaults filled in, passwords `"***"`
     /// (omitted when unset), durations in their shortest exact form.
     pub fn render_masked(&self) -> String {
+        self.render(true)
+    }
+
+    /// The configuration `glci serve` needs inside the `glci-mock` container: like
+    /// [`Config::render_masked`] but with the upstream password itself (resolved from its
+    /// `"$VAR"` here, on the host) and without the external-registry keys. Holds a secret:
+    /// written only into the container (mode 0600), never to the host's disk or a log.
+    pub fn render_for_server(&self) -> String {
+        let mut server = self.clone();
+        server.registry.url = None;
+        server.registry.username = None;
+        server.registry.password = None;
+        server.render(false)
+    }
+
+    fn render(&self, masked: bool) -> String {
+        let secret = |s: &'_ Option<Secret>| -> Option<String> {
+            s.as_ref().map(|p| if masked { MASK.to_string() } else { p.expose().to_string() })
+        };
         let r = &self.registry;
         let view = RenderConfig {
             mock_server_port: self.mock_server_port,
             registry: RenderRegistry {
                 url: r.url.as_deref(),
                 username: r.username.as_deref(),
-                password: r.password.as_ref().map(|_| MASK),
+                password: secret(&r.password),
                 push_through: r.push_through,
                 upstreams: &r.upstreams,
                 tag_ttl: format_duration(r.tag_ttl),
@@ -232,7 +295,7 @@ impl Config {
                 upstream: RenderUpstream {
                     url: &r.upstream.url,
                     username: r.upstream.username.as_deref(),
-                    password: r.upstream.password.as_ref().map(|_| MASK),
+                    password: secret(&r.upstream.password),
                 },
             },
             tls: RenderTls {
@@ -728,7 +791,7 @@ struct RenderRegistry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    password: Option<&'static str>,
+    password: Option<String>,
     push_through: bool,
     upstreams: &'a [String],
     tag_ttl: String,
@@ -743,7 +806,7 @@ struct RenderUpstream<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    password: Option<&'static str>,
+    password: Option<String>,
 }
 
 #[derive(Serialize)]

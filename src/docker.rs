@@ -182,6 +182,92 @@ pub struct ContainerSpec {
     pub privileged: bool,
 }
 
+/// How a privileged container is run: `--privileged`, or, where the host's capability
+/// bounding set lacks some capability (runc then fails "unable to apply caps"), the recipe of
+/// shared/notes/dind-offline.md: every capability the host has, seccomp/systempaths unconfined.
+fn privileged_args() -> &'static [String] {
+    static ARGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    ARGS.get_or_init(|| match missing_capabilities() {
+        missing if missing.is_empty() => vec!["--privileged".into()],
+        missing => {
+            let mut args = vec!["--cap-add".to_string(), "ALL".to_string()];
+            for cap in missing {
+                args.push("--cap-drop".into());
+                args.push(cap);
+            }
+            args.extend(
+                ["--security-opt", "seccomp=unconfined", "--security-opt", "systempaths=unconfined"].map(String::from),
+            );
+            args
+        }
+    })
+}
+
+/// The capabilities the kernel knows that are outside this process's bounding set (the VM's,
+/// when dockerd runs on the same machine), by Docker's names; empty when all are there.
+pub fn missing_capabilities() -> Vec<String> {
+    const NAMES: [&str; 41] = [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ];
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(bounding) =
+        status.lines().find_map(|l| l.strip_prefix("CapBnd:")).and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return Vec::new();
+    };
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|t| t.trim().parse::<usize>().ok())
+        .unwrap_or(40)
+        .min(NAMES.len() - 1);
+    (0..=last).filter(|bit| bounding & (1u64 << bit) == 0).map(|bit| NAMES[bit].to_string()).collect()
+}
+
+/// Whether privileged containers get the fallback recipe instead of `--privileged`.
+pub fn privileged_needs_fallback() -> bool {
+    privileged_args().first().map(String::as_str) != Some("--privileged")
+}
+
 /// `docker create …`: the new container's id.
 pub fn create(spec: &ContainerSpec) -> Result<String, DockerError> {
     let mut args: Vec<String> = vec!["create".into(), "--name".into(), spec.name.clone()];
@@ -202,7 +288,7 @@ pub fn create(spec: &ContainerSpec) -> Result<String, DockerError> {
         args.push(file.display().to_string());
     }
     if spec.privileged {
-        args.push("--privileged".into());
+        args.extend(privileged_args().iter().cloned());
     }
     let mut command = spec.command.clone();
     if let Some(entrypoint) = &spec.entrypoint {
@@ -472,4 +558,144 @@ pub fn image_tcp_ports(image: &str) -> Result<Vec<u16>, DockerError> {
     tcp.sort_unstable();
     tcp.dedup();
     Ok(tcp)
+}
+
+// ---------------------------------------------------------------------------
+// The `glci-mock` container (issue 8, src/mock.rs): image, volume, network, container.
+// ---------------------------------------------------------------------------
+
+/// A label of an image or container (`None` when it has no such label or does not exist).
+pub fn label_of(object: &str, key: &str) -> Result<Option<String>, DockerError> {
+    let format = format!("{{{{index .Config.Labels \"{key}\"}}}}");
+    match run_grouped(&["inspect", "--format", &format, object]) {
+        Ok(out) => {
+            let value = out.trim();
+            Ok((!value.is_empty() && value != "<no value>").then(|| value.to_string()))
+        }
+        Err(e) if e.stderr.contains("No such") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `docker import -c CHANGE… - IMAGE`: the rootfs tar `write` produces becomes `IMAGE`.
+pub fn import(
+    image: &str,
+    changes: &[String],
+    write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), DockerError> {
+    let mut args: Vec<&str> = vec!["import"];
+    for change in changes {
+        args.push("--change");
+        args.push(change);
+    }
+    args.push("-");
+    args.push(image);
+    let mut child = command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_failed(&args, &e))?;
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let written = match child.stdin.take() {
+        Some(mut stdin) => write(&mut stdin).and_then(|()| stdin.flush()),
+        None => Ok(()),
+    };
+    let status = child.wait().map_err(|e| spawn_failed(&args, &e))?;
+    let _ = out.join();
+    let stderr = err.join().unwrap_or_default();
+    match (status.success(), written) {
+        (true, Ok(())) => Ok(()),
+        (true, Err(e)) => Err(DockerError { command: command_line(&args), code: None, stderr: e.to_string() }),
+        (false, _) => Err(DockerError { command: command_line(&args), code: status.code(), stderr }),
+    }
+}
+
+/// The id of a local image (`None` when there is none by that name).
+pub fn image_id(image: &str) -> Result<Option<String>, DockerError> {
+    match run_grouped(&["image", "inspect", "--format", "{{.Id}}", image]) {
+        Ok(out) => Ok(Some(out.trim().to_string())),
+        Err(e) if e.stderr.contains("No such image") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `docker volume create NAME` (an existing volume is kept as it is).
+pub fn volume_create(name: &str) -> Result<(), DockerError> {
+    run_grouped(&["volume", "create", name]).map(|_| ())
+}
+
+/// `docker network create NAME` unless it exists.
+pub fn network_ensure(name: &str) -> Result<(), DockerError> {
+    if run_grouped(&["network", "inspect", "--format", "{{.Id}}", name]).is_ok() {
+        return Ok(());
+    }
+    match run_grouped(&["network", "create", name]) {
+        Err(e) if e.stderr.contains("already exists") => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// A long-lived server container: `docker create` with a restart policy, a published port, a
+/// named volume and a network alias.
+#[derive(Clone, Debug, Default)]
+pub struct ServerSpec {
+    pub name: String,
+    pub image: String,
+    pub labels: Vec<(String, String)>,
+    pub network: String,
+    pub network_alias: String,
+    /// `127.0.0.1:PORT:PORT`.
+    pub publish: String,
+    /// `VOLUME:/path`.
+    pub volume: String,
+    pub command: Vec<String>,
+}
+
+/// `docker create --restart unless-stopped …` for a [`ServerSpec`]: the container's id.
+pub fn create_server(spec: &ServerSpec) -> Result<String, DockerError> {
+    let mut args: Vec<String> = vec!["create".into(), "--name".into(), spec.name.clone()];
+    for (key, value) in &spec.labels {
+        args.push("--label".into());
+        args.push(format!("{key}={value}"));
+    }
+    for (flag, value) in [
+        ("--restart", "unless-stopped"),
+        ("--network", spec.network.as_str()),
+        ("--network-alias", spec.network_alias.as_str()),
+        ("--publish", spec.publish.as_str()),
+        ("--volume", spec.volume.as_str()),
+    ] {
+        args.push(flag.into());
+        args.push(value.into());
+    }
+    args.push(spec.image.clone());
+    args.extend(spec.command.iter().cloned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_grouped(&args).map(|out| out.trim().to_string())
+}
+
+/// `docker --config DIR pull IMAGE`: a pull with the credentials of `DIR/config.json` (written
+/// by the caller, 0600), so secrets never reach argv and the user's own config is untouched.
+pub fn pull_with_config(config_dir: &std::path::Path, image: &str) -> Result<(), DockerError> {
+    let dir = config_dir.display().to_string();
+    run_grouped(&["--config", &dir, "pull", "--quiet", image]).map(|_| ())
+}
+
+/// `docker-credential-<helper> list`: the server names a credential store holds.
+pub fn credential_helper_list(helper: &str) -> Result<Vec<String>, DockerError> {
+    let program = format!("docker-credential-{helper}");
+    let failed = |stderr: String, code| DockerError { command: format!("{program} list"), code, stderr };
+    if !helper.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(failed("credential helper names are letters, digits, - and _".into(), None));
+    }
+    let output =
+        Command::new(&program).arg("list").stdin(Stdio::null()).output().map_err(|e| failed(e.to_string(), None))?;
+    if !output.status.success() {
+        return Err(failed(String::from_utf8_lossy(&output.stderr).into_owned(), output.status.code()));
+    }
+    let answer: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&output.stdout).map_err(|_| failed("answer is not JSON".into(), None))?;
+    Ok(answer.into_keys().collect())
 }

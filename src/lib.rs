@@ -24,6 +24,7 @@ pub mod docker;
 pub mod git;
 pub mod http;
 pub mod log;
+pub mod mock;
 pub mod pipeline;
 pub mod registry;
 pub mod secret;

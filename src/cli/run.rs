@@ -11,9 +11,13 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::{print_stdout, CliError};
-use crate::config::Config;
-use crate::pipeline::execute::{self, Cancel, NoWiring, Options, PipelineStatus};
+use crate::auth::Auth;
+use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, process_env, Config};
+use crate::mock;
+use crate::pipeline::execute::{self, Cancel, JobWiring, NoWiring, Options, PipelineStatus};
+use crate::pipeline::wiring::{self, Registry, RegistryWiring};
 use crate::pipeline::{output, parse, plan, variables};
+use crate::secret::Secret;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -39,6 +43,28 @@ pub struct RunArgs {
     /// Line-delimited JSON events on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// No registry for the jobs: no CI_REGISTRY* variables, no CA, no glci-mock started.
+    #[arg(long, conflicts_with_all = ["registry", "registry_user", "registry_password", "registry_password_stdin", "push_through"])]
+    pub no_registry: bool,
+    /// Point CI_REGISTRY* at this registry (host[:port]) instead of the embedded one; nothing
+    /// is mounted [default: `[registry] url` of the global config].
+    #[arg(long, value_name = "HOST")]
+    pub registry: Option<String>,
+    /// CI_REGISTRY_USER for --registry [default: `[registry] username`].
+    #[arg(long, value_name = "USER")]
+    pub registry_user: Option<String>,
+    /// CI_REGISTRY_PASSWORD for --registry. Visible to other users in `ps`: prefer
+    /// --registry-password-stdin or the GLCI_REGISTRY_PASSWORD environment variable
+    /// [default: `[registry] password`].
+    #[arg(long, value_name = "PASSWORD")]
+    pub registry_password: Option<String>,
+    /// Read the --registry password from the first line of stdin.
+    #[arg(long, conflicts_with = "registry_password")]
+    pub registry_password_stdin: bool,
+    /// The run's job tokens mirror what they push to the upstream registry (push-through)
+    /// [default: `[registry] push_through`].
+    #[arg(long, conflicts_with_all = ["registry"])]
+    pub push_through: bool,
 }
 
 fn usage(message: impl Into<String>) -> CliError {
@@ -49,7 +75,45 @@ fn stderr_line(text: &str) {
     let _ = writeln!(std::io::stderr(), "glci: {text}");
 }
 
-pub fn run(args: RunArgs, _config: &Config) -> Result<(), CliError> {
+/// Which registry the jobs get, from the flags and the global config (flags win).
+enum RegistryChoice {
+    None,
+    Embedded { push_through: bool },
+    External { host: String, username: String, password: Secret },
+}
+
+fn registry_choice(args: &RunArgs, config: &Config) -> Result<RegistryChoice, CliError> {
+    if args.no_registry {
+        return Ok(RegistryChoice::None);
+    }
+    let host = args.registry.clone().or_else(|| config.registry.url.clone());
+    let Some(host) = host.filter(|h| !h.trim().is_empty()) else {
+        if args.registry_user.is_some() || args.registry_password.is_some() || args.registry_password_stdin {
+            return Err(usage("--registry-user/--registry-password need --registry (or [registry] url)"));
+        }
+        return Ok(RegistryChoice::Embedded { push_through: args.push_through || config.registry.push_through });
+    };
+    if args.push_through {
+        return Err(usage("--push-through works with the embedded registry, not with [registry] url"));
+    }
+    let host = host.trim().trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+    let username = args.registry_user.clone().or_else(|| config.registry.username.clone()).unwrap_or_default();
+    let password = if args.registry_password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| usage(format!("--registry-password-stdin: {e}")))?;
+        Secret::new(line.trim_end_matches(['\r', '\n']).to_string())
+    } else if let Some(password) = &args.registry_password {
+        Secret::new(password.clone())
+    } else if let Some(password) = process_env("GLCI_REGISTRY_PASSWORD").filter(|p| !p.is_empty()) {
+        Secret::new(password)
+    } else {
+        config.registry.password.clone().unwrap_or_else(|| Secret::new(String::new()))
+    };
+    Ok(RegistryChoice::External { host: host.to_string(), username, password })
+}
+
+pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
+    let choice = registry_choice(&args, config)?;
     let file = std::path::absolute(&args.file).map_err(|e| usage(format!("{}: {e}", args.file.display())))?;
     if !file.is_file() {
         return Err(usage(format!(
@@ -81,6 +145,37 @@ pub fn run(args: RunArgs, _config: &Config) -> Result<(), CliError> {
 
     let run_id = run_id()?;
     let pipeline_id = u64::from_str_radix(&run_id[..6], 16).unwrap_or(1) % 1_000_000 + 1;
+    let work_dir = std::env::temp_dir().join(format!("glci-run-{run_id}"));
+    let home = glci_home(&process_env);
+    let wiring = match choice {
+        RegistryChoice::None => None,
+        RegistryChoice::Embedded { push_through } => {
+            let auth = Auth::load_or_create(&home, config.registry.anonymous_pull)
+                .map_err(|e| CliError::Failed(format!("the registry's admin secret: {e}")))?;
+            let ca =
+                crate::tls::Ca::load_or_create(&home).map_err(|e| CliError::Failed(format!("the registry CA: {e}")))?;
+            let registry = Registry::Embedded {
+                port: config.mock_server_port,
+                network: mock_names(&process_env).network,
+                auth,
+                ca_pem: ca.pem().to_string(),
+                push_through,
+                privileged: config.docker.privileged,
+            };
+            Some(registry)
+        }
+        RegistryChoice::External { host, username, password } => Some(Registry::External { host, username, password }),
+    }
+    .map(|registry| {
+        RegistryWiring::new(
+            registry,
+            &project_path,
+            pipeline_id,
+            docker_config_dir(&process_env).as_deref(),
+            work_dir.join("docker-config"),
+        )
+    });
+    let predefined = wiring.as_ref().map(RegistryWiring::predefined).unwrap_or_default();
     let facts = plan::RunFacts {
         project_dir: project_dir.clone(),
         project_path,
@@ -89,6 +184,7 @@ pub fn run(args: RunArgs, _config: &Config) -> Result<(), CliError> {
         cli_variables,
         selected: args.jobs.clone(),
         pipeline_id,
+        predefined,
     };
     let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
     if let Some(at) = &plan.excluded_by_workflow {
@@ -104,6 +200,24 @@ pub fn run(args: RunArgs, _config: &Config) -> Result<(), CliError> {
         return Ok(());
     }
     crate::docker::server_version().map_err(|e| CliError::Failed(format!("the Docker daemon does not answer: {e}")))?;
+    if matches!(wiring.as_ref().map(RegistryWiring::is_embedded), Some(true)) {
+        let exe = current_exe().map_err(|e| CliError::Failed(format!("cannot find the glci binary: {e}")))?;
+        let options = mock::MockOptions { home: &home, config, names: mock_names(&process_env), exe };
+        let mock = mock::ensure(&options).map_err(|e| {
+            CliError::Failed(format!(
+                "starting the embedded registry ({}): {e} (glci run --no-registry runs without it)",
+                options.names.container
+            ))
+        })?;
+        stderr_line(&format!(
+            "registry: {} {} on 127.0.0.1:{} (jobs: CI_REGISTRY={}:{})",
+            mock.names.container,
+            mock.action,
+            mock.port,
+            mock::HOSTNAME,
+            mock.port
+        ));
+    }
 
     let cancel = Arc::new(Cancel::new());
     let signals = watch_signals(cancel.clone())?;
@@ -111,23 +225,31 @@ pub fn run(args: RunArgs, _config: &Config) -> Result<(), CliError> {
         .parallel
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let options = Options {
-        run_id: run_id.clone(),
-        parallel,
-        files,
-        work_dir: std::env::temp_dir().join(format!("glci-run-{run_id}")),
-    };
+    let options = Options { run_id: run_id.clone(), parallel, files, work_dir };
     let style =
         output::TextStyle::new(std::io::stdout().is_terminal(), plan.jobs.iter().map(|j| j.name.clone()).collect());
     let json = args.json;
+    let secrets = wiring.as_ref().map(RegistryWiring::secrets);
     let events = move |event: execute::Event| {
+        // Registry passwords, tokens and DOCKER_AUTH_CONFIG never reach the output (issue 8).
+        let event = match (event, &secrets) {
+            (execute::Event::Log { job, source, line }, Some(secrets)) => {
+                let secrets = secrets.lock().unwrap_or_else(|p| p.into_inner());
+                execute::Event::Log { job, source, line: wiring::mask(&line, &secrets) }
+            }
+            (event, _) => event,
+        };
         if json {
             print_stdout(&format!("{}\n", output::json(&event)));
         } else {
             print_stdout(&output::text(&event, &style));
         }
     };
-    let outcome = execute::execute(&plan, &options, &NoWiring, &events, &cancel);
+    let job_wiring: &dyn JobWiring = match &wiring {
+        Some(wiring) => wiring,
+        None => &NoWiring,
+    };
+    let outcome = execute::execute(&plan, &options, job_wiring, &events, &cancel);
     signals.close();
     for problem in &outcome.cleanup_errors {
         stderr_line(&format!("warning: cleaning up run {run_id}: {problem}"));

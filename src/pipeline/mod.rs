@@ -11,3 +11,4 @@ pub mod plan;
 pub mod predefined;
 pub mod rules;
 pub mod variables;
+pub mod wiring;

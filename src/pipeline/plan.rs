@@ -38,6 +38,9 @@ pub struct RunFacts {
     /// Jobs named on the command line; empty = the whole pipeline.
     pub selected: Vec<String>,
     pub pipeline_id: u64,
+    /// More predefined variables (the registry's `CI_REGISTRY*`, issue 8): as GitLab's, a
+    /// pipeline's own variables win over them, and `image:` can use them.
+    pub predefined: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -77,6 +77,7 @@ fn facts() -> RunFacts {
         cli_variables: vec![],
         selected: vec![],
         pipeline_id: 42,
+        predefined: vec![],
     }
 }
 

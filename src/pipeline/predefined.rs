@@ -75,6 +75,9 @@ pub fn pipeline_variables(pipeline: &Pipeline, facts: &RunFacts) -> VarSet {
     v.set("CI_PIPELINE_SOURCE", "push");
     v.set("CI_PIPELINE_URL", format!("{project_url}/-/pipelines/{}", facts.pipeline_id));
     v.set("CI_NODE_TOTAL", "1");
+    for (name, value) in &facts.predefined {
+        v.set(name, value.clone());
+    }
     v
 }
 

@@ -60,6 +60,17 @@ pub struct ExtraFile {
 
 /// Adds the directories above `path` (relative, `/`-separated) not yet written.
 fn ensure_parents<W: Write>(out: &mut Builder<W>, path: &str, dirs: &mut BTreeSet<String>) -> io::Result<()> {
+    ensure_parents_with_mode(out, path, dirs, DIR_MODE)
+}
+
+/// Like [`ensure_parents`] with `mode` for the directories (0755 for system paths such as
+/// `/etc/docker/certs.d/…`: extracting a 0777 `etc/` entry would loosen the image's `/etc`).
+fn ensure_parents_with_mode<W: Write>(
+    out: &mut Builder<W>,
+    path: &str,
+    dirs: &mut BTreeSet<String>,
+    mode: u32,
+) -> io::Result<()> {
     let mut upto = String::new();
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     for part in parts.iter().take(parts.len().saturating_sub(1)) {
@@ -70,7 +81,7 @@ fn ensure_parents<W: Write>(out: &mut Builder<W>, path: &str, dirs: &mut BTreeSe
         if dirs.insert(upto.clone()) {
             let mut header = Header::new_gnu();
             header.set_entry_type(EntryType::Directory);
-            header.set_mode(DIR_MODE);
+            header.set_mode(mode);
             header.set_size(0);
             header.set_uid(0);
             header.set_gid(0);
@@ -157,7 +168,7 @@ pub fn write_extra<W: Write>(
 ) -> io::Result<()> {
     for file in extra {
         let name = file.path.trim_start_matches('/');
-        ensure_parents(builder, name, dirs)?;
+        ensure_parents_with_mode(builder, name, dirs, 0o755)?;
         let mut header = file_header(file.contents.len() as u64, file.mode, now());
         builder.append_data(&mut header, name, file.contents.as_slice())?;
     }
@@ -377,6 +388,8 @@ mod tests {
             let entry = entry.expect("entry");
             let mode = entry.header().mode().expect("mode");
             match entry.header().entry_type() {
+                // Directories of extra files (system paths such as /etc/docker/certs.d) are 0755.
+                EntryType::Directory if entry.path().expect("path").starts_with("glci") => assert_eq!(mode, 0o755),
                 EntryType::Directory => assert_eq!(mode, 0o777),
                 EntryType::Regular if entry.path().expect("path").ends_with("README") => assert_eq!(mode, 0o666),
                 _ => {}

@@ -180,6 +180,8 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
     for extra in &wiring.networks {
         docker::network_connect(extra, &container, &[]).map_err(|e| e.to_string())?;
     }
+    let mut wiring = wiring;
+    wiring.files.extend(run.wiring.prepare(&container, job, None)?);
 
     let project_dir = &run.plan.project_dir_in_job;
     let mut step_commands = job.before_script.clone();
@@ -243,7 +245,7 @@ fn ensure_image(run: &Run<'_>, job: &PlannedJob, image: &str) -> Result<(), Stri
         return Ok(());
     }
     run.log(&job.name, LogSource::Glci, format!("Pulling docker image {image} ..."));
-    match run.wiring.pull(image) {
+    match run.wiring.pull(job, image) {
         Some(result) => result,
         None => docker::pull_image(image).map_err(|e| format!("pulling {image}: {}", e.stderr.trim())),
     }
@@ -280,8 +282,24 @@ fn start_service(
     for extra in &wiring.networks {
         docker::network_connect(extra, &container, &[]).map_err(|e| e.to_string())?;
     }
-    if !wiring.files.is_empty() {
-        copy_files(&container, &wiring.files)?;
+    let mut files = wiring.files.clone();
+    files.extend(run.wiring.prepare(&container, job, Some(service))?);
+    if !files.is_empty() {
+        copy_files(&container, &files)?;
+    }
+    if wiring.privileged && docker::privileged_needs_fallback() {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            run.log(
+                &job.name,
+                LogSource::Glci,
+                format!(
+                    "NOTE: this host cannot grant every capability (missing: {}); privileged services run with \
+                     --cap-add ALL --security-opt seccomp=unconfined instead of --privileged",
+                    docker::missing_capabilities().join(", ")
+                ),
+            )
+        });
     }
     run.log(
         &job.name,

@@ -43,9 +43,20 @@ pub trait JobWiring: Sync {
     fn service(&self, _job: &PlannedJob, _service: &PlannedService) -> Wiring {
         Wiring::default()
     }
+    /// Files that depend on what the created (not yet started) `container` holds, e.g. the
+    /// image's CA bundle with the registry CA appended; copied in before it starts, after
+    /// [`Wiring::files`]. `service` is `None` for the job's own container.
+    fn prepare(
+        &self,
+        _container: &str,
+        _job: &PlannedJob,
+        _service: Option<&PlannedService>,
+    ) -> Result<Vec<ExtraFile>, String> {
+        Ok(Vec::new())
+    }
     /// Takes over pulling an image the host lacks (DESIGN §10: `glci-mock:39741/…` is pulled
     /// through `127.0.0.1:39741` and re-tagged); `None` leaves it to `docker pull`.
-    fn pull(&self, _image: &str) -> Option<Result<(), String>> {
+    fn pull(&self, _job: &PlannedJob, _image: &str) -> Option<Result<(), String>> {
         None
     }
 }

@@ -91,6 +91,48 @@ pub fn source(configured: Option<(String, Credentials)>, docker_config_dir: Opti
     })
 }
 
+/// Every credential the host's `docker_config_dir/config.json` gives, keyed as written there
+/// (`https://index.docker.io/v1/`, `host:port`): `auths`, then `credsStore` (its `list`), then
+/// `credHelpers`, later ones winning per host as the docker CLI does. For `DOCKER_AUTH_CONFIG`
+/// (issue 8). A helper that fails is skipped.
+pub fn all(docker_config_dir: Option<&Path>) -> Vec<(String, Credentials)> {
+    let config: DockerConfig = docker_config_dir
+        .map(|d| d.join("config.json"))
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let mut out: BTreeMap<String, (String, Credentials)> = BTreeMap::new();
+    for (key, entry) in &config.auths {
+        if let Some(credentials) = decode_entry(entry) {
+            out.insert(host_of(key), (key.clone(), credentials));
+        }
+    }
+    let ask = |helper: &str, server: &str| {
+        crate::docker::credential_helper_get(helper, server)
+            .ok()
+            .map(|(username, password)| Credentials { username, password })
+    };
+    if let Some(store) = &config.creds_store {
+        for server in crate::docker::credential_helper_list(store).unwrap_or_default() {
+            if let Some(credentials) = ask(store, &server) {
+                out.insert(host_of(&server), (server, credentials));
+            }
+        }
+    }
+    for (key, helper) in &config.cred_helpers {
+        if let Some(credentials) = ask(helper, key) {
+            out.insert(host_of(key), (key.clone(), credentials));
+        }
+    }
+    out.into_values().collect()
+}
+
+/// The host a `DOCKER_AUTH_CONFIG`/`config.json` key names (`https://index.docker.io/v1/` →
+/// `registry-1.docker.io`).
+pub fn key_host(key: &str) -> String {
+    host_of(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

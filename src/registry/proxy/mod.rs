@@ -59,6 +59,11 @@ fn is_host(component: &str) -> bool {
     component.contains('.') || component == "localhost"
 }
 
+/// True when `name` or `?ns=` names an upstream explicitly (rather than the configured list).
+fn is_routed(name: &str, ns: Option<&str>) -> bool {
+    name.split_once('/').is_some_and(|(first, _)| is_host(first)) || ns.is_some_and(|n| !n.is_empty())
+}
+
 /// The upstreams to try for `name`, in order (pure). A host as first component wins, then
 /// `?ns=`, then every configured upstream in turn.
 pub fn sources(name: &str, ns: Option<&str>, upstreams: &[String]) -> Vec<Source> {
@@ -288,6 +293,12 @@ impl Proxy {
             return Ok(None);
         }
         if head {
+            // A HEAD on a hostless name none of whose manifests came from upstream is a push
+            // asking which blobs to upload (pulls ask for the manifest first, which records its
+            // origin): answer from here, and keep the push's digests from the upstreams.
+            if !is_routed(name.as_str(), ns) && !store.has_cached_manifests(name) {
+                return Ok(None);
+            }
             return self.head_blob(digest, &sources);
         }
         let origin_name = name.clone();
@@ -338,6 +349,10 @@ impl Proxy {
                     return Ok(Some(answer));
                 }
                 Err(e) if e.is_not_found() => {}
+                // A blob HEAD is the existence check before an upload: an upstream that cannot
+                // be reached (an offline host) must not block pushing a project's own images
+                // (issue 8); it answers 404 and the client uploads. GETs still say 502.
+                Err(UpstreamError::Unreachable { .. }) => {}
                 Err(e) => {
                     failure.get_or_insert(e);
                 }
@@ -404,6 +419,14 @@ mod tests {
 
     fn s(host: &str, repository: &str) -> Source {
         Source { host: host.into(), repository: repository.into() }
+    }
+
+    #[test]
+    fn explicit_routes() {
+        assert!(is_routed("registry.gitlab.com/g/p", None));
+        assert!(is_routed("alpine", Some("docker.io")));
+        assert!(!is_routed("alpine", None));
+        assert!(!is_routed("g/p/app", Some("")));
     }
 
     #[test]

@@ -119,6 +119,12 @@ impl Store {
         read_origin(&self.layout.layer_link(name, digest))
     }
 
+    /// True when some manifest of `name` was pulled through (has an origin).
+    pub fn has_cached_manifests(&self, name: &Name) -> bool {
+        let dir = self.layout.manifests_dir(name).join("origins");
+        walkdir::WalkDir::new(dir).min_depth(2).max_depth(2).into_iter().flatten().any(|e| e.file_type().is_file())
+    }
+
     /// Where a manifest of `name` came from; `None` when pushed.
     pub fn manifest_origin(&self, name: &Name, digest: &Digest) -> Result<Option<Origin>, StoreError> {
         read_origin(&self.layout.manifest_origin(name, digest))
