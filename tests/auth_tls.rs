@@ -7,16 +7,17 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{build_oci_layout, glci, need, run, run_stdout, sha256_digest, temp_dir, ServeProcess};
+use common::http::{self, basic, Checks, Client, Request, Response};
+use common::{build_oci_layout, glci, layout_tag_digest, need, run, run_stdout, sha256_digest, temp_dir, ServeProcess};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde_json::Value;
@@ -24,79 +25,12 @@ use serde_json::Value;
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------------------------
-// Servers: `ServeProcess` (fresh GLCI_HOME) or `HomeServer` (a GLCI_HOME the test prepared).
+// Servers: `ServeProcess` on a fresh GLCI_HOME or on one the test prepared.
 
-/// `glci serve` with `GLCI_HOME=home`, so a test can write `config.toml` first or start a
-/// second server on the same home. Killed when dropped.
-struct HomeServer {
-    child: Option<Child>,
-    addr: String,
-    stderr: Arc<Mutex<Vec<u8>>>,
-}
-
-impl HomeServer {
-    fn start(home: &Path, args: &[&str]) -> HomeServer {
-        let mut cmd = glci();
-        cmd.env("GLCI_HOME", home)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr);
-        thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<String>();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut server = HomeServer { child: Some(child), addr: String::new(), stderr };
-        loop {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        server.addr = addr.trim().to_string();
-                        return server;
-                    }
-                }
-                Err(e) => panic!("glci serve printed no `listening on` ({e}); stderr:\n{}", server.stderr()),
-            }
-        }
-    }
-
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
-    }
-
-    fn still_running(&mut self) -> bool {
-        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
-    }
-}
-
-impl Drop for HomeServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if thread::panicking() {
-            eprintln!("--- glci serve on {} (stderr) ---\n{}", self.addr, self.stderr());
-        }
-    }
+/// `glci serve` (auth and TLS) with `GLCI_HOME=home`, so a test can write `config.toml` first or
+/// start a second server on the same home; its storage in `home/storage`.
+fn start_in(home: &Path) -> ServeProcess {
+    ServeProcess::start_in_home(home, &home.join("storage"), &[])
 }
 
 /// A server with auth and TLS on a fresh home and storage.
@@ -139,7 +73,7 @@ fn mode(path: &Path) -> u32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// TLS client (rustls, trusting one CA) and a raw HTTP/1.1 client over plain or TLS streams.
+// TLS client (rustls, trusting one CA); `common::http` speaks HTTP/1.1 over plain or TLS streams.
 
 /// The DER certificates in a PEM file.
 fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
@@ -178,10 +112,7 @@ fn trusting(ca: &Path) -> Arc<ClientConfig> {
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
 fn connect(addr: &str) -> TcpStream {
-    let sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    sock.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    sock
+    http::connect(addr, IO_TIMEOUT).unwrap()
 }
 
 /// Connects and completes the TLS handshake (the certificate is verified here).
@@ -207,103 +138,12 @@ fn leaf(stream: &TlsStream) -> Vec<u8> {
     stream.conn.peer_certificates().expect("the server presented certificates")[0].to_vec()
 }
 
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
+/// What `expect_error` checks here beyond the code: a message beside it.
+const CHECKS: Checks = Checks { api_version: false, error_message: true };
 
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
-    }
-
-    #[track_caller]
-    fn expect(self, status: u16) -> Resp {
-        assert_eq!(self.status, status, "unexpected status; body: {}; headers: {:?}", self.text(), self.headers);
-        self
-    }
-
-    /// `status` with the spec's error body carrying `code`.
-    #[track_caller]
-    fn expect_error(self, status: u16, code: &str) -> Resp {
-        let r = self.expect(status);
-        assert_eq!(r.header("Content-Type"), Some("application/json"), "headers: {:?}", r.headers);
-        let doc = r.json();
-        assert_eq!(doc["errors"][0]["code"], code, "body: {doc}");
-        assert!(doc["errors"][0]["message"].is_string(), "body: {doc}");
-        r
-    }
-}
-
-/// Sends one request (`Connection: close`) on `stream` and reads the response.
-fn exchange<S: Read + Write>(
-    stream: S,
-    host: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Resp {
-    let mut reader = BufReader::new(stream);
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (n, v) in headers {
-        head.push_str(&format!("{n}: {v}\r\n"));
-    }
-    if !matches!(method, "GET" | "HEAD") || !body.is_empty() {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let w = reader.get_mut();
-    w.write_all(head.as_bytes()).unwrap();
-    w.write_all(body).unwrap();
-    w.flush().unwrap();
-
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let status: u16 =
-        line.split_whitespace().nth(1).unwrap_or_else(|| panic!("bad status line {line:?}")).parse().unwrap();
-    let mut headers = vec![];
-    loop {
-        let mut l = String::new();
-        reader.read_line(&mut l).unwrap();
-        let l = l.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (n, v) = l.split_once(':').unwrap();
-        headers.push((n.trim().to_string(), v.trim().to_string()));
-    }
-    let get = |n: &str| headers.iter().find(|(h, _)| h.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
-    let mut body = vec![];
-    if method != "HEAD" && status != 204 {
-        if get("Transfer-Encoding").as_deref() == Some("chunked") {
-            loop {
-                let mut size = String::new();
-                reader.read_line(&mut size).unwrap();
-                let n = usize::from_str_radix(size.trim(), 16).unwrap();
-                let mut chunk = vec![0; n + 2];
-                reader.read_exact(&mut chunk).unwrap();
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
-        } else if let Some(len) = get("Content-Length") {
-            body.resize(len.parse().unwrap(), 0);
-            reader.read_exact(&mut body).unwrap();
-        }
-    }
-    Resp { status, headers, body }
+/// A request as `Api` sends it: `Connection: close`, on a connection (plain or TLS) of its own.
+fn request(addr: &str, method: &str, path: &str) -> Request {
+    Request::new(addr, method, path).close().timeout(IO_TIMEOUT).checks(CHECKS)
 }
 
 #[derive(Clone, Copy)]
@@ -317,9 +157,7 @@ impl Cred<'_> {
     fn header(self) -> Option<String> {
         match self {
             Cred::Anonymous => None,
-            Cred::Basic(user, password) => {
-                Some(format!("Basic {}", glci::auth::base64_encode(format!("{user}:{password}").as_bytes())))
-            }
+            Cred::Basic(user, password) => Some(basic(user, password)),
             Cred::Bearer(token) => Some(format!("Bearer {token}")),
         }
     }
@@ -340,32 +178,28 @@ impl Api {
         Api { addr: addr.to_string(), tls: Some(trusting(ca)) }
     }
 
-    fn call(&self, method: &str, path: &str, cred: Cred<'_>, body: &[u8]) -> Resp {
-        let auth = cred.header();
-        let mut headers = vec![];
-        if let Some(auth) = &auth {
-            headers.push(("Authorization", auth.as_str()));
+    fn call(&self, method: &str, path: &str, cred: Cred<'_>, body: &[u8]) -> Response {
+        let mut request = request(&self.addr, method, path).body(body);
+        if let Some(auth) = cred.header() {
+            request = request.header("Authorization", &auth);
         }
         match &self.tls {
-            None => exchange(connect(&self.addr), &self.addr, method, path, &headers, body),
-            Some(config) => {
-                let stream = handshake(&self.addr, config, dns("localhost")).unwrap();
-                exchange(stream, &self.addr, method, path, &headers, body)
-            }
+            None => request.send(),
+            Some(config) => Client::new(handshake(&self.addr, config, dns("localhost")).unwrap()).send(&request),
         }
     }
 
-    fn get(&self, path: &str, cred: Cred<'_>) -> Resp {
+    fn get(&self, path: &str, cred: Cred<'_>) -> Response {
         self.call("GET", path, cred, b"")
     }
 
     /// Monolithic blob upload (`POST …/blobs/uploads/?digest=`).
-    fn push_blob(&self, repo: &str, cred: Cred<'_>, content: &[u8]) -> Resp {
+    fn push_blob(&self, repo: &str, cred: Cred<'_>, content: &[u8]) -> Response {
         let digest = sha256_digest(content);
         self.call("POST", &format!("/v2/{repo}/blobs/uploads/?digest={digest}"), cred, content)
     }
 
-    fn get_blob(&self, repo: &str, content: &[u8], cred: Cred<'_>) -> Resp {
+    fn get_blob(&self, repo: &str, content: &[u8], cred: Cred<'_>) -> Response {
         self.get(&format!("/v2/{repo}/blobs/{}", sha256_digest(content)), cred)
     }
 
@@ -427,7 +261,7 @@ fn ca_and_admin_secret_are_created_private_and_reused() {
     assert!(String::from_utf8_lossy(&ca).contains("BEGIN CERTIFICATE"));
 
     // A second server on the same home: same CA, same secret, and its certificate chains to it.
-    let mut second = HomeServer::start(home, &["--storage", &home.join("second").display().to_string()]);
+    let mut second = ServeProcess::start_in_home(home, &home.join("second"), &[]);
     assert_eq!(std::fs::read(ca_path(home)).unwrap(), ca, "ca.crt was re-created");
     assert_eq!(std::fs::read(ca_dir.join("ca.key")).unwrap(), key, "ca.key was re-created");
     assert_eq!(std::fs::read(home.join("admin.secret")).unwrap(), secret, "admin.secret was re-created");
@@ -465,7 +299,7 @@ fn http_and_https_on_one_port_verified_against_the_ca() {
     for name in names {
         let stream = handshake(addr, &config, name.clone()).unwrap_or_else(|e| panic!("handshake as {name:?}: {e}"));
         assert_eq!(stream.conn.alpn_protocol(), None::<&[u8]>, "no ALPN asked, none chosen");
-        let r = exchange(stream, addr, "GET", "/v2/", &[], b"").expect_error(401, "UNAUTHORIZED");
+        let r = Client::new(stream).send(&request(addr, "GET", "/v2/")).expect_error(401, "UNAUTHORIZED");
         assert_eq!(r.header("WWW-Authenticate"), Some(challenge("https", addr).as_str()), "as {name:?}");
     }
     // Plain again after TLS on the same port.
@@ -501,7 +335,7 @@ fn curl(args: &[&str]) -> String {
 fn extra_sans_from_config_are_in_the_certificate() {
     need("curl");
     let home = home_with_config("[tls]\nextra_sans = [\"my-extra-host\", \"10.11.12.13\"]\n");
-    let server = HomeServer::start(home.path(), &[]);
+    let server = start_in(home.path());
     let addr = &server.addr;
     let port = port(addr);
     let ca = ca_path(home.path()).display().to_string();
@@ -689,7 +523,7 @@ fn expired_tokens_are_refused() {
 #[test]
 fn anonymous_pull_can_be_switched_off() {
     let home = home_with_config("[registry]\nanonymous_pull = false\n");
-    let server = HomeServer::start(home.path(), &[]);
+    let server = start_in(home.path());
     let addr = &server.addr;
     let plain = Api::plain(addr);
     let admin = admin_password(home.path());
@@ -744,14 +578,7 @@ fn skopeo_pushes_and_pulls_over_https_with_a_job_token() {
     let out = format!("oci:{}:v1", out_dir.display());
     run(&mut skopeo(&["copy", "--src-cert-dir", &certs, &dest, &out]));
     let index: Value = serde_json::from_slice(&std::fs::read(out_dir.join("index.json")).unwrap()).unwrap();
-    let src_index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let src_digest = src_index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "multi")
-        .unwrap()["digest"]
-        .clone();
+    let src_digest = layout_tag_digest(&layout, "multi");
     assert_eq!(index["manifests"][0]["digest"], src_digest, "the image came back unchanged");
 
     // Another project's path: refused.
@@ -783,12 +610,12 @@ fn skopeo_pushes_and_pulls_over_https_with_a_job_token() {
 #[test]
 fn certificate_is_renewed_while_the_server_runs() {
     let home = home_with_config("[tls]\ncert_validity = \"3s\"\n");
-    let mut server = HomeServer::start(home.path(), &[]);
+    let mut server = start_in(home.path());
     let addr = server.addr.clone();
     let config = trusting(&ca_path(home.path()));
     let first = handshake(&addr, &config, dns("localhost")).unwrap();
     let first_leaf = leaf(&first);
-    exchange(first, &addr, "GET", "/v2/", &[], b"").expect(401);
+    Client::new(first).send(&request(&addr, "GET", "/v2/")).expect(401);
     // Within the first two thirds the same certificate is served.
     let again = handshake(&addr, &config, dns("localhost")).unwrap();
     assert_eq!(leaf(&again), first_leaf, "re-issued far too early");
@@ -796,7 +623,7 @@ fn certificate_is_renewed_while_the_server_runs() {
     thread::sleep(Duration::from_millis(2500));
     let renewed = handshake(&addr, &config, dns("localhost")).expect("the renewed certificate verifies");
     assert_ne!(leaf(&renewed), first_leaf, "the same certificate after 2.5 s of a 3 s validity");
-    exchange(renewed, &addr, "GET", "/v2/", &[], b"").expect(401);
+    Client::new(renewed).send(&request(&addr, "GET", "/v2/")).expect(401);
     assert!(server.still_running(), "renewal must not restart the server");
     assert!(server.stderr().contains("re-issued"), "{}", server.stderr());
 }

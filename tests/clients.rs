@@ -17,8 +17,9 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    build_busybox_rootfs, build_oci_layout, layout_blob, layout_blob_digests, layout_closure, need, need_docker_daemon,
-    run, run_stdout, sha256_digest, temp_dir, unique_name, ServeProcess,
+    build_busybox_rootfs, build_oci_layout, docker, layout_blob, layout_blob_digests, layout_closure, need,
+    need_docker_daemon, pushed_digest, run, run_stdout, sha256_digest, temp_dir, unique_name, DockerImages,
+    ServeProcess,
 };
 
 /// `skopeo ARGS...`.
@@ -187,19 +188,6 @@ fn skopeo_round_trips_index_with_all_platforms() {
     server.stop();
 }
 
-/// Removes a docker image when dropped, so a failing test leaves nothing behind.
-struct DockerImage(String);
-
-impl Drop for DockerImage {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["image", "rm", "--force", &self.0]).output();
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    run_stdout(Command::new("docker").args(args))
-}
-
 #[test]
 fn docker_pushes_pulls_and_runs_busybox() {
     need("busybox");
@@ -208,25 +196,17 @@ fn docker_pushes_pulls_and_runs_busybox() {
     let rootfs = build_busybox_rootfs(&work.path().join("rootfs.tar"));
     let server = ServeProcess::start();
 
-    let image = DockerImage(format!("{}/clients/{}:1", server.addr, unique_name("busybox")));
-    let name = image.0.as_str();
+    let image = DockerImages(vec![format!("{}/clients/{}:1", server.addr, unique_name("busybox"))]);
+    let name = image.0[0].as_str();
     docker(&["import", &rootfs.display().to_string(), name]);
 
     let push = docker(&["push", name]);
-    let pushed_digest = push
-        .split_whitespace()
-        .skip_while(|w| *w != "digest:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no digest in docker push output:\n{push}"))
-        .to_string();
+    let pushed = pushed_digest(&push);
 
     docker(&["image", "rm", name]);
     docker(&["pull", name]);
     let repo_digests = docker(&["image", "inspect", "--format", "{{json .RepoDigests}}", name]);
-    assert!(
-        repo_digests.contains(&pushed_digest),
-        "pulled image has RepoDigests {repo_digests}, expected {pushed_digest}"
-    );
+    assert!(repo_digests.contains(&pushed), "pulled image has RepoDigests {repo_digests}, expected {pushed}");
 
     let out = docker(&["run", "--rm", name, "/bin/busybox", "echo", "ok"]);
     eqnice!("ok", out.trim(), "output of docker run");

@@ -2,8 +2,9 @@
 //! middle of a big upload and of manifest writes, concurrent pushes, graceful shutdown with a
 //! request in flight, a clear error for a port in use, and absurd `Content-Length`s.
 //!
-//! The HTTP client is a tiny raw one over `TcpStream` (one request per connection,
-//! `Connection: close`), because several tests stream bodies slowly or cut them mid-way.
+//! The HTTP client is the raw one of `common::http` over `TcpStream` (one request per
+//! connection, `Connection: close`), because several tests stream bodies slowly or cut them
+//! mid-way.
 //! Upload bodies are deterministic pseudo-random bytes generated on the fly, so nothing large is
 //! held in memory, and every check hashes streams rather than buffering them.
 #![allow(clippy::unwrap_used)]
@@ -13,7 +14,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,8 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{glci, sha256_digest, temp_dir, ServeProcess};
-use sha2::{Digest as _, Sha256};
+use common::http::{self, Connection, Request, Response};
+use common::{glci, pattern, pattern_digest, sha256_digest, temp_dir, DigestWriter, Pattern, ServeProcess};
 
 const MIB: u64 = 1024 * 1024;
 /// Socket read/write timeout: a stuck server fails the test instead of hanging it.
@@ -31,153 +32,37 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 // ---------------------------------------------------------------------------
-// A raw HTTP/1.1 client
+// HTTP (`common::http`, one request per connection) and hashing
 // ---------------------------------------------------------------------------
 
-/// A parsed response: status, headers, and the body when it was read.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    /// Panics, showing the response, unless the status is `status`.
-    fn expect(self, status: u16, what: &str) -> Response {
-        if self.status != status {
-            panic!(
-                "{what}: expected {status}, got {}\nheaders: {:?}\nbody: {}",
-                self.status,
-                self.headers,
-                String::from_utf8_lossy(&self.body)
-            );
-        }
-        self
-    }
-
-    fn location(&self) -> String {
-        self.header("Location").unwrap_or_else(|| panic!("no Location in {self:?}")).to_string()
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
 fn connect(addr: &str) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+    http::connect(addr, IO_TIMEOUT)
 }
 
-/// Writes a request head. `content_length` is sent when given (even when it is a lie).
+/// Writes the head of a `Connection: close` request whose body the caller streams, announcing
+/// `content_length` bytes (even when it is a lie).
 fn write_head(
     stream: &mut TcpStream,
     method: &str,
     target: &str,
     headers: &[(&str, &str)],
-    content_length: Option<u64>,
+    content_length: u64,
 ) -> io::Result<()> {
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", stream.peer_addr()?);
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if let Some(n) = content_length {
-        head.push_str(&format!("Content-Length: {n}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())
+    let request = Request::new(&stream.peer_addr()?.to_string(), method, target)
+        .headers(headers)
+        .header("Content-Length", &content_length.to_string())
+        .close();
+    stream.write_all(&request.head())
 }
 
-fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
-    let mut line = Vec::new();
-    reader.by_ref().take(64 * 1024).read_until(b'\n', &mut line)?;
-    if !line.ends_with(b"\n") {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a response head"));
-    }
-    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+/// Reads the response to a request written with [`write_head`].
+fn read_response(stream: TcpStream, method: &str) -> io::Result<Response> {
+    http::read_response(&mut BufReader::new(stream), method, Connection::Close)
 }
 
-/// Reads a response head (skipping `1xx` interim responses): status and headers.
-fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, Vec<(String, String)>)> {
-    loop {
-        let status_line = read_line(reader)?;
-        let status: u16 =
-            status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}"))
-            })?;
-        let mut headers = Vec::new();
-        loop {
-            let line = read_line(reader)?;
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad header line {line:?}")))?;
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-        }
-        if !(100..200).contains(&status) {
-            return Ok((status, headers));
-        }
-    }
-}
-
-fn content_length(headers: &[(String, String)]) -> Option<u64> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok())
-}
-
-/// Reads a whole response; the body by `Content-Length`, chunked, or to EOF.
-fn read_response(reader: &mut impl BufRead, method: &str) -> io::Result<Response> {
-    let (status, headers) = read_head(reader)?;
-    let mut body = Vec::new();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
-    if method == "HEAD" || status == 204 || status == 304 {
-        // No body.
-    } else if let Some(len) = content_length(&headers) {
-        reader.by_ref().take(len).read_to_end(&mut body)?;
-        if body.len() as u64 != len {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body shorter than Content-Length"));
-        }
-    } else if chunked {
-        loop {
-            let size_line = read_line(reader)?;
-            let size = u64::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-            if size == 0 {
-                while !read_line(reader)?.is_empty() {}
-                break;
-            }
-            reader.by_ref().take(size).read_to_end(&mut body)?;
-            read_line(reader)?;
-        }
-    } else {
-        reader.read_to_end(&mut body)?;
-    }
-    Ok(Response { status, headers, body })
-}
-
-/// One request on its own connection.
-fn try_request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
-    let mut stream = connect(addr)?;
-    let length = if body.is_empty() && matches!(method, "GET" | "HEAD" | "DELETE") { None } else { Some(body.len()) };
-    write_head(&mut stream, method, target, headers, length.map(|n| n as u64))?;
-    stream.write_all(body)?;
-    read_response(&mut BufReader::new(stream), method)
-}
-
+/// One request on its own connection (`Connection: close`).
 fn request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-    try_request(addr, method, target, headers, body).unwrap_or_else(|e| panic!("{method} {target} on {addr}: {e}"))
+    Request::new(addr, method, target).headers(headers).body(body).close().timeout(IO_TIMEOUT).send()
 }
 
 fn get(addr: &str, target: &str) -> Response {
@@ -190,36 +75,19 @@ fn with_query(target: &str, key: &str, value: &str) -> String {
     format!("{target}{sep}{key}={value}")
 }
 
-/// A `Write` that only hashes, for streaming bodies into a digest.
-struct HashSink(Sha256);
-
-impl Write for HashSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn hex_digest(hash: Sha256) -> String {
-    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
 /// GETs a blob and hashes it as it streams in; returns (status, Content-Length, digest of body).
 fn get_blob_hashed(addr: &str, name: &str, digest: &str) -> (u16, u64, String) {
     let target = format!("/v2/{name}/blobs/{digest}");
     let mut stream = connect(addr).unwrap();
-    write_head(&mut stream, "GET", &target, &[], None).unwrap();
+    stream.write_all(&Request::new(addr, "GET", &target).close().head()).unwrap();
     let mut reader = BufReader::new(stream);
-    let (status, headers) = read_head(&mut reader).unwrap();
-    let len = content_length(&headers).unwrap_or_else(|| panic!("GET {target}: no Content-Length in {headers:?}"));
-    let mut sink = HashSink(Sha256::new());
+    let (status, headers) = http::read_head(&mut reader).unwrap();
+    let len =
+        http::content_length(&headers).unwrap_or_else(|| panic!("GET {target}: no Content-Length in {headers:?}"));
+    let mut sink = DigestWriter::new();
     let copied = io::copy(&mut reader.by_ref().take(len), &mut sink).unwrap();
     assert_eq!(copied, len, "GET {target}: body shorter than its Content-Length");
-    (status, len, hex_digest(sink.0))
+    (status, len, sink.digest())
 }
 
 /// Checks that `name` serves blob `digest` with exactly the bytes the digest names.
@@ -227,65 +95,6 @@ fn assert_blob_servable(addr: &str, name: &str, digest: &str) {
     let (status, _, got) = get_blob_hashed(addr, name, digest);
     assert_eq!(status, 200, "GET blob {digest} from {name}");
     assert_eq!(got, digest, "GET blob {digest} from {name}: content hashes to something else");
-}
-
-// ---------------------------------------------------------------------------
-// Deterministic pseudo-random content
-// ---------------------------------------------------------------------------
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_4769_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Fills `out` with 1 MiB block `index` of the byte stream `seed` (a prefix when `out` is shorter).
-fn fill_block(seed: u64, index: u64, out: &mut [u8]) {
-    let base = seed.wrapping_mul(0x1000_0000_0001) ^ (index << 17);
-    for (i, word) in out.chunks_mut(8).enumerate() {
-        let bytes = splitmix64(base.wrapping_add(i as u64)).to_le_bytes();
-        word.copy_from_slice(&bytes[..word.len()]);
-    }
-}
-
-/// Writes bytes `[start, end)` of stream `seed` to `out`, calling `progress(written_so_far)` after
-/// each piece; `progress` returning false stops early. Returns the bytes written.
-fn write_stream(
-    out: &mut impl Write,
-    seed: u64,
-    start: u64,
-    end: u64,
-    mut progress: impl FnMut(u64) -> bool,
-) -> io::Result<u64> {
-    let mut block = vec![0u8; MIB as usize];
-    let mut pos = start;
-    while pos < end {
-        let index = pos / MIB;
-        fill_block(seed, index, &mut block);
-        let from = (pos % MIB) as usize;
-        let to = ((end - index * MIB).min(MIB)) as usize;
-        out.write_all(&block[from..to])?;
-        pos += (to - from) as u64;
-        if !progress(pos) {
-            break;
-        }
-    }
-    Ok(pos - start)
-}
-
-/// The digest of bytes `[0, len)` of stream `seed`.
-fn stream_digest(seed: u64, len: u64) -> String {
-    let mut sink = HashSink(Sha256::new());
-    write_stream(&mut sink, seed, 0, len, |_| true).unwrap();
-    hex_digest(sink.0)
-}
-
-/// `len` bytes of stream `seed`, in memory (small blobs).
-fn stream_bytes(seed: u64, len: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len as usize);
-    write_stream(&mut out, seed, 0, len, |_| true).unwrap();
-    out
 }
 
 // ---------------------------------------------------------------------------
@@ -305,7 +114,7 @@ fn kill9(server: &mut ServeProcess) {
 
 /// Starts an upload session; returns its `Location`.
 fn start_upload(addr: &str, name: &str) -> String {
-    request(addr, "POST", &format!("/v2/{name}/blobs/uploads/"), &[], b"").expect(202, "POST upload").location()
+    request(addr, "POST", &format!("/v2/{name}/blobs/uploads/"), &[], b"").expect_for(202, "POST upload").location()
 }
 
 /// Pushes `bytes` with a single `POST ?digest=`; returns the digest.
@@ -313,7 +122,7 @@ fn push_monolithic(addr: &str, name: &str, bytes: &[u8]) -> String {
     let digest = sha256_digest(bytes);
     let target = format!("/v2/{name}/blobs/uploads/?digest={digest}");
     let octets = [("Content-Type", "application/octet-stream")];
-    let response = request(addr, "POST", &target, &octets, bytes).expect(201, "monolithic POST ?digest=");
+    let response = request(addr, "POST", &target, &octets, bytes).expect_for(201, "monolithic POST ?digest=");
     assert_eq!(response.header("Docker-Content-Digest"), Some(digest.as_str()), "{response:?}");
     digest
 }
@@ -327,11 +136,11 @@ fn push_chunked(addr: &str, name: &str, bytes: &[u8]) -> String {
     let range = format!("0-{}", half.max(1) - 1);
     let octets = ("Content-Type", "application/octet-stream");
     let patched = request(addr, "PATCH", &location, &[octets, ("Content-Range", &range)], &bytes[..half])
-        .expect(202, "PATCH first chunk");
+        .expect_for(202, "PATCH first chunk");
     assert_eq!(patched.header("Range"), Some(range.as_str()), "{patched:?}");
     let location = patched.location();
     request(addr, "PUT", &with_query(&location, "digest", &digest), &[octets], &bytes[half..])
-        .expect(201, "PUT final chunk ?digest=");
+        .expect_for(201, "PUT final chunk ?digest=");
     digest
 }
 
@@ -371,7 +180,7 @@ fn put_manifest(addr: &str, name: &str, reference: &str, manifest: &[u8]) -> Res
 /// returns (digest, bytes).
 fn get_manifest_checked(addr: &str, name: &str, reference: &str) -> (String, Vec<u8>) {
     let response = request(addr, "GET", &format!("/v2/{name}/manifests/{reference}"), &[("Accept", OCI_MANIFEST)], b"")
-        .expect(200, &format!("GET manifest {name}:{reference}"));
+        .expect_for(200, &format!("GET manifest {name}:{reference}"));
     let header = response.header("Docker-Content-Digest").unwrap_or_else(|| panic!("no digest in {response:?}"));
     assert_eq!(header, sha256_digest(&response.body), "{name}:{reference}: bytes do not match Docker-Content-Digest");
     (header.to_string(), response.body)
@@ -387,7 +196,7 @@ fn referenced_blobs(manifest: &[u8]) -> Vec<String> {
 
 /// `/v2/<name>/tags/list`, as a set.
 fn listed_tags(addr: &str, name: &str) -> BTreeSet<String> {
-    let doc = get(addr, &format!("/v2/{name}/tags/list")).expect(200, "tags list").json();
+    let doc = get(addr, &format!("/v2/{name}/tags/list")).expect_for(200, "tags list").json();
     doc["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
 }
 
@@ -440,10 +249,10 @@ fn check_blob_store(storage: &Path) -> usize {
             "unexpected file in the blob store: {}",
             entry.path().display()
         );
-        let mut sink = HashSink(Sha256::new());
+        let mut sink = DigestWriter::new();
         io::copy(&mut std::fs::File::open(entry.path()).unwrap(), &mut sink).unwrap();
         assert_eq!(
-            hex_digest(sink.0),
+            sink.digest(),
             format!("sha256:{}", parts[2]),
             "blob file {} does not hold the content its name says",
             entry.path().display()
@@ -478,23 +287,23 @@ fn file_len(path: &Path) -> u64 {
 #[test]
 fn kill_during_big_upload() {
     const TOTAL: u64 = 256 * MIB;
-    const SEED: u64 = 0xB16_B10B;
+    const SEED: &str = "durability big upload";
     const NAME: &str = "durability/big";
     let dir = temp_dir();
     let storage = dir.path().join("storage");
     // The expected digest, computed beside the upload.
-    let expected = thread::spawn(|| stream_digest(SEED, TOTAL));
+    let expected = thread::spawn(|| pattern_digest(SEED, TOTAL));
 
     let mut server = serve(&storage);
     let location = start_upload(&server.addr, NAME);
     let data = storage.join("uploads").join(upload_id(&location)).join("data");
     assert!(data.is_file(), "the session should live at {}", data.display());
 
-    // A streamed PATCH (no Content-Range) announcing all 256 MiB; stop sending after ~100 MiB.
+    // A streamed PATCH (no Content-Range) announcing all 256 MiB; stop sending after 100 MiB.
     let mut stream = connect(&server.addr).unwrap();
     let octets = [("Content-Type", "application/octet-stream")];
-    write_head(&mut stream, "PATCH", &location, &octets, Some(TOTAL)).unwrap();
-    let sent = write_stream(&mut stream, SEED, 0, TOTAL, |pos| pos < 100 * MIB).unwrap();
+    write_head(&mut stream, "PATCH", &location, &octets, TOTAL).unwrap();
+    let sent = io::copy(&mut Pattern::new(SEED, 0, 100 * MIB), &mut stream).unwrap();
     assert!(sent >= 100 * MIB);
     // Wait (bounded) until the server has written a good part of it, then kill -9 it mid-body.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -511,23 +320,23 @@ fn kill_during_big_upload() {
     let addr = server.addr.clone();
 
     // The session survived: its offset is exactly the bytes on disk.
-    let status = get(&addr, &location).expect(204, "GET upload status after restart");
+    let status = get(&addr, &location).expect_for(204, "GET upload status after restart");
     assert_eq!(status.header("Range"), Some(format!("0-{}", size - 1).as_str()), "{status:?}");
     let expected = expected.join().unwrap();
     // Nothing of the whole blob is visible.
     request(&addr, "HEAD", &format!("/v2/{NAME}/blobs/{expected}"), &[], b"")
-        .expect(404, "HEAD of the unfinished blob");
+        .expect_for(404, "HEAD of the unfinished blob");
     assert_eq!(check_blob_store(&storage), 0, "no blob may be committed from a half upload");
 
     // Resume from the offset the server reported, close with the digest.
     let mut stream = connect(&addr).unwrap();
     let range = format!("{size}-{}", TOTAL - 1);
-    write_head(&mut stream, "PATCH", &location, &[octets[0], ("Content-Range", &range)], Some(TOTAL - size)).unwrap();
-    write_stream(&mut stream, SEED, size, TOTAL, |_| true).unwrap();
-    let patched = read_response(&mut BufReader::new(stream), "PATCH").unwrap().expect(202, "PATCH of the rest");
+    write_head(&mut stream, "PATCH", &location, &[octets[0], ("Content-Range", &range)], TOTAL - size).unwrap();
+    io::copy(&mut Pattern::new(SEED, size, TOTAL), &mut stream).unwrap();
+    let patched = read_response(stream, "PATCH").unwrap().expect_for(202, "PATCH of the rest");
     assert_eq!(patched.header("Range"), Some(format!("0-{}", TOTAL - 1).as_str()), "{patched:?}");
     request(&addr, "PUT", &with_query(&patched.location(), "digest", &expected), &[], b"")
-        .expect(201, "PUT ?digest= closing the resumed upload");
+        .expect_for(201, "PUT ?digest= closing the resumed upload");
 
     // Hash the blob as served and the blob store's files side by side (two cores, debug sha2).
     let store_check = {
@@ -555,7 +364,7 @@ fn kill_during_manifest_put() {
     let mut server = serve(&storage);
 
     let config = config_json("base");
-    let layer = stream_bytes(7, 256 * 1024);
+    let layer = pattern("layer", 256 * 1024);
     let config_digest = push_monolithic(&server.addr, NAME, &config);
     let layer_digest = push_chunked(&server.addr, NAME, &layer);
     let base = image_manifest((&config_digest, config.len()), &[(&layer_digest, layer.len())], "base");
@@ -563,7 +372,7 @@ fn kill_during_manifest_put() {
     let mut put_time = Duration::ZERO;
     for _ in 0..3 {
         let started = Instant::now();
-        put_manifest(&server.addr, NAME, "v1", &base).expect(201, "PUT manifest v1");
+        put_manifest(&server.addr, NAME, "v1", &base).expect_for(201, "PUT manifest v1");
         put_time = put_time.max(started.elapsed());
     }
     // tag → digests it may point at now (the last acknowledged one, and an unacknowledged new one).
@@ -571,7 +380,7 @@ fn kill_during_manifest_put() {
 
     for round in 0..ROUNDS {
         let addr = server.addr.clone();
-        let small = stream_bytes(100 + u64::from(round), 4096 + u64::from(round));
+        let small = pattern(&format!("round {round}"), 4096 + round as usize);
         let small_digest = push_monolithic(&addr, NAME, &small);
         let note = format!("round {round}");
         let manifest = image_manifest(
@@ -588,9 +397,9 @@ fn kill_during_manifest_put() {
             let mut stream = connect(&addr)?;
             connected_tx.send(()).unwrap();
             let target = format!("/v2/{NAME}/manifests/{put_tag}");
-            write_head(&mut stream, "PUT", &target, &[("Content-Type", OCI_MANIFEST)], Some(manifest.len() as u64))?;
+            write_head(&mut stream, "PUT", &target, &[("Content-Type", OCI_MANIFEST)], manifest.len() as u64)?;
             stream.write_all(&manifest)?;
-            Ok(read_response(&mut BufReader::new(stream), "PUT")?.status)
+            Ok(read_response(stream, "PUT")?.status)
         });
         connected_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         // From "right away" to well past a typical PUT's duration.
@@ -629,7 +438,7 @@ fn concurrent_pushes() {
     let dir = temp_dir();
     let storage = dir.path().join("storage");
     let server = serve(&storage);
-    let shared = Arc::new(stream_bytes(1, MIB));
+    let shared = Arc::new(pattern("shared", MIB as usize));
     let barrier = Arc::new(Barrier::new(THREADS));
 
     let workers: Vec<_> = (0..THREADS)
@@ -639,7 +448,7 @@ fn concurrent_pushes() {
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
                 let own_repo = format!("durability/own-{i}");
-                let unique = stream_bytes(1000 + i as u64, 2 * MIB + 4096 * i as u64);
+                let unique = pattern(&format!("unique {i}"), 2 * MIB as usize + 4096 * i);
                 let config = config_json(&format!("thread {i}"));
                 barrier.wait();
                 let mut pushed = Vec::new();
@@ -659,7 +468,7 @@ fn concurrent_pushes() {
                         &[(&blobs[0].0, blobs[0].1), (&blobs[1].0, blobs[1].1)],
                         &format!("thread {i}"),
                     );
-                    let response = put_manifest(&addr, &repo, &tag, &manifest).expect(201, "PUT manifest");
+                    let response = put_manifest(&addr, &repo, &tag, &manifest).expect_for(201, "PUT manifest");
                     assert_eq!(response.header("Docker-Content-Digest"), Some(sha256_digest(&manifest).as_str()));
                     pushed.push((repo, tag, sha256_digest(&manifest), blobs));
                 }
@@ -681,7 +490,7 @@ fn concurrent_pushes() {
     }
     let expected_tags: BTreeSet<String> = (0..THREADS).map(|i| format!("t{i}")).collect();
     assert_eq!(listed_tags(addr, SHARED_REPO), expected_tags);
-    let catalog = get(addr, "/v2/_catalog").expect(200, "catalog").json();
+    let catalog = get(addr, "/v2/_catalog").expect_for(200, "catalog").json();
     let repositories: BTreeSet<String> =
         catalog["repositories"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
     let mut expected_repos: BTreeSet<String> = (0..THREADS).map(|i| format!("durability/own-{i}")).collect();
@@ -703,7 +512,7 @@ fn concurrent_pushes() {
 fn sigterm_finishes_in_flight_request() {
     const TOTAL: u64 = 8 * MIB;
     const PIECE: usize = 128 * 1024;
-    const SEED: u64 = 44;
+    const SEED: &str = "durability sigterm";
     let dir = temp_dir();
     let storage = dir.path().join("storage");
     let mut server = serve(&storage);
@@ -714,10 +523,9 @@ fn sigterm_finishes_in_flight_request() {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let addr = server.addr.clone();
     let client = thread::spawn(move || {
-        let body = stream_bytes(SEED, TOTAL);
+        let body = pattern(SEED, TOTAL as usize);
         let mut stream = connect(&addr).unwrap();
-        write_head(&mut stream, "PATCH", &location, &[("Content-Type", "application/octet-stream")], Some(TOTAL))
-            .unwrap();
+        write_head(&mut stream, "PATCH", &location, &[("Content-Type", "application/octet-stream")], TOTAL).unwrap();
         for (i, piece) in body.chunks(PIECE).enumerate() {
             if i == 16 {
                 halfway_tx.send(()).unwrap();
@@ -726,7 +534,7 @@ fn sigterm_finishes_in_flight_request() {
             stream.write_all(piece).unwrap();
             thread::sleep(Duration::from_millis(5));
         }
-        read_response(&mut BufReader::new(stream), "PATCH").unwrap()
+        read_response(stream, "PATCH").unwrap()
     });
 
     halfway_rx.recv_timeout(Duration::from_secs(30)).unwrap();
@@ -740,7 +548,7 @@ fn sigterm_finishes_in_flight_request() {
         thread::sleep(Duration::from_millis(10));
     }
     go_tx.send(()).unwrap();
-    let response = client.join().unwrap().expect(202, "PATCH in flight during SIGTERM");
+    let response = client.join().unwrap().expect_for(202, "PATCH in flight during SIGTERM");
     assert_eq!(response.header("Range"), Some(format!("0-{}", TOTAL - 1).as_str()), "{response:?}");
 
     // Signal 0 sends nothing: this only waits (bounded) for the exit SIGTERM started.
@@ -869,7 +677,7 @@ fn huge_content_length_does_not_kill_the_server() {
     // A PATCH announcing 10 TB, a few bytes, then the client goes away.
     let location = start_upload(&addr, name);
     let mut stream = connect(&addr).unwrap();
-    write_head(&mut stream, "PATCH", &location, &[("Content-Type", "application/octet-stream")], Some(HUGE)).unwrap();
+    write_head(&mut stream, "PATCH", &location, &[("Content-Type", "application/octet-stream")], HUGE).unwrap();
     stream.write_all(b"just a few bytes").unwrap();
     drop(stream);
 
@@ -877,16 +685,16 @@ fn huge_content_length_does_not_kill_the_server() {
     // client still holds the connection open without having sent a byte of the body.
     let mut stream = connect(&addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write_head(&mut stream, "PUT", &format!("/v2/{name}/manifests/v1"), &[("Content-Type", OCI_MANIFEST)], Some(HUGE))
+    write_head(&mut stream, "PUT", &format!("/v2/{name}/manifests/v1"), &[("Content-Type", OCI_MANIFEST)], HUGE)
         .unwrap();
-    let refused = read_response(&mut BufReader::new(stream.try_clone().unwrap()), "PUT")
+    let refused = read_response(stream.try_clone().unwrap(), "PUT")
         .unwrap_or_else(|e| panic!("no answer to a PUT announcing {HUGE} bytes within 10 s: {e}"));
-    refused.expect(413, "manifest PUT with a 10 TB Content-Length");
+    refused.expect_for(413, "manifest PUT with a 10 TB Content-Length");
     drop(stream);
 
     // Still serving, and small.
-    get(&addr, "/v2/").expect(200, "GET /v2/ after the huge requests");
-    let status = get(&addr, &location).expect(204, "the upload session is still usable");
+    get(&addr, "/v2/").expect_for(200, "GET /v2/ after the huge requests");
+    let status = get(&addr, &location).expect_for(204, "the upload session is still usable");
     assert!(status.header("Range").is_some(), "{status:?}");
     let rss = vm_rss_kib(server.pid());
     assert!(rss < 64 * 1024, "glci serve RSS is {rss} KiB after the huge requests");

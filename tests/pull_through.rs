@@ -29,12 +29,13 @@ use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::http::{basic, Response};
 use common::{
     build_busybox_rootfs, build_oci_layout, glci, layout_blob, layout_blob_digests, layout_closure, need,
-    need_docker_daemon, run, run_stdout, sha256_digest, temp_dir, unique_name, ServeProcess,
+    need_docker_daemon, pattern, pattern_digest, pushed_digest, run, run_stdout, sha256_digest, temp_dir, unique_name,
+    DigestWriter, DockerImages, Pattern, ServeProcess,
 };
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
 const MIB: usize = 1024 * 1024;
@@ -48,53 +49,14 @@ const HUB: &str = "registry-1.docker.io";
 const GITLAB: &str = "registry.gitlab.com";
 
 // ---------------------------------------------------------------------------------------------
-// HTTP client (ureq, with timeouts; statuses are data, not errors)
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// Panics, showing the reply, unless its status is `status`.
-    fn expect(self, status: u16, what: &str) -> Reply {
-        if self.status != status {
-            panic!(
-                "{what}: expected {status}, got {}\nheaders: {:?}\nbody: {}",
-                self.status,
-                self.headers,
-                self.text()
-            );
-        }
-        self
-    }
-
-    /// The first entry of a spec error body: (code, message).
-    fn error(&self) -> (String, String) {
-        let doc: Value = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {:?} {}", self.headers, self.text()));
-        let entry = &doc["errors"][0];
-        let field = |k: &str| entry[k].as_str().unwrap_or_else(|| panic!("no {k} in {doc}")).to_string();
-        (field("code"), field("message"))
-    }
-}
+// HTTP client (ureq, with timeouts; statuses are data, not errors), into `common::http::Response`s
 
 fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5)).timeout(CLIENT_TIMEOUT).redirects(0).build()
 }
 
 /// One request; `Err` when no complete response arrived (connection error, a body cut short).
-fn try_send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Reply, String> {
+fn try_send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Response, String> {
     let mut request = agent().request(method, url);
     for (name, value) in headers {
         request = request.set(name, value);
@@ -117,32 +79,15 @@ fn try_send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
     if let Err(e) = response.into_reader().read_to_end(&mut body) {
         return Err(format!("{method} {url}: {status} but the body broke after {} bytes: {e}", body.len()));
     }
-    Ok(Reply { status, headers, body })
+    Ok(Response::new(status, headers, body))
 }
 
-fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
     try_send(method, url, headers, body).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn get(url: &str) -> Reply {
+fn get(url: &str) -> Response {
     send("GET", url, &[], None)
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { TABLE[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
-        }
-    }
-    out
-}
-
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
 }
 
 /// Decodes `%XX` escapes (and `+` as space) of a query value.
@@ -184,63 +129,9 @@ fn query_values(target: &str, key: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Content: deterministic bytes and small OCI images
 
-/// `len` pseudo-random bytes determined by `seed`.
-fn pattern(seed: &str, len: usize) -> Vec<u8> {
-    let mut generator = Generator::new(seed, len as u64);
-    let mut out = vec![0u8; len];
-    generator.read_exact(&mut out).unwrap();
-    out
-}
-
-/// A `Read` of `left` pseudo-random bytes (xorshift64), so big blobs are never held in memory.
-struct Generator {
-    state: u64,
-    left: u64,
-}
-
-impl Generator {
-    fn new(seed: &str, len: u64) -> Generator {
-        let state =
-            seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        Generator { state: state | 1, left: len }
-    }
-}
-
-impl Read for Generator {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.left as usize) / 8 * 8;
-        let n = if n == 0 { buf.len().min(self.left as usize) } else { n };
-        for chunk in buf[..n].chunks_mut(8) {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            chunk.copy_from_slice(&self.state.to_le_bytes()[..chunk.len()]);
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
 /// A POST without a body (starts an upload).
-fn post_empty(url: &str) -> Reply {
+fn post_empty(url: &str) -> Response {
     send("POST", url, &[], Some(b""))
-}
-
-/// Feeds what is written to a SHA-256.
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// An OCI image manifest with its config and layers.
@@ -291,11 +182,11 @@ fn push_blob(base: &str, name: &str, bytes: &[u8], auth: Option<&str>) -> String
     let digest = sha256_digest(bytes);
     let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
     let started = send("POST", &format!("{base}/v2/{name}/blobs/uploads/"), &headers, Some(b""))
-        .expect(202, &format!("start an upload to {base}/{name}"));
+        .expect_for(202, &format!("start an upload to {base}/{name}"));
     let location = absolute(base, started.header("Location").unwrap());
     let separator = if location.contains('?') { '&' } else { '?' };
     send("PUT", &format!("{location}{separator}digest={digest}"), &headers, Some(bytes))
-        .expect(201, &format!("finish the upload of {digest} to {base}/{name}"));
+        .expect_for(201, &format!("finish the upload of {digest} to {base}/{name}"));
     digest
 }
 
@@ -303,7 +194,7 @@ fn push_manifest(base: &str, name: &str, reference: &str, manifest: &[u8], auth:
     let mut headers = vec![("Content-Type", OCI_MANIFEST)];
     headers.extend(auth.map(|a| ("Authorization", a)));
     send("PUT", &format!("{base}/v2/{name}/manifests/{reference}"), &headers, Some(manifest))
-        .expect(201, &format!("push manifest {base}/{name}:{reference}"));
+        .expect_for(201, &format!("push manifest {base}/{name}:{reference}"));
 }
 
 fn push_image(base: &str, name: &str, tag: &str, image: &Image, auth: Option<&str>) {
@@ -895,17 +786,6 @@ fn skopeo_copy_all(from: &str, to: &str) {
     run(bounded("skopeo").args(["copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false", from, to]));
 }
 
-/// Removes docker images by reference when dropped, so a failing test leaves nothing behind.
-struct DockerImages(Vec<String>);
-
-impl Drop for DockerImages {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let _ = Command::new("docker").args(["image", "rm", "--force", image]).output();
-        }
-    }
-}
-
 /// Removes the image `reference` names, with every tag and digest reference it has, so the
 /// engine keeps none of its layers and the next pull must fetch them all.
 fn docker_forget(reference: &str) {
@@ -951,10 +831,10 @@ fn routes_by_host_prefix_namespace_and_upstream_order() {
     let base = cache.url();
 
     // A host as first component: that upstream only, the rest of the name as its path.
-    let r = get(&format!("{base}/v2/registry.gitlab.com/g/p/app/manifests/1")).expect(200, "host-prefixed");
+    let r = get(&format!("{base}/v2/registry.gitlab.com/g/p/app/manifests/1")).expect_for(200, "host-prefixed");
     assert!(r.body == app.manifest, "manifest bytes differ: {}", r.text());
     eqnice!(Some(app.digest.as_str()), r.header("Docker-Content-Digest"));
-    let r = get(&format!("{base}/v2/registry.gitlab.com/g/p/app/blobs/{}", app.layers[0])).expect(200, "blob");
+    let r = get(&format!("{base}/v2/registry.gitlab.com/g/p/app/blobs/{}", app.layers[0])).expect_for(200, "blob");
     assert!(r.body == app.blobs[1], "layer bytes differ");
     eqnice!(1, gitlab_relay.record.count("GET", "/v2/g/p/app/manifests/1"), "{}", gitlab_relay.record.dump());
     eqnice!(Vec::<String>::new(), hub_relay.record.all().iter().map(|s| s.target.clone()).collect::<Vec<_>>());
@@ -965,15 +845,15 @@ fn routes_by_host_prefix_namespace_and_upstream_order() {
     eqnice!(Some(GITLAB), origin["upstream"].as_str(), "origin {origin}");
 
     // docker.io as first component means registry-1.docker.io, with library/ added.
-    let r = get(&format!("{base}/v2/docker.io/tool/manifests/1")).expect(200, "docker.io/tool");
+    let r = get(&format!("{base}/v2/docker.io/tool/manifests/1")).expect_for(200, "docker.io/tool");
     eqnice!(Some(tool.digest.as_str()), r.header("Docker-Content-Digest"));
     eqnice!(1, hub_relay.record.count("GET", "/v2/library/tool/manifests/1"), "{}", hub_relay.record.dump());
 
     // ?ns= names the upstream (GitLab is not asked) and comes back as OCI-Namespace.
-    let r = get(&format!("{base}/v2/nsimg/manifests/1?ns=docker.io")).expect(200, "ns=docker.io");
+    let r = get(&format!("{base}/v2/nsimg/manifests/1?ns=docker.io")).expect_for(200, "ns=docker.io");
     eqnice!(Some(nsimg.digest.as_str()), r.header("Docker-Content-Digest"));
     eqnice!(Some("docker.io"), r.header("OCI-Namespace"));
-    let r = get(&format!("{base}/v2/nsimg/blobs/{}?ns=docker.io", nsimg.layers[0])).expect(200, "blob with ns");
+    let r = get(&format!("{base}/v2/nsimg/blobs/{}?ns=docker.io", nsimg.layers[0])).expect_for(200, "blob with ns");
     assert!(r.body == nsimg.blobs[1], "layer bytes differ");
     eqnice!(Some("docker.io"), r.header("OCI-Namespace"));
     eqnice!(1, hub_relay.record.count("GET", "/v2/library/nsimg/manifests/1"), "{}", hub_relay.record.dump());
@@ -984,7 +864,7 @@ fn routes_by_host_prefix_namespace_and_upstream_order() {
     );
 
     // Hostless: GitLab (first) does not have it, Docker Hub (second) does, as library/tool.
-    let r = get(&format!("{base}/v2/tool/manifests/1")).expect(200, "hostless");
+    let r = get(&format!("{base}/v2/tool/manifests/1")).expect_for(200, "hostless");
     assert!(r.body == tool.manifest, "manifest bytes differ");
     eqnice!(1, gitlab_relay.record.count("GET", "/v2/tool/manifests/1"), "{}", gitlab_relay.record.dump());
     // (Its second GET: `docker.io/tool` above is another repository of the cache.)
@@ -993,7 +873,7 @@ fn routes_by_host_prefix_namespace_and_upstream_order() {
     let gitlab_get = &gitlab_relay.record.matching("GET", "/v2/tool/manifests/1")[0];
     assert!(gitlab_get.at < hub_gets[1].at, "Docker Hub was asked before GitLab, the first upstream");
     for (i, layer) in tool.layers.iter().enumerate() {
-        let r = get(&format!("{base}/v2/tool/blobs/{layer}")).expect(200, "hostless blob");
+        let r = get(&format!("{base}/v2/tool/blobs/{layer}")).expect_for(200, "hostless blob");
         assert!(r.body == tool.blobs[i + 1], "layer {i} bytes differ");
         assert!(blob_path(cache.storage(), layer).is_file(), "layer {layer} was not cached");
     }
@@ -1002,17 +882,17 @@ fn routes_by_host_prefix_namespace_and_upstream_order() {
     eqnice!(Some(HUB), origin["upstream"].as_str(), "origin {origin}");
     // A HEAD for a blob that misses asks upstream and downloads nothing.
     let config_digest = sha256_digest(&tool.blobs[0]);
-    let r = send("HEAD", &format!("{base}/v2/tool/blobs/{config_digest}"), &[], None).expect(200, "HEAD blob");
+    let r = send("HEAD", &format!("{base}/v2/tool/blobs/{config_digest}"), &[], None).expect_for(200, "HEAD blob");
     eqnice!(Some(tool.blobs[0].len().to_string().as_str()), r.header("Content-Length"));
     assert!(!blob_path(cache.storage(), &config_digest).exists(), "a HEAD downloaded the blob");
 
     // Hostless with a slash: no library/ added.
-    let r = get(&format!("{base}/v2/someorg/tool/manifests/2")).expect(200, "someorg/tool");
+    let r = get(&format!("{base}/v2/someorg/tool/manifests/2")).expect_for(200, "someorg/tool");
     eqnice!(Some(org.digest.as_str()), r.header("Docker-Content-Digest"));
     eqnice!(1, hub_relay.record.count("GET", "/v2/someorg/tool/manifests/2"), "{}", hub_relay.record.dump());
 
     // Nobody has it: a spec 404.
-    let r = get(&format!("{base}/v2/nothing/here/manifests/1")).expect(404, "unknown everywhere");
+    let r = get(&format!("{base}/v2/nothing/here/manifests/1")).expect_for(404, "unknown everywhere");
     let (code, _) = r.error();
     assert!(code == "MANIFEST_UNKNOWN" || code == "NAME_UNKNOWN", "{}", r.text());
 
@@ -1020,7 +900,7 @@ fn routes_by_host_prefix_namespace_and_upstream_order() {
     let local = image("local only", &[1500]);
     push_image(&base, "local/app", "1", &local, None);
     let before = (gitlab_relay.record.all().len(), hub_relay.record.all().len());
-    let r = get(&format!("{base}/v2/local/app/manifests/1")).expect(200, "local");
+    let r = get(&format!("{base}/v2/local/app/manifests/1")).expect_for(200, "local");
     assert!(r.body == local.manifest, "local manifest bytes differ");
     eqnice!(before, (gitlab_relay.record.all().len(), hub_relay.record.all().len()), "upstream asked for a local name");
 }
@@ -1043,12 +923,7 @@ fn docker_and_skopeo_pull_through_and_keep_working_when_the_upstream_stops() {
     let mut images = DockerImages(vec![upstream_ref.clone()]);
     docker(&["import", &rootfs.display().to_string(), &upstream_ref]);
     let push = docker(&["push", &upstream_ref]);
-    let digest = push
-        .split_whitespace()
-        .skip_while(|w| *w != "digest:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no digest in docker push output:\n{push}"))
-        .to_string();
+    let digest = pushed_digest(&push);
     docker_forget(&upstream_ref);
     // GitLab stand-in (the same registry under its other name): a two-platform index.
     skopeo_copy_all(&format!("oci:{}:index", layout.display()), &format!("docker://{}/g/p/multi:1", upstream.addr));
@@ -1086,13 +961,25 @@ fn docker_and_skopeo_pull_through_and_keep_working_when_the_upstream_stops() {
 // =============================================================================================
 // Upstream auth
 
+/// Pulls `registry.gitlab.com/g/p/app:1` through `cache`: the manifest and every layer are
+/// `app`'s, byte for byte.
+fn assert_pulls_gitlab_app(cache: &Cache, app: &Image) {
+    let base = cache.url();
+    let r = get(&format!("{base}/v2/registry.gitlab.com/g/p/app/manifests/1")).expect_for(200, "manifest");
+    assert!(r.body == app.manifest, "manifest bytes differ");
+    for (i, layer) in app.layers.iter().enumerate() {
+        let r = get(&format!("{base}/v2/registry.gitlab.com/g/p/app/blobs/{layer}")).expect_for(200, "blob");
+        assert!(r.body == app.blobs[i + 1], "layer {i} differs");
+    }
+}
+
 /// distribution behind htpasswd: Basic credentials from `[registry.upstream]`, only when asked.
 #[test]
 fn htpasswd_upstream_with_configured_credentials() {
     let upstream = Distribution::start(Some(HTPASSWD_ENTRY));
     let app = image("htpasswd app", &[2500, 1200]);
     // The upstream really wants credentials.
-    let r = get(&format!("{}/v2/g/p/app/tags/list", upstream.url())).expect(401, "anonymous upstream read");
+    let r = get(&format!("{}/v2/g/p/app/tags/list", upstream.url())).expect_for(401, "anonymous upstream read");
     assert!(r.header("WWW-Authenticate").unwrap_or("").starts_with("Basic"), "{:?}", r.headers);
     push_image(&upstream.url(), "g/p/app", "1", &app, Some(&basic(HTPASSWD_USER, HTPASSWD_PASSWORD)));
     let relay = Relay::start(&upstream.addr, None);
@@ -1100,7 +987,7 @@ fn htpasswd_upstream_with_configured_credentials() {
     // Without credentials: a clear error naming the upstream, nothing cached.
     let anonymous = Cache::start(&cache_config(&[(GITLAB, relay.url())], "", ""));
     let r = get(&format!("{}/v2/registry.gitlab.com/g/p/app/manifests/1", anonymous.url()));
-    let (code, message) = r.expect(502, "without credentials").error();
+    let (code, message) = r.expect_for(502, "without credentials").error();
     eqnice!("UNAVAILABLE", code, "{message}");
     assert!(message.contains(GITLAB) && message.contains("401"), "the error does not say who refused: {message}");
     assert!(!anonymous.storage().join("repositories/registry.gitlab.com").exists(), "something was cached");
@@ -1110,13 +997,7 @@ fn htpasswd_upstream_with_configured_credentials() {
         "",
         &upstream_credentials(GITLAB, HTPASSWD_USER, HTPASSWD_PASSWORD),
     ));
-    let base = cache.url();
-    let r = get(&format!("{base}/v2/registry.gitlab.com/g/p/app/manifests/1")).expect(200, "manifest");
-    assert!(r.body == app.manifest, "manifest bytes differ");
-    for (i, layer) in app.layers.iter().enumerate() {
-        let r = get(&format!("{base}/v2/registry.gitlab.com/g/p/app/blobs/{layer}")).expect(200, "blob");
-        assert!(r.body == app.blobs[i + 1], "layer {i} differs");
-    }
+    assert_pulls_gitlab_app(&cache, &app);
     let expected = basic(HTPASSWD_USER, HTPASSWD_PASSWORD);
     let manifest_gets = relay.record.matching("GET", "/v2/g/p/app/manifests/1");
     assert!(
@@ -1143,7 +1024,7 @@ fn bearer_upstream_glci_whose_service_is_not_its_host() {
     let job = glci_in(upstream.home(), &["registry", "token", "--project", "g/p", "--ttl", "1h"]);
     let app = image("bearer app", &[3300, 900]);
     push_image(&upstream.url(), "g/p/app", "1", &app, Some(&basic("glci-admin", &admin)));
-    let r = get(&format!("{}/v2/g/p/app/manifests/1", upstream.url())).expect(401, "anonymous upstream pull");
+    let r = get(&format!("{}/v2/g/p/app/manifests/1", upstream.url())).expect_for(401, "anonymous upstream pull");
     let challenge = r.header("WWW-Authenticate").unwrap_or("").to_string();
     assert!(challenge.starts_with("Bearer ") && challenge.contains("service=\"glci\""), "{challenge}");
 
@@ -1153,13 +1034,7 @@ fn bearer_upstream_glci_whose_service_is_not_its_host() {
         "",
         &upstream_credentials(GITLAB, "gitlab-ci-token", &job),
     ));
-    let base = cache.url();
-    let r = get(&format!("{base}/v2/registry.gitlab.com/g/p/app/manifests/1")).expect(200, "manifest");
-    assert!(r.body == app.manifest, "manifest bytes differ");
-    for (i, layer) in app.layers.iter().enumerate() {
-        let r = get(&format!("{base}/v2/registry.gitlab.com/g/p/app/blobs/{layer}")).expect(200, "blob");
-        assert!(r.body == app.blobs[i + 1], "layer {i} differs");
-    }
+    assert_pulls_gitlab_app(&cache, &app);
 
     let tokens = relay.record.matching("GET", "/token");
     eqnice!(1, tokens.len(), "token requests (one per scope, then cached):\n{}", relay.record.dump());
@@ -1187,15 +1062,13 @@ fn ten_concurrent_cold_pulls_share_one_streaming_upstream_fetch() {
     const CLIENTS: usize = 10;
     let upstream = Distribution::start(None);
     // Upload straight to the registry (not through the relay): POST, then PUT with the body.
-    let mut hasher = Sha256::new();
-    io::copy(&mut Generator::new("big", SIZE), &mut HashWriter(&mut hasher)).unwrap();
-    let digest = format!("sha256:{}", hex(&hasher.finalize()));
-    let started = post_empty(&format!("{}/v2/library/big/blobs/uploads/", upstream.url())).expect(202, "upload");
+    let digest = pattern_digest("big", SIZE);
+    let started = post_empty(&format!("{}/v2/library/big/blobs/uploads/", upstream.url())).expect_for(202, "upload");
     let location = absolute(&upstream.url(), started.header("Location").unwrap());
     let put = agent()
         .put(&format!("{location}&digest={digest}"))
         .set("Content-Length", &SIZE.to_string())
-        .send(Generator::new("big", SIZE));
+        .send(Pattern::new("big", 0, SIZE));
     assert!(matches!(&put, Ok(r) if r.status() == 201), "upload of the big blob: {put:?}");
 
     // At most 128 MiB/s upstream→cache (2 s at full speed; the ten debug-build clients hashing
@@ -1217,10 +1090,10 @@ fn ten_concurrent_cold_pulls_share_one_streaming_upstream_fetch() {
                 reader.read_exact(&mut first).unwrap();
                 let first_at = Instant::now();
                 let upstream_sent = down.load(Ordering::SeqCst);
-                let mut hasher = Sha256::new();
-                hasher.update(first);
-                let rest = io::copy(&mut reader, &mut HashWriter(&mut hasher)).unwrap();
-                (first_at, upstream_sent, rest + 1, format!("sha256:{}", hex(&hasher.finalize())))
+                let mut hasher = DigestWriter::new();
+                hasher.update(&first);
+                let rest = io::copy(&mut reader, &mut hasher).unwrap();
+                (first_at, upstream_sent, rest + 1, hasher.digest())
             })
         })
         .collect();
@@ -1275,37 +1148,37 @@ fn moved_tag_is_served_stale_within_ttl_then_revalidated() {
     let cache = Cache::start(&cache_config(&[(GITLAB, relay.url())], "tag_ttl = \"2s\"", ""));
     let url = format!("{}/v2/registry.gitlab.com/g/p/moving/manifests/latest", cache.url());
     let path = "/v2/g/p/moving/manifests/latest";
-    let digest_of = |r: &Reply| r.header("Docker-Content-Digest").unwrap_or("").to_string();
+    let digest_of = |r: &Response| r.header("Docker-Content-Digest").unwrap_or("").to_string();
 
     let before_first = Instant::now();
-    eqnice!(v1.digest, digest_of(&get(&url).expect(200, "first pull")));
+    eqnice!(v1.digest, digest_of(&get(&url).expect_for(200, "first pull")));
     push_manifest(&upstream.url(), "g/p/moving", "latest", &v2.manifest, None);
-    eqnice!(v1.digest, digest_of(&get(&url).expect(200, "within the ttl")), "stale copy within the ttl");
+    eqnice!(v1.digest, digest_of(&get(&url).expect_for(200, "within the ttl")), "stale copy within the ttl");
     assert!(before_first.elapsed() < TTL, "too slow to observe the ttl ({:?})", before_first.elapsed());
     eqnice!((1, 0), (relay.record.count("GET", path), relay.record.count("HEAD", path)), "{}", relay.record.dump());
 
     // After the ttl: one HEAD sees the move, one GET fetches the new manifest.
     thread::sleep(TTL + Duration::from_millis(200));
-    let r = get(&url).expect(200, "after the ttl");
+    let r = get(&url).expect_for(200, "after the ttl");
     eqnice!(v2.digest, digest_of(&r), "new digest after the ttl");
     assert!(r.body == v2.manifest, "new manifest bytes differ");
     eqnice!((2, 1), (relay.record.count("GET", path), relay.record.count("HEAD", path)), "{}", relay.record.dump());
 
     // Unmoved after another ttl: a HEAD only (free under Docker Hub's rate limits).
     thread::sleep(TTL + Duration::from_millis(200));
-    eqnice!(v2.digest, digest_of(&get(&url).expect(200, "unmoved")));
+    eqnice!(v2.digest, digest_of(&get(&url).expect_for(200, "unmoved")));
     eqnice!((2, 2), (relay.record.count("GET", path), relay.record.count("HEAD", path)), "{}", relay.record.dump());
 
     // Digests are immutable: the old one is still served, without asking upstream.
     let asked = relay.record.all().len();
     let r = get(&format!("{}/v2/registry.gitlab.com/g/p/moving/manifests/{}", cache.url(), v1.digest));
-    assert!(r.expect(200, "old digest").body == v1.manifest, "old manifest bytes differ");
+    assert!(r.expect_for(200, "old digest").body == v1.manifest, "old manifest bytes differ");
     eqnice!(asked, relay.record.all().len(), "upstream asked for a cached digest:\n{}", relay.record.dump());
 
     // Upstream gone, ttl passed: the cached copy is served.
     upstream.stop();
     thread::sleep(TTL + Duration::from_millis(200));
-    let r = get(&url).expect(200, "stale with the upstream gone");
+    let r = get(&url).expect_for(200, "stale with the upstream gone");
     eqnice!(v2.digest, digest_of(&r));
 }
 
@@ -1315,6 +1188,19 @@ fn moved_tag_is_served_stale_within_ttl_then_revalidated() {
 /// A cache whose only upstream, Docker Hub, is `fake`.
 fn cache_in_front_of(fake: &Fake, tail: &str) -> Cache {
     Cache::start(&cache_config(&[(HUB, fake.url())], "", tail))
+}
+
+/// What a client gets from a lying or stalled upstream: a 5xx or a broken transfer, never a
+/// complete 200.
+#[track_caller]
+fn assert_never_complete(outcome: Result<Response, String>, what: &str) {
+    match outcome {
+        Ok(r) if r.status == 200 => {
+            panic!("{what}: the client got a complete 200 ({} bytes, digest {})", r.body.len(), sha256_digest(&r.body))
+        }
+        Ok(r) => assert!(r.status >= 500, "{what}: {} {}", r.status, r.text()),
+        Err(_broken) => {}
+    }
 }
 
 /// A blob whose bytes do not match its digest (or end early) reaches no client as a complete
@@ -1352,26 +1238,18 @@ fn wrong_or_truncated_blob_bytes_are_never_cached() {
         for (m, what) in [(0u8, "wrong bytes"), (1, "truncated")] {
             mode.store(m, Ordering::SeqCst);
             let asked = fake.record.count("GET", &path);
-            match try_send("GET", &url, &[], None) {
-                Ok(r) if r.status == 200 => panic!(
-                    "{what}: the client got a complete 200 ({} bytes, digest {})",
-                    r.body.len(),
-                    sha256_digest(&r.body)
-                ),
-                Ok(r) => assert!(r.status >= 500, "{what}: {} {}", r.status, r.text()),
-                Err(_broken) => {}
-            }
+            assert_never_complete(try_send("GET", &url, &[], None), what);
             eqnice!(asked + 1, fake.record.count("GET", &path), "{what}: upstream GETs");
             assert!(!blob_path(cache.storage(), digest).exists(), "{what}: blob {digest} was cached");
         }
         mode.store(2, Ordering::SeqCst);
-        let r = get(&url).expect(200, "fixed upstream");
+        let r = get(&url).expect_for(200, "fixed upstream");
         eqnice!(*digest, sha256_digest(&r.body), "digest of the pulled blob");
         let stored = std::fs::read(blob_path(cache.storage(), digest)).unwrap();
         assert!(stored == *blob, "the cached blob differs");
         // Now served from the store.
         let asked = fake.record.count("GET", &path);
-        assert!(get(&url).expect(200, "cached").body == *blob);
+        assert!(get(&url).expect_for(200, "cached").body == *blob);
         eqnice!(asked, fake.record.count("GET", &path), "upstream asked for a cached blob");
     }
     let leftovers: Vec<_> = std::fs::read_dir(cache.storage().join("tmp"))
@@ -1424,7 +1302,7 @@ fn malformed_manifests_and_upstream_errors_are_clear_and_not_cached() {
         let what = format!("{name}/{suffix}");
         for round in 0..2 {
             let asked = fake.record.all().len();
-            let r = get(&format!("{base}/v2/{name}/{suffix}")).expect(*status, &what);
+            let r = get(&format!("{base}/v2/{name}/{suffix}")).expect_for(*status, &what);
             let (got_code, message) = r.error();
             eqnice!(*code, got_code, "{what}: code ({message})");
             assert!(message.contains(HUB), "{what}: the message does not name the upstream: {message}");
@@ -1479,15 +1357,11 @@ fn hanging_upstream_gets_a_timely_error_never_a_hung_client() {
         assert!(took < Duration::from_secs(45), "{}: answered after {took:?}", requests[i]);
         if i < 2 {
             let r = outcome.unwrap_or_else(|e| panic!("{e}"));
-            let (code, message) = r.expect(504, &requests[i]).error();
+            let (code, message) = r.expect_for(504, &requests[i]).error();
             eqnice!("UNAVAILABLE", code, "{message}");
             assert!(message.contains(HUB) && message.contains("timed out"), "{message}");
         } else {
-            match outcome {
-                Ok(r) if r.status == 200 => panic!("a stalled transfer completed with {} bytes", r.body.len()),
-                Ok(r) => assert!(r.status >= 500, "stalled: {} {}", r.status, r.text()),
-                Err(_broken) => {}
-            }
+            assert_never_complete(outcome, "stalled");
         }
     }
     assert!(!blob_path(cache.storage(), &digest).exists(), "the stalled blob was cached");
@@ -1541,7 +1415,7 @@ fn redirected_blob_is_fetched_without_authorization() {
         })
     };
     let cache = cache_in_front_of(&fake, &upstream_credentials(HUB, USER, PASSWORD));
-    let r = get(&format!("{}/v2/lie/redirect/blobs/{digest}", cache.url())).expect(200, "redirected blob");
+    let r = get(&format!("{}/v2/lie/redirect/blobs/{digest}", cache.url())).expect_for(200, "redirected blob");
     eqnice!(digest, sha256_digest(&r.body), "digest of the redirected blob");
     assert!(std::fs::read(blob_path(cache.storage(), &digest)).unwrap() == blob, "cached blob differs");
 
@@ -1564,4 +1438,45 @@ fn redirected_blob_is_fetched_without_authorization() {
     }
     cache.assert_log_lacks(PASSWORD, "the upstream password");
     cache.assert_log_lacks(TOKEN, "the upstream token");
+}
+
+/// A push's existence checks (blob HEADs on a hostless name none of whose manifests came from
+/// upstream) are answered locally: nothing of the push reaches the upstreams. Once a manifest
+/// of a repository was pulled through, its blob HEADs do ask upstream.
+#[test]
+fn push_existence_checks_never_reach_the_upstream() {
+    let blob = pattern("pushed", 1000);
+    let digest = sha256_digest(&blob);
+    let config = br#"{"os":"linux"}"#.to_vec();
+    let config_digest = sha256_digest(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": blob.len()}],
+    }))
+    .unwrap();
+    let fake = {
+        let (manifest, blob) = (manifest.clone(), blob.clone());
+        Fake::start(move |seen| {
+            let path = seen.path();
+            if path == "/v2/library/cached/manifests/1" {
+                reply(200, &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")], &manifest)
+            } else if path.starts_with("/v2/library/cached/blobs/") {
+                reply(200, &[("Content-Type", "application/octet-stream")], &blob)
+            } else {
+                error_reply(404, "NAME_UNKNOWN", "no", &[])
+            }
+        })
+    };
+    let cache = cache_in_front_of(&fake, "");
+    let base = cache.url();
+    // What docker push does before uploading: HEAD each blob.
+    send("HEAD", &format!("{base}/v2/pushed/blobs/{digest}"), &[], None).expect_for(404, "push check");
+    send("POST", &format!("{base}/v2/pushed/blobs/uploads/?digest={digest}"), &[], Some(&blob)).expect_for(201, "push");
+    eqnice!(0, fake.record.all().len(), "the upstream saw: {}", fake.record.dump());
+    // A pulled-through repository: its manifest came from upstream, so its blobs may too.
+    get(&format!("{base}/v2/cached/manifests/1")).expect_for(200, "pull manifest");
+    send("HEAD", &format!("{base}/v2/cached/blobs/{digest}"), &[], None).expect_for(200, "pull check");
+    eqnice!(1, fake.record.count("HEAD", &format!("/v2/library/cached/blobs/{digest}")), "{}", fake.record.dump());
 }

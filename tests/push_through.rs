@@ -22,9 +22,10 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::http::basic;
 use common::{
-    build_busybox_rootfs, build_oci_layout, glci, layout_blob_digests, layout_closure, need, need_docker_daemon, run,
-    run_stdout, sha256_digest, temp_dir, unique_name,
+    build_busybox_rootfs, build_oci_layout, glci, layout_blob_digests, layout_closure, need, need_docker_daemon,
+    pushed_digest, run, run_stdout, sha256_digest, temp_dir, unique_name, DockerImages,
 };
 
 /// Seconds any one docker/skopeo/htpasswd call may take (`timeout`).
@@ -366,6 +367,14 @@ fn front_config(endpoint: &str, user: &str, registry_extra: &str) -> String {
     )
 }
 
+/// A fresh [`Distribution`] in `WORK/upstream` and a front mirroring to it as `UPSTREAM_USER`
+/// with `password` (see [`start_front`]).
+fn distribution_and_front(work: &Path, password: &str, registry_extra: &str) -> (Distribution, Front) {
+    let upstream = Distribution::start(&work.join("upstream"), "127.0.0.1:0");
+    let front = start_front(work, &upstream.addr, UPSTREAM_USER, password, registry_extra);
+    (upstream, front)
+}
+
 /// A front `glci serve` mirroring to `upstream` (at `http://<addr>`) as `user`, with
 /// `password` in its environment; home and storage under `work`.
 fn start_front(work: &Path, endpoint_addr: &str, user: &str, password: &str, registry_extra: &str) -> Front {
@@ -415,19 +424,6 @@ fn output(cmd: &mut Command) -> Output {
 
 fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(HTTP_TIMEOUT).build()
-}
-
-fn basic(user: &str, password: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = format!("{user}:{password}").into_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]) } else { '=' });
-        }
-    }
-    format!("Basic {out}")
 }
 
 /// `skopeo` with a permissive policy and an empty auth file of the test's own.
@@ -520,26 +516,15 @@ impl DockerCli {
     }
 }
 
-/// The digest `docker push` reports (`TAG: digest: sha256:... size: N`).
-fn pushed_digest(output: &str) -> String {
-    output
-        .split_whitespace()
-        .skip_while(|w| *w != "digest:")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no digest in docker push output:\n{output}"))
-        .to_string()
-}
-
-/// Docker images removed when dropped, so a failing test leaves nothing behind.
-#[derive(Default)]
-struct DockerImages(Vec<String>);
-
-impl Drop for DockerImages {
-    fn drop(&mut self) {
-        for image in self.0.iter().rev() {
-            let _ = output(timed("docker").args(["image", "rm", "--force", image]));
-        }
-    }
+/// A docker CLI logged in to `front` with job token `token`, and the image `FRONT/g/p/app:1`
+/// ([`build_image`]) in its engine; the images go when the returned `DockerImages` is dropped.
+fn docker_with_app(work: &Path, front: &str, token: &str) -> (DockerCli, DockerImages, String) {
+    let docker = DockerCli::new(&work.join("docker-config"));
+    docker.login(front, JOB_USER, token);
+    let mut images = DockerImages::default();
+    let image = format!("{front}/g/p/app:1");
+    build_image(work, &docker, &mut images, &image);
+    (docker, images, image)
 }
 
 /// Builds `name`, a three-layer image: the busybox rootfs `docker import`ed as the base, then two
@@ -595,11 +580,7 @@ fn pushes_are_mirrored<U: Upstream>(work: &Path, front: &Front, upstream: &U) {
     let token = front.token("g/p", true);
     let up_creds = upstream.creds();
 
-    let docker = DockerCli::new(&work.join("docker-config"));
-    docker.login(front.addr(), JOB_USER, &token);
-    let mut images = DockerImages::default();
-    let image = format!("{}/g/p/app:1", front.addr());
-    build_image(work, &docker, &mut images, &image);
+    let (docker, _images, image) = docker_with_app(work, front.addr(), &token);
     let at = mark(upstream);
     let digest = pushed_digest(&docker.run(&["push", &image]));
     let first = requests_since(upstream, at);
@@ -651,8 +632,7 @@ fn pushes_are_mirrored<U: Upstream>(work: &Path, front: &Front, upstream: &U) {
 #[test]
 fn distribution_behind_htpasswd_gets_docker_and_skopeo_pushes() {
     let work = temp_dir();
-    let upstream = Distribution::start(&work.path().join("upstream"), "127.0.0.1:0");
-    let front = start_front(work.path(), &upstream.addr, UPSTREAM_USER, UPSTREAM_PASSWORD, "");
+    let (upstream, front) = distribution_and_front(work.path(), UPSTREAM_PASSWORD, "");
     pushes_are_mirrored(work.path(), &front, &upstream);
     let log = front.server.log();
     assert!(log.contains("event=push_through"), "no push_through line in the front's log:\n{log}");
@@ -680,8 +660,7 @@ fn glci_with_auth_gets_docker_and_skopeo_pushes_through_its_bearer_flow() {
 fn pushes_without_push_through_never_reach_the_upstream() {
     let work = temp_dir();
     let w = work.path();
-    let upstream = Distribution::start(&w.join("upstream"), "127.0.0.1:0");
-    let front = start_front(w, &upstream.addr, UPSTREAM_USER, UPSTREAM_PASSWORD, "");
+    let (upstream, front) = distribution_and_front(w, UPSTREAM_PASSWORD, "");
     let layout = build_oci_layout(&w.join("layout"));
     let multi = format!("oci:{}:multi", layout.display());
     let index = format!("oci:{}:index", layout.display());
@@ -728,8 +707,7 @@ fn pushes_without_push_through_never_reach_the_upstream() {
 fn push_through_in_config_makes_plain_job_tokens_mirror() {
     let work = temp_dir();
     let w = work.path();
-    let upstream = Distribution::start(&w.join("upstream"), "127.0.0.1:0");
-    let front = start_front(w, &upstream.addr, UPSTREAM_USER, UPSTREAM_PASSWORD, "push_through = true");
+    let (upstream, front) = distribution_and_front(w, UPSTREAM_PASSWORD, "push_through = true");
     let layout = build_oci_layout(&w.join("layout"));
     let src = format!("oci:{}:multi", layout.display());
     let src_digest = sha256_digest(&inspect_raw(w, &src, None));
@@ -751,11 +729,7 @@ fn upstream_down_fails_the_push_keeps_the_local_copy_and_a_retry_completes_it() 
     let up_addr = upstream.addr.clone();
     let front = start_front(w, &up_addr, UPSTREAM_USER, UPSTREAM_PASSWORD, "");
     let token = front.token("g/p", true);
-    let docker = DockerCli::new(&w.join("docker-config"));
-    docker.login(front.addr(), JOB_USER, &token);
-    let mut images = DockerImages::default();
-    let image = format!("{}/g/p/app:1", front.addr());
-    build_image(w, &docker, &mut images, &image);
+    let (docker, _images, image) = docker_with_app(w, front.addr(), &token);
     upstream.stop();
 
     // docker prints only the status line of a 5xx: glci puts the message in its reason phrase.
@@ -798,14 +772,9 @@ fn upstream_down_fails_the_push_keeps_the_local_copy_and_a_retry_completes_it() 
 fn rejected_upstream_credentials_fail_the_push_until_they_are_fixed() {
     let work = temp_dir();
     let w = work.path();
-    let upstream = Distribution::start(&w.join("upstream"), "127.0.0.1:0");
-    let front = start_front(w, &upstream.addr, UPSTREAM_USER, "not-the-password", "");
+    let (upstream, front) = distribution_and_front(w, "not-the-password", "");
     let token = front.token("g/p", true);
-    let docker = DockerCli::new(&w.join("docker-config"));
-    docker.login(front.addr(), JOB_USER, &token);
-    let mut images = DockerImages::default();
-    let image = format!("{}/g/p/app:1", front.addr());
-    build_image(w, &docker, &mut images, &image);
+    let (docker, mut images, image) = docker_with_app(w, front.addr(), &token);
 
     let at = mark(&upstream);
     let failed = docker.push_fails(&image);

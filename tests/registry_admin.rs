@@ -13,19 +13,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::http::{basic, Request, Response};
 use common::store_fixture::{age_files, blob_intact, filler, write_images, write_unreferenced_blobs, OCI_MANIFEST};
 use common::{
-    build_busybox_rootfs, build_oci_layout, glci, layout_blob, layout_blob_digests, layout_closure, need,
-    need_docker_daemon, run, run_stdout, sha256_digest, temp_dir, unique_name, ServeProcess,
+    build_busybox_rootfs, build_oci_layout, docker, glci, layout_blob, layout_blob_digests, layout_closure,
+    layout_tag_digest, need, need_docker_daemon, run, run_stdout, sha256_digest, temp_dir, unique_name, DockerImages,
+    ServeProcess,
 };
-use glci::auth::base64_encode;
 use glci::registry::manifest;
 use glci::registry::names::{Algorithm, Digest, Name, Tag};
 use glci::registry::storage::{BlobWriter, Layout, Origin, Store};
@@ -107,16 +106,7 @@ fn assert_pulls_intact(server: &ServeProcess, source: &Path, tag: &str, referenc
         None,
     );
     assert!(out.status.success(), "pull {reference}: {}", String::from_utf8_lossy(&out.stderr));
-    let index: Value = serde_json::from_slice(&std::fs::read(source.join("index.json")).unwrap()).unwrap();
-    let digest = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .and_then(|m| m["digest"].as_str())
-        .unwrap()
-        .to_string();
-    let expected = layout_closure(source, &digest);
+    let expected = layout_closure(source, &layout_tag_digest(source, tag));
     eqnice!(expected, layout_blob_digests(&back), "blobs pulled back from {reference}");
     for d in &expected {
         assert!(layout_blob(source, d) == layout_blob(&back, d), "{reference}: blob {d} differs");
@@ -125,16 +115,7 @@ fn assert_pulls_intact(server: &ServeProcess, source: &Path, tag: &str, referenc
 
 /// Total size of the blobs reachable from `tag` in an OCI layout (manifest included).
 fn layout_image_size(layout: &Path, tag: &str) -> u64 {
-    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let digest = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .and_then(|m| m["digest"].as_str())
-        .unwrap()
-        .to_string();
-    layout_closure(layout, &digest).iter().map(|d| layout_blob(layout, d).len() as u64).sum()
+    layout_closure(layout, &layout_tag_digest(layout, tag)).iter().map(|d| layout_blob(layout, d).len() as u64).sum()
 }
 
 /// Writes a pulled-through image into `storage` with the `Store` API (see the module doc):
@@ -178,28 +159,14 @@ fn strings(value: &Value) -> Vec<String> {
     value.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
 }
 
-/// A raw HTTP/1.1 request (`Connection: close`): status, headers (lowercase names), body.
-fn http(addr: &str, method: &str, path: &str, authorization: Option<&str>) -> (u16, Vec<(String, String)>, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+/// One request (`Connection: close`, no body) with an optional `Authorization`.
+fn http(addr: &str, method: &str, path: &str, authorization: Option<&str>) -> Response {
+    let request = Request::new(addr, method, path).close();
+    match authorization {
+        Some(auth) => request.header("Authorization", auth),
+        None => request,
+    }
+    .send()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,32 +303,33 @@ fn admin_api_needs_the_admin_credential() {
     let server = ServeProcess::start_with_args(&storage, &["--no-tls"]);
     let stats = "/glci/admin/v1/stats";
 
-    let (status, headers, body) = http(&server.addr, "GET", stats, None);
-    eqnice!(401, status, "{body}");
-    let challenge = header(&headers, "www-authenticate").unwrap_or_default();
+    let r = http(&server.addr, "GET", stats, None);
+    let body = r.text();
+    eqnice!(401, r.status, "{body}");
+    let challenge = r.header("www-authenticate").unwrap_or_default();
     assert!(challenge.starts_with("Bearer realm=\"http://") && challenge.contains("service=\"glci\""), "{challenge}");
     assert!(body.contains("UNAUTHORIZED"), "{body}");
-    eqnice!(401, http(&server.addr, "POST", "/glci/admin/v1/clean?grace=0", None).0);
-    eqnice!(401, http(&server.addr, "GET", "/glci/admin/v1/list", Some("Bearer forged.token.here")).0);
+    eqnice!(401, http(&server.addr, "POST", "/glci/admin/v1/clean?grace=0", None).status);
+    eqnice!(401, http(&server.addr, "GET", "/glci/admin/v1/list", Some("Bearer forged.token.here")).status);
 
     // A job token is a valid credential, but not the admin's.
     let mut cmd = glci();
     cmd.env("GLCI_HOME", server.home()).args(["registry", "token", "--project", "group/project"]);
     let job = run_stdout(&mut cmd).trim().to_string();
-    let (status, _, body) = http(&server.addr, "GET", stats, Some(&format!("Bearer {job}")));
-    eqnice!(403, status, "{body}");
+    let r = http(&server.addr, "GET", stats, Some(&format!("Bearer {job}")));
+    let body = r.text();
+    eqnice!(403, r.status, "{body}");
     assert!(body.contains("DENIED"), "{body}");
 
     let admin = admin_token(&server);
-    let (status, _, body) = http(&server.addr, "GET", stats, Some(&format!("Bearer {admin}")));
-    eqnice!(200, status, "{body}");
-    let basic = base64_encode(format!("glci-admin:{admin}").as_bytes());
-    eqnice!(200, http(&server.addr, "GET", stats, Some(&format!("Basic {basic}"))).0);
-    let (status, _, body) =
-        http(&server.addr, "GET", "/glci/admin/v1/list?project=Bad/Name", Some(&format!("Bearer {admin}")));
-    eqnice!(400, status, "{body}");
+    let r = http(&server.addr, "GET", stats, Some(&format!("Bearer {admin}")));
+    eqnice!(200, r.status, "{}", r.text());
+    eqnice!(200, http(&server.addr, "GET", stats, Some(&basic("glci-admin", &admin))).status);
+    let r = http(&server.addr, "GET", "/glci/admin/v1/list?project=Bad/Name", Some(&format!("Bearer {admin}")));
+    let body = r.text();
+    eqnice!(400, r.status, "{body}");
     assert!(body.contains("NAME_INVALID"), "{body}");
-    eqnice!(405, http(&server.addr, "GET", "/glci/admin/v1/clean", Some(&format!("Bearer {admin}"))).0);
+    eqnice!(405, http(&server.addr, "GET", "/glci/admin/v1/clean", Some(&format!("Bearer {admin}"))).status);
 
     // The CLI with another GLCI_HOME signs with another secret: one clear line, exit 1.
     let other_home = temp_dir();
@@ -599,9 +567,9 @@ fn clean_killed_with_sigkill_then_run_again_leaves_a_consistent_store() {
     let server = ServeProcess::start_with_args(&storage, &["--no-auth"]);
     for image in &keep {
         let path = format!("/v2/{}/manifests/{}", image.repository, image.tag);
-        let (status, headers, _) = http(&server.addr, "GET", &path, None);
-        eqnice!(200, status, "{path}");
-        eqnice!(Some(image.manifest.as_str()), header(&headers, "docker-content-digest"));
+        let r = http(&server.addr, "GET", &path, None);
+        eqnice!(200, r.status, "{path}");
+        eqnice!(Some(image.manifest.as_str()), r.header("docker-content-digest"));
     }
     server.stop();
     eprintln!("clean killed {kills} times ({mid_way} mid-way), then finished: {report}");
@@ -609,21 +577,6 @@ fn clean_killed_with_sigkill_then_run_again_leaves_a_consistent_store() {
 
 // ---------------------------------------------------------------------------------------------
 // pull
-
-/// Removes docker images when dropped, so a failing test leaves nothing behind.
-struct DockerImages(Vec<String>);
-
-impl Drop for DockerImages {
-    fn drop(&mut self) {
-        for image in &self.0 {
-            let _ = Command::new("docker").args(["image", "rm", "--force", image]).output();
-        }
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    run_stdout(Command::new("docker").args(args))
-}
 
 fn docker_has(image: &str) -> bool {
     output(Command::new("docker").args(["image", "inspect", image])).status.success()

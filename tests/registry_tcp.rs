@@ -3,18 +3,23 @@
 //! format (lengths, chunking, headers) is what is tested.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
+use std::io::{BufRead, Read};
 use std::path::Path;
 use std::sync::Arc;
 
+use common::http::{Checks, Client, Request, Response};
+use common::sha256_digest as digest;
 use glci::http::{Server, ServerOptions};
 use glci::registry::{Registry, RegistryOptions};
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 
 // ---------------------------------------------------------------------------------------------
-// An in-process server and a raw client.
+// An in-process server, spoken to with the raw client of `common::http`.
+
+/// Every response `expect`ed here carries the registry API version header.
+const CHECKS: Checks = Checks { api_version: true, error_message: false };
 
 struct TestServer {
     server: Option<Server>,
@@ -43,12 +48,14 @@ impl TestServer {
         TestServer { server: Some(server), addr, _dir: None }
     }
 
+    /// A kept-alive connection.
     fn client(&self) -> Client {
-        Client::connect(&self.addr)
+        Client::connect(&self.addr).with_checks(CHECKS)
     }
 
-    fn req(&self, method: &str, path: &str) -> Req {
-        Req { method: method.into(), path: path.into(), headers: vec![], body: vec![], addr: self.addr.clone() }
+    /// A request on a connection of its own (`send`) or on a [`TestServer::client`].
+    fn req(&self, method: &str, path: &str) -> Request {
+        Request::new(&self.addr, method, path).checks(CHECKS)
     }
 }
 
@@ -58,147 +65,6 @@ impl Drop for TestServer {
             s.shutdown();
         }
     }
-}
-
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn error_code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
-    }
-    #[track_caller]
-    fn expect(self, status: u16) -> Resp {
-        assert_eq!(self.status, status, "unexpected status; body: {}; headers: {:?}", self.text(), self.headers);
-        assert_eq!(self.header("Docker-Distribution-API-Version"), Some("registry/2.0"));
-        self
-    }
-    #[track_caller]
-    fn expect_error(self, status: u16, code: &str) -> Resp {
-        let r = self.expect(status);
-        assert_eq!(r.header("Content-Type"), Some("application/json"));
-        assert_eq!(r.error_code(), code, "body: {}", r.text());
-        r
-    }
-}
-
-struct Client {
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: &str) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-        Client { reader: BufReader::new(stream) }
-    }
-
-    fn send_raw(&mut self, bytes: &[u8]) {
-        self.reader.get_mut().write_all(bytes).unwrap();
-    }
-
-    /// Reads one response; `head_request` means no body follows whatever the headers say.
-    fn read_response(&mut self, head_request: bool) -> Resp {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        let status: u16 =
-            line.split_whitespace().nth(1).unwrap_or_else(|| panic!("bad status line {line:?}")).parse().unwrap();
-        let mut headers = vec![];
-        loop {
-            let mut l = String::new();
-            self.reader.read_line(&mut l).unwrap();
-            let l = l.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            let (n, v) = l.split_once(':').unwrap();
-            headers.push((n.trim().to_string(), v.trim().to_string()));
-        }
-        let get = |n: &str| headers.iter().find(|(h, _)| h.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
-        let mut body = vec![];
-        if status == 100 {
-            return self.read_response(head_request);
-        }
-        if !head_request && status != 204 {
-            if get("Transfer-Encoding").as_deref() == Some("chunked") {
-                loop {
-                    let mut size = String::new();
-                    self.reader.read_line(&mut size).unwrap();
-                    let n = usize::from_str_radix(size.trim(), 16).unwrap();
-                    let mut chunk = vec![0; n + 2];
-                    self.reader.read_exact(&mut chunk).unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    body.extend_from_slice(&chunk[..n]);
-                }
-            } else {
-                let len: usize = get("Content-Length").expect("Content-Length on every body").parse().unwrap();
-                body.resize(len, 0);
-                self.reader.read_exact(&mut body).unwrap();
-            }
-        }
-        Resp { status, headers, body }
-    }
-
-    fn send(&mut self, req: &Req) -> Resp {
-        let mut head = format!("{} {} HTTP/1.1\r\nHost: {}\r\n", req.method, req.path, req.addr);
-        let explicit_len = req
-            .headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding"));
-        for (n, v) in &req.headers {
-            head.push_str(&format!("{n}: {v}\r\n"));
-        }
-        if !explicit_len {
-            head.push_str(&format!("Content-Length: {}\r\n", req.body.len()));
-        }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&req.body);
-        self.send_raw(&bytes);
-        self.read_response(req.method == "HEAD")
-    }
-}
-
-struct Req {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    addr: String,
-}
-
-impl Req {
-    fn header(mut self, n: &str, v: &str) -> Req {
-        self.headers.push((n.into(), v.into()));
-        self
-    }
-    fn body(mut self, b: impl Into<Vec<u8>>) -> Req {
-        self.body = b.into();
-        self
-    }
-    fn send(self) -> Resp {
-        Client::connect(&self.addr.clone()).send(&self)
-    }
-}
-
-fn digest(bytes: &[u8]) -> String {
-    let h = Sha256::digest(bytes);
-    format!("sha256:{}", h.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 fn push_blob(s: &TestServer, name: &str, bytes: &[u8]) -> String {
@@ -229,7 +95,7 @@ fn image_manifest(s: &TestServer, name: &str, layer: &[u8], extra: Value) -> Vec
     serde_json::to_vec_pretty(&m).unwrap()
 }
 
-fn put_manifest(s: &TestServer, name: &str, reference: &str, bytes: &[u8], media_type: &str) -> Resp {
+fn put_manifest(s: &TestServer, name: &str, reference: &str, bytes: &[u8], media_type: &str) -> Response {
     s.req("PUT", &format!("/v2/{name}/manifests/{reference}"))
         .header("Content-Type", media_type)
         .body(bytes.to_vec())
@@ -386,7 +252,7 @@ fn digest_mismatch_is_rejected_and_nothing_is_stored() {
 
 #[test]
 fn sha512_blobs_are_accepted() {
-    use sha2::Sha512;
+    use sha2::{Digest as _, Sha512};
     let s = TestServer::start();
     let data = b"sha512 content";
     let d = format!("sha512:{}", Sha512::digest(data).iter().map(|b| format!("{b:02x}")).collect::<String>());

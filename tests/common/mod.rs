@@ -2,8 +2,12 @@
 //!
 //! Owns: finding the `glci` binary, starting `glci serve` as a child process
 //! ([`ServeProcess`]), checking that external tools are installed ([`need`]),
-//! building image fixtures from `fixtures/images/` at test time, and running
-//! commands with their output shown on failure ([`run`]).
+//! building image fixtures from `fixtures/images/` at test time, running
+//! commands with their output shown on failure ([`run`]), digests
+//! ([`sha256_digest`], [`DigestWriter`]), deterministic pseudo-random content
+//! ([`Pattern`], [`pattern`]) and Docker CLI helpers ([`DockerImages`]).
+//! The raw HTTP/1.1 client is [`http`]; registry storage fixtures are
+//! [`store_fixture`].
 //!
 //! Rules (STYLE.md §6): no bind-then-drop ports and no sleep-polling: the
 //! server binds `127.0.0.1:0` and prints `listening on ADDR`, which we wait for.
@@ -14,10 +18,11 @@
 // disallowed-methods (STYLE.md §7) is meant for src/.
 #![allow(clippy::disallowed_methods)]
 
+pub mod http;
 pub mod store_fixture;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -156,11 +161,99 @@ macro_rules! eqnice {
     };
 }
 
+// ---------------------------------------------------------------------------
+// Digests and deterministic content
+// ---------------------------------------------------------------------------
+
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    let mut hasher = DigestWriter::new();
+    hasher.update(bytes);
+    hasher.digest()
+}
+
+/// A `Write` that only hashes (SHA-256), for digests of streams never held in memory.
+#[derive(Default)]
+pub struct DigestWriter(Sha256);
+
+impl DigestWriter {
+    pub fn new() -> DigestWriter {
+        DigestWriter::default()
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// `sha256:<hex>` of everything written.
+    pub fn digest(self) -> String {
+        let hex: String = self.0.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+}
+
+impl Write for DigestWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A `Read` of bytes `[start, end)` of the pseudo-random byte stream named `seed` (splitmix64
+/// in counter mode, so any range is cheap): big blobs are generated as they are sent or hashed,
+/// and an interrupted upload resumes at any offset.
+pub struct Pattern {
+    key: u64,
+    pos: u64,
+    end: u64,
+}
+
+impl Pattern {
+    pub fn new(seed: &str, start: u64, end: u64) -> Pattern {
+        // FNV-1a of the seed.
+        let key = seed.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        Pattern { key: splitmix64(key), pos: start, end }
+    }
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_4769_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl Read for Pattern {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX).min(buf.len());
+        let mut filled = 0;
+        while filled < n {
+            let word = splitmix64(self.key.wrapping_add(self.pos / 8)).to_le_bytes();
+            let from = (self.pos % 8) as usize;
+            let take = (8 - from).min(n - filled);
+            buf[filled..filled + take].copy_from_slice(&word[from..from + take]);
+            filled += take;
+            self.pos += take as u64;
+        }
+        Ok(n)
+    }
+}
+
+/// The first `len` bytes of the stream `seed` (see [`Pattern`]), in memory.
+pub fn pattern(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    Pattern::new(seed, 0, len as u64).read_to_end(&mut out).expect("a pattern reads without error");
+    out
+}
+
+/// The digest of the first `len` bytes of the stream `seed`, computed without holding them.
+pub fn pattern_digest(seed: &str, len: u64) -> String {
+    let mut hasher = DigestWriter::new();
+    io::copy(&mut Pattern::new(seed, 0, len), &mut hasher).expect("hash a pattern");
+    hasher.digest()
 }
 
 // ---------------------------------------------------------------------------
@@ -247,6 +340,57 @@ fn descriptors(value: &serde_json::Value) -> Vec<String> {
     list.into_iter().map(|d| d["digest"].as_str().expect("descriptor has a digest").to_string()).collect()
 }
 
+/// The digest of manifest `tag` (its `org.opencontainers.image.ref.name`) in the OCI layout at
+/// `layout`.
+pub fn layout_tag_digest(layout: &Path, tag: &str) -> String {
+    let path = layout.join("index.json");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let index: serde_json::Value = serde_json::from_slice(&bytes).expect("index.json is JSON");
+    index["manifests"]
+        .as_array()
+        .expect("index.json has manifests")
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .and_then(|m| m["digest"].as_str())
+        .unwrap_or_else(|| panic!("no manifest tagged {tag} in {}", path.display()))
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Docker
+// ---------------------------------------------------------------------------
+
+/// The digest `docker push` reports (`TAG: digest: sha256:... size: N`).
+pub fn pushed_digest(output: &str) -> String {
+    output
+        .split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in docker push output:\n{output}"))
+        .to_string()
+}
+
+/// `docker ARGS` (the host's CLI and config), its stdout; panics unless it succeeds.
+pub fn docker(args: &[&str]) -> String {
+    run_stdout(Command::new("docker").args(args))
+}
+
+/// Docker image references removed (`docker image rm --force`, latest first, each bounded by
+/// `timeout`) when dropped, so a failing test leaves nothing behind in the engine.
+#[derive(Default)]
+pub struct DockerImages(pub Vec<String>);
+
+impl Drop for DockerImages {
+    fn drop(&mut self) {
+        for image in self.0.iter().rev() {
+            let _ = Command::new("timeout")
+                .args(["--kill-after=5", "60", "docker", "image", "rm", "--force", image])
+                .stdin(Stdio::null())
+                .output();
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // glci serve as a child process
 // ---------------------------------------------------------------------------
@@ -256,6 +400,14 @@ enum Storage {
     /// Removed when the process handle is dropped.
     Temp(TempDir),
     /// Owned by the test, e.g. to restart a server on the same storage.
+    Dir(PathBuf),
+}
+
+/// The `GLCI_HOME` of a [`ServeProcess`].
+enum Home {
+    /// Fresh, holding the test's config; removed when the process handle is dropped.
+    Temp(TempDir),
+    /// Prepared by the test (its `config.toml`, maybe a CA and secret of an earlier server).
     Dir(PathBuf),
 }
 
@@ -272,7 +424,7 @@ pub struct ServeProcess {
     pub addr: String,
     storage: Storage,
     /// `GLCI_HOME` of the server: its CA and admin secret, never the user's.
-    home: TempDir,
+    home: Home,
     stderr: Arc<Mutex<Vec<u8>>>,
     /// Disconnects when the stderr thread has seen EOF.
     stderr_done: mpsc::Receiver<()>,
@@ -283,32 +435,47 @@ impl ServeProcess {
     pub fn start() -> ServeProcess {
         let dir = temp_dir();
         let path = dir.path().to_path_buf();
-        Self::spawn(Storage::Temp(dir), &path, &["--no-auth"], TEST_CONFIG)
+        Self::spawn(Storage::Temp(dir), &path, &["--no-auth"], Self::temp_home(TEST_CONFIG))
     }
 
     /// A server without auth on `storage`, which outlives it (restart tests).
     pub fn start_with_storage(storage: &Path) -> ServeProcess {
-        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, &["--no-auth"], TEST_CONFIG)
+        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, &["--no-auth"], Self::temp_home(TEST_CONFIG))
     }
 
     /// A server on `storage` with `args` after the listen and storage flags
     /// (no `--no-auth` unless given).
     pub fn start_with_args(storage: &Path, args: &[&str]) -> ServeProcess {
-        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, args, TEST_CONFIG)
+        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, args, Self::temp_home(TEST_CONFIG))
     }
 
     /// Like `start_with_args`, with `config` as `$GLCI_HOME/config.toml`.
     pub fn start_with_config(storage: &Path, args: &[&str], config: &str) -> ServeProcess {
-        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, args, config)
+        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, args, Self::temp_home(config))
     }
 
-    fn spawn(storage: Storage, storage_path: &Path, args: &[&str], config: &str) -> ServeProcess {
+    /// Like `start_with_args`, with `GLCI_HOME=home` as the test prepared it (its own
+    /// `config.toml`, or the CA and secret of another server on the same home).
+    pub fn start_in_home(home: &Path, storage: &Path, args: &[&str]) -> ServeProcess {
+        Self::spawn(Storage::Dir(storage.to_path_buf()), storage, args, Home::Dir(home.to_path_buf()))
+    }
+
+    /// A fresh home holding `config` as its `config.toml`.
+    fn temp_home(config: &str) -> Home {
         let home = temp_dir();
         std::fs::write(home.path().join("config.toml"), config).expect("write the test config.toml");
+        Home::Temp(home)
+    }
+
+    fn spawn(storage: Storage, storage_path: &Path, args: &[&str], home: Home) -> ServeProcess {
+        let home_path = match &home {
+            Home::Temp(dir) => dir.path().to_path_buf(),
+            Home::Dir(path) => path.clone(),
+        };
         let mut cmd = glci();
-        cmd.env("GLCI_HOME", home.path());
+        cmd.env("GLCI_HOME", &home_path);
         // Never the developer's ~/.docker/config.json (or its credential helpers).
-        cmd.env("DOCKER_CONFIG", home.path().join("docker"));
+        cmd.env("DOCKER_CONFIG", home_path.join("docker"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage"])
             .arg(storage_path)
             .args(args)
@@ -385,7 +552,10 @@ impl ServeProcess {
 
     /// The server's `GLCI_HOME` (its CA is `registry-ca/ca.crt` there).
     pub fn home(&self) -> &Path {
-        self.home.path()
+        match &self.home {
+            Home::Temp(dir) => dir.path(),
+            Home::Dir(path) => path,
+        }
     }
 
     /// The storage directory the server was started with.
@@ -399,6 +569,11 @@ impl ServeProcess {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Whether the server has not exited (yet).
+    pub fn still_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
     /// The process id of the server.

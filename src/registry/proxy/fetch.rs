@@ -32,8 +32,6 @@ struct Progress {
 pub struct Download {
     progress: Mutex<Progress>,
     changed: Condvar,
-    /// Repositories whose clients joined: each gets the blob linked when it is committed.
-    names: Mutex<Vec<Name>>,
 }
 
 /// What a client learns once the upstream has answered.
@@ -46,18 +44,7 @@ pub enum Start {
 
 impl Download {
     fn new() -> Download {
-        Download { progress: Mutex::new(Progress::default()), changed: Condvar::new(), names: Mutex::new(Vec::new()) }
-    }
-
-    pub fn add_name(&self, name: Name) {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-
-    pub fn names(&self) -> Vec<Name> {
-        self.names.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        Download { progress: Mutex::new(Progress::default()), changed: Condvar::new() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
@@ -160,29 +147,32 @@ impl Read for FollowReader {
     }
 }
 
-/// The downloads in flight, by digest.
+/// The downloads in flight, by repository and digest. Per repository, because the upstream
+/// decides per repository who may read a blob: a client of one repository never receives bytes
+/// fetched for another.
 #[derive(Default)]
 pub struct Inflight {
-    downloads: Mutex<HashMap<Digest, Arc<Download>>>,
+    downloads: Mutex<HashMap<(Name, Digest), Arc<Download>>>,
 }
 
 impl Inflight {
-    /// Joins the download of `digest`, or starts one with `start` (which must arrange for
-    /// `Inflight::remove`, then `Download::finished`, to be called).
-    pub fn join_or_start(&self, digest: &Digest, start: impl FnOnce(Arc<Download>)) -> Arc<Download> {
+    /// Joins the download of `digest` for `name`, or starts one with `start` (which must
+    /// arrange for `Inflight::remove`, then `Download::finished`, to be called).
+    pub fn join_or_start(&self, name: &Name, digest: &Digest, start: impl FnOnce(Arc<Download>)) -> Arc<Download> {
+        let key = (name.clone(), digest.clone());
         let mut downloads = self.downloads.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = downloads.get(digest) {
+        if let Some(existing) = downloads.get(&key) {
             return Arc::clone(existing);
         }
         let download = Arc::new(Download::new());
-        downloads.insert(digest.clone(), Arc::clone(&download));
+        downloads.insert(key, Arc::clone(&download));
         drop(downloads);
         start(Arc::clone(&download));
         download
     }
 
-    pub fn remove(&self, digest: &Digest) {
-        self.downloads.lock().unwrap_or_else(|p| p.into_inner()).remove(digest);
+    pub fn remove(&self, name: &Name, digest: &Digest) {
+        self.downloads.lock().unwrap_or_else(|p| p.into_inner()).remove(&(name.clone(), digest.clone()));
     }
 }
 

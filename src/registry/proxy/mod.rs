@@ -302,7 +302,7 @@ impl Proxy {
             return self.head_blob(digest, &sources);
         }
         let origin_name = name.clone();
-        let download = self.inner.inflight.join_or_start(digest, |download| {
+        let download = self.inner.inflight.join_or_start(name, digest, |download| {
             let inner = Arc::clone(&self.inner);
             let store = store.clone();
             let spawned = std::thread::Builder::new().name("glci-fetch".into()).spawn({
@@ -312,16 +312,15 @@ impl Proxy {
                     let outcome = inner.download(&store, &origin_name, &digest, &sources, &download);
                     // Out of the table before the outcome is known: a later miss starts afresh
                     // instead of joining (and replaying) a failure.
-                    inner.inflight.remove(&digest);
+                    inner.inflight.remove(&origin_name, &digest);
                     download.finished(outcome);
                 }
             });
             if let Err(e) = spawned {
-                self.inner.inflight.remove(digest);
+                self.inner.inflight.remove(name, digest);
                 download.finished(Err(ApiError::internal("pull-through", &e)));
             }
         });
-        download.add_name(name.clone());
         match download.wait_start() {
             Start::Streaming { reader, total } => Ok(Some(
                 Response::new(200)
@@ -401,9 +400,6 @@ impl Inner {
             writer.commit(store.layout(), digest).map_err(|e| upstream_error(invalid(source, e.to_string())))?;
             let origin = Origin { upstream: source.host.clone(), fetched_at: unix(SystemTime::now()) };
             store.link_layer(name, digest, Some(&origin))?;
-            for other in download.names() {
-                store.link_layer(&other, digest, Some(&origin))?;
-            }
             return Ok(());
         }
         Err(match failure {
