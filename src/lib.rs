@@ -12,10 +12,24 @@
 //!   → registry::error::ApiError (spec codes → status + JSON) → http::conn writes the response
 //! ```
 //!
-//! Floors: pure parsers (`registry::names`, `registry::routes`, `registry::manifest`, `config`)
-//! and I/O owners (`registry::storage`, `registry::uploads`, `http`) at the bottom; the registry
-//! services above them; `cli` on top. Calls go down or sideways. Nothing below `cli` prints to
-//! stdout or exits the process.
+//! `authorize` (`auth`) runs once per request before any handler; a miss may go to
+//! `registry::proxy` (pull-through: `upstream` HTTP, `fetch` single-flight streaming) and a
+//! manifest PUT by a push-through job to `registry::mirror`; `registry::gc` reclaims space.
+//!
+//! The path of `glci run`:
+//!
+//! ```text
+//! pipeline::parse (.gitlab-ci.yml → model, errors with file:line:key; rules expressions)
+//!   → pipeline::plan (variables, rules, job selection, DAG) → pipeline::execute (containers
+//!   through `docker`, artifacts, logs) with pipeline::wiring (CI_REGISTRY*, CA, DinD/BuildKit,
+//!   DOCKER_AUTH_CONFIG) and `mock` (the glci-mock registry container)
+//! ```
+//!
+//! Floors: pure parsers (`registry::names`, `registry::routes`, `registry::manifest`, `config`,
+//! `pipeline::parse`, `pipeline::rules`, `pipeline::plan`) and I/O owners (`registry::storage`,
+//! `registry::uploads`, `http`, `tls`, `docker`, `git`) at the bottom; services (registry api,
+//! auth, proxy, mirror, gc, execute, mock) above them; `cli` on top. Calls go down or sideways.
+//! Nothing below `cli` prints to stdout or exits the process.
 
 pub mod auth;
 pub mod cli;
