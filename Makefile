@@ -25,7 +25,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## bench: release build, then tests/bench.rs (1 GiB push/pull figures → target/bench/registry.json)
+## bench: release build, then tests/bench.rs (1 GiB push/pull figures → target/bench/compare.json)
 bench:
 	scripts/bench.sh
 

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 
 use super::{clean_reason, reason_phrase, Body, Handler, Request, Response};
 
+/// Files up to this size (manifests, configs) go out in one write with the head: a `read` and
+/// one `sendto` (one TCP segment) instead of `lseek`, `sendto` and `sendfile` (issue 9).
+const INLINE_FILE_BYTES: u64 = 16 * 1024;
+
 /// Largest request head (request line + headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
@@ -597,9 +601,15 @@ fn write_response_unflushed<T: Transport>(
     response: Response,
     keep_alive: bool,
 ) -> io::Result<u64> {
+    use std::fmt::Write as _;
     let Response { status, headers, body, reason } = response;
-    let reason = reason.map(|r| clean_reason(&r)).unwrap_or_else(|| reason_phrase(status).to_string());
-    let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
+    let reason = match reason {
+        Some(r) => std::borrow::Cow::Owned(clean_reason(&r)),
+        None => std::borrow::Cow::Borrowed(reason_phrase(status)),
+    };
+    // One allocation for the whole head in the common case (issue 9: it grew by reallocs).
+    let mut head = String::with_capacity(512);
+    let _ = write!(head, "HTTP/1.1 {status} {reason}\r\n");
     let has_length_header = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
     for (name, value) in &headers {
         // Header values never carry CR/LF: they come from our own code, but make sure.
@@ -615,7 +625,9 @@ fn write_response_unflushed<T: Transport>(
     let chunked = body.known_len().is_none() && method != "HEAD" && !no_body_status;
     if !has_length_header && !no_body_status {
         match body.known_len() {
-            Some(n) => head.push_str(&format!("Content-Length: {n}\r\n")),
+            Some(n) => {
+                let _ = write!(head, "Content-Length: {n}\r\n");
+            }
             None if method != "HEAD" => head.push_str("Transfer-Encoding: chunked\r\n"),
             None => {}
         }
@@ -637,6 +649,15 @@ fn write_response_unflushed<T: Transport>(
             out.extend_from_slice(&bytes);
             stream.write_all(&out)?;
             Ok(bytes.len() as u64)
+        }
+        Body::File { file, len } if len <= INLINE_FILE_BYTES => {
+            // From the file's current position, like `send_file` (a range may have seeked it).
+            let mut out = head.into_bytes();
+            let start = out.len();
+            out.resize(start + len as usize, 0);
+            (&file).read_exact(&mut out[start..])?;
+            stream.write_all(&out)?;
+            Ok(len)
         }
         Body::File { file, len } => {
             stream.write_all(head.as_bytes())?;
