@@ -260,13 +260,25 @@ impl Store {
         if !self.repository_exists(name) {
             return Ok(None);
         }
+        let tags_dir = self.layout.tags_dir(name);
         let mut tags = Vec::new();
-        for tag in list_links(&self.layout.tags_dir(name))? {
+        // Many tags share a few manifests: check each digest once per listing.
+        let mut present: std::collections::HashMap<Digest, bool> = std::collections::HashMap::new();
+        for tag in list_links(&tags_dir)? {
             // A tag whose manifest is gone (deleted underneath it) is not listed.
-            if let Ok(t) = tag.parse::<Tag>() {
-                if self.resolve(name, &Reference::Tag(t))?.is_some() {
-                    tags.push(tag);
+            let Some(digest) = read_link(&tags_dir.join(&tag))?.and_then(|t| t.parse::<Digest>().ok()) else {
+                continue;
+            };
+            let listed = match present.get(&digest) {
+                Some(known) => *known,
+                None => {
+                    let known = self.manifest_present(name, &digest)?;
+                    present.insert(digest, known);
+                    known
                 }
+            };
+            if listed && tag.parse::<Tag>().is_ok() {
+                tags.push(tag);
             }
         }
         Ok(Some(tags))
