@@ -19,7 +19,10 @@ pub struct DockerError {
 impl fmt::Display for DockerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let code = self.code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into());
-        let stderr = self.stderr.trim().lines().last().unwrap_or("");
+        // Docker often says why on the line before its summary ("Error: failed to start
+        // containers: x" follows "... port is already allocated"): keep the last two lines.
+        let lines: Vec<&str> = self.stderr.trim().lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let stderr = lines[lines.len().saturating_sub(2)..].join(" / ");
         write!(f, "`{}` failed (exit {code}): {stderr}", self.command)
     }
 }

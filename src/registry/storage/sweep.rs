@@ -157,6 +157,19 @@ impl Store {
         for name in &roots {
             self.prune_repository(name)?;
         }
+        // A clean killed half way can leave bare name directories with no `_…` directory left
+        // in them; they hold nothing, so they go too (deepest first; rmdir keeps anything else).
+        let mut bare: Vec<std::path::PathBuf> = walkdir::WalkDir::new(&start)
+            .follow_links(false)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_dir() && e.path() != root)
+            .map(|e| e.into_path())
+            .collect();
+        bare.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in bare {
+            remove_empty_dir(&dir)?;
+        }
         Ok(roots)
     }
 
