@@ -14,6 +14,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::transport::{Plain, Tls, Transport};
 use super::{clean_reason, reason_phrase, Body, Handler, Request, Response};
 
 /// Files up to this size (manifests, configs) go out in one write with the head: a `read` and
@@ -56,89 +57,6 @@ pub struct Exchange<'a> {
 
 /// The byte every TLS connection opens with (a handshake record).
 const TLS_HANDSHAKE: u8 = 0x16;
-
-/// A connection's byte stream, plain or TLS.
-pub trait Transport: Read + Write {
-    fn tcp(&self) -> &TcpStream;
-    /// Sends `len` bytes of `file` from its current position.
-    fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()>;
-    /// Ends the stream cleanly (TLS close_notify, then FIN).
-    fn close(&mut self);
-}
-
-struct Plain(TcpStream);
-
-impl Read for Plain {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl Write for Plain {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl Transport for Plain {
-    fn tcp(&self) -> &TcpStream {
-        &self.0
-    }
-    fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()> {
-        send_file(&self.0, file, len)
-    }
-    fn close(&mut self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Write);
-    }
-}
-
-type TlsStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
-
-struct Tls(TlsStream);
-
-impl Read for Tls {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl Write for Tls {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl Transport for Tls {
-    fn tcp(&self) -> &TcpStream {
-        &self.0.sock
-    }
-    fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()> {
-        // Encryption needs the bytes in user space: copy in record-sized pieces.
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut reader = file.take(len);
-        let mut left = len;
-        while left > 0 {
-            let n = reader.read(&mut buf)?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
-            }
-            self.0.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
-        self.0.flush()
-    }
-    fn close(&mut self) {
-        self.0.conn.send_close_notify();
-        let _ = self.0.flush();
-        let _ = self.0.sock.shutdown(std::net::Shutdown::Write);
-    }
-}
 
 /// What the first byte of a connection says.
 enum Opening {
@@ -682,33 +600,6 @@ fn write_response_unflushed<T: Transport>(
             Ok(writer.sent)
         }
     }
-}
-
-/// Sends `len` bytes of `file` from its current position with sendfile(2): the bytes go from
-/// the page cache to the socket without passing through user space. (std's `io::copy` did not
-/// pick its sendfile path for `Take<File>` here: strace showed 8 KiB read/sendto pairs.)
-fn send_file(stream: &TcpStream, file: &std::fs::File, len: u64) -> io::Result<()> {
-    use std::io::Seek;
-    use std::os::unix::io::AsRawFd;
-    let mut offset = (&*file).stream_position()? as libc::off_t;
-    let mut left = len;
-    while left > 0 {
-        let count = left.min(1 << 30) as usize;
-        // SAFETY: both descriptors are open for the duration of the call; `offset` is ours.
-        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut offset, count) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
-        }
-        left -= n as u64;
-    }
-    Ok(())
 }
 
 struct ChunkedWriter<W: Write> {

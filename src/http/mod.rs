@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod transport;
 
 use std::fs::File;
 use std::io::Read;
