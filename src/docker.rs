@@ -384,6 +384,31 @@ pub fn remove_containers(containers: &[String]) -> Result<(), DockerError> {
     }
 }
 
+/// Runs docker with `write` streaming into its stdin while stdout and stderr are drained on
+/// threads (so neither side can block the other); fails when docker does or the writer does.
+fn run_feeding(args: &[&str], write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>) -> Result<(), DockerError> {
+    let mut child = command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_failed(args, &e))?;
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let written = match child.stdin.take() {
+        Some(mut stdin) => write(&mut stdin).and_then(|()| stdin.flush()),
+        None => Ok(()),
+    };
+    let status = child.wait().map_err(|e| spawn_failed(args, &e))?;
+    let _ = out.join();
+    let stderr = err.join().unwrap_or_default();
+    match (status.success(), written) {
+        (true, Ok(())) => Ok(()),
+        (true, Err(e)) => Err(DockerError { command: command_line(args), code: None, stderr: e.to_string() }),
+        (false, _) => Err(DockerError { command: command_line(args), code: status.code(), stderr }),
+    }
+}
+
 /// `docker cp - CONTAINER:DIR`: extracts the tar stream `tar` (written by `write`) into `DIR`.
 pub fn copy_into(
     container: &str,
@@ -392,26 +417,7 @@ pub fn copy_into(
 ) -> Result<(), DockerError> {
     let target = format!("{container}:{dir}");
     let args = ["cp", "-", target.as_str()];
-    let mut child = command(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| spawn_failed(&args, &e))?;
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let written = match child.stdin.take() {
-        Some(mut stdin) => write(&mut stdin).and_then(|()| stdin.flush()),
-        None => Ok(()),
-    };
-    let status = child.wait().map_err(|e| spawn_failed(&args, &e))?;
-    let _ = out.join();
-    let stderr = err.join().unwrap_or_default();
-    match (status.success(), written) {
-        (true, Ok(())) => Ok(()),
-        (true, Err(e)) => Err(DockerError { command: command_line(&args), code: None, stderr: e.to_string() }),
-        (false, _) => Err(DockerError { command: command_line(&args), code: status.code(), stderr }),
-    }
+    run_feeding(&args, write)
 }
 
 /// `docker cp CONTAINER:PATH -`: hands the tar stream of `PATH` to `read`. `Ok(None)` when the
@@ -593,26 +599,7 @@ pub fn import(
     }
     args.push("-");
     args.push(image);
-    let mut child = command(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| spawn_failed(&args, &e))?;
-    let out = drain(child.stdout.take());
-    let err = drain(child.stderr.take());
-    let written = match child.stdin.take() {
-        Some(mut stdin) => write(&mut stdin).and_then(|()| stdin.flush()),
-        None => Ok(()),
-    };
-    let status = child.wait().map_err(|e| spawn_failed(&args, &e))?;
-    let _ = out.join();
-    let stderr = err.join().unwrap_or_default();
-    match (status.success(), written) {
-        (true, Ok(())) => Ok(()),
-        (true, Err(e)) => Err(DockerError { command: command_line(&args), code: None, stderr: e.to_string() }),
-        (false, _) => Err(DockerError { command: command_line(&args), code: status.code(), stderr }),
-    }
+    run_feeding(&args, write)
 }
 
 /// The id of a local image (`None` when there is none by that name).
