@@ -320,12 +320,7 @@ pub fn start(container: &str) -> Result<(), DockerError> {
 /// Stop it from another thread with [`kill`].
 pub fn start_attached(container: &str, on_line: &(dyn Fn(&[u8]) + Sync)) -> Result<i32, DockerError> {
     let args = ["start", "--attach", container];
-    let mut child = command(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| spawn_failed(&args, &e))?;
+    let mut child = spawn_piped(&args, Stdio::null())?;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     std::thread::scope(|scope| {
@@ -384,15 +379,15 @@ pub fn remove_containers(containers: &[String]) -> Result<(), DockerError> {
     }
 }
 
+/// Spawns docker with stdout and stderr piped (the caller drains them) and `stdin` as given.
+fn spawn_piped(args: &[&str], stdin: Stdio) -> Result<std::process::Child, DockerError> {
+    command(args).stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| spawn_failed(args, &e))
+}
+
 /// Runs docker with `write` streaming into its stdin while stdout and stderr are drained on
 /// threads (so neither side can block the other); fails when docker does or the writer does.
 fn run_feeding(args: &[&str], write: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>) -> Result<(), DockerError> {
-    let mut child = command(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| spawn_failed(args, &e))?;
+    let mut child = spawn_piped(args, Stdio::piped())?;
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
     let written = match child.stdin.take() {
@@ -429,12 +424,7 @@ pub fn copy_from<T>(
 ) -> Result<Option<T>, DockerError> {
     let source = format!("{container}:{path}");
     let args = ["cp", source.as_str(), "-"];
-    let mut child = command(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| spawn_failed(&args, &e))?;
+    let mut child = spawn_piped(&args, Stdio::null())?;
     let err = drain(child.stderr.take());
     let result = match child.stdout.take() {
         Some(mut stdout) => {

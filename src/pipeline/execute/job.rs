@@ -175,11 +175,7 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
         env_file: Some(env_file),
         privileged: wiring.privileged,
     };
-    let container = docker::create(&spec).map_err(|e| e.to_string())?;
-    created.containers.push(container.clone());
-    for extra in &wiring.networks {
-        docker::network_connect(extra, &container, &[]).map_err(|e| e.to_string())?;
-    }
+    let container = create_container(&spec, &wiring.networks, created)?;
     let mut wiring = wiring;
     wiring.files.extend(run.wiring.prepare(&container, job, None)?);
 
@@ -277,11 +273,7 @@ fn start_service(
         env_file: Some(env_file),
         privileged: wiring.privileged,
     };
-    let container = docker::create(&spec).map_err(|e| e.to_string())?;
-    created.containers.push(container.clone());
-    for extra in &wiring.networks {
-        docker::network_connect(extra, &container, &[]).map_err(|e| e.to_string())?;
-    }
+    let container = create_container(&spec, &wiring.networks, created)?;
     let mut files = wiring.files.clone();
     files.extend(run.wiring.prepare(&container, job, Some(service))?);
     if !files.is_empty() {
@@ -390,6 +382,17 @@ fn write_env_file(run: &Run<'_>, base: &str, what: &str, variables: &VarSet) -> 
 
 fn script_file(text: String) -> ExtraFile {
     ExtraFile { path: script::SCRIPT_PATH.into(), contents: text.into_bytes(), mode: 0o755 }
+}
+
+/// Creates a container (recorded in `created` at once, so cleanup finds it whatever happens
+/// next) and joins it to the wiring's extra networks.
+fn create_container(spec: &ContainerSpec, networks: &[String], created: &mut Created) -> Result<String, String> {
+    let container = docker::create(spec).map_err(|e| e.to_string())?;
+    created.containers.push(container.clone());
+    for extra in networks {
+        docker::network_connect(extra, &container, &[]).map_err(|e| e.to_string())?;
+    }
+    Ok(container)
 }
 
 fn copy_files(container: &str, files: &[ExtraFile]) -> Result<(), String> {
