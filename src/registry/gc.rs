@@ -461,7 +461,7 @@ fn run_clean(
     )?;
     // Repositories left without a file (this run's, or a killed run's) lose their directories,
     // so the catalog no longer lists them.
-    store.prune_empty_repositories(options.project.as_ref())?;
+    store.prune_empty_repositories(options.project.as_ref(), cutoff)?;
     progress(Progress { phase: "marking", done: 0, total: 0 });
     let inv = store.inventory()?;
     let sweep = plan_sweep(&inv, cutoff, &[])?;

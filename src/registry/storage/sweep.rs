@@ -134,8 +134,14 @@ impl Store {
 
     /// Prunes every repository at `project` or below it (all for `None`) that holds no file at
     /// all any more: emptied by this `clean`, or by one killed before it could prune. A
-    /// repository with any file in it is left alone entirely. Returns the names pruned.
-    pub fn prune_empty_repositories(&self, project: Option<&Name>) -> Result<Vec<Name>, StoreError> {
+    /// repository with any file in it is left alone entirely. Bare name directories (no `_…`
+    /// directory left) go only when last changed before `cutoff`: a push may have created one an
+    /// instant ago and be about to fill it. Returns the names pruned.
+    pub fn prune_empty_repositories(
+        &self,
+        project: Option<&Name>,
+        cutoff: std::time::SystemTime,
+    ) -> Result<Vec<Name>, StoreError> {
         let root = self.layout().repositories();
         let start = project.map(|p| self.layout().repository(p)).unwrap_or_else(|| root.clone());
         let mut roots: Vec<Name> = Vec::new();
@@ -164,6 +170,7 @@ impl Store {
             .into_iter()
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_dir() && e.path() != root)
+            .filter(|e| e.metadata().ok().and_then(|m| m.modified().ok()).is_some_and(|t| t <= cutoff))
             .map(|e| e.into_path())
             .collect();
         bare.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
