@@ -64,7 +64,9 @@ fi
 alive() {
     local stat
     [[ $1 =~ ^[0-9]+$ ]] || return 1
-    { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+    # read, not $(<file): under set -e, bash 5.2 exits the whole script when
+    # the file in $(<file) is gone, whatever `|| return` follows.
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
     stat=${stat##*) } # field 3, after "pid (comm) "
     [[ ${stat%% *} != Z ]]
 }
