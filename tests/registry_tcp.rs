@@ -656,7 +656,11 @@ fn upload_sessions_survive_a_restart() {
 fn a_full_queue_answers_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::with_workers(dir.path(), 1);
-    // Each held connection keeps the one worker or a queue slot busy (keep-alive, idle).
+    // The one worker waits for the rest of a manifest body that is slow to come; each later
+    // request, whole and ready, takes a queue slot. Idle connections would take none: they wait
+    // in the idle poller, not in the queue.
+    let mut busy = s.client();
+    busy.send_raw(b"PUT /v2/slow/manifests/t HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{");
     let mut held = Vec::new();
     let mut refused = None;
     for _ in 0..10 {
@@ -681,6 +685,7 @@ fn a_full_queue_answers_503_with_retry_after() {
     assert!(r.contains("Retry-After: 1\r\n"), "{r}");
     assert!(r.contains("TOOMANYREQUESTS"), "{r}");
     drop(held);
+    drop(busy);
     // Once the holders leave, the server answers again.
     let mut ok = false;
     for _ in 0..50 {

@@ -1,19 +1,21 @@
-//! One client connection: the first byte decides HTTPS (0x16, a TLS handshake, DESIGN §3) or
-//! plain HTTP on the same port; then request heads parsed with `httparse`, bodies streamed
-//! (length-delimited or chunked), responses written with `Content-Length` whenever it is
-//! known, keep-alive until the client closes, idles out, or the server shuts down.
+//! One client connection while it has a request in progress, on a worker thread: the request
+//! head parsed with `httparse` (under a deadline), the body streamed (length-delimited or
+//! chunked, with a minimum rate), the response written with `Content-Length` whenever it is
+//! known; then the connection goes back to the idle poller (`idle.rs`) to wait for its next
+//! request, or closes.
 //!
 //! Why not tiny_http (the crate the project started from): in 0.12 dropping a request whose
 //! body was not read to the end allocates the whole unread length at once, so one request
 //! claiming a 10 TB `Content-Length` aborts the server; a malformed `Content-Length` is taken as
-//! no body; bodies of 32 KiB and more go out chunked, HEAD included; and TLS is fixed per
-//! server, so one port cannot serve both HTTP and HTTPS. This module owns those decisions.
+//! no body; bodies of 32 KiB and more go out chunked, HEAD included; TLS is fixed per server,
+//! so one port cannot serve both HTTP and HTTPS; and each connection holds a thread while idle.
+//! This module and `idle.rs` own those decisions.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::idle::{Conn, HEAD_TIMEOUT};
 use super::transport::{Plain, Tls, Transport};
 use super::{clean_reason, reason_phrase, Body, Handler, Request, Response};
 
@@ -22,14 +24,17 @@ use super::{clean_reason, reason_phrase, Body, Handler, Request, Response};
 const INLINE_FILE_BYTES: u64 = 16 * 1024;
 
 /// Largest request head (request line + headers) accepted.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// How much of an unread body is drained to keep a connection alive; beyond it we close.
 const MAX_DRAIN_BYTES: u64 = 256 * 1024;
-/// How often an idle connection looks at the shutdown flag.
-const IDLE_POLL: Duration = Duration::from_millis(250);
 /// How long a closing connection keeps reading unwanted input (see `linger`).
 const LINGER: Duration = Duration::from_secs(2);
+/// A request body must average at least this many bytes a second once `BODY_RATE_GRACE` has
+/// passed, or it fails: a client dripping a byte a second would otherwise hold a worker for
+/// as long as it likes.
+const MIN_BODY_BYTES_PER_SEC: u64 = 1024;
+const BODY_RATE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
@@ -37,11 +42,17 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// A request whose body stalls longer than this fails.
     pub read_timeout: Duration,
+    /// A response the client stops reading fails after this long without progress.
+    pub write_timeout: Duration,
 }
 
 impl Default for ConnLimits {
     fn default() -> Self {
-        ConnLimits { idle_timeout: Duration::from_secs(60), read_timeout: Duration::from_secs(120) }
+        ConnLimits {
+            idle_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -55,91 +66,51 @@ pub struct Exchange<'a> {
     pub elapsed: Duration,
 }
 
-/// The byte every TLS connection opens with (a handshake record).
-const TLS_HANDSHAKE: u8 = 0x16;
-
-/// What the first byte of a connection says.
-enum Opening {
-    Tls,
-    Plain,
-    Closed,
-}
-
-/// Waits for the first byte without consuming it, checking the shutdown flag while idle.
-fn sniff(stream: &TcpStream, shutdown: &AtomicBool, limits: ConnLimits) -> Opening {
-    let deadline = Instant::now() + limits.idle_timeout;
-    let _ = stream.set_read_timeout(Some(IDLE_POLL));
-    let mut first = [0u8; 1];
-    loop {
-        if shutdown.load(Ordering::SeqCst) {
-            return Opening::Closed;
-        }
-        match stream.peek(&mut first) {
-            Ok(0) => return Opening::Closed,
-            Ok(_) if first[0] == TLS_HANDSHAKE => return Opening::Tls,
-            Ok(_) => return Opening::Plain,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                ) =>
-            {
-                if Instant::now() >= deadline {
-                    return Opening::Closed;
-                }
-            }
-            Err(_) => return Opening::Closed,
-        }
-    }
-}
-
-/// Answers a connection the server has no room for: 503 with `Retry-After`, then close. Runs on
-/// the accept thread, so it never waits to read: a TLS client gets a failed handshake instead,
-/// which it retries as well.
-pub fn refuse_busy(stream: TcpStream) {
-    let _ = stream.set_nonblocking(true);
-    {
-        let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"server busy, retry shortly"}]}"#;
-        let head = format!(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let mut response = head.into_bytes();
-        response.extend_from_slice(body);
-        // One small write into an empty socket buffer: it fits, or the client is gone.
-        let _ = (&stream).write(&response);
-    }
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-}
-
-/// Serves one accepted connection: HTTPS when it opens with a TLS handshake and `tls` is
-/// configured, plain HTTP otherwise. A TLS handshake on a plain-only server is closed at once,
-/// so clients that try HTTPS first (docker, skopeo) fall back to HTTP without waiting.
+/// Serves a connection the poller found ready, until it has nothing more buffered. Returns it
+/// when it should wait for its next request in the poller; `None` once it is closed.
 pub fn serve(
-    stream: TcpStream,
+    conn: Conn,
     tls: Option<&crate::tls::ServerTls>,
     handler: &dyn Handler,
     shutdown: &AtomicBool,
     limits: ConnLimits,
     log: &dyn Fn(&Exchange<'_>),
-) {
-    let _ = stream.set_nodelay(true);
-    match (sniff(&stream, shutdown, limits), tls) {
-        (Opening::Plain, _) => serve_transport(Plain(stream), "http", handler, shutdown, limits, log),
-        (Opening::Tls, Some(tls)) => match rustls::ServerConnection::new(tls.config()) {
-            Ok(conn) => {
-                serve_transport(Tls(rustls::StreamOwned::new(conn, stream)), "https", handler, shutdown, limits, log)
-            }
-            Err(e) => crate::log::warn("tls", &e.to_string()),
-        },
-        (Opening::Tls, None) => {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+) -> Option<Conn> {
+    let tcp = match &conn {
+        Conn::Fresh(s) | Conn::TlsFresh(s) => s,
+        Conn::Plain(p) => &p.stream,
+        Conn::Tls(t) => &t.0.sock,
+    };
+    if tcp.set_nonblocking(false).is_err() || tcp.set_write_timeout(Some(limits.write_timeout)).is_err() {
+        return None;
+    }
+    let _ = tcp.set_nodelay(true);
+    match conn {
+        Conn::Fresh(stream) => {
+            serve_transport(Plain::new(stream), "http", handler, shutdown, limits, log).map(Conn::Plain)
         }
-        (Opening::Closed, _) => {}
+        Conn::Plain(plain) => serve_transport(plain, "http", handler, shutdown, limits, log).map(Conn::Plain),
+        Conn::TlsFresh(stream) => {
+            let tls = tls?;
+            match rustls::ServerConnection::new(tls.config()) {
+                Ok(session) => {
+                    let transport = Tls(rustls::StreamOwned::new(session, stream));
+                    serve_transport(transport, "https", handler, shutdown, limits, log).map(|t| Conn::Tls(Box::new(t)))
+                }
+                Err(e) => {
+                    crate::log::warn("tls", &e.to_string());
+                    None
+                }
+            }
+        }
+        Conn::Tls(tls) => {
+            serve_transport(*tls, "https", handler, shutdown, limits, log).map(|t| Conn::Tls(Box::new(t)))
+        }
     }
 }
 
-/// Serves requests on `transport` until the client goes away, it idles out, or `shutdown` is set.
+/// Serves requests on `transport` while they keep coming without a pause. Returns the
+/// transport when the client may send another request later (keep-alive, nothing buffered).
 fn serve_transport<T: Transport>(
     transport: T,
     scheme: &'static str,
@@ -147,37 +118,33 @@ fn serve_transport<T: Transport>(
     shutdown: &AtomicBool,
     limits: ConnLimits,
     log: &dyn Fn(&Exchange<'_>),
-) {
+) -> Option<T> {
     let mut reader = BufReader::with_capacity(64 * 1024, transport);
     loop {
-        if !wait_for_request(&mut reader, shutdown, limits) {
-            return;
-        }
-        let _ = reader.get_ref().tcp().set_read_timeout(Some(limits.read_timeout));
-        let head = match read_head(&mut reader) {
+        let head = match read_head(&mut reader, Instant::now() + HEAD_TIMEOUT) {
             Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(HeadError::Io) => return,
+            Ok(None) | Err(HeadError::Io) => return None,
             Err(HeadError::Bad(status, msg)) => {
                 let _ = write_response(reader.get_mut(), "GET", plain_error(status, msg), false);
                 reader.get_mut().close();
-                return;
+                return None;
             }
         };
+        let _ = reader.get_ref().tcp().set_read_timeout(Some(limits.read_timeout));
         let started = Instant::now();
         let framing = match body_framing(&head.headers) {
             Ok(f) => f,
             Err(msg) => {
                 let _ = write_response(reader.get_mut(), &head.method, plain_error(400, msg), false);
                 reader.get_mut().close();
-                return;
+                return None;
             }
         };
         if head.expects_continue
             && !matches!(framing, Framing::Length(0))
             && write_flush(reader.get_mut(), b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
         {
-            return;
+            return None;
         }
         let mut body = BodyReader::new(&mut reader, framing);
         let mut request = Request {
@@ -218,7 +185,10 @@ fn serve_transport<T: Transport>(
             if !body_done {
                 linger(&mut reader);
             }
-            return;
+            return None;
+        }
+        if reader.buffer().is_empty() && !reader.get_mut().has_buffered() {
+            return Some(reader.into_inner());
         }
     }
 }
@@ -249,32 +219,6 @@ fn linger<T: Transport>(reader: &mut BufReader<T>) {
     }
 }
 
-/// Waits for the first byte of the next request, checking the shutdown flag while idle.
-/// Returns false when the connection should close.
-fn wait_for_request<T: Transport>(reader: &mut BufReader<T>, shutdown: &AtomicBool, limits: ConnLimits) -> bool {
-    if !reader.buffer().is_empty() {
-        return true;
-    }
-    let deadline = Instant::now() + limits.idle_timeout;
-    let _ = reader.get_ref().tcp().set_read_timeout(Some(IDLE_POLL));
-    loop {
-        if shutdown.load(Ordering::SeqCst) {
-            return false;
-        }
-        match reader.fill_buf() {
-            Ok([]) => return false,
-            Ok(_) => return true,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                if Instant::now() >= deadline {
-                    return false;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-}
-
 struct Head {
     method: String,
     path: String,
@@ -289,32 +233,53 @@ enum HeadError {
     Bad(u16, &'static str),
 }
 
-fn read_head(reader: &mut impl BufRead) -> Result<Option<Head>, HeadError> {
+/// Reads one request head, which must arrive whole by `deadline` (a client sending a byte a
+/// second gets a 408, not a worker for as long as it likes). `Ok(None)`: the client closed.
+fn read_head<T: Transport>(reader: &mut BufReader<T>, deadline: Instant) -> Result<Option<Head>, HeadError> {
     let mut raw = Vec::with_capacity(1024);
     loop {
-        let before = raw.len();
-        let n = reader
-            .by_ref()
-            .take((MAX_HEAD_BYTES + 1 - raw.len()) as u64)
-            .read_until(b'\n', &mut raw)
-            .map_err(|_| HeadError::Io)?;
-        if n == 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Bad(408, "request head not received in time"));
+        }
+        let _ = reader.get_ref().tcp().set_read_timeout(Some(left));
+        let available = match reader.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
+            Err(_) => return Err(HeadError::Io),
+        };
+        if available.is_empty() {
             return if raw.is_empty() { Ok(None) } else { Err(HeadError::Io) };
         }
+        let (taken, ended) = take_head_bytes(&mut raw, available);
+        reader.consume(taken);
         if raw.len() > MAX_HEAD_BYTES {
             return Err(HeadError::Bad(431, "request head too large"));
         }
-        let line = &raw[before..];
-        // Tolerate blank lines before the request line (RFC 9112 §2.2).
-        if before == 0 && (line == b"\r\n" || line == b"\n") {
-            raw.clear();
-            continue;
-        }
-        if line == b"\r\n" || line == b"\n" {
-            break;
+        if ended {
+            return parse_head(&raw).map(Some);
         }
     }
-    parse_head(&raw).map(Some)
+}
+
+/// Moves bytes from `available` into `raw` up to the end of the head (at most one byte past
+/// the limit). Blank lines before the request line are dropped (RFC 9112 §2.2). Returns how
+/// many bytes were taken and whether the head is complete.
+fn take_head_bytes(raw: &mut Vec<u8>, available: &[u8]) -> (usize, bool) {
+    for (i, &byte) in available.iter().enumerate() {
+        if raw.is_empty() && (byte == b'\r' || byte == b'\n') {
+            continue;
+        }
+        raw.push(byte);
+        if byte == b'\n' && (raw.ends_with(b"\n\n") || raw.ends_with(b"\n\r\n")) {
+            return (i + 1, true);
+        }
+        if raw.len() > MAX_HEAD_BYTES {
+            return (i + 1, false);
+        }
+    }
+    (available.len(), false)
 }
 
 fn parse_head(raw: &[u8]) -> Result<Head, HeadError> {
@@ -402,6 +367,8 @@ struct BodyReader<'a, R: BufRead> {
     remaining: u64,
     state: ChunkState,
     consumed: u64,
+    /// When the first body byte was asked for: the minimum rate is measured from here.
+    started: Option<Instant>,
 }
 
 #[derive(PartialEq, Debug)]
@@ -419,7 +386,7 @@ impl<'a, R: BufRead> BodyReader<'a, R> {
             Framing::Length(n) => (n, if n == 0 { ChunkState::Done } else { ChunkState::Data }),
             Framing::Chunked => (0, ChunkState::Size),
         };
-        BodyReader { inner, framing, remaining, state, consumed: 0 }
+        BodyReader { inner, framing, remaining, state, consumed: 0, started: None }
     }
 
     /// Drains what the handler left unread, up to `limit` bytes. True when the body ended,
@@ -476,6 +443,10 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
                     if buf.is_empty() {
                         return Ok(0);
                     }
+                    let started = *self.started.get_or_insert_with(Instant::now);
+                    if too_slow(self.consumed, started.elapsed()) {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "request body arrives too slowly"));
+                    }
                     let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
                     let n = self.inner.read(&mut buf[..want])?;
                     if n == 0 {
@@ -500,6 +471,11 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
             }
         }
     }
+}
+
+/// True when a body that has delivered `consumed` bytes in `elapsed` is below the minimum rate.
+fn too_slow(consumed: u64, elapsed: Duration) -> bool {
+    elapsed > BODY_RATE_GRACE && u128::from(consumed) * 1000 < u128::from(MIN_BODY_BYTES_PER_SEC) * elapsed.as_millis()
 }
 
 fn plain_error(status: u16, message: &str) -> Response {
@@ -676,6 +652,26 @@ mod tests {
         let mut input = io::Cursor::new(&b"abc"[..]);
         let mut body = BodyReader::new(&mut input, Framing::Length(10_000_000_000_000));
         assert!(!body.finish(MAX_DRAIN_BYTES));
+    }
+
+    #[test]
+    fn body_rate_floor() {
+        assert!(!too_slow(0, Duration::from_secs(5)));
+        assert!(!too_slow(20 * 1024, Duration::from_secs(20)));
+        assert!(too_slow(19 * 1024, Duration::from_secs(20)));
+        assert!(too_slow(15, Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn head_bytes_stop_at_the_blank_line() {
+        let mut raw = Vec::new();
+        let (taken, done) = take_head_bytes(&mut raw, b"\r\nGET / HTTP/1.1\r\nA: b\r\n\r\nBODY");
+        assert!(done);
+        assert_eq!(raw, b"GET / HTTP/1.1\r\nA: b\r\n\r\n");
+        assert_eq!(taken, 29);
+        let mut raw = Vec::new();
+        assert_eq!(take_head_bytes(&mut raw, b"GET / HTTP/1.1\r\n"), (16, false));
+        assert_eq!(take_head_bytes(&mut raw, b"\n"), (1, true));
     }
 
     #[test]

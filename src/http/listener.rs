@@ -1,7 +1,8 @@
-//! The threading model, and only here: one accept thread hands connections through a bounded
-//! crossbeam channel to a fixed pool of worker threads; each worker serves one connection at a
-//! time (keep-alive included). Shutdown sets a flag, wakes the accept thread, lets in-flight
-//! requests finish, and joins every thread.
+//! The threading model, and only here: one accept thread parks new connections with the idle
+//! poller (`idle.rs`), which hands each one whose request has arrived through a bounded
+//! crossbeam channel to a fixed pool of worker threads; a worker serves that request (and any
+//! that follow without a pause) and parks the connection again. Shutdown sets a flag, wakes the
+//! accept thread, lets in-flight requests finish, and joins every thread.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, TrySendError};
+use crossbeam_channel::bounded;
 
-use super::conn::{self, ConnLimits, Exchange};
+use super::conn::{self, ConnLimits, Exchange, MAX_HEAD_BYTES};
+use super::idle::{self, Conn, Poller, PollerLimits, HEAD_TIMEOUT};
 use super::Handler;
 
 #[derive(Clone)]
@@ -22,11 +24,19 @@ pub struct ServerOptions {
     pub log_requests: bool,
     /// When set, connections opening with a TLS handshake get HTTPS on the same port.
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Open connections held at most (idle ones cost a descriptor each, no thread).
+    pub max_connections: usize,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { workers: 64, limits: ConnLimits::default(), log_requests: true, tls: None }
+        ServerOptions {
+            workers: 64,
+            limits: ConnLimits::default(),
+            log_requests: true,
+            tls: None,
+            max_connections: 10_000,
+        }
     }
 }
 
@@ -60,12 +70,23 @@ impl Server {
     pub fn start(listener: TcpListener, handler: Arc<dyn Handler>, options: ServerOptions) -> io::Result<Server> {
         let addr = listener.local_addr()?;
         let shutdown = Arc::new(AtomicBool::new(false));
-        let (sender, receiver) = bounded::<TcpStream>(options.workers * 2);
-        let mut workers = Vec::with_capacity(options.workers);
-        for i in 0..options.workers.max(1) {
+        let workers_count = options.workers.max(1);
+        let (to_workers, receiver) = bounded::<Conn>(workers_count * 2);
+        let poller_limits = PollerLimits {
+            idle_timeout: options.limits.idle_timeout,
+            head_timeout: HEAD_TIMEOUT,
+            max_head: MAX_HEAD_BYTES,
+            max_parked: options.max_connections.max(1),
+            max_ready: workers_count * 2,
+        };
+        let (poller, parking) = Poller::new(to_workers, Arc::clone(&shutdown), poller_limits, options.tls.is_some())?;
+        let mut threads = Vec::with_capacity(workers_count + 1);
+        threads.push(std::thread::Builder::new().name("glci-idle".into()).spawn(move || poller.run())?);
+        for i in 0..workers_count {
             let receiver = receiver.clone();
             let handler = Arc::clone(&handler);
             let shutdown = Arc::clone(&shutdown);
+            let parking = parking.clone();
             let limits = options.limits;
             let log_requests = options.log_requests;
             let tls = options.tls.clone();
@@ -75,11 +96,15 @@ impl Server {
                         crate::log::request(e);
                     }
                 };
-                for stream in receiver.iter() {
-                    conn::serve(stream, tls.as_deref(), handler.as_ref(), &shutdown, limits, &log);
+                for conn in receiver.iter() {
+                    if let Some(idle) = conn::serve(conn, tls.as_deref(), handler.as_ref(), &shutdown, limits, &log) {
+                        // Refused only at shutdown or when the poller is full: the
+                        // connection then closes, which a client takes as the end of keep-alive.
+                        let _ = parking.park(idle);
+                    }
                 }
             })?;
-            workers.push(worker);
+            threads.push(worker);
         }
         let accept_shutdown = Arc::clone(&shutdown);
         let accept = std::thread::Builder::new().name("glci-accept".into()).spawn(move || {
@@ -88,13 +113,13 @@ impl Server {
                     break;
                 }
                 match stream {
-                    Ok(stream) => match sender.try_send(stream) {
-                        Ok(()) => {}
-                        // Every worker busy and the queue full: say so at once rather than let
-                        // the client wait in the backlog without a word.
-                        Err(TrySendError::Full(stream)) => conn::refuse_busy(stream),
-                        Err(TrySendError::Disconnected(_)) => break,
-                    },
+                    Ok(stream) => {
+                        if let Err(refused) = parking.park(Conn::Fresh(stream)) {
+                            // The poller holds as many connections as it may: say so at once
+                            // rather than let the client wait without a word.
+                            idle::refuse_busy(refused);
+                        }
+                    }
                     // Out of descriptors or a reset before accept: keep serving the others.
                     Err(e) => {
                         crate::log::warn("accept", &e.to_string());
@@ -102,9 +127,8 @@ impl Server {
                     }
                 }
             }
-            // Dropping the sender ends the workers once the queue is empty.
         })?;
-        Ok(Server { addr, shutdown, accept: Some(accept), workers })
+        Ok(Server { addr, shutdown, accept: Some(accept), workers: threads })
     }
 
     pub fn addr(&self) -> SocketAddr {

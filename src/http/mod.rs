@@ -2,6 +2,7 @@
 //! TLS types, so the connection layer (`conn.rs`) can change without touching the registry.
 
 pub mod conn;
+pub mod idle;
 pub mod listener;
 pub mod transport;
 

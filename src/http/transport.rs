@@ -1,6 +1,7 @@
 //! A connection's byte stream, plain TCP or TLS (rustls), behind one `Transport` trait: reads,
-//! writes, sending a file (sendfile(2) on plain TCP, record-sized copies under TLS) and a clean
-//! close. `conn.rs` picks one per connection from its first byte.
+//! writes, sending a file (sendfile(2) on plain TCP, record-sized copies under TLS), whether
+//! request bytes are already buffered in user space, and a clean close. The idle poller
+//! (`idle.rs`) picks one per connection from its first byte.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -12,34 +13,81 @@ pub trait Transport: Read + Write {
     fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()>;
     /// Ends the stream cleanly (TLS close_notify, then FIN).
     fn close(&mut self);
+    /// True when request bytes already sit in user space (read from the socket but not yet
+    /// consumed), so waiting for the socket to become readable could wait forever.
+    fn has_buffered(&mut self) -> bool;
 }
 
-pub struct Plain(pub TcpStream);
+/// Plain TCP. `early` holds bytes the idle poller read ahead (a request head gathered without
+/// a worker); reads return them before touching the socket.
+pub struct Plain {
+    pub stream: TcpStream,
+    early: Vec<u8>,
+    early_read: usize,
+}
+
+impl Plain {
+    pub fn new(stream: TcpStream) -> Plain {
+        Plain { stream, early: Vec::new(), early_read: 0 }
+    }
+
+    /// The bytes read ahead and not yet returned by `read`.
+    pub fn early(&self) -> &[u8] {
+        &self.early[self.early_read..]
+    }
+
+    /// Reads what the socket has without blocking (the socket must be non-blocking) and keeps
+    /// it for later `read`s, up to `limit` bytes held in all. `Ok(0)` means end of stream.
+    pub fn read_ahead(&mut self, limit: usize) -> io::Result<usize> {
+        let mut buf = [0u8; 8 * 1024];
+        let room = limit.saturating_sub(self.early().len()).min(buf.len());
+        if room == 0 {
+            return Ok(0);
+        }
+        let n = self.stream.read(&mut buf[..room])?;
+        self.early.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
 
 impl Read for Plain {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        if self.early_read < self.early.len() {
+            let n = self.early().len().min(buf.len());
+            buf[..n].copy_from_slice(&self.early[self.early_read..self.early_read + n]);
+            self.early_read += n;
+            if self.early_read == self.early.len() {
+                // Give the memory back: a parked connection should cost a descriptor, not a buffer.
+                self.early = Vec::new();
+                self.early_read = 0;
+            }
+            return Ok(n);
+        }
+        self.stream.read(buf)
     }
 }
 
 impl Write for Plain {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        self.stream.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.stream.flush()
     }
 }
 
 impl Transport for Plain {
     fn tcp(&self) -> &TcpStream {
-        &self.0
+        &self.stream
     }
     fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()> {
-        send_file(&self.0, file, len)
+        send_file(&self.stream, file, len)
     }
     fn close(&mut self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Write);
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+    fn has_buffered(&mut self) -> bool {
+        !self.early().is_empty()
     }
 }
 
@@ -85,6 +133,14 @@ impl Transport for Tls {
         self.0.conn.send_close_notify();
         let _ = self.0.flush();
         let _ = self.0.sock.shutdown(std::net::Shutdown::Write);
+    }
+    fn has_buffered(&mut self) -> bool {
+        // Records already received may hold the next request (a pipelining client).
+        match self.0.conn.process_new_packets() {
+            Ok(state) => state.plaintext_bytes_to_read() > 0,
+            // A broken session: let the worker's next read report it.
+            Err(_) => true,
+        }
     }
 }
 

@@ -586,6 +586,21 @@ impl ServeProcess {
         String::from_utf8_lossy(&self.stderr.lock().expect("stderr buffer lock")).into_owned()
     }
 
+    /// Waits (bounded) until the server's stderr contains `needle`. Stderr is copied by a
+    /// reader thread, so a line the server just wrote may not be here yet.
+    pub fn stderr_shows(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit; panics unless it
     /// exits 0, as the `glci serve` contract says it must.
     pub fn stop(mut self) -> ExitStatus {

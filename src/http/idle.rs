@@ -1,0 +1,346 @@
+//! The idle poller: every connection with no request in progress (just accepted, or kept alive
+//! between requests) waits here, in one poll(2) set, instead of holding a worker thread. Five
+//! hundred idle clients then cost five hundred descriptors, not five hundred threads (issue 10).
+//!
+//! A plain connection's request head is gathered here too, without blocking, so a client that
+//! sends one byte a second never holds a worker: only a complete head is handed to the pool. A
+//! TLS connection goes to a worker as soon as bytes arrive, since decrypting (and the handshake)
+//! is blocking rustls work; its head then has the worker's head deadline.
+//!
+//! When every worker is busy and the hand-over queue is full, connections whose request is ready
+//! wait in a short local queue; beyond that they are answered 503 with `Retry-After`.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::transport::{Plain, Tls};
+
+/// The longest a parked connection may take to send a whole request head, from its first byte.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the poller wakes with nothing to do, to see deadlines and the shutdown flag.
+const TICK: Duration = Duration::from_millis(250);
+/// How often it retries handing ready connections to busy workers.
+const RETRY: Duration = Duration::from_millis(5);
+/// The byte every TLS connection opens with (a handshake record).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A connection between requests.
+pub enum Conn {
+    /// Just accepted: its first byte decides plain HTTP or TLS.
+    Fresh(TcpStream),
+    /// Opened with a TLS handshake, which a worker performs.
+    TlsFresh(TcpStream),
+    Plain(Plain),
+    Tls(Box<Tls>),
+}
+
+impl Conn {
+    fn fd(&self) -> RawFd {
+        match self {
+            Conn::Fresh(s) | Conn::TlsFresh(s) => s.as_raw_fd(),
+            Conn::Plain(p) => p.stream.as_raw_fd(),
+            Conn::Tls(t) => t.0.sock.as_raw_fd(),
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Fresh(s) | Conn::TlsFresh(s) => s,
+            Conn::Plain(p) => &p.stream,
+            Conn::Tls(t) => &t.0.sock,
+        }
+    }
+}
+
+/// What the poller does with a connection whose socket became readable.
+enum Step {
+    /// A request (or a TLS record) is there: hand it to a worker.
+    Ready(Conn),
+    /// Part of a head arrived; keep waiting, now under the head deadline.
+    Gathering(Plain),
+    /// Nothing to read after all (a spurious wake-up): keep waiting as before.
+    Idle(Conn),
+    Close,
+}
+
+/// True once `bytes` hold a whole request head: blank lines before the request line are
+/// skipped (RFC 9112 §2.2), then the head ends at an empty line.
+pub fn head_complete(bytes: &[u8]) -> bool {
+    let start = bytes.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(bytes.len());
+    let rest = &bytes[start..];
+    rest.windows(2).any(|w| w == b"\n\n") || rest.windows(3).any(|w| w == b"\n\r\n")
+}
+
+/// Reads what a readable connection has and decides its next step. Never blocks: parked
+/// sockets are non-blocking.
+fn on_readable(conn: Conn, max_head: usize, tls_enabled: bool) -> Step {
+    match conn {
+        Conn::Fresh(stream) => {
+            let mut first = [0u8; 1];
+            match stream.peek(&mut first) {
+                Ok(0) => Step::Close,
+                Ok(_) if first[0] == TLS_HANDSHAKE => {
+                    if tls_enabled {
+                        Step::Ready(Conn::TlsFresh(stream))
+                    } else {
+                        // A plain-only server closes at once, so clients that try HTTPS first
+                        // (docker, skopeo) fall back to HTTP without waiting.
+                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                        Step::Close
+                    }
+                }
+                Ok(_) => gather(Plain::new(stream), max_head),
+                Err(e) if would_block(&e) => Step::Idle(Conn::Fresh(stream)),
+                Err(_) => Step::Close,
+            }
+        }
+        Conn::Plain(plain) => gather(plain, max_head),
+        ready @ (Conn::TlsFresh(_) | Conn::Tls(_)) => Step::Ready(ready),
+    }
+}
+
+/// Reads ahead on a plain connection until its head is complete (or too large, which the
+/// worker answers with 431).
+fn gather(mut plain: Plain, max_head: usize) -> Step {
+    loop {
+        match plain.read_ahead(max_head + 1) {
+            Ok(0) if plain.early().len() > max_head => return Step::Ready(Conn::Plain(plain)),
+            Ok(0) => return Step::Close,
+            Ok(_) => {
+                if head_complete(plain.early()) || plain.early().len() > max_head {
+                    return Step::Ready(Conn::Plain(plain));
+                }
+            }
+            Err(e) if would_block(&e) && plain.early().is_empty() => return Step::Idle(Conn::Plain(plain)),
+            Err(e) if would_block(&e) => return Step::Gathering(plain),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Close,
+        }
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// A parked connection and the moment it must have shown progress by.
+struct Waiting {
+    conn: Conn,
+    deadline: Instant,
+    /// True once part of a request head arrived (the deadline is then the head deadline).
+    mid_head: bool,
+}
+
+/// The workers' way back to the poller: `park` a connection that finished a request and has
+/// nothing buffered.
+#[derive(Clone)]
+pub struct Parking {
+    sender: Sender<Conn>,
+    wake: Arc<UnixStream>,
+}
+
+impl Parking {
+    /// Hands `conn` to the poller, or gives it back when the poller is gone (shutdown) or full.
+    pub fn park(&self, conn: Conn) -> Result<(), Conn> {
+        if conn.tcp().set_nonblocking(true).is_err() {
+            return Err(conn);
+        }
+        match self.sender.try_send(conn) {
+            Ok(()) => {
+                // Non-blocking: a full wake pipe already guarantees a wake-up.
+                let _ = (&*self.wake).write(&[1]);
+                Ok(())
+            }
+            Err(e) => Err(e.into_inner()),
+        }
+    }
+}
+
+/// Limits the poller enforces.
+#[derive(Clone, Copy)]
+pub struct PollerLimits {
+    pub idle_timeout: Duration,
+    pub head_timeout: Duration,
+    pub max_head: usize,
+    /// Connections parked at most; new ones beyond it are answered 503.
+    pub max_parked: usize,
+    /// Ready connections that may wait for a busy pool before the excess is answered 503.
+    pub max_ready: usize,
+}
+
+pub struct Poller {
+    inbox: Receiver<Conn>,
+    wake: UnixStream,
+    workers: Sender<Conn>,
+    shutdown: Arc<AtomicBool>,
+    limits: PollerLimits,
+    tls_enabled: bool,
+}
+
+impl Poller {
+    /// A poller handing ready connections to `workers`, and the handle that parks connections.
+    pub fn new(
+        workers: Sender<Conn>,
+        shutdown: Arc<AtomicBool>,
+        limits: PollerLimits,
+        tls_enabled: bool,
+    ) -> io::Result<(Poller, Parking)> {
+        let (wake_read, wake_write) = UnixStream::pair()?;
+        wake_read.set_nonblocking(true)?;
+        wake_write.set_nonblocking(true)?;
+        let (sender, inbox) = crossbeam_channel::bounded(limits.max_parked);
+        let parking = Parking { sender, wake: Arc::new(wake_write) };
+        Ok((Poller { inbox, wake: wake_read, workers, shutdown, limits, tls_enabled }, parking))
+    }
+
+    /// Runs until shutdown. Connections still idle then are closed; ready ones are handed over
+    /// so their requests are answered.
+    pub fn run(self) {
+        let mut waiting: Vec<Waiting> = Vec::new();
+        let mut ready: VecDeque<Conn> = VecDeque::new();
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        loop {
+            let now = Instant::now();
+            while let Ok(conn) = self.inbox.try_recv() {
+                if waiting.len() >= self.limits.max_parked {
+                    refuse_busy(conn);
+                    continue;
+                }
+                waiting.push(Waiting { conn, deadline: now + self.limits.idle_timeout, mid_head: false });
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                for conn in ready.drain(..) {
+                    let _ = self.workers.send(conn);
+                }
+                return;
+            }
+            while let Some(conn) = ready.pop_front() {
+                match self.workers.try_send(conn) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(conn)) => {
+                        ready.push_front(conn);
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return,
+                }
+            }
+            while ready.len() > self.limits.max_ready {
+                if let Some(conn) = ready.pop_back() {
+                    refuse_busy(conn);
+                }
+            }
+
+            let next_deadline = waiting.iter().map(|w| w.deadline).min();
+            let mut timeout = if ready.is_empty() { TICK } else { RETRY };
+            if let Some(deadline) = next_deadline {
+                timeout = timeout.min(deadline.saturating_duration_since(now));
+            }
+            fds.clear();
+            fds.push(libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.extend(waiting.iter().map(|w| libc::pollfd { fd: w.conn.fd(), events: libc::POLLIN, revents: 0 }));
+            // SAFETY: `fds` is a live, correctly sized array of pollfd for the whole call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.as_millis() as i32) };
+            if n < 0 {
+                // EINTR (a signal): just go round again.
+                continue;
+            }
+            if fds[0].revents != 0 {
+                let mut drain = [0u8; 256];
+                while matches!((&self.wake).read(&mut drain), Ok(n) if n > 0) {}
+            }
+
+            let now = Instant::now();
+            let before = std::mem::take(&mut waiting);
+            for (w, fd) in before.into_iter().zip(&fds[1..]) {
+                if fd.revents == 0 {
+                    if now >= w.deadline {
+                        expire(w);
+                    } else {
+                        waiting.push(w);
+                    }
+                    continue;
+                }
+                let Waiting { conn, deadline, mid_head } = w;
+                match on_readable(conn, self.limits.max_head, self.tls_enabled) {
+                    Step::Ready(conn) => ready.push_back(conn),
+                    Step::Gathering(plain) => {
+                        let deadline = if mid_head { deadline } else { now + self.limits.head_timeout };
+                        let again = Waiting { conn: Conn::Plain(plain), deadline, mid_head: true };
+                        if now >= again.deadline {
+                            expire(again);
+                        } else {
+                            waiting.push(again);
+                        }
+                    }
+                    Step::Idle(conn) => waiting.push(Waiting { conn, deadline, mid_head }),
+                    Step::Close => {}
+                }
+            }
+        }
+    }
+}
+
+/// A connection past its deadline: idle ones just close; one caught mid-head is told why.
+fn expire(w: Waiting) {
+    if let (true, Conn::Plain(plain)) = (w.mid_head, &w.conn) {
+        let body = br#"{"errors":[{"code":"UNSUPPORTED","message":"request head not received in time"}]}"#;
+        let head = format!(
+            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let mut response = head.into_bytes();
+        response.extend_from_slice(body);
+        let _ = (&plain.stream).write(&response);
+        let _ = plain.stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Answers a connection the server has no room for: 503 with `Retry-After`, then close. Never
+/// waits: a TLS client gets a failed handshake or a closed session instead, and retries too.
+pub fn refuse_busy(conn: Conn) {
+    match conn {
+        Conn::Fresh(stream) | Conn::Plain(Plain { stream, .. }) => write_busy(&stream),
+        Conn::TlsFresh(stream) => {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        Conn::Tls(_) => {}
+    }
+}
+
+pub fn write_busy(stream: &TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"server busy, retry shortly"}]}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut response = head.into_bytes();
+    response.extend_from_slice(body);
+    // One small write into an empty socket buffer: it fits, or the client is gone.
+    let _ = (&*stream).write(&response);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_completion() {
+        assert!(head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(head_complete(b"GET / HTTP/1.1\n\n"));
+        assert!(head_complete(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
+        assert!(!head_complete(b"\r\n\r\n"));
+        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r"));
+        assert!(!head_complete(b""));
+    }
+}
