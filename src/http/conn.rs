@@ -668,7 +668,7 @@ mod tests {
         let (taken, done) = take_head_bytes(&mut raw, b"\r\nGET / HTTP/1.1\r\nA: b\r\n\r\nBODY");
         assert!(done);
         assert_eq!(raw, b"GET / HTTP/1.1\r\nA: b\r\n\r\n");
-        assert_eq!(taken, 29);
+        assert_eq!(taken, 26);
         let mut raw = Vec::new();
         assert_eq!(take_head_bytes(&mut raw, b"GET / HTTP/1.1\r\n"), (16, false));
         assert_eq!(take_head_bytes(&mut raw, b"\n"), (1, true));

@@ -201,9 +201,10 @@ impl Poller {
         Ok((Poller { inbox, wake: wake_read, workers, shutdown, limits, tls_enabled }, parking))
     }
 
-    /// Runs until shutdown. Connections still idle then are closed; ready ones are handed over
-    /// so their requests are answered.
-    pub fn run(self) {
+    /// Runs until shutdown, calling `handed_over` after each connection given to the workers.
+    /// Connections still idle at shutdown are closed; ready ones are handed over so their
+    /// requests are answered.
+    pub fn run(self, handed_over: impl Fn()) {
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut ready: VecDeque<Conn> = VecDeque::new();
         let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -224,7 +225,7 @@ impl Poller {
             }
             while let Some(conn) = ready.pop_front() {
                 match self.workers.try_send(conn) {
-                    Ok(()) => {}
+                    Ok(()) => handed_over(),
                     Err(TrySendError::Full(conn)) => {
                         ready.push_front(conn);
                         break;

@@ -1,8 +1,9 @@
 //! The threading model, and only here: one accept thread parks new connections with the idle
 //! poller (`idle.rs`), which hands each one whose request has arrived through a bounded
-//! crossbeam channel to a fixed pool of worker threads; a worker serves that request (and any
-//! that follow without a pause) and parks the connection again. Shutdown sets a flag, wakes the
-//! accept thread, lets in-flight requests finish, and joins every thread.
+//! crossbeam channel to the worker pool (`pool.rs`, grown on demand up to `--workers`); a
+//! worker serves that request (and any that follow without a pause) and parks the connection
+//! again. Shutdown sets a flag, wakes the accept thread, lets in-flight requests finish, and
+//! joins every thread.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,8 +13,9 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::bounded;
 
-use super::conn::{self, ConnLimits, Exchange, MAX_HEAD_BYTES};
+use super::conn::{ConnLimits, MAX_HEAD_BYTES};
 use super::idle::{self, Conn, Poller, PollerLimits, HEAD_TIMEOUT};
+use super::pool::{Pool, PoolConfig};
 use super::Handler;
 
 #[derive(Clone)]
@@ -63,7 +65,8 @@ pub struct Server {
     addr: SocketAddr,
     shutdown: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
+    poller: Option<JoinHandle<()>>,
+    pool: Pool,
 }
 
 impl Server {
@@ -80,32 +83,19 @@ impl Server {
             max_ready: workers_count * 2,
         };
         let (poller, parking) = Poller::new(to_workers, Arc::clone(&shutdown), poller_limits, options.tls.is_some())?;
-        let mut threads = Vec::with_capacity(workers_count + 1);
-        threads.push(std::thread::Builder::new().name("glci-idle".into()).spawn(move || poller.run())?);
-        for i in 0..workers_count {
-            let receiver = receiver.clone();
-            let handler = Arc::clone(&handler);
-            let shutdown = Arc::clone(&shutdown);
-            let parking = parking.clone();
-            let limits = options.limits;
-            let log_requests = options.log_requests;
-            let tls = options.tls.clone();
-            let worker = std::thread::Builder::new().name(format!("glci-worker-{i}")).spawn(move || {
-                let log = |e: &Exchange<'_>| {
-                    if log_requests {
-                        crate::log::request(e);
-                    }
-                };
-                for conn in receiver.iter() {
-                    if let Some(idle) = conn::serve(conn, tls.as_deref(), handler.as_ref(), &shutdown, limits, &log) {
-                        // Refused only at shutdown or when the poller is full: the
-                        // connection then closes, which a client takes as the end of keep-alive.
-                        let _ = parking.park(idle);
-                    }
-                }
-            })?;
-            threads.push(worker);
-        }
+        let pool_config = PoolConfig {
+            handler,
+            tls: options.tls.clone(),
+            shutdown: Arc::clone(&shutdown),
+            limits: options.limits,
+            log_requests: options.log_requests,
+            max_workers: workers_count,
+        };
+        let pool = Pool::start(pool_config, receiver, parking.clone())?;
+        let poller_pool = pool.clone();
+        let poller = std::thread::Builder::new()
+            .name("glci-idle".into())
+            .spawn(move || poller.run(|| poller_pool.grow_if_busy()))?;
         let accept_shutdown = Arc::clone(&shutdown);
         let accept = std::thread::Builder::new().name("glci-accept".into()).spawn(move || {
             for stream in listener.incoming() {
@@ -128,7 +118,7 @@ impl Server {
                 }
             }
         })?;
-        Ok(Server { addr, shutdown, accept: Some(accept), workers: threads })
+        Ok(Server { addr, shutdown, accept: Some(accept), poller: Some(poller), pool })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -151,9 +141,10 @@ impl Server {
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
+        if let Some(poller) = self.poller.take() {
+            let _ = poller.join();
         }
+        self.pool.join();
     }
 }
 

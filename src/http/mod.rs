@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod idle;
 pub mod listener;
+pub mod pool;
 pub mod transport;
 
 use std::fs::File;
