@@ -15,6 +15,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::registry::names::Name;
 use crate::registry::routes::Action;
 use crate::registry::storage::blobs::hex;
 use crate::secret::Secret;
@@ -99,7 +100,7 @@ impl Claims {
             project: None,
             pipeline: None,
             job: None,
-            exp: unix(now + ttl),
+            exp: expiry(now, ttl),
             push_through: false,
             admin: true,
             anonymous: false,
@@ -113,7 +114,7 @@ impl Claims {
             project: Some(project.to_string()),
             pipeline: Some(pipeline),
             job: Some(job),
-            exp: unix(now + ttl),
+            exp: expiry(now, ttl),
             push_through,
             admin: false,
             anonymous: false,
@@ -133,6 +134,11 @@ impl Claims {
             Identity::Token(Claims { kind: Kind::Job, access: vec![], ..self.clone() })
         }
     }
+}
+
+/// `now + ttl` in Unix seconds; an absurd `--ttl` saturates instead of panicking.
+fn expiry(now: SystemTime, ttl: Duration) -> u64 {
+    now.checked_add(ttl).map_or(u64::MAX, unix)
 }
 
 pub fn unix(t: SystemTime) -> u64 {
@@ -323,7 +329,9 @@ impl Auth {
         let mut granted = Vec::new();
         for scope in scopes {
             let name = match scope.resource_type.as_str() {
-                "repository" => Some(scope.name.as_str()),
+                // Only names a request could carry: `../x` is nothing to grant, and would pass
+                // `is_under` for a job (`g/p/../../x` starts with `g/p/`).
+                "repository" if scope.name.parse::<Name>().is_ok() => Some(scope.name.as_str()),
                 "registry" if scope.name == "catalog" => None,
                 _ => continue,
             };
@@ -535,6 +543,23 @@ mod tests {
         assert_eq!(anon.access[0].actions, vec!["pull"]);
         let id = a.identify(Some(&format!("Bearer {}", anon.token)), now).unwrap();
         assert_eq!(a.decide(&id, Some("g/p"), Action::Push), Decision::Challenge);
+    }
+
+    #[test]
+    fn grants_only_valid_repository_names() {
+        let a = auth();
+        let now = SystemTime::now();
+        let admin = Identity::Token(Claims::admin(Duration::from_secs(60), now));
+        let job = Identity::Token(Claims::job("g/p", 1, 1, false, Duration::from_secs(60), now));
+        for bad in ["../../x", "g/p/../../x", "g/p/..", "G/P", "g/p%2fx", "g//p", "host:5000/g/p"] {
+            let scopes = vec![parse_scope(&format!("repository:{bad}:pull,push")).unwrap()];
+            assert!(a.grant(&admin, &scopes, now).access.is_empty(), "admin granted {bad}");
+            assert!(a.grant(&job, &scopes, now).access.is_empty(), "job granted {bad}");
+        }
+        let ok = vec![parse_scope("repository:g/p/app:push").unwrap()];
+        // An absurd lifetime saturates rather than panicking.
+        assert_eq!(Claims::admin(Duration::from_secs(u64::MAX), now).exp, u64::MAX);
+        assert_eq!(a.grant(&job, &ok, now).access.len(), 1);
     }
 
     #[test]
