@@ -10,6 +10,9 @@ use super::names::NameError;
 use super::storage::StoreError;
 use crate::http::Response;
 
+/// RFC 4918's status for a full disk.
+pub const INSUFFICIENT_STORAGE: u16 = 507;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OciCode {
     BlobUnknown,
@@ -106,6 +109,19 @@ impl ApiError {
         self
     }
 
+    /// Storage full (`ENOSPC`): 507 Insufficient Storage, with the message in the status line
+    /// too (docker prints only that line of a 5xx). Nothing of the failed write stays visible.
+    pub fn storage_full(cause: &dyn fmt::Display) -> ApiError {
+        crate::log::error("storage", &cause.to_string());
+        ApiError::new(
+            OciCode::Unknown,
+            "insufficient storage: the registry's disk is full (no space left on device); \
+             nothing of this request was stored, free some space and retry",
+        )
+        .with_status(INSUFFICIENT_STORAGE)
+        .shown_in_status_line()
+    }
+
     pub fn into_response(self) -> Response {
         let (_, code) = self.code.wire();
         let reason =
@@ -150,6 +166,7 @@ impl From<StoreError> for ApiError {
             StoreError::BodyRead(e) => {
                 ApiError::new(OciCode::BlobUploadInvalid, format!("could not read the request body: {e}"))
             }
+            StoreError::Io { .. } if e.is_storage_full() => ApiError::storage_full(&e),
             StoreError::Io { .. } => ApiError::internal("storage", &e),
         }
     }
@@ -180,5 +197,23 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["errors"][0]["code"], "BLOB_UNKNOWN");
         assert_eq!(v["errors"][0]["message"], "nope");
+    }
+
+    #[test]
+    fn full_disk_is_507_with_a_clear_message() {
+        let full =
+            StoreError::Io { path: "/x/tmp/blob-1".into(), source: std::io::Error::from_raw_os_error(libc::ENOSPC) };
+        let r = ApiError::from(full).into_response();
+        assert_eq!(r.status, 507);
+        let reason = r.reason.clone().unwrap();
+        assert!(reason.starts_with("Insufficient Storage (insufficient storage: "), "{reason}");
+        let crate::http::Body::Bytes(b) = r.body else { panic!("bytes body") };
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNKNOWN");
+        let message = v["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("disk is full") && !message.contains("/x/tmp"), "{message}");
+        // Any other I/O failure stays a generic 500.
+        let other = StoreError::Io { path: "/x".into(), source: std::io::Error::other("boom") };
+        assert_eq!(ApiError::from(other).into_response().status, 500);
     }
 }

@@ -19,7 +19,9 @@
 //!   start, any `--storage` command: `Store::recover_interrupted_clean`); the next run
 //!   finishes the job.
 //!
-//! Upload sessions (`uploads/`) and temp files are never touched here.
+//! Upload sessions (`uploads/`) and blob temp files (`tmp/`) are never touched here; link temp
+//! files in repositories that a killed writer left (older than the cutoff) are removed when the
+//! repositories are pruned.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -82,9 +82,14 @@ impl Uploads {
         let dir = self.layout.upload(&id);
         fs::create_dir_all(&dir).at(&dir)?;
         let data = self.data(&id);
-        File::create(&data).at(&data)?;
-        // `info` last: a session without it is incomplete and is never resumed.
-        write_atomic(&dir.join("info"), name.as_str().as_bytes())?;
+        // `info` last: a session without it is incomplete and is never resumed. One that could
+        // not be written (a full disk) is removed at once rather than left to expire.
+        let created =
+            File::create(&data).at(&data).and_then(|_| write_atomic(&dir.join("info"), name.as_str().as_bytes()));
+        if let Err(e) = created {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
         let state = SessionState { hasher: Some(Hasher::new(Algorithm::Sha256)) };
         self.lock_table().insert(id.clone(), Arc::new(Mutex::new(state)));
         Ok(id)
@@ -138,22 +143,27 @@ impl Uploads {
         declared_len: Option<u64>,
     ) -> Result<u64, UploadError> {
         let mut writer = self.open_writer(id, state)?;
+        let mut range_len = None;
         if let Some((start, end)) = range {
             if start != writer.len() || end < start {
                 let offset = writer.len();
                 state.hasher = Some(writer.into_parts().2);
                 return Err(UploadError::OutOfOrder { offset });
             }
-            if declared_len.is_some_and(|n| n != end - start + 1) {
+            // `0-18446744073709551615` is 2^64 bytes: no body is that long (found by fuzzing).
+            let len = (end - start).checked_add(1);
+            if len.is_none() || declared_len.is_some_and(|n| Some(n) != len) {
                 state.hasher = Some(writer.into_parts().2);
                 return Err(UploadError::LengthMismatch);
             }
+            range_len = len;
         }
-        let expected = range.map(|(s, e)| e - s + 1).or(declared_len);
+        let expected = range_len.or(declared_len);
         let before = writer.len();
+        let hasher_before = writer.hasher().clone();
         let result = writer.copy_from(body, expected);
         let copied = writer.len() - before;
-        let (_, _, hasher, len) = writer.into_parts();
+        let (file, _, hasher, len) = writer.into_parts();
         match result {
             Ok(_) => {
                 state.hasher = Some(hasher);
@@ -162,12 +172,17 @@ impl Uploads {
                 }
                 Ok(len)
             }
+            // The client's body broke: what arrived is kept (and hashed), and the session's
+            // offset says where to resume.
+            Err(e @ StoreError::BodyRead(_)) => {
+                state.hasher = Some(hasher);
+                Err(e.into())
+            }
+            // Our write failed (a full disk): the chunk is refused whole. Its bytes are given
+            // back, so the space is free again and a retry of the same chunk continues at the
+            // offset the client had. If even that fails, the hash is recomputed next time.
             Err(e) => {
-                // A failed write may leave bytes the hasher missed: recompute next time.
-                state.hasher = match e {
-                    StoreError::BodyRead(_) => Some(hasher),
-                    _ => None,
-                };
+                state.hasher = file.set_len(before).ok().map(|()| hasher_before);
                 Err(e.into())
             }
         }
@@ -296,6 +311,22 @@ mod tests {
         let digest = digest_of(Algorithm::Sha256, b"hello world");
         up.finish(&name, &id, &mut &b"world"[..], None, Some(5), &digest).unwrap();
         assert!(matches!(up.offset(&name, &id), Err(UploadError::Unknown)));
+    }
+
+    /// Fuzzing (fuzz/fuzz_targets/range.rs) found that a `Content-Range` ending at `u64::MAX`
+    /// overflowed the chunk length (a panic in debug builds, a zero-length chunk in release).
+    #[test]
+    fn content_range_to_u64_max_is_rejected() {
+        let (_d, up, name) = setup();
+        let id = up.start(&name).unwrap();
+        for declared in [None, Some(0), Some(1)] {
+            assert!(matches!(
+                up.append(&name, &id, &mut &b"x"[..], Some((0, u64::MAX)), declared),
+                Err(UploadError::LengthMismatch)
+            ));
+        }
+        assert_eq!(up.offset(&name, &id).unwrap(), 0);
+        assert_eq!(up.append(&name, &id, &mut &b"x"[..], Some((0, 0)), None).unwrap(), 1);
     }
 
     #[test]

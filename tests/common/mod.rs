@@ -18,6 +18,8 @@
 // disallowed-methods (STYLE.md §7) is meant for src/.
 #![allow(clippy::disallowed_methods)]
 
+pub mod consistency;
+pub mod faulty_upstream;
 pub mod http;
 pub mod store_fixture;
 

@@ -21,7 +21,8 @@ struct Progress {
     file: Option<Arc<File>>,
     /// The upstream's announced length, when it sent one.
     total: Option<u64>,
-    /// Set once the upstream answered (with a body or an error).
+    /// Set once the first bytes are stored, or the download ended: a failure before any byte
+    /// is stored (the upstream, or a full disk) is still answered as an error status.
     started: bool,
     /// Bumped by every write, so a reader that found nothing new cannot miss the next one.
     generation: u64,
@@ -56,14 +57,14 @@ impl Download {
         let mut p = self.lock();
         p.file = Some(file);
         p.total = total;
-        p.started = true;
-        drop(p);
-        self.changed.notify_all();
     }
 
     /// Called by the download thread after each write, so readers look again.
     pub fn advanced(&self) {
-        self.lock().generation += 1;
+        let mut p = self.lock();
+        p.generation += 1;
+        p.started = true;
+        drop(p);
         self.changed.notify_all();
     }
 
@@ -83,6 +84,7 @@ impl Download {
             p = self.changed.wait(p).unwrap_or_else(|e| e.into_inner());
         }
         match (&p.file, &p.outcome) {
+            (_, Some(Err(e))) if p.generation == 0 => Start::Failed(e.clone()),
             (Some(file), _) => Start::Streaming {
                 reader: FollowReader {
                     download: Arc::clone(self),
@@ -188,8 +190,6 @@ mod tests {
         let mut writer = File::create(&path).unwrap();
         let download = Arc::new(Download::new());
         download.started(Arc::new(File::open(&path).unwrap()), Some(6));
-        let Start::Streaming { mut reader, total } = download.wait_start() else { panic!("streaming") };
-        assert_eq!(total, Some(6));
         let d = Arc::clone(&download);
         let t = std::thread::spawn(move || {
             for piece in [&b"abc"[..], b"def"] {
@@ -199,6 +199,9 @@ mod tests {
             }
             d.finished(Ok(()));
         });
+        // The response starts with the first stored byte.
+        let Start::Streaming { mut reader, total } = download.wait_start() else { panic!("streaming") };
+        assert_eq!(total, Some(6));
         let mut out = Vec::new();
         reader.read_to_end(&mut out).unwrap();
         t.join().unwrap();
@@ -214,6 +217,7 @@ mod tests {
         for verified in [true, false] {
             let download = Arc::new(Download::new());
             download.started(Arc::new(File::open(&path).unwrap()), Some(6));
+            download.advanced();
             let Start::Streaming { mut reader, .. } = download.wait_start() else { panic!("streaming") };
             // All six bytes are written, but the digest is not checked yet.
             let mut first = [0u8; 16];
@@ -247,6 +251,7 @@ mod tests {
         std::fs::write(&path, b"partial").unwrap();
         let download = Arc::new(Download::new());
         download.started(Arc::new(File::open(&path).unwrap()), None);
+        download.advanced();
         let Start::Streaming { mut reader, .. } = download.wait_start() else { panic!("streaming") };
         download.finished(Err(ApiError::new(crate::registry::error::OciCode::DigestInvalid, "digest mismatch")));
         let mut out = Vec::new();
@@ -254,5 +259,10 @@ mod tests {
         let failed = Arc::new(Download::new());
         failed.finished(Err(ApiError::new(crate::registry::error::OciCode::BlobUnknown, "not found")));
         assert!(matches!(failed.wait_start(), Start::Failed(_)));
+        // Failing before the first byte was stored (a full disk) is still an error status.
+        let early = Arc::new(Download::new());
+        early.started(Arc::new(File::open(&path).unwrap()), Some(7));
+        early.finished(Err(ApiError::new(crate::registry::error::OciCode::Unknown, "disk full").with_status(507)));
+        assert!(matches!(early.wait_start(), Start::Failed(e) if e.status == 507));
     }
 }

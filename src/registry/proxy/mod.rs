@@ -20,7 +20,7 @@ use crate::registry::error::{ApiError, OciCode};
 use crate::registry::manifest;
 use crate::registry::names::{Algorithm, Digest, Name, Reference};
 use crate::registry::storage::blobs::digest_of;
-use crate::registry::storage::{BlobWriter, Origin, Store};
+use crate::registry::storage::{BlobWriter, Origin, Store, StoreError};
 use crate::registry::DIGEST_HEADER;
 
 /// The manifest types we ask upstreams for, most specific first.
@@ -122,11 +122,21 @@ pub fn upstream_error(e: UpstreamError) -> ApiError {
         UpstreamError::Unreachable { .. } | UpstreamError::Status { .. } | UpstreamError::Invalid { .. } => {
             ApiError::new(OciCode::Unavailable, message)
         }
+        UpstreamError::Local(e) => ApiError::from(e),
     }
 }
 
 fn invalid(source: &Source, detail: impl Into<String>) -> UpstreamError {
     UpstreamError::Invalid { host: source.host.clone(), detail: detail.into() }
+}
+
+/// A store failure while caching `what`: our own I/O (a full disk) is ours to answer; a body
+/// that broke or hashed wrong is the upstream's.
+fn caching_failed(source: &Source, what: &str, e: StoreError) -> UpstreamError {
+    match e {
+        StoreError::Io { .. } => UpstreamError::Local(e),
+        other => invalid(source, format!("{what}: {other}")),
+    }
 }
 
 enum Fetched {
@@ -203,7 +213,7 @@ impl Proxy {
         let upstream_digest = response.header(DIGEST_HEADER).map(str::to_string);
         if upstream_digest.as_deref() == Some(digest.to_string().as_str()) {
             if let Reference::Tag(tag) = reference {
-                store.touch_tag(name, tag).map_err(|e| invalid(source, e.to_string()))?;
+                store.touch_tag(name, tag).map_err(UpstreamError::Local)?;
             }
             return Ok(());
         }
@@ -273,9 +283,7 @@ impl Proxy {
             }
         }
         let origin = Origin { upstream: source.host.clone(), fetched_at: unix(SystemTime::now()) };
-        store
-            .put_manifest(name, &digest, &bytes, &parsed, tag, Some(&origin))
-            .map_err(|e| invalid(source, e.to_string()))
+        store.put_manifest(name, &digest, &bytes, &parsed, tag, Some(&origin)).map_err(UpstreamError::Local)
     }
 
     /// A blob missing locally: for HEAD, asks upstream; for GET, joins or starts the download and
@@ -393,11 +401,13 @@ impl Inner {
             download.started(follower, total);
             let copied = writer
                 .copy_from(&mut response.into_reader(), total)
-                .map_err(|e| upstream_error(invalid(source, format!("blob {digest}: {e}"))))?;
+                .map_err(|e| upstream_error(caching_failed(source, &format!("blob {digest}"), e)))?;
             if total.is_some_and(|t| t != copied) {
                 return Err(upstream_error(invalid(source, format!("blob {digest} ended after {copied} bytes"))));
             }
-            writer.commit(store.layout(), digest).map_err(|e| upstream_error(invalid(source, e.to_string())))?;
+            writer
+                .commit(store.layout(), digest)
+                .map_err(|e| upstream_error(caching_failed(source, &format!("blob {digest}"), e)))?;
             let origin = Origin { upstream: source.host.clone(), fetched_at: unix(SystemTime::now()) };
             store.link_layer(name, digest, Some(&origin))?;
             return Ok(());

@@ -44,6 +44,9 @@ pub enum UpstreamError {
         host: String,
         detail: String,
     },
+    /// Our own storage failed while caching what the upstream sent (a full disk): not the
+    /// upstream's fault, and answered as any storage failure is (507 for a full disk).
+    Local(crate::registry::storage::StoreError),
 }
 
 impl UpstreamError {
@@ -60,6 +63,7 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Timeout { host } => write!(f, "upstream {host} timed out"),
             UpstreamError::Status { host, status, .. } => write!(f, "upstream {host} answered {status}"),
             UpstreamError::Invalid { host, detail } => write!(f, "upstream {host} sent invalid content: {detail}"),
+            UpstreamError::Local(e) => write!(f, "caching failed: {e}"),
         }
     }
 }

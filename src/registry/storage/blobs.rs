@@ -292,16 +292,23 @@ impl BlobWriter {
     }
 
     /// Verifies the content against `expected` and moves it into place under its digest.
-    /// On a mismatch the file is removed and nothing becomes visible.
+    /// On a mismatch, or any failure before the rename (a full disk at the fsync or at the
+    /// shard directory), the file is removed and nothing becomes visible.
     pub fn commit(self, layout: &Layout, expected: &Digest) -> Result<u64, StoreError> {
         let (file, path, hasher, len) = self.into_parts();
-        let actual = if hasher.algorithm() == expected.algorithm() {
-            hasher.finish()
-        } else {
-            // The session hashed with another algorithm than the client finally names: rehash.
-            hash_file(File::open(&path).at(&path)?, expected.algorithm()).at(&path)?
-        };
-        finish_commit(layout, &path, file, len, expected, actual)
+        let result = (|| {
+            let actual = if hasher.algorithm() == expected.algorithm() {
+                hasher.finish()
+            } else {
+                // The session hashed with another algorithm than the client finally names: rehash.
+                hash_file(File::open(&path).at(&path)?, expected.algorithm()).at(&path)?
+            };
+            finish_commit(layout, &path, file, len, expected, actual)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&path);
+        }
+        result
     }
 }
 

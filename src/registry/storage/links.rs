@@ -9,12 +9,21 @@ use std::time::SystemTime;
 use super::blobs::sync_dir;
 use super::{IoContext, StoreError};
 
+/// What marks `write_atomic`'s temp files: `.<link name>.tmp-<id>`.
+const TEMP_MARK: &str = ".tmp-";
+
+/// True for the name of a `write_atomic` temp file. One older than any write in progress was
+/// left by a writer killed before its rename: garbage, which `clean` removes.
+pub fn is_link_temp(file_name: &str) -> bool {
+    file_name.starts_with('.') && file_name.contains(TEMP_MARK) && !file_name.starts_with(super::layout::GC_ASIDE_LINK)
+}
+
 /// Replaces `path` with `contents` atomically, creating parent directories.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
     let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).at(parent)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("link");
-    let temp = parent.join(format!(".{file_name}.tmp-{}", crate::registry::uploads::new_id()));
+    let temp = parent.join(format!(".{file_name}{TEMP_MARK}{}", crate::registry::uploads::new_id()));
     let result = (|| {
         let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
         file.write_all(contents)?;
@@ -207,6 +216,7 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(read_link(&p).unwrap().as_deref(), Some("two"));
         assert_eq!(list_links(&dir.path().join("a/b")).unwrap(), vec!["tag"]);
+        assert!(is_link_temp(".tag.tmp-0a1b") && !is_link_temp("tag") && !is_link_temp(".gc-tag"));
         assert!(remove_link(&p).unwrap());
         assert!(!remove_link(&p).unwrap());
         assert_eq!(read_link(&p).unwrap(), None);

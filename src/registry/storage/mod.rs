@@ -51,6 +51,22 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+impl StoreError {
+    /// Our own write failed because the filesystem under the store is full (or over quota): the
+    /// client is told so (507), not given a generic server error.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => is_storage_full(source),
+            _ => false,
+        }
+    }
+}
+
+/// `ENOSPC` or `EDQUOT`, however the error reached us.
+pub fn is_storage_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
 /// Attaches the path to an io error.
 pub trait IoContext<T> {
     fn at(self, path: &Path) -> Result<T, StoreError>;

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use super::inventory::Aside;
 use super::layout::{link_aside, GC_ASIDE_LINK};
-use super::links::{remove_if_older, restore_aside, Removal};
+use super::links::{is_link_temp, remove_if_older, restore_aside, Removal};
 use super::{IoContext, Store, StoreError};
 use crate::registry::names::{Digest, Name, Tag};
 
@@ -133,10 +133,11 @@ impl Store {
     }
 
     /// Prunes every repository at `project` or below it (all for `None`) that holds no file at
-    /// all any more: emptied by this `clean`, or by one killed before it could prune. A
-    /// repository with any file in it is left alone entirely. Bare name directories (no `_…`
-    /// directory left) go only when last changed before `cutoff`: a push may have created one an
-    /// instant ago and be about to fill it. Returns the names pruned.
+    /// all any more: emptied by this `clean`, or by one killed before it could prune. Link temp
+    /// files older than `cutoff` (left by killed writers) are removed on the way and do not
+    /// count. A repository with any other file in it is left alone entirely. Bare name
+    /// directories (no `_…` directory left) go only when last changed before `cutoff`: a push
+    /// may have created one an instant ago and be about to fill it. Returns the names pruned.
     pub fn prune_empty_repositories(
         &self,
         project: Option<&Name>,
@@ -154,6 +155,9 @@ impl Store {
             if entry.file_type().is_dir() && split + 1 == parts.len() {
                 roots.push(name);
             } else if !entry.file_type().is_dir() {
+                if self.remove_stale_link_temp(&entry, cutoff) {
+                    continue;
+                }
                 occupied.insert(name);
             }
         }
@@ -173,11 +177,25 @@ impl Store {
             .filter(|e| e.metadata().ok().and_then(|m| m.modified().ok()).is_some_and(|t| t <= cutoff))
             .map(|e| e.into_path())
             .collect();
+        // Removing one makes its parent young, so the parents are not judged by age: like a
+        // pruned repository's, they go when nothing is left in them (`gone/` after its last
+        // bare `gone/x`, which a killed clean had left behind: issue 10's "leftovers").
         bare.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for dir in bare {
-            remove_empty_dir(&dir)?;
+            if remove_empty_dir(&dir)? {
+                self.remove_empty_parents(&dir)?;
+            }
         }
         Ok(roots)
+    }
+
+    /// Removes `entry` when it is a link's temp file older than `cutoff`: its writer was killed
+    /// before the rename (a kill -9 of the server mid-push), and nothing else ever removes it,
+    /// so without this its repository could never be pruned. True when it was removed.
+    fn remove_stale_link_temp(&self, entry: &walkdir::DirEntry, cutoff: SystemTime) -> bool {
+        let stale = entry.file_name().to_str().is_some_and(is_link_temp)
+            && entry.metadata().ok().and_then(|m| m.modified().ok()).is_some_and(|t| t < cutoff);
+        stale && fs::remove_file(entry.path()).is_ok()
     }
 
     /// Removes the empty directories of a repository, bottom up, then its empty parents up to
@@ -199,6 +217,12 @@ impl Store {
         for d in dirs {
             remove_empty_dir(&d)?;
         }
+        self.remove_empty_parents(&dir)
+    }
+
+    /// Removes the empty parents of `dir`, bottom up, stopping at `repositories/` or at the
+    /// first one with anything in it.
+    fn remove_empty_parents(&self, dir: &Path) -> Result<(), StoreError> {
         let stop = self.layout().repositories();
         let mut parent = dir.parent();
         while let Some(p) = parent {
@@ -221,5 +245,75 @@ fn remove_empty_dir(dir: &Path) -> Result<bool, StoreError> {
         }
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
         Err(e) => Err(StoreError::Io { path: dir.to_path_buf(), source: e }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::storage::Layout;
+    use std::time::Duration;
+
+    fn set_mtime(dir: &Path, at: SystemTime) {
+        fs::File::open(dir).unwrap().set_modified(at).unwrap();
+    }
+
+    /// A clean killed while pruning left `gone/a` bare (no `_…` directory in it); the next one
+    /// prunes `gone/b`, then `gone/a`, and `gone/` itself must go too, although the prune of
+    /// `gone/b` has just made it young (issue 10: "leftover" directories after killed cleans).
+    #[test]
+    fn pruning_a_killed_cleans_bare_directories_removes_their_emptied_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(Layout::new(dir.path())).unwrap();
+        let repos = store.layout().repositories();
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        fs::create_dir_all(repos.join("gone/a")).unwrap();
+        fs::create_dir_all(repos.join("gone/b/_manifests/tags")).unwrap();
+        fs::create_dir_all(repos.join("gone/b/_layers/sha256")).unwrap();
+        fs::create_dir_all(repos.join("keep/c/_manifests/tags")).unwrap();
+        fs::write(repos.join("keep/c/_manifests/tags/t"), b"x").unwrap();
+        for d in ["gone/a", "gone", "keep/c", "keep"] {
+            set_mtime(&repos.join(d), hour_ago);
+        }
+        let cutoff = SystemTime::now() - Duration::from_secs(1);
+        let pruned = store.prune_empty_repositories(Some(&"gone".parse().unwrap()), cutoff).unwrap();
+        assert_eq!(pruned, vec!["gone/b".parse::<Name>().unwrap()]);
+        assert!(!repos.join("gone").exists(), "gone/ left behind");
+        assert!(repos.join("keep/c/_manifests/tags/t").exists());
+        // The same with every repository selected, and a bare directory a push made just now
+        // (young): that one stays, and so do its parents.
+        fs::create_dir_all(repos.join("old/x")).unwrap();
+        fs::create_dir_all(repos.join("old/y/_layers")).unwrap();
+        fs::create_dir_all(repos.join("new/z")).unwrap();
+        set_mtime(&repos.join("old/x"), hour_ago);
+        set_mtime(&repos.join("old"), hour_ago);
+        store.prune_empty_repositories(None, cutoff).unwrap();
+        assert!(!repos.join("old").exists(), "old/ left behind");
+        assert!(repos.join("new/z").is_dir(), "a young bare directory was removed");
+        assert!(repos.join("keep/c/_manifests/tags/t").exists());
+        assert!(repos.is_dir());
+    }
+
+    /// A server killed inside `write_atomic` leaves `.<link>.tmp-<id>`; an old one is garbage
+    /// and must not keep its emptied repository from being pruned. A young one (a write in
+    /// progress) stays, and so does its repository.
+    #[test]
+    fn stale_link_temp_files_do_not_keep_a_repository_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(Layout::new(dir.path())).unwrap();
+        let repos = store.layout().repositories();
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let stale = repos.join("gone/a/_layers/sha256/.abcd.tmp-0123");
+        let young = repos.join("busy/b/_manifests/tags/.v1.tmp-4567");
+        for file in [&stale, &young] {
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(file, b"x").unwrap();
+        }
+        fs::File::options().write(true).open(&stale).unwrap().set_modified(hour_ago).unwrap();
+        let cutoff = SystemTime::now() - Duration::from_secs(60);
+        let pruned = store.prune_empty_repositories(None, cutoff).unwrap();
+        assert_eq!(pruned, vec!["gone/a".parse::<Name>().unwrap()]);
+        assert!(!repos.join("gone").exists(), "gone/ left behind");
+        assert!(young.exists(), "a write in progress lost its temp file");
     }
 }
