@@ -57,6 +57,17 @@ impl Parsed {
     }
 }
 
+/// True for `type/subtype` as RFC 6838 §4.2 allows them: the stored media type is served back
+/// as `Content-Type`, so it may hold nothing else (no control byte, space or parameter).
+pub fn is_media_type(s: &str) -> bool {
+    let name = |part: &str| {
+        (1..=127).contains(&part.len())
+            && part.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    s.split_once('/').is_some_and(|(t, sub)| name(t) && name(sub))
+}
+
 /// Parses a manifest body. `content_type` is the request's header, if any; it wins over an
 /// absent `mediaType` field and must agree with a present one.
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String> {
@@ -72,6 +83,9 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String>
         (None, _) if raw.config.is_some() => OCI_MANIFEST.to_string(),
         (None, _) => return Err("manifest has no mediaType and no Content-Type".to_string()),
     };
+    if !is_media_type(&media_type) {
+        return Err(format!("mediaType {media_type:?} is not a media type (type/subtype)"));
+    }
     if matches!(media_type.as_str(), OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_LIST)
         && raw.schema_version != Some(2)
     {
@@ -141,6 +155,19 @@ mod tests {
 
     const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn media_types_are_type_slash_subtype() {
+        for ok in [OCI_MANIFEST, DOCKER_LIST, "application/vnd.cncf.helm.config.v1+json", "text/plain"] {
+            assert!(is_media_type(ok), "{ok}");
+        }
+        for bad in ["", "application", "application/", "/json", "a b/c", "application/x\0y", "a/b\r\nX: y", "a/b; c=d"]
+        {
+            assert!(!is_media_type(bad), "{bad:?}");
+        }
+        let odd = br#"{"schemaVersion":2,"mediaType":"application/x\u001b[31m"}"#;
+        assert!(parse(odd, None).is_err());
+    }
 
     #[test]
     fn image_manifest() {

@@ -62,7 +62,7 @@ fn parse_one_range(header: Option<&str>, len: u64) -> Result<Option<ByteRange>, 
 }
 
 pub fn get(registry: &Registry, request: &Request<'_>, name: &Name, digest: &Digest) -> Result<Response, ApiError> {
-    let ns = request.query_param("ns");
+    let ns = super::manifests::namespace(request)?;
     let Some((mut file, len)) = registry.store.open_blob(name, digest)? else {
         let pulled = match &registry.proxy {
             Some(proxy) => proxy.blob(&registry.store, name, digest, ns.as_deref(), request.method == "HEAD")?,

@@ -25,7 +25,7 @@ pub fn get(
     name: &Name,
     reference: &Reference,
 ) -> Result<Response, ApiError> {
-    let ns = request.query_param("ns");
+    let ns = namespace(request)?;
     if let Some(proxy) = &registry.proxy {
         proxy.refresh_manifest(&registry.store, name, reference, ns.as_deref())?;
     }
@@ -37,6 +37,18 @@ pub fn get(
         .header(DIGEST_HEADER, m.digest.to_string())
         .header("ETag", format!("\"{}\"", m.digest))
         .body(Body::File { file: m.file, len: m.len }))
+}
+
+/// `?ns=` (containerd, BuildKit: the registry a name was meant for), which must be a registry
+/// host: it becomes part of an upstream URL and of a response header.
+pub fn namespace(request: &Request<'_>) -> Result<Option<String>, ApiError> {
+    match request.query_param("ns") {
+        Some(ns) if !ns.is_empty() && !crate::registry::proxy::is_registry_host(&ns) => Err(ApiError::new(
+            OciCode::NameInvalid,
+            format!("?ns= must be a registry host[:port], not {:?}", ns.escape_debug().to_string()),
+        )),
+        ns => Ok(ns.map(|n| n.to_ascii_lowercase())),
+    }
 }
 
 /// Echoes `?ns=` (containerd, BuildKit) as `OCI-Namespace`.

@@ -45,6 +45,35 @@ pub fn canonical_host(host: &str) -> String {
     }
 }
 
+/// True when `s` is a registry host as `?ns=` must name one: `host[:port]`, the host a DNS name
+/// or an IP address (IPv6 in brackets). Nothing else may reach an upstream URL: no path, query,
+/// user-info or control byte of a client's making.
+pub fn is_registry_host(s: &str) -> bool {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (s, None),
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                })
+        }
+    };
+    port_ok && host_ok
+}
+
 /// Docker Hub's official images live under `library/`.
 fn upstream_path(host: &str, path: &str) -> String {
     if host == DOCKER_HUB && !path.contains('/') {
@@ -425,6 +454,37 @@ mod tests {
 
     fn s(host: &str, repository: &str) -> Source {
         Source { host: host.into(), repository: repository.into() }
+    }
+
+    #[test]
+    fn namespaces_are_hosts_and_nothing_else() {
+        for ok in
+            ["docker.io", "registry.gitlab.com", "localhost:5000", "127.0.0.1:39741", "[::1]:5000", "[::1]", "a-b.c"]
+        {
+            assert!(is_registry_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a\0b",
+            "a\r\nX: 1",
+            "h/v2/x?",
+            "h:1/../",
+            "user:pw@h",
+            "h#",
+            "h?a=",
+            "h:1@t:2",
+            "h:0",
+            "h:65536",
+            "h:",
+            "::1",
+            "[::1",
+            "-h",
+            "h-",
+            "a..b",
+            "h:12a",
+        ] {
+            assert!(!is_registry_host(bad), "{bad:?}");
+        }
     }
 
     #[test]
