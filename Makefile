@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build deps test lint bench demo
+.PHONY: all build deps test lint bench demo fuzz
 
 all: build
 
@@ -24,6 +24,11 @@ test: deps
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## fuzz: cargo-fuzz targets (fuzz/), FUZZ_SECONDS each (default 60); fails on any crash. Not in CI.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO=$(CARGO) scripts/fuzz.sh
 
 ## bench: release build, then tests/bench.rs (1 GiB push/pull figures → target/bench/compare.json)
 bench:

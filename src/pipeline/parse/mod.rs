@@ -58,8 +58,12 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Pipeline, PipelineError> {
     parse_with(text, file, &|path: &Path| fs::read_to_string(path))
 }
 
-/// [`parse_str`] with included files read by `read`.
-fn parse_with(text: &str, file: &Path, read: compose::Read) -> Result<Pipeline, PipelineError> {
+/// [`parse_str`] with included files read by `read` (an in-memory source in tests and fuzzing).
+pub fn parse_with(
+    text: &str,
+    file: &Path,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<Pipeline, PipelineError> {
     let project = match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
