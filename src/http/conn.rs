@@ -35,6 +35,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// as long as it likes.
 const MIN_BODY_BYTES_PER_SEC: u64 = 1024;
 const BODY_RATE_GRACE: Duration = Duration::from_secs(10);
+/// How long a worker with nothing else to do waits for a connection's next request before
+/// handing it to the poller (issue 9: request rates; parking every time cost ~20% of them).
+const KEEP_WARM: Duration = Duration::from_millis(5);
 
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
@@ -66,36 +69,39 @@ pub struct Exchange<'a> {
     pub elapsed: Duration,
 }
 
-/// Serves a connection the poller found ready, until it has nothing more buffered. Returns it
-/// when it should wait for its next request in the poller; `None` once it is closed.
-pub fn serve(
-    conn: Conn,
-    tls: Option<&crate::tls::ServerTls>,
-    handler: &dyn Handler,
-    shutdown: &AtomicBool,
-    limits: ConnLimits,
-    log: &dyn Fn(&Exchange<'_>),
-) -> Option<Conn> {
-    let tcp = match &conn {
-        Conn::Fresh(s) | Conn::TlsFresh(s) => s,
-        Conn::Plain(p) => &p.stream,
-        Conn::Tls(t) => &t.0.sock,
-    };
-    if tcp.set_nonblocking(false).is_err() || tcp.set_write_timeout(Some(limits.write_timeout)).is_err() {
-        return None;
-    }
-    let _ = tcp.set_nodelay(true);
+/// Socket options every connection keeps for its life, set once at accept: no Nagle delay on
+/// responses, and the write timeout for a client that stops reading.
+pub fn prepare(stream: &std::net::TcpStream, limits: ConnLimits) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_write_timeout(Some(limits.write_timeout))
+}
+
+/// What serving a connection takes besides the connection.
+pub struct Serving<'a> {
+    pub tls: Option<&'a crate::tls::ServerTls>,
+    pub handler: &'a dyn Handler,
+    pub shutdown: &'a AtomicBool,
+    pub limits: ConnLimits,
+    pub log: &'a dyn Fn(&Exchange<'_>),
+    /// Asked once a connection has nothing buffered: may this worker wait `KEEP_WARM` for its
+    /// next request rather than park it at once?
+    pub may_keep_warm: &'a dyn Fn() -> bool,
+}
+
+/// Serves a connection the poller found ready, until it has nothing more buffered (and, when
+/// allowed, nothing more within `KEEP_WARM`). Returns it when it should wait for its next
+/// request in the poller; `None` once it is closed.
+pub fn serve(conn: Conn, ctx: &Serving<'_>) -> Option<Conn> {
+    // TCP_NODELAY and the write timeout were set once, at accept (`prepare`).
     match conn {
-        Conn::Fresh(stream) => {
-            serve_transport(Plain::new(stream), "http", handler, shutdown, limits, log).map(Conn::Plain)
-        }
-        Conn::Plain(plain) => serve_transport(plain, "http", handler, shutdown, limits, log).map(Conn::Plain),
+        Conn::Fresh(stream) => serve_transport(Plain::new(stream), "http", ctx).map(Conn::Plain),
+        Conn::Plain(plain) => serve_transport(plain, "http", ctx).map(Conn::Plain),
         Conn::TlsFresh(stream) => {
-            let tls = tls?;
+            let tls = ctx.tls?;
             match rustls::ServerConnection::new(tls.config()) {
                 Ok(session) => {
                     let transport = Tls(rustls::StreamOwned::new(session, stream));
-                    serve_transport(transport, "https", handler, shutdown, limits, log).map(|t| Conn::Tls(Box::new(t)))
+                    serve_transport(transport, "https", ctx).map(|t| Conn::Tls(Box::new(t)))
                 }
                 Err(e) => {
                     crate::log::warn("tls", &e.to_string());
@@ -103,22 +109,14 @@ pub fn serve(
                 }
             }
         }
-        Conn::Tls(tls) => {
-            serve_transport(*tls, "https", handler, shutdown, limits, log).map(|t| Conn::Tls(Box::new(t)))
-        }
+        Conn::Tls(tls) => serve_transport(*tls, "https", ctx).map(|t| Conn::Tls(Box::new(t))),
     }
 }
 
 /// Serves requests on `transport` while they keep coming without a pause. Returns the
 /// transport when the client may send another request later (keep-alive, nothing buffered).
-fn serve_transport<T: Transport>(
-    transport: T,
-    scheme: &'static str,
-    handler: &dyn Handler,
-    shutdown: &AtomicBool,
-    limits: ConnLimits,
-    log: &dyn Fn(&Exchange<'_>),
-) -> Option<T> {
+fn serve_transport<T: Transport>(transport: T, scheme: &'static str, ctx: &Serving<'_>) -> Option<T> {
+    let Serving { handler, shutdown, limits, log, .. } = *ctx;
     let mut reader = BufReader::with_capacity(64 * 1024, transport);
     loop {
         let head = match read_head(&mut reader, Instant::now() + HEAD_TIMEOUT) {
@@ -130,7 +128,6 @@ fn serve_transport<T: Transport>(
                 return None;
             }
         };
-        let _ = reader.get_ref().tcp().set_read_timeout(Some(limits.read_timeout));
         let started = Instant::now();
         let framing = match body_framing(&head.headers) {
             Ok(f) => f,
@@ -140,6 +137,10 @@ fn serve_transport<T: Transport>(
                 return None;
             }
         };
+        if framing != Framing::Length(0) {
+            // The head deadline's timeout is still set; a body gets the body timeout.
+            let _ = reader.get_ref().tcp().set_read_timeout(Some(limits.read_timeout));
+        }
         if head.expects_continue
             && !matches!(framing, Framing::Length(0))
             && write_flush(reader.get_mut(), b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
@@ -188,8 +189,37 @@ fn serve_transport<T: Transport>(
             return None;
         }
         if reader.buffer().is_empty() && !reader.get_mut().has_buffered() {
-            return Some(reader.into_inner());
+            let next = if (ctx.may_keep_warm)() { next_within(&mut reader, KEEP_WARM) } else { Next::Quiet };
+            match next {
+                Next::Request => {}
+                Next::Quiet => return Some(reader.into_inner()),
+                Next::Closed => return None,
+            }
         }
+    }
+}
+
+/// What a kept-alive connection did while a worker waited for it.
+enum Next {
+    Request,
+    Quiet,
+    Closed,
+}
+
+/// Waits up to `wait` for the next request's first bytes, on the worker that served the last
+/// one: a client in a request loop (docker pushing layers, a benchmark) then costs no trip
+/// through the poller and no second thread wake-up.
+fn next_within<T: Transport>(reader: &mut BufReader<T>, wait: Duration) -> Next {
+    let _ = reader.get_ref().tcp().set_read_timeout(Some(wait));
+    match reader.fill_buf() {
+        Ok([]) => Next::Closed,
+        Ok(_) => Next::Request,
+        Err(e)
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) =>
+        {
+            Next::Quiet
+        }
+        Err(_) => Next::Closed,
     }
 }
 
@@ -242,7 +272,11 @@ fn read_head<T: Transport>(reader: &mut BufReader<T>, deadline: Instant) -> Resu
         if left.is_zero() {
             return Err(HeadError::Bad(408, "request head not received in time"));
         }
-        let _ = reader.get_ref().tcp().set_read_timeout(Some(left));
+        if reader.buffer().is_empty() && !reader.get_mut().has_buffered() {
+            // Only a read that may block needs the deadline (a head the poller gathered is
+            // already in memory: no system call for it).
+            let _ = reader.get_ref().tcp().set_read_timeout(Some(left));
+        }
         let available = match reader.fill_buf() {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

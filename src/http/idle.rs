@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::transport::{Plain, Tls};
+use super::transport::{recv_now, Plain, Tls};
 
 /// The longest a parked connection may take to send a whole request head, from its first byte.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -50,14 +50,6 @@ impl Conn {
             Conn::Tls(t) => t.0.sock.as_raw_fd(),
         }
     }
-
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Conn::Fresh(s) | Conn::TlsFresh(s) => s,
-            Conn::Plain(p) => &p.stream,
-            Conn::Tls(t) => &t.0.sock,
-        }
-    }
 }
 
 /// What the poller does with a connection whose socket became readable.
@@ -79,13 +71,13 @@ pub fn head_complete(bytes: &[u8]) -> bool {
     rest.windows(2).any(|w| w == b"\n\n") || rest.windows(3).any(|w| w == b"\n\r\n")
 }
 
-/// Reads what a readable connection has and decides its next step. Never blocks: parked
-/// sockets are non-blocking.
+/// Reads what a readable connection has and decides its next step. Never blocks: every read
+/// here is `MSG_DONTWAIT`.
 fn on_readable(conn: Conn, max_head: usize, tls_enabled: bool) -> Step {
     match conn {
         Conn::Fresh(stream) => {
             let mut first = [0u8; 1];
-            match stream.peek(&mut first) {
+            match recv_now(&stream, &mut first, libc::MSG_PEEK) {
                 Ok(0) => Step::Close,
                 Ok(_) if first[0] == TLS_HANDSHAKE => {
                     if tls_enabled {
@@ -149,10 +141,9 @@ pub struct Parking {
 
 impl Parking {
     /// Hands `conn` to the poller, or gives it back when the poller is gone (shutdown) or full.
+    /// The socket stays in blocking mode: the poller only polls it and reads with
+    /// `MSG_DONTWAIT`.
     pub fn park(&self, conn: Conn) -> Result<(), Conn> {
-        if conn.tcp().set_nonblocking(true).is_err() {
-            return Err(conn);
-        }
         match self.sender.try_send(conn) {
             Ok(()) => {
                 // Non-blocking: a full wake pipe already guarantees a wake-up.
@@ -254,8 +245,9 @@ impl Poller {
                 continue;
             }
             if fds[0].revents != 0 {
-                let mut drain = [0u8; 256];
-                while matches!((&self.wake).read(&mut drain), Ok(n) if n > 0) {}
+                // One read: whatever is left wakes the next poll at once, which is as good.
+                let mut drain = [0u8; 4096];
+                let _ = (&self.wake).read(&mut drain);
             }
 
             let now = Instant::now();

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::bounded;
 
-use super::conn::{ConnLimits, MAX_HEAD_BYTES};
+use super::conn::{self, ConnLimits, MAX_HEAD_BYTES};
 use super::idle::{self, Conn, Poller, PollerLimits, HEAD_TIMEOUT};
 use super::pool::{Pool, PoolConfig};
 use super::Handler;
@@ -97,6 +97,7 @@ impl Server {
             .name("glci-idle".into())
             .spawn(move || poller.run(|| poller_pool.grow_if_busy()))?;
         let accept_shutdown = Arc::clone(&shutdown);
+        let limits = options.limits;
         let accept = std::thread::Builder::new().name("glci-accept".into()).spawn(move || {
             for stream in listener.incoming() {
                 if accept_shutdown.load(Ordering::SeqCst) {
@@ -104,6 +105,9 @@ impl Server {
                 }
                 match stream {
                     Ok(stream) => {
+                        if conn::prepare(&stream, limits).is_err() {
+                            continue;
+                        }
                         if let Err(refused) = parking.park(Conn::Fresh(stream)) {
                             // The poller holds as many connections as it may: say so at once
                             // rather than let the client wait without a word.

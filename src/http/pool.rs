@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::conn::{self, ConnLimits, Exchange};
+use super::conn::{self, ConnLimits, Exchange, Serving};
 use super::idle::{Conn, Parking};
 use super::Handler;
 
@@ -140,15 +140,19 @@ fn work(inner: &Arc<Inner>) {
             Ok(conn) => {
                 // A burst may have queued more than the free threads can take.
                 grow(inner);
-                let idle = conn::serve(
-                    conn,
-                    config.tls.as_deref(),
-                    config.handler.as_ref(),
-                    &config.shutdown,
-                    config.limits,
-                    &log,
-                );
-                if let Some(idle) = idle {
+                // Waiting for a connection's next request is free while nobody is queued, or
+                // while the pool can still grow a thread for whoever is.
+                let may_keep_warm =
+                    || inner.receiver.is_empty() || inner.live.load(Ordering::SeqCst) < config.max_workers;
+                let serving = Serving {
+                    tls: config.tls.as_deref(),
+                    handler: config.handler.as_ref(),
+                    shutdown: &config.shutdown,
+                    limits: config.limits,
+                    log: &log,
+                    may_keep_warm: &may_keep_warm,
+                };
+                if let Some(idle) = conn::serve(conn, &serving) {
                     // Refused only at shutdown or when the poller is full: the connection then
                     // closes, which a client takes as the end of keep-alive.
                     let _ = inner.parking.park(idle);

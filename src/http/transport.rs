@@ -36,15 +36,15 @@ impl Plain {
         &self.early[self.early_read..]
     }
 
-    /// Reads what the socket has without blocking (the socket must be non-blocking) and keeps
-    /// it for later `read`s, up to `limit` bytes held in all. `Ok(0)` means end of stream.
+    /// Reads what the socket has without blocking and keeps it for later `read`s, up to `limit`
+    /// bytes held in all. `Ok(0)` means end of stream; `WouldBlock`, nothing there yet.
     pub fn read_ahead(&mut self, limit: usize) -> io::Result<usize> {
         let mut buf = [0u8; 8 * 1024];
         let room = limit.saturating_sub(self.early().len()).min(buf.len());
         if room == 0 {
             return Ok(0);
         }
-        let n = self.stream.read(&mut buf[..room])?;
+        let n = recv_now(&self.stream, &mut buf[..room], 0)?;
         self.early.extend_from_slice(&buf[..n]);
         Ok(n)
     }
@@ -140,6 +140,25 @@ impl Transport for Tls {
             Ok(state) => state.plaintext_bytes_to_read() > 0,
             // A broken session: let the worker's next read report it.
             Err(_) => true,
+        }
+    }
+}
+
+/// recv(2) with `MSG_DONTWAIT` (plus `flags`): a read that never blocks, on a socket that stays
+/// in blocking mode for the workers. Saves the two `ioctl(FIONBIO)`s per request that switching
+/// the socket between the poller and a worker would cost (issue 9: request rates).
+pub fn recv_now(stream: &TcpStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    use std::os::unix::io::AsRawFd;
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+        let n =
+            unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags | libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
