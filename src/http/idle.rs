@@ -284,15 +284,7 @@ impl Poller {
 /// A connection past its deadline: idle ones just close; one caught mid-head is told why.
 fn expire(w: Waiting) {
     if let (true, Conn::Plain(plain)) = (w.mid_head, &w.conn) {
-        let body = br#"{"errors":[{"code":"UNSUPPORTED","message":"request head not received in time"}]}"#;
-        let head = format!(
-            "HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let mut response = head.into_bytes();
-        response.extend_from_slice(body);
-        let _ = (&plain.stream).write(&response);
-        let _ = plain.stream.shutdown(std::net::Shutdown::Write);
+        answer_and_close(&plain.stream, "408 Request Timeout", "", "UNSUPPORTED", "request head not received in time");
     }
 }
 
@@ -308,17 +300,34 @@ pub fn refuse_busy(conn: Conn) {
     }
 }
 
-pub fn write_busy(stream: &TcpStream) {
-    let _ = stream.set_nonblocking(true);
-    let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"server busy, retry shortly"}]}"#;
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+fn write_busy(stream: &TcpStream) {
+    answer_and_close(
+        stream,
+        "503 Service Unavailable",
+        "Retry-After: 1\r\n",
+        "TOOMANYREQUESTS",
+        "server busy, retry shortly",
+    );
+}
+
+/// Writes a small JSON error response and closes the sending side, without ever waiting: one
+/// small write into an empty socket buffer fits, or the client is gone. For answers the poller
+/// or the accept thread give themselves, which must not block on one client.
+fn answer_and_close(stream: &TcpStream, status: &str, extra_headers: &str, code: &str, message: &str) {
+    let body = format!(r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#);
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut response = head.into_bytes();
-    response.extend_from_slice(body);
-    // One small write into an empty socket buffer: it fits, or the client is gone.
-    let _ = (&*stream).write(&response);
+    // SAFETY: `response` is valid for reads of its length for the whole call.
+    let _ = unsafe {
+        libc::send(
+            std::os::unix::io::AsRawFd::as_raw_fd(stream),
+            response.as_ptr().cast(),
+            response.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
     let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
