@@ -37,6 +37,8 @@ pub const DEFAULT_UPSTREAMS: [&str; 2] = ["registry.gitlab.com", "registry-1.doc
 pub const DEFAULT_UPSTREAM_URL: &str = "registry.gitlab.com";
 /// `[registry] tag_ttl` when unset.
 pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(10 * 60);
+/// `[registry] upstream_timeout` when unset: connecting to an upstream, and each read from it.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// `[tls] cert_validity` when unset.
 pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -61,6 +63,8 @@ pub struct RegistryConfig {
     pub upstreams: Vec<String>,
     /// How long a cached tag is served before it is revalidated upstream.
     pub tag_ttl: Duration,
+    /// How long connecting to an upstream, or one read from it, may take.
+    pub upstream_timeout: Duration,
     pub anonymous_pull: bool,
     /// Upstream host → endpoint URL (`http://` or `https://`, no trailing `/`).
     pub upstream_urls: BTreeMap<String, String>,
@@ -143,6 +147,7 @@ impl Default for RegistryConfig {
             push_through: false,
             upstreams: DEFAULT_UPSTREAMS.iter().map(|&h| h.to_owned()).collect(),
             tag_ttl: DEFAULT_TAG_TTL,
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
             anonymous_pull: true,
             upstream_urls: BTreeMap::new(),
             upstream: UpstreamConfig::default(),
@@ -290,6 +295,7 @@ impl Config {
                 push_through: r.push_through,
                 upstreams: &r.upstreams,
                 tag_ttl: format_duration(r.tag_ttl),
+                upstream_timeout: format_duration(r.upstream_timeout),
                 anonymous_pull: r.anonymous_pull,
                 upstream_urls: &r.upstream_urls,
                 upstream: RenderUpstream {
@@ -516,6 +522,7 @@ const REGISTRY_KEYS: &[&str] = &[
     "push_through",
     "upstreams",
     "tag_ttl",
+    "upstream_timeout",
     "anonymous_pull",
     "upstream_urls",
     "upstream",
@@ -551,6 +558,12 @@ impl Reader<'_> {
                 "push_through" => registry.push_through = self.boolean(&at)?,
                 "upstreams" => registry.upstreams = self.upstreams(&at)?,
                 "tag_ttl" => registry.tag_ttl = self.duration(&at)?,
+                "upstream_timeout" => {
+                    registry.upstream_timeout = self.duration(&at)?;
+                    if registry.upstream_timeout.is_zero() {
+                        return Err(self.error_at(&at, "must be longer than 0s".to_string()));
+                    }
+                }
                 "anonymous_pull" => registry.anonymous_pull = self.boolean(&at)?,
                 "upstream_urls" => {
                     for (host, at) in self.table(&at)? {
@@ -795,6 +808,7 @@ struct RenderRegistry<'a> {
     push_through: bool,
     upstreams: &'a [String],
     tag_ttl: String,
+    upstream_timeout: String,
     anonymous_pull: bool,
     upstream_urls: &'a BTreeMap<String, String>,
     upstream: RenderUpstream<'a>,
@@ -875,6 +889,13 @@ mod tests {
     }
 
     #[test]
+    fn upstream_timeout_must_be_positive() {
+        assert_eq!(parse("").unwrap().registry.upstream_timeout, DEFAULT_UPSTREAM_TIMEOUT);
+        let e = parse_err("[registry]\nupstream_timeout = \"0s\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "registry.upstream_timeout"), "{e}");
+    }
+
+    #[test]
     fn unreadable_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join(CONFIG_FILE)).unwrap();
@@ -897,6 +918,7 @@ mod tests {
         assert!(r.push_through);
         assert_eq!(r.upstreams, ["registry-1.docker.io", "quay.io"]);
         assert_eq!(r.tag_ttl, Duration::from_secs(30));
+        assert_eq!(r.upstream_timeout, Duration::from_secs(5));
         assert!(!r.anonymous_pull);
         assert_eq!(r.upstream_urls["registry-1.docker.io"], "http://127.0.0.1:5001");
         assert_eq!(r.upstream_urls["quay.io"], "https://mirror.example.com/quay");

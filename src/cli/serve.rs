@@ -16,9 +16,6 @@ use crate::registry::storage::{Layout, StoreLock};
 use crate::registry::{Registry, RegistryOptions};
 use crate::tls::{Ca, ServerTls};
 
-/// Connect and read timeout towards upstream registries.
-const UPSTREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one (printed on stdout).
@@ -146,7 +143,7 @@ fn upstream_client(config: &Config) -> Arc<UpstreamClient> {
         endpoints.entry(host_of(url)).or_insert_with(|| url[..authority_end].to_string());
     }
     let credentials = credentials::source(configured, docker_config.as_deref());
-    Arc::new(UpstreamClient::new(endpoints, credentials, UPSTREAM_TIMEOUT))
+    Arc::new(UpstreamClient::new(endpoints, credentials, config.registry.upstream_timeout))
 }
 
 /// `https://registry.gitlab.com/x` → `registry.gitlab.com`.
