@@ -610,7 +610,23 @@ impl ServeProcess {
         if !status.success() {
             self.fail(&format!("exited with {status} after SIGTERM, expected 0"));
         }
+        self.assert_log_keeps_secrets();
         status
+    }
+
+    /// Panics if the server's log shows its admin secret or its CA key: every test that starts
+    /// a server checks this when the server goes (issue 10: secrets absent from every log line
+    /// the suite produces).
+    fn assert_log_keeps_secrets(&self) {
+        let log = self.final_stderr();
+        let secrets = [self.home().join("admin.secret"), self.home().join("registry-ca").join("ca.key")];
+        for path in secrets {
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            // The key's base64 body, line by line: a PEM block is never logged whole or in part.
+            for line in text.lines().map(str::trim).filter(|l| l.len() >= 16 && !l.starts_with("-----")) {
+                assert!(!log.contains(line), "glci serve logged the contents of {}", path.display());
+            }
+        }
     }
 
     /// Sends `signal` and waits up to [`STOP_TIMEOUT`] for the exit
@@ -661,6 +677,8 @@ impl Drop for ServeProcess {
         let _ = child.wait();
         if thread::panicking() {
             eprintln!("--- glci serve on {} (stderr) ---\n{}", self.addr, self.final_stderr());
+        } else {
+            self.assert_log_keeps_secrets();
         }
     }
 }
