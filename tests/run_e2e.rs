@@ -391,3 +391,33 @@ fn sigint_stops_jobs_and_removes_every_container_and_network() {
     assert!(!lines.iter().any(|l| l.contains("must not run")));
     assert_nothing_left(&id);
 }
+
+#[test]
+fn parallel_and_matrix_jobs_run_every_instance() {
+    image();
+    let dir = project("e2e-parallel");
+    let out = glci_run(dir.path(), &["--json", "-j", "4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    let expected = [
+        ("shard 1/2", "node=1/2 job=shard 1/2"),
+        ("shard 2/2", "node=2/2 job=shard 2/2"),
+        ("os: [linux]", "node=1/2 os=linux job=os: [linux]"),
+        ("os: [mac]", "node=2/2 os=mac job=os: [mac]"),
+        ("report", "after the shards"),
+    ];
+    for (job, line) in expected {
+        assert_eq!(finished(&events, job)["status"], "success", "{job}: {}", show(&out));
+        let lines = log(&events, job);
+        assert!(lines.iter().any(|l| l == line), "{job}: no line {line:?} in {lines:#?}");
+    }
+    let report = position(
+        &events.iter().map(|e| format!("{} {}", e["event"], e["job"])).collect::<Vec<_>>(),
+        "\"job_started\" \"report\"",
+    );
+    for shard in ["shard 1/2", "shard 2/2"] {
+        let done = events.iter().position(|e| e["event"] == "job_finished" && e["job"] == shard);
+        assert!(done.is_some_and(|d| d < report), "report started before {shard} finished");
+    }
+    assert_nothing_left(&run_id(&events));
+}

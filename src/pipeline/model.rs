@@ -24,7 +24,8 @@ pub struct Pipeline {
     pub variables: Vec<Variable>,
     /// `workflow: rules`; empty when absent.
     pub workflow_rules: Vec<Rule>,
-    /// Visible jobs (not `.hidden`), in file order, fully resolved.
+    /// Visible jobs (not `.hidden`), in file order, fully resolved; a `parallel:` job is
+    /// replaced by its instances.
     pub jobs: Vec<Job>,
 }
 
@@ -131,6 +132,20 @@ pub struct Job {
     pub timeout: Option<Duration>,
     /// `retry: N` or `retry: {max: N}` (0–2).
     pub retry: u32,
+    /// Set on each job made from a `parallel:` job (which is not itself in `Pipeline::jobs`).
+    pub instance: Option<Instance>,
+}
+
+/// One of the jobs `parallel: N` or `parallel: matrix` makes of a job: `build 1/2`, or
+/// `build: [aws, app1]` (with the matrix values among the job's variables).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// The job's name as written (`build`): naming it selects every instance.
+    pub base: String,
+    /// `CI_NODE_INDEX`, 1-based.
+    pub index: u32,
+    /// `CI_NODE_TOTAL`.
+    pub total: u32,
 }
 
 impl Pipeline {

@@ -315,7 +315,22 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         for name in &facts.selected {
             match by_name.get(name.as_str()) {
                 Some(&i) => stack.push(i),
-                None => return Err(unknown_job(pipeline, name, excluded.get(name.as_str()).copied())),
+                None => {
+                    // A `parallel:` job named as written: every instance its rules keep.
+                    let before = stack.len();
+                    stack.extend(
+                        candidates.iter().enumerate().filter(|(_, c)| is_instance_of(c.job, name)).map(|(i, _)| i),
+                    );
+                    if stack.len() == before {
+                        let left_out = excluded.get(name.as_str()).copied().or_else(|| {
+                            pipeline
+                                .jobs
+                                .iter()
+                                .find(|j| is_instance_of(j, name) && excluded.contains_key(j.name.as_str()))
+                        });
+                        return Err(unknown_job(pipeline, name, left_out));
+                    }
+                }
             }
         }
         named = stack.iter().copied().collect();
@@ -440,6 +455,11 @@ fn expand_artifacts(artifacts: &Artifacts, lookup: &dyn Fn(&str) -> Option<Strin
     }
 }
 
+/// Whether `job` is one of the instances of the `parallel:` job written as `name`.
+fn is_instance_of(job: &Job, name: &str) -> bool {
+    job.instance.as_ref().is_some_and(|instance| instance.base == name)
+}
+
 /// `CI_JOB_ID`: unique within the run, derived from the pipeline id and the job's position.
 fn job_id(pipeline_id: u64, index: usize) -> u64 {
     pipeline_id.saturating_mul(1000).saturating_add(index as u64 + 1)
@@ -453,7 +473,14 @@ fn unknown_job(pipeline: &Pipeline, name: &str, excluded: Option<&Job>) -> Pipel
             format!("job `{name}` is not in this pipeline: its `rules` (or `when: never`) leave it out"),
         ),
         None => {
-            let names: Vec<&str> = pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
+            // A `parallel:` job once, by the name it was written with.
+            let mut names: Vec<&str> = Vec::new();
+            for job in &pipeline.jobs {
+                let name = job.instance.as_ref().map_or(job.name.as_str(), |i| i.base.as_str());
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
             PipelineError::whole_file(
                 &pipeline.file,
                 format!(

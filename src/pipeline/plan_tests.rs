@@ -28,6 +28,7 @@ fn job(name: &str, stage: &str) -> Job {
         allow_failure: AllowFailure::No,
         timeout: None,
         retry: 0,
+        instance: None,
     }
 }
 
@@ -378,4 +379,74 @@ fn project_paths_from_dirs_and_flags() {
     assert!(validate_project_path("group//p").is_err());
     assert!(validate_project_path("../p").is_err());
     assert!(validate_project_path("g/p q").is_err());
+}
+
+/// Parses `text` (the parser makes the instances of `parallel:` jobs) and plans it.
+fn plan_yaml(text: &str, selected: &[&str]) -> Result<Plan, PipelineError> {
+    let pipeline = crate::pipeline::parse::parse_str(text, Path::new("/p/.gitlab-ci.yml")).expect("parses");
+    let mut f = facts();
+    f.selected = selected.iter().map(|s| s.to_string()).collect();
+    plan(&pipeline, &f)
+}
+
+const PARALLEL: &str = "image: busybox:1\nstages: [build, test]\n\
+    build:\n  stage: build\n  script: x\n  parallel: 2\n\
+    matrix:\n  stage: build\n  script: x\n  variables: {OS: none, KEEP: k}\n  parallel:\n    matrix:\n      \
+    - {OS: [linux, mac], ARCH: amd64}\n\
+    test:\n  stage: test\n  script: x\n  needs: [build]\n\
+    pick:\n  stage: test\n  script: x\n  needs:\n    - job: matrix\n      artifacts: false\n      \
+    parallel: {matrix: [{OS: mac, ARCH: amd64}]}\n\
+    later:\n  stage: test\n  script: x\n";
+
+#[test]
+fn parallel_instances_get_node_index_and_total() {
+    let plan = plan_yaml(PARALLEL, &[]).expect("plans");
+    let node = |name: &str| {
+        let v = &planned(&plan, name).variables;
+        (v.get("CI_NODE_INDEX").map(String::from), v.get("CI_NODE_TOTAL").unwrap_or_default().to_string())
+    };
+    assert_eq!(node("build 1/2"), (Some("1".into()), "2".into()));
+    assert_eq!(node("build 2/2"), (Some("2".into()), "2".into()));
+    assert_eq!(node("matrix: [mac, amd64]"), (Some("2".into()), "2".into()));
+    assert_eq!(node("test"), (None, "1".into()));
+    let v = &planned(&plan, "matrix: [linux, amd64]").variables;
+    assert_eq!((v.get("OS"), v.get("ARCH"), v.get("KEEP")), (Some("linux"), Some("amd64"), Some("k")));
+    assert_eq!(v.get("CI_JOB_NAME"), Some("matrix: [linux, amd64]"));
+    let ids: BTreeSet<u64> = plan.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids.len(), plan.jobs.len(), "every instance has its own CI_JOB_ID");
+}
+
+#[test]
+fn needs_on_a_parallel_job_wait_for_all_or_the_matrix_selected_instances() {
+    let plan = plan_yaml(PARALLEL, &[]).expect("plans");
+    assert_eq!(waits(&plan, "test"), ["build 1/2", "build 2/2"]);
+    assert_eq!(artifacts_from(&plan, "test"), ["build 1/2", "build 2/2"]);
+    assert_eq!(waits(&plan, "pick"), ["matrix: [mac, amd64]"]);
+    assert!(artifacts_from(&plan, "pick").is_empty());
+    // Stage order: a job without needs waits for every instance of the earlier stage.
+    assert_eq!(waits(&plan, "later").len(), 4);
+}
+
+#[test]
+fn naming_a_parallel_job_selects_its_instances() {
+    let plan = plan_yaml(PARALLEL, &["build"]).expect("plans");
+    assert_eq!(names(&plan), ["build 1/2", "build 2/2"]);
+    let plan = plan_yaml(PARALLEL, &["build 2/2"]).expect("plans");
+    assert_eq!(names(&plan), ["build 2/2"]);
+    let plan = plan_yaml(PARALLEL, &["pick"]).expect("plans");
+    assert_eq!(names(&plan), ["matrix: [mac, amd64]", "pick"]);
+    let e = plan_yaml(PARALLEL, &["nope"]).expect_err("unknown");
+    assert!(e.message.contains("(jobs: build, matrix, test, pick, later)"), "{e}");
+}
+
+#[test]
+fn rules_see_the_matrix_variables_of_each_instance() {
+    let text =
+        "image: busybox:1\nm:\n  script: x\n  rules: [{if: $OS == \"mac\", when: never}, {when: on_success}]\n  \
+                parallel: {matrix: [{OS: [linux, mac]}]}\n";
+    let plan = plan_yaml(text, &[]).expect("plans");
+    assert_eq!(names(&plan), ["m: [linux]"]);
+    let e = plan_yaml(text, &["m: [mac]"]).expect_err("left out");
+    assert!(e.message.contains("its `rules` (or `when: never`) leave it out"), "{e}");
+    assert_eq!(names(&plan_yaml(text, &["m"]).expect("plans")), ["m: [linux]"]);
 }

@@ -92,6 +92,10 @@ pub fn job_predefined(pipeline_vars: &VarSet, job: &Job, id: u64, manual: bool) 
     if manual {
         v.set("CI_JOB_MANUAL", "true");
     }
+    if let Some(instance) = &job.instance {
+        v.set("CI_NODE_INDEX", instance.index.to_string());
+        v.set("CI_NODE_TOTAL", instance.total.to_string());
+    }
     v
 }
 

@@ -1,21 +1,21 @@
 //! One job's map (after `include`, `extends` and `!reference`) → [`Job`], with `default:`
 //! applied; also reads `default:` itself into [`Defaults`]. Owns the list of job keys: which
 //! are used, which are accepted and ignored because they mean nothing locally (`cache`, `tags`,
-//! `environment`, ...), and which are refused with a hint (`only`/`except`, `parallel`,
-//! `trigger`, `secrets`). Pure.
+//! `environment`, ...), and which are refused with a hint (`only`/`except`, `trigger`,
+//! `secrets`). Also makes the instances of a `parallel:` job ([`instances`]). Pure.
 
 use std::time::Duration;
 
-use super::read::{self, Field, WhenIn};
+use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
 use super::yaml::{Entry, Value};
 use crate::pipeline::error::PipelineError;
-use crate::pipeline::model::{AllowFailure, Artifacts, Image, Job, Service, When};
+use crate::pipeline::model::{AllowFailure, Artifacts, Image, Instance, Job, Service, Variable, When};
 
 /// The stage of a job without `stage:`.
 pub const DEFAULT_STAGE: &str = "test";
 
 /// Job keys glci reads.
-const USED_KEYS: [&str; 17] = [
+const USED_KEYS: [&str; 18] = [
     "after_script",
     "allow_failure",
     "artifacts",
@@ -25,6 +25,7 @@ const USED_KEYS: [&str; 17] = [
     "image",
     "inherit",
     "needs",
+    "parallel",
     "retry",
     "rules",
     "script",
@@ -58,7 +59,6 @@ const IGNORED_KEYS: [&str; 15] = [
 fn unsupported(key: &str) -> Option<&'static str> {
     Some(match key {
         "only" | "except" => "`only`/`except` are not supported: use `rules` instead",
-        "parallel" => "`parallel` is not supported yet",
         "trigger" => "trigger jobs (downstream pipelines) cannot run locally: remove the job or hide it (`.name`)",
         "secrets" => "`secrets` (external secret providers) are not supported: pass values with --env",
         "run" => "`run` (CI steps) is not supported",
@@ -140,6 +140,17 @@ pub struct ParsedJob {
     pub needs_at: Vec<(usize, String)>,
     /// Line and key of each of `job.dependencies`, in the same order.
     pub dependencies_at: Vec<(usize, String)>,
+    /// `parallel:`, until [`instances`] expands it.
+    pub parallel: Option<Parallel>,
+}
+
+/// A job's `parallel:`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Parallel {
+    /// `parallel: N`: jobs `name 1/N` … `name N/N`.
+    Count(u32),
+    /// `parallel: matrix`: one job per combination, `name: [v1, v2]`, with those variables.
+    Matrix(Vec<Combo>),
 }
 
 /// Reads the job at top-level `entry`, taking from `defaults` what it does not set.
@@ -172,8 +183,15 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         allow_failure: AllowFailure::No,
         timeout: None,
         retry: 0,
+        instance: None,
     };
-    let mut parsed = ParsedJob { job: job.clone(), stage_at: None, needs_at: Vec::new(), dependencies_at: Vec::new() };
+    let mut parsed = ParsedJob {
+        job: job.clone(),
+        stage_at: None,
+        needs_at: Vec::new(),
+        dependencies_at: Vec::new(),
+        parallel: None,
+    };
     let mut own = Defaults::default();
     let mut script = None;
     let mut allow_failure = None;
@@ -211,6 +229,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             "when" => job.when = read::when(&f, WhenIn::Job)?,
             "allow_failure" => allow_failure = Some(read::allow_failure(&f)?),
             "inherit" => inherit_default = inherit(&f)?,
+            "parallel" => parsed.parallel = Some(parallel(&f)?),
             "extends" => {}
             _ if IGNORED_KEYS.contains(&key) => {}
             _ => {
@@ -248,6 +267,52 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         allow_failure.unwrap_or(if job.when == When::Manual { AllowFailure::Yes } else { AllowFailure::No });
     parsed.job = job;
     Ok(parsed)
+}
+
+/// `parallel:` a number of jobs (1 to 200) or `{matrix: [...]}`.
+fn parallel(field: &Field) -> Result<Parallel, PipelineError> {
+    match &field.node.value {
+        Value::Int(n) => match u32::try_from(*n) {
+            Ok(count) if (1..=MAX_PARALLEL).contains(&(count as usize)) => Ok(Parallel::Count(count)),
+            _ => Err(field.error(format!("`parallel` takes 1 to {MAX_PARALLEL} jobs, not {n}"))),
+        },
+        Value::Map(_) => {
+            field.check_keys(&["matrix"])?;
+            let matrix = field.get("matrix")?.ok_or_else(|| field.error("missing `matrix`"))?;
+            Ok(Parallel::Matrix(read::matrix(&matrix)?))
+        }
+        _ => Err(field.expected(&format!("a number of jobs (1 to {MAX_PARALLEL}) or {{matrix: [...]}}"))),
+    }
+}
+
+/// The jobs a parsed job stands for: itself, or the instances of its `parallel:`, named as
+/// GitLab does (`build 1/2`, `build: [aws, app1]`), matrix values set as job variables (over
+/// same-named ones).
+pub fn instances(mut parsed: ParsedJob) -> Vec<ParsedJob> {
+    let Some(parallel) = parsed.parallel.take() else {
+        return vec![parsed];
+    };
+    let base = parsed.job.name.clone();
+    let named: Vec<(String, Combo)> = match parallel {
+        Parallel::Count(n) => (1..=n).map(|i| (format!("{base} {i}/{n}"), Vec::new())).collect(),
+        Parallel::Matrix(combos) => combos.into_iter().map(|c| (read::instance_name(&base, &c), c)).collect(),
+    };
+    let total = u32::try_from(named.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(named.len());
+    for (index, (name, combo)) in (1..).zip(named) {
+        let mut instance = parsed.clone();
+        let job = &mut instance.job;
+        job.name = name;
+        job.instance = Some(Instance { base: base.clone(), index, total });
+        for (name, value) in combo {
+            match job.variables.iter_mut().find(|v| v.name == name) {
+                Some(v) => v.value = value,
+                None => job.variables.push(Variable { name, value }),
+            }
+        }
+        out.push(instance);
+    }
+    out
 }
 
 /// `inherit:`; returns which `default:` keys the job takes: `None` all of them (unchanged),
@@ -409,6 +474,63 @@ mod tests {
         assert_eq!(e.key, "default.image");
     }
 
+    fn names(jobs: &[ParsedJob]) -> Vec<&str> {
+        jobs.iter().map(|p| p.job.name.as_str()).collect()
+    }
+
+    fn instances_of(text: &str) -> Vec<ParsedJob> {
+        instances(job_with(text, &Defaults::default()).unwrap_or_else(|e| panic!("{text}: {e}")))
+    }
+
+    #[test]
+    fn parallel_count_makes_numbered_instances() {
+        let jobs = instances_of("build:\n  script: x\n  stage: build\n  variables: {A: a}\n  parallel: 3\n");
+        assert_eq!(names(&jobs), ["build 1/3", "build 2/3", "build 3/3"]);
+        for (i, p) in jobs.iter().enumerate() {
+            let instance = p.job.instance.as_ref().unwrap();
+            assert_eq!((instance.base.as_str(), instance.index, instance.total), ("build", i as u32 + 1, 3));
+            assert_eq!(p.job.stage, "build");
+            assert_eq!(p.job.variables, [Variable { name: "A".into(), value: "a".into() }]);
+            assert_eq!(p.stage_at, Some((3, "build.stage".to_owned())));
+            assert_eq!(p.parallel, None);
+        }
+        assert_eq!(names(&instances_of("t:\n  script: x\n  parallel: 1\n")), ["t 1/1"]);
+        assert_eq!(instances_of("t:\n  script: x\n  parallel: 200\n").len(), 200);
+        let plain = instances_of("t:\n  script: x\n");
+        assert_eq!((names(&plain), plain[0].job.instance.clone()), (vec!["t"], None));
+    }
+
+    #[test]
+    fn parallel_matrix_makes_the_product_of_each_entry() {
+        let jobs = instances_of(
+            "deploy:\n  script: x\n  variables: {PROVIDER: none, KEEP: k}\n  parallel:\n    matrix:\n      \
+             - PROVIDER: aws\n        STACK: [monitoring, app1]\n      - PROVIDER: [gcp, 10]\n        STACK: data\n",
+        );
+        assert_eq!(
+            names(&jobs),
+            ["deploy: [aws, monitoring]", "deploy: [aws, app1]", "deploy: [gcp, data]", "deploy: [10, data]"]
+        );
+        let vars = |p: &ParsedJob| -> Vec<(String, String)> {
+            p.job.variables.iter().map(|v| (v.name.clone(), v.value.clone())).collect()
+        };
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(vars(&jobs[1]), pairs(&[("PROVIDER", "aws"), ("KEEP", "k"), ("STACK", "app1")]));
+        assert_eq!(vars(&jobs[3]), pairs(&[("PROVIDER", "10"), ("KEEP", "k"), ("STACK", "data")]));
+        let nodes: Vec<(u32, u32)> =
+            jobs.iter().map(|p| p.job.instance.as_ref().map(|i| (i.index, i.total)).unwrap()).collect();
+        assert_eq!(nodes, [(1, 4), (2, 4), (3, 4), (4, 4)]);
+        // The limit counts every entry's instances.
+        let e = job_err(
+            "t:\n  script: x\n  parallel:\n    matrix:\n      - {A: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], \
+             B: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n      - {A: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], \
+             B: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], C: [x, y]}\n",
+        );
+        assert_eq!((e.line, e.key.as_str()), (Some(6), "t.parallel.matrix[1].C"));
+        assert!(e.message.contains("the matrix makes more than 200 jobs"), "{e}");
+    }
+
     #[test]
     fn job_errors_name_line_and_key() {
         let cases = [
@@ -423,7 +545,62 @@ mod tests {
             ),
             ("build:\n  script: x\n  only: [main]\n", 3, "build.only", "use `rules` instead"),
             ("build:\n  script: x\n  except: [main]\n", 3, "build.except", "use `rules` instead"),
-            ("build:\n  script: x\n  parallel: 3\n", 3, "build.parallel", "not supported yet"),
+            ("build:\n  script: x\n  parallel: 0\n", 3, "build.parallel", "`parallel` takes 1 to 200 jobs, not 0"),
+            ("build:\n  script: x\n  parallel: 201\n", 3, "build.parallel", "takes 1 to 200 jobs, not 201"),
+            ("build:\n  script: x\n  parallel: -2\n", 3, "build.parallel", "not -2"),
+            ("build:\n  script: x\n  parallel: '3'\n", 3, "build.parallel", "expected a number of jobs (1 to 200)"),
+            ("build:\n  script: x\n  parallel: 2.5\n", 3, "build.parallel", "found a number"),
+            ("build:\n  script: x\n  parallel: [2]\n", 3, "build.parallel", "or {matrix: [...]}, found a list"),
+            ("build:\n  script: x\n  parallel: {}\n", 3, "build.parallel", "missing `matrix`"),
+            (
+                "build:\n  script: x\n  parallel: {count: 2}\n",
+                3,
+                "build.parallel.count",
+                "unknown key (accepted: matrix)",
+            ),
+            ("build:\n  script: x\n  parallel:\n    matrix: []\n", 4, "build.parallel.matrix", "the matrix is empty"),
+            (
+                "build:\n  script: x\n  parallel:\n    matrix: A\n",
+                4,
+                "build.parallel.matrix",
+                "expected a list of maps",
+            ),
+            (
+                "build:\n  script: x\n  parallel:\n    matrix:\n      - {}\n",
+                5,
+                "build.parallel.matrix[0]",
+                "empty matrix entry",
+            ),
+            (
+                "build:\n  script: x\n  parallel:\n    matrix:\n      - A\n",
+                5,
+                "build.parallel.matrix[0]",
+                "expected a map",
+            ),
+            (
+                "build:\n  script: x\n  parallel:\n    matrix:\n      - A: []\n",
+                5,
+                "build.parallel.matrix[0].A",
+                "no values",
+            ),
+            (
+                "build:\n  script: x\n  parallel:\n    matrix:\n      - A: [{x: 1}]\n",
+                5,
+                "build.parallel.matrix[0].A[0]",
+                "expected a string, found a map",
+            ),
+            (
+                "build:\n  script: x\n  parallel:\n    matrix:\n      - A: {x: 1}\n",
+                5,
+                "build.parallel.matrix[0].A",
+                "expected a string or a list of strings",
+            ),
+            (
+                "build:\n  script: x\n  parallel:\n    matrix:\n      - A B: x\n",
+                5,
+                "build.parallel.matrix[0].A B",
+                "invalid variable name",
+            ),
             ("build:\n  trigger: other/project\n", 2, "build.trigger", "downstream pipelines"),
             ("build:\n  script: x\n  secrets: {}\n", 3, "build.secrets", "--env"),
             ("build:\n  script: x\n  when: delayed\n  start_in: 1h\n", 3, "build.when", "delayed"),

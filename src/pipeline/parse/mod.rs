@@ -26,7 +26,7 @@ use self::job::{Defaults, ParsedJob};
 use self::read::Field;
 use self::yaml::{Entry, Map};
 pub use crate::pipeline::error::PipelineError;
-use crate::pipeline::model::{Job, Pipeline, Rule};
+use crate::pipeline::model::{Job, Need, Pipeline, Rule};
 
 /// `stages` when the file has none (`.pre`/`.post` are added around it).
 pub const DEFAULT_STAGES: [&str; 3] = ["build", "test", "deploy"];
@@ -114,7 +114,7 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
         if GLOBAL_KEYS.contains(&entry.key.as_str()) || entry.key.starts_with('.') {
             continue;
         }
-        jobs.push(job::read(entry, &defaults)?);
+        jobs.extend(job::instances(job::read(entry, &defaults)?));
     }
     if jobs.is_empty() {
         return Err(PipelineError::whole_file(file, "no jobs (names starting with `.` are templates, not jobs)"));
@@ -155,8 +155,10 @@ fn workflow(field: &Field) -> Result<Vec<Rule>, PipelineError> {
 }
 
 /// The checks that need every job: stages, `needs`, `dependencies`, `needs` cycles. Optional
-/// needs of jobs that do not exist are dropped, as GitLab ignores them.
+/// needs of jobs that do not exist are dropped, as GitLab ignores them. A need or dependency
+/// naming a `parallel:` job becomes one for each of its instances.
 fn validate(mut parsed: Vec<ParsedJob>, stages: &[String]) -> Result<Vec<Job>, PipelineError> {
+    expand_parallel_references(&mut parsed);
     let stage_index = |stage: &str| stages.iter().position(|s| s == stage);
     let shown_stages = stages.join(", ");
     for p in &parsed {
@@ -177,6 +179,16 @@ fn validate(mut parsed: Vec<ParsedJob>, stages: &[String]) -> Result<Vec<Job>, P
     }
     let stage_of: HashMap<String, usize> =
         parsed.iter().filter_map(|p| Some((p.job.name.clone(), stage_index(&p.job.stage)?))).collect();
+    let mut instances: Vec<(String, Vec<String>)> = Vec::new();
+    for p in &parsed {
+        if let Some(instance) = &p.job.instance {
+            match instances.iter_mut().find(|(base, _)| *base == instance.base) {
+                Some((_, names)) => names.push(p.job.name.clone()),
+                None => instances.push((instance.base.clone(), vec![p.job.name.clone()])),
+            }
+        }
+    }
+    let unknown_job = |name: &str| unknown_job(name, &instances);
     for p in &mut parsed {
         let job = &mut p.job;
         let own_stage = stage_of.get(&job.name).copied().unwrap_or(0);
@@ -239,8 +251,71 @@ fn validate(mut parsed: Vec<ParsedJob>, stages: &[String]) -> Result<Vec<Job>, P
     Ok(parsed.into_iter().map(|p| p.job).collect())
 }
 
-fn unknown_job(name: &str) -> String {
-    if name.starts_with('.') {
+/// `needs`/`dependencies` naming a `parallel:` job by its written name → all its instances
+/// (each keeping the line and key of the entry that named it).
+fn expand_parallel_references(parsed: &mut [ParsedJob]) {
+    let mut instances: HashMap<String, Vec<String>> = HashMap::new();
+    for p in parsed.iter() {
+        if let Some(instance) = &p.job.instance {
+            instances.entry(instance.base.clone()).or_default().push(p.job.name.clone());
+        }
+    }
+    if instances.is_empty() {
+        return;
+    }
+    let names: std::collections::HashSet<String> = parsed.iter().map(|p| p.job.name.clone()).collect();
+    let of = |name: &str| instances.get(name).filter(|_| !names.contains(name));
+    for p in parsed.iter_mut() {
+        if let Some(needs) = &mut p.job.needs {
+            let mut kept = Vec::new();
+            let mut kept_at = Vec::new();
+            for (need, at) in needs.drain(..).zip(p.needs_at.drain(..)) {
+                match of(&need.job) {
+                    Some(list) => {
+                        for name in list {
+                            kept.push(Need { job: name.clone(), ..need.clone() });
+                            kept_at.push(at.clone());
+                        }
+                    }
+                    None => {
+                        kept.push(need);
+                        kept_at.push(at);
+                    }
+                }
+            }
+            *needs = kept;
+            p.needs_at = kept_at;
+        }
+        if let Some(deps) = &mut p.job.dependencies {
+            let mut kept = Vec::new();
+            let mut kept_at = Vec::new();
+            for (dep, at) in deps.drain(..).zip(p.dependencies_at.drain(..)) {
+                match of(&dep) {
+                    Some(list) => {
+                        kept.extend(list.iter().cloned());
+                        kept_at.extend(list.iter().map(|_| at.clone()));
+                    }
+                    None => {
+                        kept.push(dep);
+                        kept_at.push(at);
+                    }
+                }
+            }
+            *deps = kept;
+            p.dependencies_at = kept_at;
+        }
+    }
+}
+
+fn unknown_job(name: &str, instances: &[(String, Vec<String>)]) -> String {
+    let instance_of = instances.iter().find(|(base, _)| {
+        name.strip_prefix(base.as_str()).is_some_and(|rest| rest.starts_with(": [") || rest.starts_with(' '))
+    });
+    if let Some((base, names)) = instance_of {
+        let shown: Vec<&str> = names.iter().take(10).map(String::as_str).collect();
+        let more = if names.len() > shown.len() { ", ..." } else { "" };
+        format!("`{name}` is not an instance of the parallel job `{base}` (instances: {}{more})", shown.join(", "))
+    } else if name.starts_with('.') {
         format!("`{name}` is a hidden template, not a job")
     } else {
         format!("`{name}` is not a job in this pipeline")
@@ -534,6 +609,41 @@ mod tests {
         let p =
             parse("a: {script: x, needs: [{job: gone, optional: true}, {job: b, optional: true}]}\nb: {script: x}\n");
         assert_eq!(p.jobs[0].needs, Some(vec![Need { job: "b".into(), artifacts: true, optional: true }]));
+    }
+
+    #[test]
+    fn needs_and_dependencies_on_parallel_jobs_name_their_instances() {
+        let p = parse(
+            "stages: [build, test]\n.b:\n  stage: build\n  parallel: 2\nbuild:\n  extends: .b\n  script: x\n\
+             matrix:\n  stage: build\n  script: x\n  parallel:\n    matrix:\n      - {OS: [linux, mac], ARCH: amd64}\n\
+             test:\n  stage: test\n  script: x\n  needs:\n    - build\n    - job: matrix\n      parallel:\n        \
+             matrix:\n          - {OS: mac, ARCH: amd64}\n  dependencies: [build]\n\
+             all:\n  stage: test\n  script: x\n  dependencies: [matrix, build 2/2]\n",
+        );
+        let names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["build 1/2", "build 2/2", "matrix: [linux, amd64]", "matrix: [mac, amd64]", "test", "all"]);
+        assert_eq!(p.jobs[1].stage, "build", "extends applies to every instance");
+        let test = p.job("test").unwrap();
+        let needs: Vec<&str> = test.needs.iter().flatten().map(|n| n.job.as_str()).collect();
+        assert_eq!(needs, ["build 1/2", "build 2/2", "matrix: [mac, amd64]"]);
+        assert_eq!(test.dependencies, Some(strings(&["build 1/2", "build 2/2"])));
+        let all = p.job("all").unwrap();
+        assert_eq!(all.dependencies, Some(strings(&["matrix: [linux, amd64]", "matrix: [mac, amd64]", "build 2/2"])));
+
+        let e = parse_err(
+            "m:\n  script: x\n  parallel:\n    matrix:\n      - {OS: [linux, mac]}\n\
+             t:\n  script: x\n  needs:\n    - job: m\n      parallel: {matrix: [{OS: bsd}]}\n",
+        );
+        assert_eq!((e.line, e.key.as_str()), (Some(9), "t.needs[0]"));
+        assert_eq!(
+            e.message,
+            "`m: [bsd]` is not an instance of the parallel job `m` (instances: m: [linux], m: [mac])"
+        );
+        let e = parse_err(
+            "stages: [a, b]\nm:\n  stage: b\n  script: x\n  parallel: 2\nt:\n  stage: a\n  script: x\n  needs: [m]\n",
+        );
+        assert_eq!((e.line, e.key.as_str()), (Some(9), "t.needs[0]"));
+        assert!(e.message.contains("`m 1/2` is in a later stage"), "{e}");
     }
 
     #[test]

@@ -246,15 +246,20 @@ fn service(field: &Field) -> Result<Service, PipelineError> {
     }
 }
 
-/// `needs:` a list of job names or `{job, artifacts, optional}`, each with its line.
+/// `needs:` a list of job names or `{job, artifacts, optional, parallel: {matrix}}`, each with
+/// its line; a need with `parallel: matrix` becomes one need per instance it selects.
 pub fn needs(field: &Field) -> Result<Vec<(Need, usize, String)>, PipelineError> {
     let items = field.items("a list of jobs")?;
-    items.iter().map(|item| need(item).map(|n| (n, item.line, item.key.clone()))).collect()
+    let mut out = Vec::new();
+    for item in &items {
+        out.extend(need(item)?.into_iter().map(|n| (n, item.line, item.key.clone())));
+    }
+    Ok(out)
 }
 
-fn need(field: &Field) -> Result<Need, PipelineError> {
+fn need(field: &Field) -> Result<Vec<Need>, PipelineError> {
     match &field.node.value {
-        Value::Str(_) => Ok(Need { job: field.name("a job name")?, artifacts: true, optional: false }),
+        Value::Str(_) => Ok(vec![Need { job: field.name("a job name")?, artifacts: true, optional: false }]),
         Value::Map(map) => {
             for unsupported in ["pipeline", "project"] {
                 if let Some(entry) = map.get(unsupported) {
@@ -262,17 +267,90 @@ fn need(field: &Field) -> Result<Need, PipelineError> {
                     return Err(f.error("needs from other pipelines or projects are not supported locally"));
                 }
             }
-            if let Some(entry) = map.get("parallel") {
-                return Err(Field::entry(&field.key, entry).error("`parallel` is not supported yet"));
-            }
-            field.check_keys(&["job", "artifacts", "optional", "ref"])?;
+            field.check_keys(&["job", "artifacts", "optional", "ref", "parallel"])?;
             let job = field.get("job")?.ok_or_else(|| field.error("missing `job`"))?.name("a job name")?;
             let artifacts = field.get("artifacts")?.map(|f| f.boolean()).transpose()?.unwrap_or(true);
             let optional = field.get("optional")?.map(|f| f.boolean()).transpose()?.unwrap_or(false);
-            Ok(Need { job, artifacts, optional })
+            let Some(parallel) = field.get("parallel")? else {
+                return Ok(vec![Need { job, artifacts, optional }]);
+            };
+            if !matches!(parallel.node.value, Value::Map(_)) {
+                return Err(parallel.expected("{matrix: [...]}"));
+            }
+            parallel.check_keys(&["matrix"])?;
+            let matrix = parallel.get("matrix")?.ok_or_else(|| parallel.error("missing `matrix`"))?;
+            Ok(self::matrix(&matrix)?
+                .iter()
+                .map(|combo| Need { job: instance_name(&job, combo), artifacts, optional })
+                .collect())
         }
         _ => Err(field.expected("a job name or {job, artifacts, optional}")),
     }
+}
+
+/// Most jobs `parallel:` may make of one job (GitLab's limit).
+pub const MAX_PARALLEL: usize = 200;
+
+/// The values of one `parallel: matrix` instance: (variable, value) in the order written.
+pub type Combo = Vec<(String, String)>;
+
+/// `parallel: matrix:` (of a job or a need): a list of maps from variable names to a value or a
+/// list of values; each map makes the cartesian product of its values. The combinations, in
+/// order; at most [`MAX_PARALLEL`] of them.
+pub fn matrix(field: &Field) -> Result<Vec<Combo>, PipelineError> {
+    let what = "a list of maps of variable names to values";
+    let items = field.items(what)?;
+    if items.is_empty() {
+        return Err(field.error("the matrix is empty (give at least one map of variables to values)"));
+    }
+    let mut out: Vec<Combo> = Vec::new();
+    for item in &items {
+        let Value::Map(map) = &item.node.value else {
+            return Err(item.expected("a map of variable names to values"));
+        };
+        if map.iter().next().is_none() {
+            return Err(item.error("empty matrix entry (give variables and their values)"));
+        }
+        let mut combos: Vec<Combo> = vec![Vec::new()];
+        for entry in map.iter() {
+            let f = Field::entry(&item.key, entry);
+            if entry.key.is_empty() || !entry.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(f.error("invalid variable name (use letters, digits and _)"));
+            }
+            let values: Vec<String> = match &f.node.value {
+                Value::Seq(_) => f
+                    .items("a list of values")?
+                    .iter()
+                    .map(|v| v.node.value.scalar_string().ok_or_else(|| v.expected("a string")))
+                    .collect::<Result<_, _>>()?,
+                value => vec![value.scalar_string().ok_or_else(|| f.expected("a string or a list of strings"))?],
+            };
+            if values.is_empty() {
+                return Err(f.error("no values (give a string or a non-empty list)"));
+            }
+            if combos.len().saturating_mul(values.len()).saturating_add(out.len()) > MAX_PARALLEL {
+                return Err(f.error(format!("the matrix makes more than {MAX_PARALLEL} jobs")));
+            }
+            combos = combos
+                .iter()
+                .flat_map(|combo| {
+                    values.iter().map(move |v| {
+                        let mut combo = combo.clone();
+                        combo.push((entry.key.clone(), v.clone()));
+                        combo
+                    })
+                })
+                .collect();
+        }
+        out.extend(combos);
+    }
+    Ok(out)
+}
+
+/// GitLab's name for a matrix instance: `build: [aws, app1]`.
+pub fn instance_name(base: &str, combo: &[(String, String)]) -> String {
+    let values: Vec<&str> = combo.iter().map(|(_, v)| v.as_str()).collect();
+    format!("{base}: [{}]", values.join(", "))
 }
 
 /// `dependencies:` a list of job names, each with its line and key.
@@ -594,7 +672,10 @@ mod tests {
             ("k: [{artifacts: true}]", "job.k[0]", "missing `job`"),
             ("k: [{job: a, pipeline: $X}]", "job.k[0].pipeline", "other pipelines"),
             ("k: [{job: a, project: g/p, ref: main}]", "job.k[0].project", "other pipelines"),
-            ("k: [{job: a, parallel: {matrix: []}}]", "job.k[0].parallel", "not supported yet"),
+            ("k: [{job: a, parallel: {matrix: []}}]", "job.k[0].parallel.matrix", "the matrix is empty"),
+            ("k: [{job: a, parallel: 2}]", "job.k[0].parallel", "expected {matrix: [...]}, found a number"),
+            ("k: [{job: a, parallel: {}}]", "job.k[0].parallel", "missing `matrix`"),
+            ("k: [{job: a, parallel: {matrix: [{}]}}]", "job.k[0].parallel.matrix[0]", "empty matrix entry"),
             ("k: [{job: a, artifact: false}]", "job.k[0].artifact", "unknown key"),
             ("k: [1]", "job.k[0]", "expected a job name"),
         ];
@@ -603,6 +684,27 @@ mod tests {
             assert_eq!(e.key, key, "{text}: {e}");
             assert!(e.message.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn needs_with_parallel_matrix_name_the_instances() {
+        let n = with_field(
+            "k:\n  - job: build\n    artifacts: false\n    parallel:\n      matrix:\n        \
+             - {OS: linux, ARCH: [amd64, arm64]}\n        - {OS: mac, ARCH: arm64}\n  - test\n",
+            needs,
+        )
+        .unwrap();
+        let got: Vec<(&str, bool, usize, &str)> =
+            n.iter().map(|(n, line, key)| (n.job.as_str(), n.artifacts, *line, key.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("build: [linux, amd64]", false, 2, "job.k[0]"),
+                ("build: [linux, arm64]", false, 2, "job.k[0]"),
+                ("build: [mac, arm64]", false, 2, "job.k[0]"),
+                ("test", true, 8, "job.k[1]"),
+            ]
+        );
     }
 
     #[test]
