@@ -112,16 +112,28 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Writes `file:line: key: message` (line and key when known): the one-line form of every
+/// problem in a file the user wrote, `ConfigError` here and `PipelineError` for pipelines.
+pub fn write_located(
+    f: &mut fmt::Formatter<'_>,
+    file: &Path,
+    line: Option<usize>,
+    key: &str,
+    message: &str,
+) -> fmt::Result {
+    write!(f, "{}", file.display())?;
+    if let Some(line) = line {
+        write!(f, ":{line}")?;
+    }
+    if !key.is_empty() {
+        write!(f, ": {key}")?;
+    }
+    write!(f, ": {message}")
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
-        }
-        write!(f, ": {}", self.message)
+        crate::config::write_located(f, &self.file, self.line, &self.key, &self.message)
     }
 }
 
