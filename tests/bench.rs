@@ -4,7 +4,9 @@
 //! server by server and round by round so machine drift hits both. It prints one table (each
 //! figure for both, the median of `ROUNDS`, and the ratio glci / distribution) and writes
 //! `target/bench/compare.json`. glci alone: the same 1 GiB push and pull over HTTPS, and
-//! pull-through (cold, then warm) with the distribution instance as upstream.
+//! pull-through (cold, then warm) with the distribution instance as upstream. Context lines
+//! show what the machine allows: the disk's write + fsync rate, and the loopback ceiling (the
+//! same one-stream pull from a bare sendfile(2) loop that does nothing else).
 //! It asserts correctness (statuses, digests), never speed.
 //!
 //! Every benchmark is `#[ignore]`, so `cargo test --all-targets` only compiles this file;
@@ -914,6 +916,57 @@ fn disk_fsync_mbps(dir: &Path, buf: &mut [u8]) -> f64 {
     mbps(BLOB_LEN, elapsed)
 }
 
+/// A `BLOB_LEN` file in `dir` for the bare server (left in the page cache, like glci's blob).
+fn write_probe_blob(dir: &Path, buf: &mut [u8]) -> PathBuf {
+    let path = dir.join("loopback-probe");
+    let mut file = File::create(&path).unwrap();
+    for index in 0..BLOB_BLOCKS {
+        fill_block(buf, 0x100b, index);
+        file.write_all(buf).unwrap();
+    }
+    path
+}
+
+/// The loopback ceiling of a one-stream pull: a server that answers any request with the
+/// whole of `path` by sendfile(2), as glci sends a blob, and does nothing else. What the
+/// client reads from it is the most any server can give this client on this machine.
+/// Returns its address; the thread lives as long as the bench.
+fn bare_sendfile_server(path: PathBuf) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = send_whole_file(&mut conn, &path);
+        }
+    });
+    addr
+}
+
+fn send_whole_file(conn: &mut TcpStream, path: &Path) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let mut head = Vec::new();
+    let mut piece = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut piece)?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&piece[..n]);
+    }
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    conn.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").as_bytes())?;
+    let mut offset: libc::off_t = 0;
+    while (offset as u64) < len {
+        let left = (len - offset as u64) as usize;
+        // SAFETY: both descriptors are open for the call; `offset` is ours.
+        if unsafe { libc::sendfile(conn.as_raw_fd(), file.as_raw_fd(), &mut offset, left) } <= 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 fn load_average() -> String {
     fs::read_to_string("/proc/loadavg").map(|s| s.split(' ').take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
@@ -1052,9 +1105,13 @@ fn compare_with_distribution() {
             verify_pull(target, REPO, &kept);
         }
     }
+    let bare = (pulls > 0).then(|| Target::plain(&bare_sendfile_server(write_probe_blob(dir, &mut buf))));
     for round in 0..pulls {
         for server in order(round) {
             samples.add("pull_1", server, mbps(BLOB_LEN, pull(&targets[server], REPO, &kept, &mut buf, None)));
+        }
+        if let Some(bare) = &bare {
+            samples.add("pull_1_bare", GLCI, mbps(BLOB_LEN, pull(bare, REPO, &kept, &mut buf, None)));
         }
         for server in order(round) {
             let took = pull_parallel(&targets[server], &kept, PULL_STREAMS);
@@ -1183,6 +1240,10 @@ fn compare_with_distribution() {
         fmt_value(samples.value("client_sha256", GLCI))
     );
     println!(
+        "loopback ceiling: the same one-stream pull from a bare sendfile(2) loop {} MB/s",
+        fmt_value(samples.value("pull_1_bare", GLCI))
+    );
+    println!(
         "machine: {} × {} | load average: {load_before} before, {load_after} after | {:.1} s in all",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         cpu_model(),
@@ -1204,6 +1265,7 @@ fn compare_with_distribution() {
         "figures": figures,
         "disk_fsync_mbps": samples.value("disk_fsync", GLCI),
         "client_sha256_mbps": samples.value("client_sha256", GLCI),
+        "loopback_sendfile_mbps": samples.value("pull_1_bare", GLCI),
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu_model": cpu_model()},
         "load_average_before": load_before,
         "load_average_after": load_after,
