@@ -234,7 +234,8 @@ fn write_flush(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
 fn linger<T: Transport>(reader: &mut BufReader<T>) {
     let deadline = Instant::now() + LINGER;
     let _ = reader.get_ref().tcp().set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 64 * 1024];
+    // Small: lingering is rare, and a worker's stack keeps every page it ever touched.
+    let mut buf = [0u8; 8 * 1024];
     while Instant::now() < deadline {
         match reader.get_mut().tcp().read(&mut buf) {
             Ok(0) => return,

@@ -140,7 +140,7 @@ pub struct Parking {
 }
 
 impl Parking {
-    /// Hands `conn` to the poller, or gives it back when the poller is gone (shutdown) or full.
+    /// Hands `conn` to the poller, or gives it back when the poller is gone (shutdown).
     /// The socket stays in blocking mode: the poller only polls it and reads with
     /// `MSG_DONTWAIT`.
     pub fn park(&self, conn: Conn) -> Result<(), Conn> {
@@ -187,7 +187,12 @@ impl Poller {
         let (wake_read, wake_write) = UnixStream::pair()?;
         wake_read.set_nonblocking(true)?;
         wake_write.set_nonblocking(true)?;
-        let (sender, inbox) = crossbeam_channel::bounded(limits.max_parked);
+        // Unbounded (allocated in blocks as it fills), not `bounded(max_parked)`: crossbeam's
+        // bounded channel allocates and touches every slot up front, 480 KiB resident for
+        // 10,000 connections that are almost never there (issue 9: peak RSS). `run` still
+        // refuses connections beyond `max_parked`; what is in transit is bounded by the open
+        // sockets.
+        let (sender, inbox) = crossbeam_channel::unbounded();
         let parking = Parking { sender, wake: Arc::new(wake_write) };
         Ok((Poller { inbox, wake: wake_read, workers, shutdown, limits, tls_enabled }, parking))
     }
@@ -334,6 +339,42 @@ fn answer_and_close(stream: &TcpStream, status: &str, extra_headers: &str, code:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parking limit holds without a channel sized to it: beyond `max_parked` idle
+    /// connections, the next one is answered 503 and closed, the parked ones stay open.
+    #[test]
+    fn connections_beyond_max_parked_get_503() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (workers, _work) = crossbeam_channel::bounded(1);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let limits = PollerLimits {
+            idle_timeout: Duration::from_secs(30),
+            head_timeout: HEAD_TIMEOUT,
+            max_head: 8192,
+            max_parked: 2,
+            max_ready: 1,
+        };
+        let (poller, parking) = Poller::new(workers, Arc::clone(&shutdown), limits, false).unwrap();
+        let running = std::thread::spawn(move || poller.run(|| {}));
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            let client = TcpStream::connect(addr).unwrap();
+            client.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let (served, _) = listener.accept().unwrap();
+            assert!(parking.park(Conn::Fresh(served)).is_ok());
+            clients.push(client);
+        }
+        let mut answer = String::new();
+        let _ = clients[2].read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+        for client in &mut clients[..2] {
+            let error = client.read(&mut [0u8; 16]).unwrap_err();
+            assert!(matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut), "{error}");
+        }
+        shutdown.store(true, Ordering::SeqCst);
+        running.join().unwrap();
+    }
 
     #[test]
     fn head_completion() {

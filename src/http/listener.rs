@@ -109,8 +109,9 @@ impl Server {
                             continue;
                         }
                         if let Err(refused) = parking.park(Conn::Fresh(stream)) {
-                            // The poller holds as many connections as it may: say so at once
-                            // rather than let the client wait without a word.
+                            // The poller is gone (shutting down): say so at once rather
+                            // than let the client wait without a word. (Beyond its limit, the
+                            // poller itself answers 503.)
                             idle::refuse_busy(refused);
                         }
                     }
