@@ -564,6 +564,25 @@ fn pull(target: &Target, repo: &str, digest: &str, buf: &mut [u8], hasher: Optio
     start.elapsed()
 }
 
+/// Runs `work` on this thread; returns its result and how busy the thread was meanwhile, in
+/// percent of one core (CPU time of this thread over wall time). Near 100 means the client,
+/// not the server, sets the pace.
+fn client_busy(work: impl FnOnce() -> Duration) -> (Duration, f64) {
+    let before = thread_cpu();
+    let took = work();
+    (took, 100.0 * (thread_cpu() - before).as_secs_f64() / took.as_secs_f64())
+}
+
+/// CPU time (user + system) of the calling thread.
+fn thread_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid initial value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a struct owned by this frame.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    let time = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 /// `streams` pulls of the whole blob at once; the wall time of all of them.
 fn pull_parallel(target: &Target, digest: &str, streams: usize) -> Duration {
     let barrier = Barrier::new(streams + 1);
@@ -1108,7 +1127,9 @@ fn compare_with_distribution() {
     let bare = (pulls > 0).then(|| Target::plain(&bare_sendfile_server(write_probe_blob(dir, &mut buf))));
     for round in 0..pulls {
         for server in order(round) {
-            samples.add("pull_1", server, mbps(BLOB_LEN, pull(&targets[server], REPO, &kept, &mut buf, None)));
+            let (took, busy) = client_busy(|| pull(&targets[server], REPO, &kept, &mut buf, None));
+            samples.add("pull_1", server, mbps(BLOB_LEN, took));
+            samples.add("pull_1_client_busy", server, busy);
         }
         if let Some(bare) = &bare {
             samples.add("pull_1_bare", GLCI, mbps(BLOB_LEN, pull(bare, REPO, &kept, &mut buf, None)));
@@ -1171,7 +1192,9 @@ fn compare_with_distribution() {
             variant += 1;
             let digest = variants.digest(variant);
             samples.add("https_push", GLCI, mbps(BLOB_LEN, push_monolithic(&target, variant, &digest, &mut buf)));
-            samples.add("https_pull", GLCI, mbps(BLOB_LEN, pull(&target, REPO, &digest, &mut buf, None)));
+            let (took, busy) = client_busy(|| pull(&target, REPO, &digest, &mut buf, None));
+            samples.add("https_pull", GLCI, mbps(BLOB_LEN, took));
+            samples.add("https_pull_client_busy", GLCI, busy);
             delete_blob(&target, REPO, &digest);
         }
         tls_glci.stop();
@@ -1244,6 +1267,11 @@ fn compare_with_distribution() {
         fmt_value(samples.value("pull_1_bare", GLCI))
     );
     println!(
+        "client thread busy during a one-stream pull from glci (% of one core): plain {}, HTTPS {}",
+        fmt_value(samples.value("pull_1_client_busy", GLCI)),
+        fmt_value(samples.value("https_pull_client_busy", GLCI))
+    );
+    println!(
         "machine: {} × {} | load average: {load_before} before, {load_after} after | {:.1} s in all",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         cpu_model(),
@@ -1266,6 +1294,8 @@ fn compare_with_distribution() {
         "disk_fsync_mbps": samples.value("disk_fsync", GLCI),
         "client_sha256_mbps": samples.value("client_sha256", GLCI),
         "loopback_sendfile_mbps": samples.value("pull_1_bare", GLCI),
+        "client_busy_percent": {"pull_1": samples.value("pull_1_client_busy", GLCI),
+                                "https_pull": samples.value("https_pull_client_busy", GLCI)},
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu_model": cpu_model()},
         "load_average_before": load_before,
         "load_average_after": load_after,
