@@ -4,7 +4,7 @@
 # runs glci serve and Debian's docker-registry (distribution 2.8) side by side with one client
 # and prints one table (target/bench/compare.json); bench_admin.rs writes target/bench/admin.json.
 # It does not fail on slow figures, only on wrong answers.
-# GLCI_BENCH_ONLY=push,pull,rates,startup,https,pull-through runs only those phases of bench.rs;
+# GLCI_BENCH_ONLY=startup,push,push-tmpfs,pull,rates,https,pull-through runs only those phases of bench.rs;
 # GLCI_BENCH_VERSUS=/path/to/glci puts another glci build in distribution's column (an A/B run).
 set -euo pipefail
 cd "$(dirname "$0")/.."

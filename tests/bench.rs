@@ -498,6 +498,32 @@ fn push_monolithic(target: &Target, variant: u64, digest: &str, buf: &mut [u8]) 
     took
 }
 
+/// The pushes again with both servers' storage on tmpfs (/dev/shm), where fsync costs
+/// nothing: what each server's own push path can take in, without the disk. On a real disk the
+/// pushes follow the disk, whose speed on this VM changes from minute to minute.
+fn push_to_memory(variants: &mut Variants, variant: &mut u64, samples: &mut Samples, buf: &mut [u8]) {
+    let scratch = tempfile::Builder::new().prefix("glci-bench-").tempdir_in("/dev/shm").unwrap();
+    let (glci, _) = start_glci(&scratch.path().join("glci"), &GLCI_PLAIN, common::TEST_CONFIG);
+    let (dist, _) = Distribution::start(&scratch.path().join("distribution"));
+    let targets = [Target::plain(&glci.addr), Target::plain(&dist.addr)];
+    for round in 0..ROUNDS {
+        for (kind, key) in [(0, "push_monolithic_mem"), (1, "push_chunked_mem")] {
+            *variant += 1;
+            let digest = variants.digest(*variant);
+            for server in order(round) {
+                let took = if kind == 0 {
+                    push_monolithic(&targets[server], *variant, &digest, buf)
+                } else {
+                    push_chunked(&targets[server], *variant, &digest, buf)
+                };
+                samples.add(key, server, mbps(BLOB_LEN, took));
+                delete_blob(&targets[server], REPO, &digest);
+            }
+        }
+    }
+    glci.stop();
+}
+
 /// `POST` (start), `PATCH` with `Content-Range` per 16 MiB, `PUT ?digest=` without a body.
 fn push_chunked(target: &Target, variant: u64, digest: &str, buf: &mut [u8]) -> Duration {
     let what = "chunked PATCH upload";
@@ -888,9 +914,11 @@ impl Samples {
 }
 
 /// The table: key, label, unit, whether higher is better.
-const ROWS: [(&str, &str, &str, bool); 18] = [
+const ROWS: [(&str, &str, &str, bool); 20] = [
     ("push_monolithic", "blob push, 1 GiB monolithic PUT", "MB/s", true),
     ("push_chunked", "blob push, 1 GiB as 64 × 16 MiB PATCH", "MB/s", true),
+    ("push_monolithic_mem", "the same, storage on tmpfs: monolithic", "MB/s", true),
+    ("push_chunked_mem", "the same, storage on tmpfs: 16 MiB PATCHes", "MB/s", true),
     ("pull_1", "blob pull, 1 GiB, one stream", "MB/s", true),
     ("pull_4", "blob pull, 1 GiB × 4 streams at once", "MB/s", true),
     ("manifest_get_rps", "manifest GET, 32 conns", "req/s", true),
@@ -1023,7 +1051,7 @@ fn git_revision() -> Option<String> {
 }
 
 /// Whether phase `name` runs: all of them, unless `GLCI_BENCH_ONLY` lists some (comma-separated:
-/// startup, push, pull, rates, https, pull-through) to profile one part; pull needs push,
+/// startup, push, push-tmpfs, pull, rates, https, pull-through) to profile one part; pull needs push,
 /// pull-through needs push, rates needs nothing.
 fn phase(name: &str) -> bool {
     match std::env::var("GLCI_BENCH_ONLY") {
@@ -1115,6 +1143,11 @@ fn compare_with_distribution() {
                 }
             }
         }
+    }
+
+    step("pushes, storage on tmpfs");
+    if phase("push-tmpfs") {
+        push_to_memory(&mut variants, &mut variant, &mut samples, &mut buf);
     }
 
     step("pulls");
@@ -1303,7 +1336,7 @@ fn compare_with_distribution() {
     });
     let out_dir = scratch_root().parent().unwrap().join("bench");
     fs::create_dir_all(&out_dir).unwrap();
-    let complete = ["startup", "push", "pull", "rates", "https", "pull-through"].iter().all(|p| phase(p));
+    let complete = ["startup", "push", "push-tmpfs", "pull", "rates", "https", "pull-through"].iter().all(|p| phase(p));
     let path = out_dir.join(if complete { "compare.json" } else { "compare-partial.json" });
     fs::write(&path, serde_json::to_string_pretty(&out).unwrap() + "\n").unwrap();
     println!("figures written to {}", path.display());
