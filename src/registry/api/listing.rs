@@ -53,10 +53,9 @@ pub fn catalog(registry: &Registry, request: &Request<'_>) -> Result<Response, A
 
 pub fn tags(registry: &Registry, request: &Request<'_>, name: &Name) -> Result<Response, ApiError> {
     let (n, last) = page_params(request)?;
-    let Some(tags) = registry.store.tags(name)? else {
+    let Some((page, more)) = registry.store.tags_page(name, last.as_deref(), n)? else {
         return Err(ApiError::new(OciCode::NameUnknown, format!("repository {name} is unknown")));
     };
-    let (page, more) = paginate(tags, n, last.as_deref());
     let response = Response::json(200, &json!({ "name": name.as_str(), "tags": page }));
     Ok(with_link(response, &format!("/v2/{name}/tags/list"), n, &page, more))
 }

@@ -10,6 +10,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -257,6 +258,19 @@ impl Store {
 
     /// Tags of `name`, sorted; `None` when the repository is unknown.
     pub fn tags(&self, name: &Name) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(self.tags_page(name, None, None)?.map(|(tags, _)| tags))
+    }
+
+    /// One page of `name`'s tags: those sorting after `after`, at most `limit`, and whether more
+    /// follow; `None` when the repository is unknown. Only the page's tags (and one more) have
+    /// their links read and their manifests checked, so a page costs the same whatever the
+    /// number of tags, but for one directory read and a sort of the names.
+    pub fn tags_page(
+        &self,
+        name: &Name,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Option<(Vec<String>, bool)>, StoreError> {
         if !self.repository_exists(name) {
             return Ok(None);
         }
@@ -264,7 +278,8 @@ impl Store {
         let mut tags = Vec::new();
         // Many tags share a few manifests: check each digest once per listing.
         let mut present: std::collections::HashMap<Digest, bool> = std::collections::HashMap::new();
-        for tag in list_links(&tags_dir)? {
+        let candidates = list_links(&tags_dir)?.into_iter().filter(|t| after.is_none_or(|a| t.as_str() > a));
+        for tag in candidates.filter(|t| t.parse::<Tag>().is_ok()) {
             // A tag whose manifest is gone (deleted underneath it) is not listed.
             let Some(digest) = read_link(&tags_dir.join(&tag))?.and_then(|t| t.parse::<Digest>().ok()) else {
                 continue;
@@ -277,34 +292,25 @@ impl Store {
                     known
                 }
             };
-            if listed && tag.parse::<Tag>().is_ok() {
-                tags.push(tag);
+            if !listed {
+                continue;
             }
+            if limit.is_some_and(|n| tags.len() == n) {
+                return Ok(Some((tags, true)));
+            }
+            tags.push(tag);
         }
-        Ok(Some(tags))
+        Ok(Some((tags, false)))
     }
 
-    /// Every repository holding at least one manifest, sorted.
+    /// Every repository holding at least one manifest, sorted. The walk descends namespaces
+    /// only: a repository's own `_manifests`, `_layers`, … directories (names never start with
+    /// `_`) are seen, not entered, so the cost follows the number of repositories, not of tags
+    /// and layers (issue 9: the catalog walked every link file).
     pub fn repositories(&self) -> Result<Vec<String>, StoreError> {
         let root = self.layout.repositories();
         let mut names = Vec::new();
-        for entry in walkdir::WalkDir::new(&root).min_depth(1).follow_links(false) {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) if e.io_error().map(|io| io.kind() == io::ErrorKind::NotFound).unwrap_or(false) => continue,
-                Err(e) => return Err(StoreError::Io { path: root.clone(), source: e.into() }),
-            };
-            if entry.file_type().is_dir() && entry.file_name() == "_manifests" {
-                if let Some(parent) = entry.path().parent() {
-                    if let Ok(rel) = parent.strip_prefix(&root) {
-                        let name = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
-                        if name.parse::<Name>().is_ok() {
-                            names.push(name);
-                        }
-                    }
-                }
-            }
-        }
+        collect_repositories(&root, &root, &mut names)?;
         names.sort();
         Ok(names)
     }
@@ -328,5 +334,85 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// Adds to `names` every repository at or under `dir` (a directory in `root`). A directory that
+/// vanishes during the walk (a concurrent delete or clean) is skipped; symlinks are not followed.
+fn collect_repositories(root: &Path, dir: &Path, names: &mut Vec<String>) -> Result<(), StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(()),
+        Err(e) => return Err(StoreError::Io { path: dir.to_path_buf(), source: e }),
+    };
+    for entry in entries {
+        let entry = entry.at(dir)?;
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let file_name = entry.file_name();
+        if file_name == "_manifests" {
+            if let Ok(rel) = dir.strip_prefix(root) {
+                let name = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+                if name.parse::<Name>().is_ok() {
+                    names.push(name);
+                }
+            }
+        } else if !file_name.to_string_lossy().starts_with(['_', '.']) {
+            collect_repositories(root, &entry.path(), names)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+
+    fn store_with(repos: &[(&str, &[&str])]) -> (tempfile::TempDir, Store, Digest) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(Layout::new(dir.path())).unwrap();
+        let parsed = manifest::parse(MANIFEST, None).unwrap();
+        let digest = crate::registry::storage::blobs::digest_of(crate::registry::names::Algorithm::Sha256, MANIFEST);
+        for (repo, tags) in repos {
+            let name: Name = repo.parse().unwrap();
+            store.put_manifest(&name, &digest, MANIFEST, &parsed, None, None).unwrap();
+            for tag in *tags {
+                store.put_manifest(&name, &digest, MANIFEST, &parsed, Some(&tag.parse().unwrap()), None).unwrap();
+            }
+        }
+        (dir, store, digest)
+    }
+
+    #[test]
+    fn catalog_lists_nested_repositories_and_only_those_with_manifests() {
+        let (_dir, store, _) = store_with(&[("a", &["t"]), ("a/b", &[]), ("x/y/z", &["t"])]);
+        let repos = store.layout().repositories();
+        // Layers only (a push that has not put its manifest yet): not a repository to list.
+        fs::create_dir_all(repos.join("layers-only/_layers/sha256")).unwrap();
+        // A namespace directory with nothing in it, and stray files: ignored.
+        fs::create_dir_all(repos.join("empty/ns")).unwrap();
+        fs::write(repos.join("x/stray"), b"").unwrap();
+        assert_eq!(store.repositories().unwrap(), ["a", "a/b", "x/y/z"]);
+    }
+
+    #[test]
+    fn a_tags_page_starts_after_last_holds_n_and_skips_dangling_tags() {
+        let (_dir, store, _) = store_with(&[("r", &["a", "b", "c", "d", "e"])]);
+        let name: Name = "r".parse().unwrap();
+        // `c` points at a manifest that is not in the repository: never listed, never counted.
+        let other = crate::registry::storage::blobs::digest_of(crate::registry::names::Algorithm::Sha256, b"gone");
+        write_atomic(&store.layout().tag_link(&name, &"c".parse().unwrap()), other.to_string().as_bytes()).unwrap();
+        let page = |after, n| store.tags_page(&name, after, n).unwrap().unwrap();
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(page(None, None), (strings(&["a", "b", "d", "e"]), false));
+        assert_eq!(page(None, Some(2)), (strings(&["a", "b"]), true));
+        assert_eq!(page(Some("b"), Some(2)), (strings(&["d", "e"]), false));
+        assert_eq!(page(Some("bb"), Some(1)), (strings(&["d"]), true));
+        assert_eq!(page(None, Some(0)), (strings(&[]), true));
+        assert_eq!(page(Some("e"), Some(3)), (strings(&[]), false));
+        assert!(store.tags_page(&"nope".parse().unwrap(), None, None).unwrap().is_none());
     }
 }
