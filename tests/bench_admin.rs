@@ -1,5 +1,6 @@
 //! Benchmarks of `glci registry list | stats | clean` (issue 6, `make bench`): list and stats
-//! over 10 000 tags and 50 000 blobs, and clean of 100 000 unreferenced blobs. Each figure is
+//! over 10 000 tags and 50 000 blobs, and clean of 100 000 unreferenced blobs; and how the
+//! tags list and the catalog grow with 1k, 10k and 100k tags and repositories (issue 9). Each figure is
 //! the wall time of the release `glci` process, end to end (scan, compute, JSON on stdout),
 //! with `--storage DIR` and, for list and stats, through a running server's admin API too.
 //! It prints figures and writes `target/bench/admin.json`; it asserts correctness (counts),
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::store_fixture::{age_files, write_images, write_unreferenced_blobs};
+use common::store_fixture::{age_files, write_images, write_listing_fixture, write_unreferenced_blobs};
 use common::{glci, ServeProcess};
 use serde_json::{json, Value};
 
@@ -187,4 +188,59 @@ fn clean_100k_unreferenced_blobs() {
             "load_average_after": load_average(),
         }),
     );
+}
+
+/// Best of `RUNS` GETs of `url` in milliseconds (each on a new connection, body read whole),
+/// and the last body.
+fn best_get(url: &str) -> (f64, Value) {
+    let mut best = f64::MAX;
+    let mut body = Value::Null;
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let response = ureq::get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        body = serde_json::from_str(&response.into_string().unwrap()).unwrap();
+        best = best.min(start.elapsed().as_secs_f64() * 1e3);
+    }
+    (best, body)
+}
+
+#[test]
+#[ignore = "benchmark: run with `make bench`"]
+fn listings_at_1k_10k_100k() {
+    println!("\n== tags list and catalog over 1k / 10k / 100k tags and repositories (ms, best of {RUNS}) ==");
+    println!("load average before: {}", load_average());
+    println!(
+        "{:>8} {:>10} {:>12} {:>12} {:>10} {:>12}",
+        "entries", "tags all", "tags page", "tags last", "catalog", "catalog page"
+    );
+    let mut rows = Vec::new();
+    for size in [1_000usize, 10_000, 100_000] {
+        let dir = scratch();
+        let storage = dir.path().join("storage");
+        glci::registry::storage::Store::open(glci::registry::storage::Layout::new(&storage)).unwrap();
+        let t = Instant::now();
+        write_listing_fixture(&storage, "l", size, size);
+        let written = t.elapsed().as_secs_f64();
+        let server = ServeProcess::start_with_args(&storage, &["--no-auth", "--no-tls", "--quiet"]);
+        let base = format!("http://{}", server.addr);
+        let (tags_all, body) = best_get(&format!("{base}/v2/l/tags/tags/list"));
+        assert_eq!(body["tags"].as_array().unwrap().len(), size);
+        let (tags_page, body) = best_get(&format!("{base}/v2/l/tags/tags/list?n=100"));
+        assert_eq!(body["tags"].as_array().unwrap().len(), 100);
+        // The last page: the cost of skipping everything before it.
+        let last = format!("t-{:06}", size - 101);
+        let (tags_last, body) = best_get(&format!("{base}/v2/l/tags/tags/list?n=100&last={last}"));
+        assert_eq!(body["tags"].as_array().unwrap().len(), 100);
+        // Every `many/r-…` repository, `l/base` and `l/tags`.
+        let (catalog, body) = best_get(&format!("{base}/v2/_catalog"));
+        assert_eq!(body["repositories"].as_array().unwrap().len(), size + 2);
+        let (catalog_page, body) = best_get(&format!("{base}/v2/_catalog?n=100"));
+        assert_eq!(body["repositories"].as_array().unwrap().len(), 100);
+        server.stop();
+        println!("{size:>8} {tags_all:>10.2} {tags_page:>12.2} {tags_last:>12.2} {catalog:>10.2} {catalog_page:>12.2}   (fixture {written:.1} s)");
+        rows.push(json!({"entries": size, "tags_all_ms": tags_all, "tags_page_ms": tags_page,
+                         "tags_last_page_ms": tags_last, "catalog_ms": catalog, "catalog_page_ms": catalog_page}));
+    }
+    println!("load average after: {}", load_average());
+    write_figures("listings", json!({"units": "ms, best of 3 GETs on new connections", "rows": rows}));
 }

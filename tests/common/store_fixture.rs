@@ -141,3 +141,27 @@ pub fn blob_intact(root: &Path, digest: &str) -> bool {
         Err(_) => false,
     }
 }
+
+/// One repository `prefix/tags` with `tags` tags `t-000000`…, and `repos` repositories
+/// `prefix/many/r-000000`… with a tag `latest` each, all pointing at one small image (written
+/// once): the shape the listing endpoints scale with, without a blob per tag.
+pub fn write_listing_fixture(root: &Path, prefix: &str, tags: usize, repos: usize) {
+    let layout = Layout::new(root);
+    let base = write_images(root, &format!("{prefix}/base"), 1, 1, 1, 64).remove(0);
+    let manifest: Digest = base.manifest.parse().expect("digest");
+    let link = |repository: &str, tag: &str| {
+        let name: Name = repository.parse().expect("a valid repository name");
+        let tag: Tag = tag.parse().expect("a valid tag");
+        write_file(&layout.tag_link(&name, &tag), base.manifest.as_bytes());
+        name
+    };
+    let tagged = link(&format!("{prefix}/tags"), "t-000000");
+    write_file(&layout.manifest_link(&tagged, &manifest), OCI_MANIFEST.as_bytes());
+    for t in 1..tags {
+        link(&format!("{prefix}/tags"), &format!("t-{t:06}"));
+    }
+    for r in 0..repos {
+        let name = link(&format!("{prefix}/many/r-{r:06}"), "latest");
+        write_file(&layout.manifest_link(&name, &manifest), OCI_MANIFEST.as_bytes());
+    }
+}
