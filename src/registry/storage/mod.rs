@@ -9,6 +9,7 @@ pub mod links;
 pub mod lock;
 pub mod store;
 pub mod sweep;
+mod tag_names;
 
 use std::fmt;
 use std::io;

@@ -15,6 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::links::{list_links, open_existing, read_link, remove_link, touch, write_atomic};
+use super::tag_names::TagNames;
 use super::{BlobWriter, IoContext, Layout, StoreError};
 use crate::registry::manifest;
 use crate::registry::names::{Digest, Name, Reference, Tag};
@@ -22,6 +23,7 @@ use crate::registry::names::{Digest, Name, Reference, Tag};
 #[derive(Clone)]
 pub struct Store {
     layout: Layout,
+    tag_names: std::sync::Arc<TagNames>,
 }
 
 /// Where pulled-through content came from (DESIGN §4): absent for pushed content.
@@ -51,7 +53,7 @@ impl Store {
         for dir in [layout.root().join("blobs"), layout.repositories(), layout.uploads(), layout.tmp()] {
             fs::create_dir_all(&dir).at(&dir)?;
         }
-        let store = Store { layout };
+        let store = Store { layout, tag_names: std::sync::Arc::default() };
         // A `clean` killed mid-way may have hidden files it was still deciding about.
         store.recover_interrupted_clean()?;
         Ok(store)
@@ -263,8 +265,9 @@ impl Store {
 
     /// One page of `name`'s tags: those sorting after `after`, at most `limit`, and whether more
     /// follow; `None` when the repository is unknown. Only the page's tags (and one more) have
-    /// their links read and their manifests checked, so a page costs the same whatever the
-    /// number of tags, but for one directory read and a sort of the names.
+    /// their links read and their manifests checked, and the sorted names of a large, settled
+    /// tags directory are kept between pages (`tag_names`), so a page costs the same whatever
+    /// the number of tags.
     pub fn tags_page(
         &self,
         name: &Name,
@@ -278,10 +281,11 @@ impl Store {
         let mut tags = Vec::new();
         // Many tags share a few manifests: check each digest once per listing.
         let mut present: std::collections::HashMap<Digest, bool> = std::collections::HashMap::new();
-        let candidates = list_links(&tags_dir)?.into_iter().filter(|t| after.is_none_or(|a| t.as_str() > a));
-        for tag in candidates.filter(|t| t.parse::<Tag>().is_ok()) {
+        let names = self.tag_names.sorted(&tags_dir)?;
+        let first = after.map_or(0, |a| names.partition_point(|t| t.as_str() <= a));
+        for tag in &names[first..] {
             // A tag whose manifest is gone (deleted underneath it) is not listed.
-            let Some(digest) = read_link(&tags_dir.join(&tag))?.and_then(|t| t.parse::<Digest>().ok()) else {
+            let Some(digest) = read_link(&tags_dir.join(tag))?.and_then(|t| t.parse::<Digest>().ok()) else {
                 continue;
             };
             let listed = match present.get(&digest) {
@@ -298,7 +302,7 @@ impl Store {
             if limit.is_some_and(|n| tags.len() == n) {
                 return Ok(Some((tags, true)));
             }
-            tags.push(tag);
+            tags.push(tag.clone());
         }
         Ok(Some((tags, false)))
     }
