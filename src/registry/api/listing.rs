@@ -10,17 +10,13 @@ use crate::registry::names::{Digest, Name};
 use crate::registry::Registry;
 
 /// One page of a sorted list: entries after `last`, at most `n`. True when more follow.
-pub fn paginate(items: Vec<String>, n: Option<usize>, last: Option<&str>) -> (Vec<String>, bool) {
-    let mut rest: Vec<String> = match last {
-        Some(last) => items.into_iter().filter(|i| i.as_str() > last).collect(),
-        None => items,
-    };
+/// A binary search finds the start, so a page costs its own entries only.
+pub fn paginate(items: &[String], n: Option<usize>, last: Option<&str>) -> (Vec<String>, bool) {
+    let first = last.map_or(0, |last| items.partition_point(|i| i.as_str() <= last));
+    let rest = &items[first..];
     match n {
-        Some(n) if rest.len() > n => {
-            rest.truncate(n);
-            (rest, true)
-        }
-        _ => (rest, false),
+        Some(n) if rest.len() > n => (rest[..n].to_vec(), true),
+        _ => (rest.to_vec(), false),
     }
 }
 
@@ -46,7 +42,7 @@ fn with_link(response: Response, base: &str, n: Option<usize>, page: &[String], 
 
 pub fn catalog(registry: &Registry, request: &Request<'_>) -> Result<Response, ApiError> {
     let (n, last) = page_params(request)?;
-    let (page, more) = paginate(registry.store.repositories()?, n, last.as_deref());
+    let (page, more) = paginate(&registry.store.repositories()?, n, last.as_deref());
     let response = Response::json(200, &json!({ "repositories": page }));
     Ok(with_link(response, "/v2/_catalog", n, &page, more))
 }
@@ -89,11 +85,11 @@ mod tests {
     #[test]
     fn pages() {
         let all = v(&["a", "b", "c", "d"]);
-        assert_eq!(paginate(all.clone(), None, None), (all.clone(), false));
-        assert_eq!(paginate(all.clone(), Some(2), None), (v(&["a", "b"]), true));
-        assert_eq!(paginate(all.clone(), Some(2), Some("b")), (v(&["c", "d"]), false));
-        assert_eq!(paginate(all.clone(), Some(0), None), (v(&[]), true));
-        assert_eq!(paginate(all.clone(), None, Some("bb")), (v(&["c", "d"]), false));
-        assert_eq!(paginate(all, Some(10), Some("d")), (v(&[]), false));
+        assert_eq!(paginate(&all, None, None), (all.clone(), false));
+        assert_eq!(paginate(&all, Some(2), None), (v(&["a", "b"]), true));
+        assert_eq!(paginate(&all, Some(2), Some("b")), (v(&["c", "d"]), false));
+        assert_eq!(paginate(&all, Some(0), None), (v(&[]), true));
+        assert_eq!(paginate(&all, None, Some("bb")), (v(&["c", "d"]), false));
+        assert_eq!(paginate(&all, Some(10), Some("d")), (v(&[]), false));
     }
 }

@@ -3,6 +3,7 @@
 //! kill at any point leaves either the old state or the new one, never half of either.
 
 pub mod blobs;
+mod catalog;
 pub mod inventory;
 pub mod layout;
 pub mod links;

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::catalog::{Catalog, ChangesOnDrop};
 use super::links::{list_links, open_existing, read_link, remove_link, touch, write_atomic};
 use super::tag_names::TagNames;
 use super::{BlobWriter, IoContext, Layout, StoreError};
@@ -24,6 +25,7 @@ use crate::registry::names::{Digest, Name, Reference, Tag};
 pub struct Store {
     layout: Layout,
     tag_names: std::sync::Arc<TagNames>,
+    catalog: std::sync::Arc<Catalog>,
 }
 
 /// Where pulled-through content came from (DESIGN §4): absent for pushed content.
@@ -53,7 +55,7 @@ impl Store {
         for dir in [layout.root().join("blobs"), layout.repositories(), layout.uploads(), layout.tmp()] {
             fs::create_dir_all(&dir).at(&dir)?;
         }
-        let store = Store { layout, tag_names: std::sync::Arc::default() };
+        let store = Store { layout, tag_names: std::sync::Arc::default(), catalog: std::sync::Arc::default() };
         // A `clean` killed mid-way may have hidden files it was still deciding about.
         store.recover_interrupted_clean()?;
         Ok(store)
@@ -161,6 +163,8 @@ impl Store {
         tag: Option<&Tag>,
         origin: Option<&Origin>,
     ) -> Result<(), StoreError> {
+        // However this ends, the repository may exist now.
+        let _catalog_changed = ChangesOnDrop(&self.catalog);
         let mut writer = BlobWriter::temp(&self.layout, digest.algorithm())?;
         writer.copy_from(&mut &bytes[..], None)?;
         writer.commit(&self.layout, digest)?;
@@ -311,12 +315,21 @@ impl Store {
     /// only: a repository's own `_manifests`, `_layers`, … directories (names never start with
     /// `_`) are seen, not entered, so the cost follows the number of repositories, not of tags
     /// and layers (issue 9: the catalog walked every link file).
-    pub fn repositories(&self) -> Result<Vec<String>, StoreError> {
-        let root = self.layout.repositories();
-        let mut names = Vec::new();
-        collect_repositories(&root, &root, &mut names)?;
-        names.sort();
-        Ok(names)
+    /// The list is kept between calls until a manifest put or a prune may have changed it
+    /// (`catalog.rs`).
+    pub fn repositories(&self) -> Result<std::sync::Arc<Vec<String>>, StoreError> {
+        self.catalog.repositories(|| {
+            let root = self.layout.repositories();
+            let mut names = Vec::new();
+            collect_repositories(&root, &root, &mut names)?;
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    /// For pruning (`sweep.rs`): marks the catalog out of date when the returned guard drops.
+    pub(super) fn catalog_changes(&self) -> ChangesOnDrop<'_> {
+        ChangesOnDrop(&self.catalog)
     }
 
     /// Descriptors of the manifests in `name` whose subject is `subject`.
@@ -399,7 +412,23 @@ mod tests {
         // A namespace directory with nothing in it, and stray files: ignored.
         fs::create_dir_all(repos.join("empty/ns")).unwrap();
         fs::write(repos.join("x/stray"), b"").unwrap();
-        assert_eq!(store.repositories().unwrap(), ["a", "a/b", "x/y/z"]);
+        assert_eq!(*store.repositories().unwrap(), ["a", "a/b", "x/y/z"]);
+    }
+
+    /// The catalog is kept between requests, and still sees a push and a prune at once.
+    #[test]
+    fn the_kept_catalog_follows_manifest_puts_and_prunes() {
+        let (_dir, store, digest) = store_with(&[("a", &["t"]), ("a/b", &[])]);
+        let first = store.repositories().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &store.repositories().unwrap()), "walked again");
+        let parsed = manifest::parse(MANIFEST, None).unwrap();
+        store.put_manifest(&"c".parse().unwrap(), &digest, MANIFEST, &parsed, None, None).unwrap();
+        assert_eq!(*store.repositories().unwrap(), ["a", "a/b", "c"]);
+        let gone: Name = "a/b".parse().unwrap();
+        assert!(store.delete_manifest(&gone, &digest).unwrap());
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(store.prune_empty_repositories(Some(&gone), later).unwrap(), [gone]);
+        assert_eq!(*store.repositories().unwrap(), ["a", "c"]);
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl Store {
         project: Option<&Name>,
         cutoff: std::time::SystemTime,
     ) -> Result<Vec<Name>, StoreError> {
+        let _catalog_changed = self.catalog_changes();
         let root = self.layout().repositories();
         let start = project.map(|p| self.layout().repository(p)).unwrap_or_else(|| root.clone());
         let mut roots: Vec<Name> = Vec::new();
