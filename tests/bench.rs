@@ -469,6 +469,9 @@ fn with_query(location: &str, query: &str) -> String {
 // Transfers
 // ---------------------------------------------------------------------------
 
+/// A timed 1 GiB push of blob `variant` (its digest given): `push_monolithic` or `push_chunked`.
+type Push = fn(&Target, u64, &str, &mut [u8]) -> Duration;
+
 /// A monolithic upload as the spec has it (distribution 2.8 ignores a body on the `POST`):
 /// `POST` (start), then one `PUT ?digest=` carrying big blob `variant` with `Content-Length`;
 /// the time from the first request byte to the `201`.
@@ -507,15 +510,11 @@ fn push_to_memory(variants: &mut Variants, variant: &mut u64, samples: &mut Samp
     let (dist, _) = Distribution::start(&scratch.path().join("distribution"));
     let targets = [Target::plain(&glci.addr), Target::plain(&dist.addr)];
     for round in 0..ROUNDS {
-        for (kind, key) in [(0, "push_monolithic_mem"), (1, "push_chunked_mem")] {
+        for (push, key) in [(push_monolithic as Push, "push_monolithic_mem"), (push_chunked, "push_chunked_mem")] {
             *variant += 1;
             let digest = variants.digest(*variant);
             for server in order(round) {
-                let took = if kind == 0 {
-                    push_monolithic(&targets[server], *variant, &digest, buf)
-                } else {
-                    push_chunked(&targets[server], *variant, &digest, buf)
-                };
+                let took = push(&targets[server], *variant, &digest, buf);
                 samples.add(key, server, mbps(BLOB_LEN, took));
                 delete_blob(&targets[server], REPO, &digest);
             }
@@ -1121,21 +1120,17 @@ fn compare_with_distribution() {
     let mut kept = String::new();
     let pushes = phase("push") || phase("pull") || phase("pull-through");
     for round in 0..if pushes { ROUNDS } else { 0 } {
-        for (kind, key) in [(0, "push_monolithic"), (1, "push_chunked")] {
+        for (push, key) in [(push_monolithic as Push, "push_monolithic"), (push_chunked, "push_chunked")] {
             variant += 1;
             let digest = variants.digest(variant);
             for server in order(round) {
                 reset_peak_rss(pids[server]);
-                let took = if kind == 0 {
-                    push_monolithic(&targets[server], variant, &digest, &mut buf)
-                } else {
-                    push_chunked(&targets[server], variant, &digest, &mut buf)
-                };
+                let took = push(&targets[server], variant, &digest, &mut buf);
                 samples.add(key, server, mbps(BLOB_LEN, took));
                 samples.add("peak_rss_push", server, peak_rss_mib(pids[server]));
             }
             // The last monolithic blob stays for the pulls; the others go (disk space).
-            if kind == 0 && round + 1 == ROUNDS {
+            if key == "push_monolithic" && round + 1 == ROUNDS {
                 kept = digest;
             } else {
                 for target in &targets {

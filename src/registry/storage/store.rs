@@ -315,6 +315,7 @@ impl Store {
     /// only: a repository's own `_manifests`, `_layers`, … directories (names never start with
     /// `_`) are seen, not entered, so the cost follows the number of repositories, not of tags
     /// and layers (issue 9: the catalog walked every link file).
+    ///
     /// The list is kept between calls until a manifest put or a prune may have changed it
     /// (`catalog.rs`).
     pub fn repositories(&self) -> Result<std::sync::Arc<Vec<String>>, StoreError> {
