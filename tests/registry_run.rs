@@ -203,8 +203,8 @@ fn unbase64(text: &str) -> Vec<u8> {
     out
 }
 
-/// Debian's docker-registry as a host process on the docker0 gateway address (reachable from
-/// containers), optionally behind htpasswd; killed on drop.
+/// Debian's docker-registry as a host process on the address containers reach the host at
+/// ([`common::host_address_for_containers`]), optionally behind htpasswd; killed on drop.
 struct Distribution {
     child: Child,
     addr: String,
@@ -216,19 +216,11 @@ impl Distribution {
         Distribution::start_on(credentials, None)
     }
 
-    /// On `host` (e.g. 127.0.0.1, which the host daemon treats as insecure), else docker0's.
+    /// On `host` (e.g. 127.0.0.1, which the host daemon treats as insecure), else the host's
+    /// address on the default bridge.
     fn start_on(credentials: Option<(&str, &str)>, host: Option<&str>) -> Distribution {
         need("docker-registry");
-        let gateway = run_stdout(Command::new("docker").args([
-            "network",
-            "inspect",
-            "bridge",
-            "--format",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ]))
-        .trim()
-        .to_string();
-        let gateway = host.map_or(gateway, str::to_string);
+        let gateway = host.map_or_else(common::host_address_for_containers, str::to_string);
         let dir = temp_dir();
         let mut auth = String::new();
         if let Some((user, password)) = credentials {

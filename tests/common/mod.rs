@@ -377,6 +377,52 @@ pub fn docker(args: &[&str]) -> String {
     run_stdout(Command::new("docker").args(args))
 }
 
+/// The IPv4 address containers on Docker's default bridge reach the host at, found in a way that
+/// holds on every daemon: the bridge network's gateway when its IPAM config names one, else the
+/// first host address of its subnet (Debian's 20.10 engine records only the subnet), else the
+/// `docker0` interface's own address.
+pub fn host_address_for_containers() -> String {
+    let ipam = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}\n{{end}}",
+    ]);
+    if let Some(address) = ipam.lines().find_map(address_from_ipam_line) {
+        return address;
+    }
+    let interface = run_stdout(Command::new("ip").args(["-4", "-o", "addr", "show", "dev", "docker0"]));
+    interface
+        .split_whitespace()
+        .skip_while(|word| *word != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            panic!("no IPv4 address for containers to reach the host at: bridge IPAM {ipam:?}, docker0 {interface:?}")
+        })
+}
+
+/// One `GATEWAY SUBNET` line of the bridge's IPAM config → the gateway, or the subnet's first
+/// host address; IPv6 entries are skipped.
+fn address_from_ipam_line(line: &str) -> Option<String> {
+    let mut fields = line.split_whitespace();
+    let (first, second) = (fields.next()?, fields.next());
+    let (gateway, subnet) = match second {
+        Some(subnet) => (Some(first), subnet),
+        None => (None, first),
+    };
+    if let Some(gateway) = gateway.and_then(|g| g.parse::<std::net::Ipv4Addr>().ok()) {
+        return Some(gateway.to_string());
+    }
+    let (network, prefix) = subnet.split_once('/')?;
+    let network: std::net::Ipv4Addr = network.parse().ok()?;
+    let prefix: u32 = prefix.parse().ok().filter(|p| *p < 31)?;
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    Some(std::net::Ipv4Addr::from((u32::from(network) & mask) + 1).to_string())
+}
+
 /// Docker image references removed (`docker image rm --force`, latest first, each bounded by
 /// `timeout`) when dropped, so a failing test leaves nothing behind in the engine.
 #[derive(Default)]
