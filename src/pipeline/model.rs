@@ -27,6 +27,8 @@ pub struct Pipeline {
     /// Visible jobs (not `.hidden`), in file order, fully resolved; a `parallel:` job is
     /// replaced by its instances.
     pub jobs: Vec<Job>,
+    /// `workflow: name` as written (variables expanded by `plan` into `CI_PIPELINE_NAME`).
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -58,6 +58,8 @@ pub struct Plan {
     pub jobs: Vec<PlannedJob>,
     /// Set when `workflow: rules` decided that no pipeline runs; `jobs` is empty then.
     pub excluded_by_workflow: Option<Location>,
+    /// `workflow: name`, expanded (`CI_PIPELINE_NAME`).
+    pub name: Option<String>,
 }
 
 /// Whether a job runs, and on what condition.
@@ -191,7 +193,7 @@ fn error_at(location: &Location, key: impl Into<String>, message: impl Into<Stri
 /// Plans the run. Configuration problems (unknown jobs named, `needs` on missing or later jobs,
 /// cycles, a job without image) are errors naming where they were written.
 pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError> {
-    let pipeline_vars = pipeline_variables(pipeline, facts);
+    let mut pipeline_vars = pipeline_variables(pipeline, facts);
     let global = set_of(&pipeline.variables);
     let cli = cli_set(facts);
     let project_dir_in_job = format!("{BUILDS_DIR}/{}", facts.project_path);
@@ -202,6 +204,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         project_dir_in_job,
         jobs: Vec::new(),
         excluded_by_workflow: None,
+        name: None,
     };
 
     // workflow: rules decide whether there is a pipeline at all, and add variables.
@@ -220,6 +223,18 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
                 return Ok(plan);
             }
         }
+    }
+    // `workflow: name` → CI_PIPELINE_NAME, with the global, workflow-rule and --env variables.
+    if let Some(name) = &pipeline.name {
+        let vars = variables::resolve(&[
+            (pipeline_vars.clone(), true),
+            (global.clone(), false),
+            (workflow_vars.clone(), false),
+            (cli.clone(), true),
+        ]);
+        let name = variables::expand(name, &|n: &str| vars.get(n).map(String::from));
+        pipeline_vars.set("CI_PIPELINE_NAME", name.clone());
+        plan.name = Some(name);
     }
 
     // Job rules: which jobs are in the pipeline.

@@ -59,6 +59,7 @@ fn pipeline(jobs: Vec<Job>) -> Pipeline {
         variables: vec![],
         workflow_rules: vec![],
         jobs,
+        name: None,
     }
 }
 
@@ -322,6 +323,20 @@ fn rules_changes_match_changed_files_and_are_true_when_nothing_is_known() {
     let e = plan(&p, &f).expect_err("bad compare_to");
     assert_eq!((e.line, e.key.as_str()), (Some(33), "release.rules[0].changes.compare_to"));
     assert!(e.message.contains("`v1` is not a valid ref: no such branch"), "{e}");
+}
+
+#[test]
+fn workflow_name_is_ci_pipeline_name_with_workflow_variables() {
+    let mut p = pipeline(vec![job("b", "build")]);
+    p.name = Some("$KIND pipeline for $CI_COMMIT_REF_NAME".into());
+    let mut w = rule(None, None);
+    w.variables = vec![var("KIND", "nightly")];
+    p.workflow_rules = vec![w];
+    let plan = plan(&p, &facts()).expect("plans");
+    assert_eq!(plan.name.as_deref(), Some("nightly pipeline for feature/Thing"));
+    assert_eq!(planned(&plan, "b").variables.get("CI_PIPELINE_NAME"), Some("nightly pipeline for feature/Thing"));
+    p.name = None;
+    assert_eq!(planned(&super::plan(&p, &facts()).expect("plans"), "b").variables.get("CI_PIPELINE_NAME"), None);
 }
 
 #[test]

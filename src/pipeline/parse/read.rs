@@ -507,7 +507,27 @@ fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
     let allow_failure = field.get("allow_failure")?.map(|f| f.boolean()).transpose()?;
     let variables = field.get("variables")?.map(|f| variables(&f)).transpose()?.unwrap_or_default();
     let changes = field.get("changes")?.map(|f| changes(&f)).transpose()?;
+    if let Some(f) = field.get("auto_cancel")? {
+        auto_cancel(&f)?;
+    }
     Ok(Rule { condition, exists, when, allow_failure, variables, location: field.location(), changes })
+}
+
+/// `auto_cancel:` (of `workflow:` or a workflow rule): `on_new_commit` and `on_job_failure`,
+/// with GitLab's values. Accepted for compatibility: a local run cancels nothing.
+pub fn auto_cancel(field: &Field) -> Result<(), PipelineError> {
+    field.check_keys(&["on_new_commit", "on_job_failure"])?;
+    let allowed =
+        [("on_new_commit", &["conservative", "interruptible", "none"][..]), ("on_job_failure", &["all", "none"])];
+    for (key, values) in allowed {
+        if let Some(f) = field.get(key)? {
+            let value = f.string()?;
+            if !values.contains(&value.as_str()) {
+                return Err(f.error(format!("unknown value {value:?} (use {})", values.join(", "))));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// GitLab's limit on `changes` paths (`rules:changes:paths config has too many entries`).
