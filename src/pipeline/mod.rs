@@ -2,6 +2,7 @@
 //! jobs (`plan`) → containers (`execute`).
 
 pub mod cache;
+pub mod cache_store;
 pub mod error;
 pub mod execute;
 pub mod glob;
