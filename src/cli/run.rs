@@ -231,7 +231,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         .parallel
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let options = Options { run_id: run_id.clone(), parallel, files, work_dir };
+    let cache_root = crate::pipeline::cache_store::root(&home);
+    let options = Options { run_id: run_id.clone(), parallel, files, work_dir, cache_root };
     let style =
         output::TextStyle::new(std::io::stdout().is_terminal(), plan.jobs.iter().map(|j| j.name.clone()).collect());
     let json = args.json;

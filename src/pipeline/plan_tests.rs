@@ -29,6 +29,7 @@ fn job(name: &str, stage: &str) -> Job {
         timeout: None,
         retry: 0,
         instance: None,
+        cache: Vec::new(),
     }
 }
 

@@ -12,6 +12,7 @@
 //! has no cycle. Jobs keep the merged order: those of included files first (GitLab's deep
 //! merge puts the including file over them), then the file's own.
 
+mod cache;
 mod compose;
 mod duration;
 mod include;
@@ -104,7 +105,7 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
         None => (Vec::new(), None),
     };
     let mut defaults = Defaults::default();
-    for key in ["image", "services", "before_script", "after_script"] {
+    for key in ["image", "services", "before_script", "after_script", "cache"] {
         if let Some(entry) = map.get(key) {
             defaults.set(key, &field(entry))?;
         }
@@ -119,6 +120,7 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
             artifacts: default.artifacts,
             timeout: default.timeout,
             retry: default.retry,
+            cache: default.cache.or(defaults.cache),
         };
     }
     let mut jobs = Vec::new();
