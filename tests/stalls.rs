@@ -213,7 +213,9 @@ fn stalled_handshakes_heads_and_readers_do_not_keep_others_waiting() {
         .collect();
     // Held at once: the server has every one of them open, and every reader has its answer
     // coming (a blob it does not read, or a 503 once half the workers send blobs).
-    wait_for("the server to hold every hostile connection", || open_fds(server.pid()) >= fds_before + hostile);
+    // (Less the well-behaved clients' connections the server may still have been closing.)
+    let held = fds_before + hostile - 2 * ROUNDS;
+    wait_for("the server to hold every hostile connection", || open_fds(server.pid()) >= held);
     wait_for("every slow reader's answer to start", || slow_readers.iter().all(|s| readable_bytes(s) > 0));
 
     let attacked = well_behaved(&addr, &config, &manifest);
@@ -292,7 +294,6 @@ fn slow_uploads_are_bounded_and_pulls_go_on() {
             refused = Some(answer);
         }
     }
-    assert_eq!(held.len(), WORKERS / 2, "half the workers read uploads");
     let slow = held;
     let answer = refused.unwrap();
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
@@ -306,7 +307,9 @@ fn slow_uploads_are_bounded_and_pulls_go_on() {
         .header("Accept", "application/vnd.oci.image.manifest.v1+json")
         .send()
         .expect(200);
-    assert!(slow.iter().all(still_held), "the slow uploads were held all along");
+    // (A refusal slower than the 500 ms above has arrived by now: only those reading remain.)
+    let reading = slow.iter().filter(|s| still_held(s)).count();
+    assert_eq!(reading, WORKERS / 2, "half the workers read the slow uploads, all along");
     // Once they go, uploads are taken again.
     drop(slow);
     let pushed = (0..50).find_map(|_| {
