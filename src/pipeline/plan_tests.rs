@@ -29,6 +29,7 @@ fn job(name: &str, stage: &str) -> Job {
         timeout: None,
         retry: 0,
         instance: None,
+        run_keys: Default::default(),
     }
 }
 
@@ -79,6 +80,7 @@ fn facts() -> RunFacts {
         selected: vec![],
         pipeline_id: 42,
         predefined: vec![],
+        ..Default::default()
     }
 }
 

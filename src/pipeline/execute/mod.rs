@@ -6,6 +6,7 @@
 //! The registry wiring (a later issue) plugs in through [`JobWiring`].
 
 mod archive;
+mod coverage;
 mod job;
 mod script;
 
@@ -116,6 +117,8 @@ pub struct JobReport {
     pub attempts: u32,
     /// Why it failed or was skipped, for people.
     pub reason: Option<String>,
+    /// The percentage `coverage:` found in the log (the number as written, e.g. `81.50`).
+    pub coverage: Option<String>,
 }
 
 /// Where a log line came from.
@@ -266,6 +269,7 @@ fn not_run(job: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
         duration: None,
         attempts: 0,
         reason: Some(reason.to_string()),
+        coverage: None,
     }
 }
 
@@ -317,7 +321,9 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
     let mut reports: Vec<Option<JobReport>> = vec![None; jobs.len()];
     let mut started = vec![false; jobs.len()];
     let parallel = run.options.parallel.max(1);
-    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, JobReport)>();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, usize, JobReport)>();
+    // The runner's concurrency slots (`CI_CONCURRENT_ID`): the lowest free one per job.
+    let mut slots = vec![false; parallel];
     std::thread::scope(|scope| {
         let mut running = 0usize;
         loop {
@@ -340,10 +346,12 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                         None if running < parallel => {
                             started[i] = true;
                             running += 1;
+                            let slot = slots.iter().position(|busy| !busy).unwrap_or(0);
+                            slots[slot] = true;
                             let tx = done_tx.clone();
                             scope.spawn(move || {
-                                let report = job::run_job(run, i);
-                                let _ = tx.send((i, report));
+                                let report = job::run_job(run, i, slot);
+                                let _ = tx.send((i, slot, report));
                             });
                         }
                         None => {}
@@ -354,8 +362,9 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                 break;
             }
             match done_rx.recv() {
-                Ok((i, report)) => {
+                Ok((i, slot, report)) => {
                     running -= 1;
+                    slots[slot] = false;
                     (run.events)(Event::JobFinished(report.clone()));
                     reports[i] = Some(report);
                 }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
+use super::run_keys;
 use super::yaml::{Entry, Value};
 use crate::pipeline::error::PipelineError;
 use crate::pipeline::model::{AllowFailure, Artifacts, Image, Instance, Job, Service, Variable, When};
@@ -15,17 +16,20 @@ use crate::pipeline::model::{AllowFailure, Artifacts, Image, Instance, Job, Serv
 pub const DEFAULT_STAGE: &str = "test";
 
 /// Job keys glci reads.
-const USED_KEYS: [&str; 18] = [
+const USED_KEYS: [&str; 21] = [
     "after_script",
     "allow_failure",
     "artifacts",
     "before_script",
+    "coverage",
     "dependencies",
+    "environment",
     "extends",
     "image",
     "inherit",
     "needs",
     "parallel",
+    "resource_group",
     "retry",
     "rules",
     "script",
@@ -37,11 +41,9 @@ const USED_KEYS: [&str; 18] = [
 ];
 
 /// Job keys accepted and ignored: they have no local meaning.
-const IGNORED_KEYS: [&str; 15] = [
+const IGNORED_KEYS: [&str; 12] = [
     "cache",
-    "coverage",
     "dast_configuration",
-    "environment",
     "hooks",
     "id_tokens",
     "identity",
@@ -50,7 +52,6 @@ const IGNORED_KEYS: [&str; 15] = [
     "pages",
     "publish",
     "release",
-    "resource_group",
     "start_in",
     "tags",
 ];
@@ -184,6 +185,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         timeout: None,
         retry: 0,
         instance: None,
+        run_keys: Default::default(),
     };
     let mut parsed = ParsedJob {
         job: job.clone(),
@@ -230,6 +232,13 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             "allow_failure" => allow_failure = Some(read::allow_failure(&f)?),
             "inherit" => inherit_default = inherit(&f)?,
             "parallel" => parsed.parallel = Some(parallel(&f)?),
+            "environment" => {
+                let (environment, notes) = run_keys::environment(&f)?;
+                job.run_keys.environment = Some(environment);
+                job.run_keys.notes.extend(notes);
+            }
+            "coverage" => job.run_keys.coverage = Some(run_keys::coverage(&f)?),
+            "resource_group" => job.run_keys.resource_group = Some(run_keys::resource_group(&f)?),
             "extends" => {}
             _ if IGNORED_KEYS.contains(&key) => {}
             _ => {
