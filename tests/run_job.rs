@@ -342,3 +342,33 @@ fn bad_values_of_job_keys_exit_2_naming_file_line_and_key() {
         assert!(stderr.contains(expected), "{yaml}: wanted {expected:?} in {stderr}");
     }
 }
+
+#[test]
+fn jobs_of_one_resource_group_never_overlap_even_with_many_slots() {
+    images();
+    // Four jobs of one group, eight slots: without the group they would all start at once.
+    let mut yaml = String::from("default:\n  image: glci-test/busybox:e2e\n");
+    for n in 1..=4 {
+        yaml.push_str(&format!(
+            "deploy{n}:\n  resource_group: production\n  script:\n    - echo start {n}\n    - sleep 1\n    - echo end {n}\n"
+        ));
+    }
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &["-j", "8"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    // In event order: every job's start and end lines alternate, never two starts in a row.
+    let mut open: Option<String> = None;
+    for e in events.iter().filter(|e| e["event"] == "log" && e["source"] == "job") {
+        let line = e["line"].as_str().expect("line");
+        if let Some(n) = line.strip_prefix("start ") {
+            assert!(open.is_none(), "deploy{n} started while deploy{open:?} ran\n{}", show(&out));
+            open = Some(n.to_string());
+        } else if let Some(n) = line.strip_prefix("end ") {
+            assert_eq!(open.as_deref(), Some(n), "{}", show(&out));
+            open = None;
+        }
+    }
+    let waited = events.iter().filter(|e| e["source"] == "glci" && e["line"] == "Waiting for resource: production");
+    assert_eq!(waited.count(), 3, "three of the four waited\n{}", show(&out));
+}

@@ -324,6 +324,9 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, usize, JobReport)>();
     // The runner's concurrency slots (`CI_CONCURRENT_ID`): the lowest free one per job.
     let mut slots = vec![false; parallel];
+    // `resource_group`: the groups a running job holds; another job of one waits for it.
+    let mut held: Vec<Option<String>> = vec![None; jobs.len()];
+    let mut said_waiting = vec![false; jobs.len()];
     std::thread::scope(|scope| {
         let mut running = 0usize;
         loop {
@@ -343,8 +346,9 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                             reports[i] = Some(report);
                             progressed = true;
                         }
-                        None if running < parallel => {
+                        None if running < parallel && !in_use(&held, job.resource_group.as_deref()) => {
                             started[i] = true;
+                            held[i] = job.resource_group.clone();
                             running += 1;
                             let slot = slots.iter().position(|busy| !busy).unwrap_or(0);
                             slots[slot] = true;
@@ -354,7 +358,14 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                                 let _ = tx.send((i, slot, report));
                             });
                         }
-                        None => {}
+                        None => {
+                            if let Some(group) = job.resource_group.as_deref() {
+                                if !said_waiting[i] && in_use(&held, Some(group)) {
+                                    said_waiting[i] = true;
+                                    run.log(&job.name, LogSource::Glci, format!("Waiting for resource: {group}"));
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -365,6 +376,7 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                 Ok((i, slot, report)) => {
                     running -= 1;
                     slots[slot] = false;
+                    held[i] = None;
                     (run.events)(Event::JobFinished(report.clone()));
                     reports[i] = Some(report);
                 }
@@ -377,6 +389,11 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
         .zip(jobs)
         .map(|(r, j)| r.unwrap_or_else(|| not_run(j, JobStatus::Canceled, "the run stopped before it")))
         .collect()
+}
+
+/// Whether a running job holds resource group `group`.
+fn in_use(held: &[Option<String>], group: Option<&str>) -> bool {
+    group.is_some_and(|g| held.iter().flatten().any(|h| h == g))
 }
 
 /// For a job whose waits are over: `Some(report)` when it does not run, `None` when it runs.
