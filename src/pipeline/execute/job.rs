@@ -1,9 +1,9 @@
 //! One job: its attempts (`retry`), each in a container of its own: image pulled when missing,
 //! services started as sidecars on a network of the job's (with their aliases), the project and
-//! the artifacts it depends on copied in, `before_script` + `script` run by the image's shell
-//! (bash, else sh: `script::shell_command`) under a watchdog (timeout, interrupt),
-//! `after_script` in a fresh shell of the same container, then
-//! artifacts collected. Every container and network it made is removed before it returns.
+//! the artifacts it depends on copied in, `cache:` restored (`execute::cache`), `before_script` and
+//! `script` run by the image's shell (bash, else sh: `script::shell_command`) under a watchdog
+//! (timeout, interrupt), `after_script` in a fresh shell of the same container, the cache saved,
+//! then artifacts collected. Every container and network it made is removed before it returns.
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{after, select};
 
 use super::archive::{self, ArtifactWriter, ExtraFile};
+use super::cache;
 use super::coverage;
 use super::script;
 use super::{failure_allowed, JobReport, JobStatus, LogSource, Run, Wiring};
@@ -199,6 +200,7 @@ fn attempt_steps(
     step_commands.extend(job.script.iter().cloned());
     let step = script::render(&variables, &[("CI_JOB_STATUS", "running")], project_dir, None, &step_commands);
     copy_in_project(run, job, &container, &wiring, step)?;
+    cache::restore(run, job, &container);
     copy_in_artifacts(run, job, &container)?;
     if run.cancel.is_canceled() {
         return Ok(Attempt::canceled());
@@ -244,6 +246,7 @@ fn attempt_steps(
         }
     }
 
+    cache::save(run, job, &container, attempt.status);
     if let Some(spec) = &job.artifacts {
         let wanted = match spec.when {
             ArtifactsWhen::OnSuccess => attempt.status == JobStatus::Success,

@@ -3,7 +3,8 @@
 //! file and its `include: local` files; no environment, no Docker, no output.
 //!
 //! Steps, in GitLab's order: YAML → `yaml::Node` tree (anchors, `<<` merges, lines kept);
-//! `compose`: includes merged, `extends`, `!reference`; then the top-level keys read here
+//! `include`: included files merged (rules, wildcards, variables, through the caller's
+//! [`Sources`]); `compose`: `extends`, `!reference`; then the top-level keys read here
 //! (`stages`, `variables`, `default`, `workflow`, the deprecated global `image`/`services`/
 //! `before_script`/`after_script`/`cache`), every other key a job (`job.rs`; `.hidden` ones are
 //! templates and skipped); last, the checks that need the whole pipeline: each job's stage is
@@ -11,8 +12,10 @@
 //! has no cycle. Jobs keep the merged order: those of included files first (GitLab's deep
 //! merge puts the including file over them), then the file's own.
 
+mod cache;
 mod compose;
 mod duration;
+mod include;
 mod job;
 mod read;
 mod run_keys;
@@ -25,6 +28,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use self::include::{Read, Sources, MAX_INCLUDES};
 use self::job::{Defaults, ParsedJob};
 use self::read::Field;
 use self::yaml::{Entry, Map};
@@ -49,10 +53,17 @@ const GLOBAL_KEYS: [&str; 11] = [
     "workflow",
 ];
 
-/// Reads and parses `file`; `include: local` paths are relative to its directory.
+/// Reads and parses `file`; `include: local` paths are relative to its directory, no variables
+/// are known to `include` and wildcard paths match nothing ([`load_with`] gives them).
 pub fn load(file: &Path) -> Result<Pipeline, PipelineError> {
     let text = fs::read_to_string(file).map_err(|e| PipelineError::whole_file(file, format!("cannot read: {e}")))?;
     parse_str(&text, file)
+}
+
+/// Reads and parses `file` with what `include:` can reach.
+pub fn load_with(file: &Path, sources: &Sources) -> Result<Pipeline, PipelineError> {
+    let text = fs::read_to_string(file).map_err(|e| PipelineError::whole_file(file, format!("cannot read: {e}")))?;
+    parse_sources(&text, file, sources)
 }
 
 /// Parses `text` as if read from `file` (named in errors; its directory is the project root
@@ -62,18 +73,20 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Pipeline, PipelineError> {
 }
 
 /// [`parse_str`] with included files read by `read` (an in-memory source in tests and fuzzing).
-pub fn parse_with(
-    text: &str,
-    file: &Path,
-    read: &dyn Fn(&Path) -> std::io::Result<String>,
-) -> Result<Pipeline, PipelineError> {
+pub fn parse_with(text: &str, file: &Path, read: Read) -> Result<Pipeline, PipelineError> {
     let project = match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let sources = Sources { project: &project, read, files: &[], variables: &|_| None };
+    parse_sources(text, file, &sources)
+}
+
+/// Parses `text` as if read from `file`, its includes resolved through `sources`.
+pub fn parse_sources(text: &str, file: &Path, sources: &Sources) -> Result<Pipeline, PipelineError> {
     let name: Rc<Path> = Rc::from(file);
     let root = yaml::load(text, &name)?;
-    let map = compose::includes(root, &project, read)?;
+    let map = include::includes(root, sources)?;
     let map = compose::references(compose::extends(map)?)?;
     build(&map, file)
 }
@@ -90,12 +103,12 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
         Some(entry) => read::variables(&field(entry))?,
         None => Vec::new(),
     };
-    let workflow_rules = match map.get("workflow") {
+    let (workflow_rules, name) = match map.get("workflow") {
         Some(entry) => workflow(&field(entry))?,
-        None => Vec::new(),
+        None => (Vec::new(), None),
     };
     let mut defaults = Defaults::default();
-    for key in ["image", "services", "before_script", "after_script"] {
+    for key in ["image", "services", "before_script", "after_script", "cache"] {
         if let Some(entry) = map.get(key) {
             defaults.set(key, &field(entry))?;
         }
@@ -110,6 +123,7 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
             artifacts: default.artifacts,
             timeout: default.timeout,
             retry: default.retry,
+            cache: default.cache.or(defaults.cache),
         };
     }
     let mut jobs = Vec::new();
@@ -123,7 +137,7 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
         return Err(PipelineError::whole_file(file, "no jobs (names starting with `.` are templates, not jobs)"));
     }
     let jobs = validate(jobs, &stages)?;
-    Ok(Pipeline { file: file.to_path_buf(), stages, variables, workflow_rules, jobs })
+    Ok(Pipeline { file: file.to_path_buf(), stages, variables, workflow_rules, jobs, name })
 }
 
 /// `stages` (or the old `types`), `.pre` first and `.post` last; GitLab's default when absent.
@@ -146,15 +160,26 @@ fn stages(map: &Map) -> Result<Vec<String>, PipelineError> {
     Ok(stages)
 }
 
-fn workflow(field: &Field) -> Result<Vec<Rule>, PipelineError> {
+/// `workflow:` its rules and `name`; `auto_cancel` is checked and has no local effect (one run
+/// never cancels another).
+fn workflow(field: &Field) -> Result<(Vec<Rule>, Option<String>), PipelineError> {
     field.check_keys(&["rules", "name", "auto_cancel"])?;
-    if let Some(name) = field.get("name")? {
-        name.string()?;
+    let name = field.get("name")?.map(|name| name.string()).transpose()?;
+    if let Some(name) = &name {
+        // GitLab's limit on `workflow:name`.
+        if name.chars().count() > 255 {
+            return Err(Field::entry(&field.key, field.map()?.get("name").expect("just read"))
+                .error("the pipeline name is longer than 255 characters"));
+        }
     }
-    match field.get("rules")? {
-        Some(rules) => read::rules(&rules, true),
-        None => Ok(Vec::new()),
+    if let Some(auto_cancel) = field.get("auto_cancel")? {
+        read::auto_cancel(&auto_cancel)?;
     }
+    let rules = match field.get("rules")? {
+        Some(rules) => read::rules(&rules, true)?,
+        None => Vec::new(),
+    };
+    Ok((rules, name))
 }
 
 /// The checks that need every job: stages, `needs`, `dependencies`, `needs` cycles. Optional
@@ -531,7 +556,7 @@ mod tests {
         let e =
             parse_str("include: ci/templates.yml\njob: {script: x}\n", Path::new("/nonexistent/x.yml")).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (Some(1), "include"));
-        assert!(e.message.contains("cannot read included file ci/templates.yml"), "{e}");
+        assert_eq!(e.message, "local file `ci/templates.yml` does not exist");
     }
 
     #[test]
@@ -579,8 +604,14 @@ mod tests {
              - when: always\n      variables: {X: y}\nj: {script: x}\n",
         );
         assert_eq!(p.workflow_rules.len(), 2);
+        assert_eq!(p.name.as_deref(), Some("pipeline"));
         assert_eq!(p.workflow_rules[0].location.line, 4);
         assert_eq!(p.workflow_rules[1].variables, [var("X", "y")]);
+        let p = parse(
+            "workflow:\n  auto_cancel: {on_new_commit: interruptible, on_job_failure: all}\n  rules:\n    \
+             - auto_cancel: {on_new_commit: none}\nj: {script: x}\n",
+        );
+        assert_eq!((p.name, p.workflow_rules.len()), (None, 1));
     }
 
     #[test]
@@ -707,6 +738,18 @@ mod tests {
                 "workflow rules take",
             ),
             ("workflow:\n  rulez: []\nj: {script: x}\n", 2, "workflow.rulez", "unknown key"),
+            (
+                "workflow:\n  auto_cancel:\n    on_new_commit: always\nj: {script: x}\n",
+                3,
+                "workflow.auto_cancel.on_new_commit",
+                "unknown value \"always\" (use conservative, interruptible, none)",
+            ),
+            (
+                "workflow:\n  rules:\n    - auto_cancel: {on_job_failure: some}\nj: {script: x}\n",
+                3,
+                "workflow.rules[0].auto_cancel.on_job_failure",
+                "(use all, none)",
+            ),
             ("default:\n  script: [x]\nj: {script: x}\n", 2, "default.script", "unknown key"),
             ("stage: build\nj: {script: x}\n", 1, "stage", "`stage` is not a job"),
             ("spec:\n  inputs: {}\nj: {script: x}\n", 1, "spec", "not supported"),
@@ -752,8 +795,18 @@ mod tests {
             ),
             // extends, include, !reference.
             ("j:\n  extends: .base\n  script: x\n", 2, "j.extends", "`j` extends `.base`, which is not defined"),
-            ("include:\n  - remote: https://example.com/ci.yml\nj: {script: x}\n", 2, "include[0].remote", "offline"),
-            ("include:\n  - template: Jobs/Build.gitlab-ci.yml\nj: {script: x}\n", 2, "include[0].template", "offline"),
+            (
+                "include:\n  - remote: https://example.com/ci.yml\nj: {script: x}\n",
+                2,
+                "include[0].remote",
+                "not supported yet",
+            ),
+            (
+                "include:\n  - template: Jobs/Build.gitlab-ci.yml\nj: {script: x}\n",
+                2,
+                "include[0].template",
+                "not supported yet",
+            ),
             ("j:\n  script: !reference [.nope, script]\n", 2, "j.script", "`.nope` is not defined"),
         ];
         for &(text, line, key, want) in cases {
