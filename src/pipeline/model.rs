@@ -27,6 +27,8 @@ pub struct Pipeline {
     /// Visible jobs (not `.hidden`), in file order, fully resolved; a `parallel:` job is
     /// replaced by its instances.
     pub jobs: Vec<Job>,
+    /// `workflow: name` as written (variables expanded by `plan` into `CI_PIPELINE_NAME`).
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +108,19 @@ pub struct Rule {
     pub allow_failure: Option<bool>,
     pub variables: Vec<Variable>,
     pub location: Location,
+    /// `changes:` (a list of globs or `{paths, compare_to}`); `None` = no `changes` clause.
+    pub changes: Option<Changes>,
+}
+
+/// `rules: changes` (also `only/except: changes`): true when a file matching one of `paths`
+/// differs from the comparison base (see `pipeline::changes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changes {
+    /// Globs relative to the project dir; variables expanded when the rule is evaluated.
+    pub paths: Vec<String>,
+    /// `compare_to:` a ref (variables allowed), with where it was written; `None` = the run's
+    /// default base.
+    pub compare_to: Option<(String, Location)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -134,6 +149,8 @@ pub struct Job {
     pub retry: u32,
     /// Set on each job made from a `parallel:` job (which is not itself in `Pipeline::jobs`).
     pub instance: Option<Instance>,
+    /// `cache:` (its own or `default:`'s), up to four.
+    pub cache: Vec<Cache>,
 }
 
 /// One of the jobs `parallel: N` or `parallel: matrix` makes of a job: `build 1/2`, or
@@ -157,4 +174,40 @@ impl Pipeline {
     pub fn stage_index(&self, stage: &str) -> Option<usize> {
         self.stages.iter().position(|s| s == stage)
     }
+}
+
+/// How a cache is used: restored and saved (`pull-push`, GitLab's default), only restored, only
+/// saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CachePolicy {
+    PullPush,
+    Pull,
+    Push,
+}
+
+/// `cache: key:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheKey {
+    /// A string, variables not yet expanded (`default` when the key is left out).
+    Name(String),
+    /// `key: {files: [..], prefix}`: from the last commits of up to two files (`cache_key`).
+    Files { files: Vec<String>, prefix: Option<String> },
+}
+
+/// One entry of a job's `cache:` (GitLab allows up to four).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cache {
+    pub key: CacheKey,
+    /// Relative to the project dir; globs (`*`, `**`, `?`) allowed.
+    pub paths: Vec<String>,
+    /// Also every file of the build dir git does not track.
+    pub untracked: bool,
+    /// As written: a policy, or a variable (`$POLICY`) `plan` expands and checks.
+    pub policy: String,
+    pub when: ArtifactsWhen,
+    /// Tried in order when `key` has no cache; `CACHE_FALLBACK_KEY` comes after them.
+    pub fallback_keys: Vec<String>,
+    /// Accepted: there are no protected branches locally.
+    pub unprotect: bool,
+    pub location: Location,
 }
