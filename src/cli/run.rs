@@ -240,7 +240,13 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     crate::docker::server_version().map_err(|e| CliError::Failed(format!("the Docker daemon does not answer: {e}")))?;
     if matches!(wiring.as_ref().map(RegistryWiring::is_embedded), Some(true)) {
         let exe = current_exe().map_err(|e| CliError::Failed(format!("cannot find the glci binary: {e}")))?;
-        let options = mock::MockOptions { home: &home, config, names: mock_names(&process_env), exe };
+        let options = mock::MockOptions {
+            home: &home,
+            config,
+            names: mock_names(&process_env),
+            exe,
+            docker_config_dir: docker_config_dir(&process_env),
+        };
         let mock = mock::ensure(&options).map_err(|e| {
             CliError::Failed(format!(
                 "starting the embedded registry ({}): {e} (glci run --no-registry runs without it)",
