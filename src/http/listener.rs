@@ -77,6 +77,7 @@ impl Server {
         let (to_workers, receiver) = bounded::<Conn>(workers_count * 2);
         let poller_limits = PollerLimits {
             idle_timeout: options.limits.idle_timeout,
+            write_timeout: options.limits.write_timeout,
             head_timeout: HEAD_TIMEOUT,
             max_head: MAX_HEAD_BYTES,
             max_parked: options.max_connections.max(1),
