@@ -149,6 +149,32 @@ pub struct Job {
     pub retry: u32,
     /// Set on each job made from a `parallel:` job (which is not itself in `Pipeline::jobs`).
     pub instance: Option<Instance>,
+    /// `cache:` (its own or `default:`'s), up to four.
+    pub cache: Vec<Cache>,
+    /// `environment`, `coverage`, `resource_group` (issue 15).
+    pub run_keys: RunKeys,
+}
+
+/// The job keys that shape how a job runs, not what it runs (issue 15).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunKeys {
+    pub environment: Option<Environment>,
+    /// The `coverage:` pattern, without its slashes (checked to compile).
+    pub coverage: Option<String>,
+    pub resource_group: Option<String>,
+    /// Keys GitLab accepts that mean nothing locally: one note each, `file:line: key: why`.
+    pub notes: Vec<String>,
+}
+
+/// `environment:`, not yet expanded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    pub name: String,
+    pub url: Option<String>,
+    /// `start` (GitLab's default) when `None`.
+    pub action: Option<String>,
+    /// `deployment_tier`; guessed from the name when `None`, as GitLab does.
+    pub tier: Option<String>,
 }
 
 /// One of the jobs `parallel: N` or `parallel: matrix` makes of a job: `build 1/2`, or
@@ -172,4 +198,40 @@ impl Pipeline {
     pub fn stage_index(&self, stage: &str) -> Option<usize> {
         self.stages.iter().position(|s| s == stage)
     }
+}
+
+/// How a cache is used: restored and saved (`pull-push`, GitLab's default), only restored, only
+/// saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CachePolicy {
+    PullPush,
+    Pull,
+    Push,
+}
+
+/// `cache: key:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheKey {
+    /// A string, variables not yet expanded (`default` when the key is left out).
+    Name(String),
+    /// `key: {files: [..], prefix}`: from the last commits of up to two files (`cache_key`).
+    Files { files: Vec<String>, prefix: Option<String> },
+}
+
+/// One entry of a job's `cache:` (GitLab allows up to four).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cache {
+    pub key: CacheKey,
+    /// Relative to the project dir; globs (`*`, `**`, `?`) allowed.
+    pub paths: Vec<String>,
+    /// Also every file of the build dir git does not track.
+    pub untracked: bool,
+    /// As written: a policy, or a variable (`$POLICY`) `plan` expands and checks.
+    pub policy: String,
+    pub when: ArtifactsWhen,
+    /// Tried in order when `key` has no cache; `CACHE_FALLBACK_KEY` comes after them.
+    pub fallback_keys: Vec<String>,
+    /// Accepted: there are no protected branches locally.
+    pub unprotect: bool,
+    pub location: Location,
 }

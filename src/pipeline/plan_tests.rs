@@ -29,6 +29,8 @@ fn job(name: &str, stage: &str) -> Job {
         timeout: None,
         retry: 0,
         instance: None,
+        cache: Vec::new(),
+        run_keys: Default::default(),
     }
 }
 
@@ -82,6 +84,7 @@ fn facts() -> RunFacts {
         pipeline_id: 42,
         predefined: vec![],
         changes: Default::default(),
+        ..Default::default()
     }
 }
 

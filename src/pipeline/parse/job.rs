@@ -1,31 +1,37 @@
 //! One job's map (after `include`, `extends` and `!reference`) → [`Job`], with `default:`
 //! applied; also reads `default:` itself into [`Defaults`]. Owns the list of job keys: which
-//! are used, which are accepted and ignored because they mean nothing locally (`cache`, `tags`,
+//! are used, which are accepted and ignored because they mean nothing locally (`tags`,
 //! `environment`, ...), and which are refused with a hint (`only`/`except`, `trigger`,
 //! `secrets`). Also makes the instances of a `parallel:` job ([`instances`]). Pure.
 
 use std::time::Duration;
 
+use super::cache;
 use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
+use super::run_keys;
 use super::yaml::{Entry, Value};
 use crate::pipeline::error::PipelineError;
-use crate::pipeline::model::{AllowFailure, Artifacts, Image, Instance, Job, Service, Variable, When};
+use crate::pipeline::model::{AllowFailure, Artifacts, Cache, Image, Instance, Job, Service, Variable, When};
 
 /// The stage of a job without `stage:`.
 pub const DEFAULT_STAGE: &str = "test";
 
 /// Job keys glci reads.
-const USED_KEYS: [&str; 18] = [
+const USED_KEYS: [&str; 22] = [
     "after_script",
     "allow_failure",
     "artifacts",
     "before_script",
+    "cache",
+    "coverage",
     "dependencies",
+    "environment",
     "extends",
     "image",
     "inherit",
     "needs",
     "parallel",
+    "resource_group",
     "retry",
     "rules",
     "script",
@@ -37,11 +43,8 @@ const USED_KEYS: [&str; 18] = [
 ];
 
 /// Job keys accepted and ignored: they have no local meaning.
-const IGNORED_KEYS: [&str; 15] = [
-    "cache",
-    "coverage",
+const IGNORED_KEYS: [&str; 11] = [
     "dast_configuration",
-    "environment",
     "hooks",
     "id_tokens",
     "identity",
@@ -50,7 +53,6 @@ const IGNORED_KEYS: [&str; 15] = [
     "pages",
     "publish",
     "release",
-    "resource_group",
     "start_in",
     "tags",
 ];
@@ -67,8 +69,9 @@ fn unsupported(key: &str) -> Option<&'static str> {
 }
 
 /// `default:` keys glci reads, then those accepted and ignored.
-const DEFAULT_KEYS: [&str; 7] = ["after_script", "artifacts", "before_script", "image", "retry", "services", "timeout"];
-const DEFAULT_IGNORED_KEYS: [&str; 6] = ["cache", "hooks", "id_tokens", "identity", "interruptible", "tags"];
+const DEFAULT_KEYS: [&str; 8] =
+    ["after_script", "artifacts", "before_script", "cache", "image", "retry", "services", "timeout"];
+const DEFAULT_IGNORED_KEYS: [&str; 5] = ["hooks", "id_tokens", "identity", "interruptible", "tags"];
 
 /// `default:` (and the deprecated top-level `image`, `services`, `before_script`,
 /// `after_script`), typed. A job takes each value it does not set itself (no deep merge).
@@ -81,6 +84,7 @@ pub struct Defaults {
     pub artifacts: Option<Artifacts>,
     pub timeout: Option<Duration>,
     pub retry: Option<u32>,
+    pub cache: Option<Vec<Cache>>,
 }
 
 impl Defaults {
@@ -107,6 +111,7 @@ impl Defaults {
             "artifacts" => self.artifacts = Some(read::artifacts(field)?),
             "timeout" => self.timeout = Some(read::timeout(field)?),
             "retry" => self.retry = Some(read::retry(field)?),
+            "cache" => self.cache = Some(cache::caches(field)?),
             _ => {}
         }
         Ok(())
@@ -126,6 +131,7 @@ impl Defaults {
             artifacts: self.artifacts.clone().filter(|_| has("artifacts")),
             timeout: self.timeout.filter(|_| has("timeout")),
             retry: self.retry.filter(|_| has("retry")),
+            cache: self.cache.clone().filter(|_| has("cache")),
         }
     }
 }
@@ -184,6 +190,8 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         timeout: None,
         retry: 0,
         instance: None,
+        cache: Vec::new(),
+        run_keys: Default::default(),
     };
     let mut parsed = ParsedJob {
         job: job.clone(),
@@ -207,7 +215,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
                 }
                 script = Some(lines);
             }
-            "image" | "services" | "before_script" | "after_script" | "artifacts" | "timeout" | "retry" => {
+            "image" | "services" | "before_script" | "after_script" | "artifacts" | "timeout" | "retry" | "cache" => {
                 own.set(key, &f)?;
             }
             "stage" => {
@@ -230,6 +238,13 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             "allow_failure" => allow_failure = Some(read::allow_failure(&f)?),
             "inherit" => inherit_default = inherit(&f)?,
             "parallel" => parsed.parallel = Some(parallel(&f)?),
+            "environment" => {
+                let (environment, notes) = run_keys::environment(&f)?;
+                job.run_keys.environment = Some(environment);
+                job.run_keys.notes.extend(notes);
+            }
+            "coverage" => job.run_keys.coverage = Some(run_keys::coverage(&f)?),
+            "resource_group" => job.run_keys.resource_group = Some(run_keys::resource_group(&f)?),
             "extends" => {}
             _ if IGNORED_KEYS.contains(&key) => {}
             _ => {
@@ -262,6 +277,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
     job.artifacts = own.artifacts.or(inherited.artifacts);
     job.timeout = own.timeout.or(inherited.timeout);
     job.retry = own.retry.or(inherited.retry).unwrap_or(0);
+    job.cache = own.cache.or(inherited.cache).unwrap_or_default();
     // GitLab: a manual job may fail unless it says otherwise.
     job.allow_failure =
         allow_failure.unwrap_or(if job.when == When::Manual { AllowFailure::Yes } else { AllowFailure::No });
@@ -461,6 +477,24 @@ mod tests {
         assert_eq!((e.line, e.key.as_str()), (Some(4), "j.inherit.variables"));
         let e = job_with("j:\n  script: x\n  inherit: {default: [imag]}\n", &d).unwrap_err();
         assert!(e.message.contains("`imag` is not a `default:` key"), "{e}");
+    }
+
+    #[test]
+    fn cache_from_default_unless_the_job_sets_or_refuses_it() {
+        let d = defaults("default:\n  image: ruby\n  cache: {key: deps, paths: [vendor/]}\n");
+        let j = job_with("j:\n  script: x\n", &d).unwrap().job;
+        assert_eq!(j.cache.len(), 1);
+        assert_eq!(j.cache[0].paths, ["vendor/"]);
+        let j = job_with("j:\n  script: x\n  cache: [{paths: [a]}, {key: b, paths: [b]}]\n", &d).unwrap().job;
+        assert_eq!(j.cache.len(), 2);
+        let j = job_with("j:\n  script: x\n  cache: []\n", &d).unwrap().job;
+        assert!(j.cache.is_empty());
+        let j = job_with("j:\n  script: x\n  inherit: {default: [image]}\n", &d).unwrap().job;
+        assert!(j.cache.is_empty());
+        let j = job_with("j:\n  script: x\n  inherit: {default: [cache]}\n", &d).unwrap().job;
+        assert_eq!(j.cache.len(), 1);
+        let e = job_with("j:\n  script: x\n  cache: {key: ../../x}\n", &d).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "j.cache.key"));
     }
 
     #[test]

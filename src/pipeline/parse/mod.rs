@@ -12,12 +12,16 @@
 //! has no cycle. Jobs keep the merged order: those of included files first (GitLab's deep
 //! merge puts the including file over them), then the file's own.
 
+mod cache;
 mod compose;
 mod duration;
 mod include;
 mod job;
 mod read;
+mod run_keys;
 mod yaml;
+
+pub use self::run_keys::{environment_slug, guess_tier};
 
 use std::collections::HashMap;
 use std::fs;
@@ -104,7 +108,7 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
         None => (Vec::new(), None),
     };
     let mut defaults = Defaults::default();
-    for key in ["image", "services", "before_script", "after_script"] {
+    for key in ["image", "services", "before_script", "after_script", "cache"] {
         if let Some(entry) = map.get(key) {
             defaults.set(key, &field(entry))?;
         }
@@ -119,6 +123,7 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
             artifacts: default.artifacts,
             timeout: default.timeout,
             retry: default.retry,
+            cache: default.cache.or(defaults.cache),
         };
     }
     let mut jobs = Vec::new();
