@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// A value for an input of the pipeline file's `spec: inputs` header (repeatable).
     #[arg(long = "input", value_name = "NAME=VALUE")]
     pub input: Vec<String>,
+    /// Remote includes from the include cache only; one that is not cached is an error.
+    #[arg(long)]
+    pub offline: bool,
     /// Variables from a file of KEY=VALUE lines (`--env` wins over it).
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Option<PathBuf>,
@@ -194,7 +197,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         predefined,
         changes: Default::default(),
     };
-    let pipeline = load_pipeline(&file, &facts, &inputs)?;
+    let instance = gitlab_instance(config, &facts, &home, args.offline);
+    let pipeline = load_pipeline(&file, &facts, &inputs, &instance)?;
     let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
     let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
     if let Some(at) = &plan.excluded_by_workflow {
@@ -337,13 +341,35 @@ fn load_pipeline(
     file: &Path,
     facts: &plan::RunFacts,
     inputs: &[(String, String)],
+    instance: &crate::gitlab::Instance,
 ) -> Result<crate::pipeline::model::Pipeline, CliError> {
     let include_vars = predefined::include_variables(file, facts);
     let lookup = |name: &str| include_vars.get(name).map(String::from);
     let read = |path: &Path| std::fs::read_to_string(path);
-    let sources =
-        parse::Sources { project: &facts.project_dir, read: &read, files: &facts.files, variables: &lookup, inputs };
-    parse::load_with(file, &sources).map_err(|e| usage(e.to_string()))
+    let fetch = |source: &parse::Source| instance.fetch(source);
+    let sources = parse::Sources {
+        project: &facts.project_dir,
+        read: &read,
+        files: &facts.files,
+        variables: &lookup,
+        inputs,
+        fetch: Some(&fetch),
+    };
+    let pipeline = parse::load_with(file, &sources).map_err(|e| usage(e.to_string()));
+    for note in instance.take_notes() {
+        stderr_line(&format!("warning: {note}"));
+    }
+    pipeline
+}
+
+/// The GitLab instance remote includes come from: `[gitlab] url`, else the host of the
+/// `origin` remote, else gitlab.com.
+fn gitlab_instance(config: &Config, facts: &plan::RunFacts, home: &Path, offline: bool) -> crate::gitlab::Instance {
+    let url = config.gitlab.url.clone().unwrap_or_else(|| {
+        let host = facts.git.remote_url.as_deref().and_then(crate::git::host_from_remote);
+        format!("https://{}", host.unwrap_or_else(|| "gitlab.com".into()))
+    });
+    crate::gitlab::Instance::new(&url, config.gitlab.token.clone(), home, offline)
 }
 
 /// `--input NAME=VALUE`s, in order (a later one for the same name wins).

@@ -37,11 +37,27 @@ pub struct Sources<'a> {
     pub variables: &'a dyn Fn(&str) -> Option<String>,
     /// `glci run --input name=value`: the main file's inputs.
     pub inputs: &'a [(String, String)],
+    /// Fetches what is not in the work tree (`remote`, `template`, `project`, `component`);
+    /// `None`: such includes are errors.
+    pub fetch: Option<Fetch<'a>>,
+}
+
+/// Fetches a file named by a non-local include; the error is one line for the user.
+pub type Fetch<'r> = &'r dyn Fn(&Source) -> Result<Fetched, String>;
+
+/// A fetched file.
+pub struct Fetched {
+    pub text: String,
+    /// What errors in it are reported against (its URL, or `group/project@ref:path`).
+    pub name: String,
+    /// The project and ref it came from, for its own `local:` includes (`project`, `component`);
+    /// `None` for remote files and templates, whose `local:` includes read this project.
+    pub project: Option<(String, String)>,
 }
 
 /// Where one include entry points, its variables expanded.
 #[derive(Clone, Debug, PartialEq)]
-enum Source {
+pub enum Source {
     /// Project-relative, no leading `/`.
     Local(String),
     Remote(String),
@@ -51,7 +67,16 @@ enum Source {
         reference: Option<String>,
         file: String,
     },
+    /// `<host>/<group>/<project>/<name>@<version>`.
     Component(String),
+}
+
+/// The file whose includes are being expanded: of this project (`local` is its path when it
+/// was included as a local file), or of another project at a ref.
+#[derive(Clone, Debug)]
+enum Origin {
+    Here { local: Option<String> },
+    Project { project: String, reference: String },
 }
 
 /// One include entry, where it was written.
@@ -71,7 +96,7 @@ pub fn includes(root: Node, sources: &Sources) -> Result<Map, PipelineError> {
         return Err(PipelineError::whole_file(&root.file, "the file is empty (no jobs)"));
     }
     let mut state = Expander { sources, count: 0, stack: vec![root.file.to_path_buf()] };
-    state.expand(root, None)
+    state.expand(root, &Origin::Here { local: None })
 }
 
 struct Expander<'a> {
@@ -82,9 +107,8 @@ struct Expander<'a> {
 }
 
 impl Expander<'_> {
-    /// `node`'s map with its includes merged in; `local` is its project-relative path when it
-    /// was itself included as a local file (a wildcard never includes its own file).
-    fn expand(&mut self, node: Node, local: Option<&str>) -> Result<Map, PipelineError> {
+    /// `node`'s map with its includes merged in.
+    fn expand(&mut self, node: Node, origin: &Origin) -> Result<Map, PipelineError> {
         let mut map = match node.value {
             Value::Map(map) => map,
             Value::Null => Map::default(),
@@ -97,30 +121,46 @@ impl Expander<'_> {
             return Ok(map);
         };
         let mut merged = Map::default();
-        for located in self.locations(&include, local)? {
+        for located in self.locations(&include, origin)? {
             let at = |message: String| PipelineError::new(&located.node.file, located.line, &located.key, message);
-            let Source::Local(path) = &located.source else {
-                return Err(at(format!("{}: {}", describe(&located.source), "remote includes are not supported yet")));
+            let (text, id, next) = match &located.source {
+                Source::Local(path) => {
+                    let full = self.sources.project.join(path);
+                    let text = (self.sources.read)(&full).map_err(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => at(format!("local file `{path}` does not exist")),
+                        _ => at(format!("cannot read included file {path}: {e}")),
+                    });
+                    (text, full, Origin::Here { local: Some(path.clone()) })
+                }
+                other => {
+                    let Some(fetch) = self.sources.fetch else {
+                        return Err(at(format!("{}: no GitLab instance to fetch it from", describe(other))));
+                    };
+                    let fetched = fetch(other).map_err(|m| at(format!("{}: {m}", describe(other))));
+                    let next = match fetched.as_ref().ok().and_then(|f| f.project.clone()) {
+                        Some((project, reference)) => Origin::Project { project, reference },
+                        None => Origin::Here { local: None },
+                    };
+                    let id =
+                        PathBuf::from(fetched.as_ref().map(|f| f.name.clone()).unwrap_or_else(|_| describe(other)));
+                    (fetched.map(|f| f.text), id, next)
+                }
             };
-            let full = self.sources.project.join(path);
-            if let Some(start) = self.stack.iter().position(|f| *f == full) {
+            if let Some(start) = self.stack.iter().position(|f| *f == id) {
                 let chain: Vec<String> =
-                    self.stack[start..].iter().chain([&full]).map(|f| f.display().to_string()).collect();
+                    self.stack[start..].iter().chain([&id]).map(|f| f.display().to_string()).collect();
                 return Err(at(format!("include loop: {}", chain.join(" → "))));
             }
             self.count += 1;
             if self.count > MAX_INCLUDES {
                 return Err(at(format!("Maximum of {MAX_INCLUDES} nested includes are allowed")));
             }
-            let text = (self.sources.read)(&full).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => at(format!("local file `{path}` does not exist")),
-                _ => at(format!("cannot read included file {path}: {e}")),
-            })?;
-            let file: Rc<Path> = Rc::from(full.as_path());
+            let text = text?;
+            let file: Rc<Path> = Rc::from(id.as_path());
             let given = Given::Include(located.inputs.clone(), &located.node.file, located.line, &located.key);
             let included = with_inputs(&text, &file, given, self.sources.variables)?;
-            self.stack.push(full);
-            let expanded = self.expand(included, Some(path))?;
+            self.stack.push(id);
+            let expanded = self.expand(included, &next)?;
             self.stack.pop();
             merged = merge_maps(merged, expanded);
         }
@@ -128,7 +168,7 @@ impl Expander<'_> {
     }
 
     /// The entries of `include:` that its rules keep, wildcards expanded, in order.
-    fn locations<'n>(&self, include: &'n Entry, local: Option<&str>) -> Result<Vec<Located<'n>>, PipelineError> {
+    fn locations<'n>(&self, include: &'n Entry, origin: &Origin) -> Result<Vec<Located<'n>>, PipelineError> {
         let field = Field::entry("", include);
         let items: Vec<Field<'n>> = match &include.value.value {
             Value::Seq(items) => items
@@ -140,12 +180,12 @@ impl Expander<'_> {
         };
         let mut out = Vec::new();
         for item in items {
-            out.extend(self.entry(item, local)?);
+            out.extend(self.entry(item, origin)?);
         }
         Ok(out)
     }
 
-    fn entry<'n>(&self, item: Field<'n>, local: Option<&str>) -> Result<Vec<Located<'n>>, PipelineError> {
+    fn entry<'n>(&self, item: Field<'n>, origin: &Origin) -> Result<Vec<Located<'n>>, PipelineError> {
         let vars = self.sources.variables;
         let expand = |text: &str| variables::expand(text, vars);
         let inputs = match &item.node.value {
@@ -167,7 +207,7 @@ impl Expander<'_> {
                     return Ok(vec![located(Source::Remote(text), &item)]);
                 }
                 return self
-                    .local(&item, &text, local, &expand)
+                    .local(&item, &text, origin, &expand)
                     .map(|v| v.into_iter().map(|s| located(s, &item)).collect());
             }
             Value::Map(_) => {}
@@ -190,7 +230,7 @@ impl Expander<'_> {
             "cache",
             "integrity",
         ])?;
-        if !self.rules_keep(&item)? {
+        if !self.rules_keep(&item, origin)? {
             return Ok(Vec::new());
         }
         let kinds: Vec<&str> = ["local", "remote", "template", "project", "component"]
@@ -219,7 +259,7 @@ impl Expander<'_> {
                 let field = value("local")?;
                 let path = string("local")?;
                 return self
-                    .local(&field, &path, local, &expand)
+                    .local(&field, &path, origin, &expand)
                     .map(|v| v.into_iter().map(|s| located(s, &field)).collect());
             }
             "remote" => vec![Source::Remote(expand(&string("remote")?))],
@@ -253,10 +293,23 @@ impl Expander<'_> {
         &self,
         field: &Field,
         path: &str,
-        including: Option<&str>,
+        origin: &Origin,
         expand: &dyn Fn(&str) -> String,
     ) -> Result<Vec<Source>, PipelineError> {
         let relative = path.trim_start_matches('/');
+        let including = match origin {
+            Origin::Here { local } => local.as_deref(),
+            Origin::Project { project, .. } if relative.contains('*') => {
+                return Err(
+                    field.error(format!("{path}: wildcard paths in a file of project `{project}` are not supported"))
+                );
+            }
+            Origin::Project { project, reference } => {
+                let file = expand(relative).trim_start_matches('/').to_owned();
+                let reference = Some(reference.clone());
+                return Ok(vec![Source::Project { project: project.clone(), reference, file }]);
+            }
+        };
         if relative.contains('*') {
             let pattern = WildcardPath::new(relative);
             let mut matched: Vec<&String> =
@@ -277,7 +330,7 @@ impl Expander<'_> {
 
     /// `rules:` of an include entry: kept when the first rule that matches is not `when: never`;
     /// dropped when none matches. No `rules`: kept.
-    fn rules_keep(&self, item: &Field) -> Result<bool, PipelineError> {
+    fn rules_keep(&self, item: &Field, origin: &Origin) -> Result<bool, PipelineError> {
         let Some(rules) = item.get("rules")? else {
             return Ok(true);
         };
@@ -295,6 +348,9 @@ impl Expander<'_> {
                     _ => return Err(when.error("`when` in include rules is `never` or `always`")),
                 },
             };
+            if let (Some(exists), Origin::Project { project, .. }) = (rule.get("exists")?, origin) {
+                return Err(exists.error(format!("`rules: exists` in a file of project `{project}` is not supported")));
+            }
             if self.rule_matches(&rule)? {
                 return Ok(when);
             }

@@ -19,7 +19,8 @@ fn compose_with(text: &str, table: &[(&str, &str)], vars: &[(&str, &str)]) -> Re
     let files: Vec<String> = table.iter().map(|(p, _)| p.to_string()).collect();
     let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let lookup = move |name: &str| vars.get(name).cloned();
-    let sources = Sources { project: Path::new("/p"), read: &read, files: &files, variables: &lookup, inputs: &[] };
+    let sources =
+        Sources { project: Path::new("/p"), read: &read, files: &files, variables: &lookup, inputs: &[], fetch: None };
     includes(tree(text), &sources)
 }
 
@@ -192,7 +193,7 @@ fn rules_keep_or_drop_an_include() {
 #[test]
 fn include_errors() {
     let cases = [
-        ("include:\n  remote: https://x/y.yml\n", 2, "include.remote", "not supported yet"),
+        ("include:\n  remote: https://x/y.yml\n", 2, "include.remote", "no GitLab instance to fetch it from"),
         ("include:\n  - local: a.yml\n  - template: Auto-DevOps.gitlab-ci.yml\n", 3, "include[1].template", "template"),
         ("include:\n  - project: g/p\n    file: x.yml\n", 2, "include[0].project", "project `g/p` file `x.yml`"),
         ("include:\n  - project: g/p\n", 2, "include[0]", "missing `file`"),
