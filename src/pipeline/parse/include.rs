@@ -13,6 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use sha2::Digest;
+
 use super::compose::merge_maps;
 use super::inputs::{self, Given};
 use super::read::Field;
@@ -87,6 +89,8 @@ struct Located<'n> {
     key: String,
     /// Its `inputs:`, when it has them.
     inputs: Option<Field<'n>>,
+    /// `integrity: sha256-<base64>` of a `remote` file.
+    integrity: Option<String>,
 }
 
 /// The top-level map of `root` (the main file) with every include merged in, depth first:
@@ -156,6 +160,15 @@ impl Expander<'_> {
                 return Err(at(format!("Maximum of {MAX_INCLUDES} nested includes are allowed")));
             }
             let text = text?;
+            if let Some(want) = &located.integrity {
+                let have = format!("sha256-{}", base64(&sha2::Sha256::digest(text.as_bytes())));
+                if have != *want {
+                    return Err(at(format!(
+                        "{}: integrity check failed: the file is {have}",
+                        describe(&located.source)
+                    )));
+                }
+            }
             let file: Rc<Path> = Rc::from(id.as_path());
             let given = Given::Include(located.inputs.clone(), &located.node.file, located.line, &located.key);
             let included = with_inputs(&text, &file, given, self.sources.variables)?;
@@ -198,6 +211,7 @@ impl Expander<'_> {
             line: at.line,
             key: at.key.clone(),
             inputs: inputs.clone(),
+            integrity: None,
         };
         match &item.node.value {
             // GitLab expands a string entry's variables first, then tells a URL from a path.
@@ -284,7 +298,15 @@ impl Expander<'_> {
             }
         };
         let at = value(kind)?;
-        Ok(sources.into_iter().map(|s| located(s, &at)).collect())
+        let integrity = match item.get("integrity")? {
+            Some(field) if kind != "remote" => return Err(field.error("`integrity` is for `remote` includes only")),
+            Some(field) => match field.string()? {
+                sri if sri.starts_with("sha256-") => Some(sri),
+                _ => return Err(field.error("expected `sha256-<base64 digest>`")),
+            },
+            None => None,
+        };
+        Ok(sources.into_iter().map(|s| Located { integrity: integrity.clone(), ..located(s, &at) }).collect())
     }
 
     /// A `local` path: leading `/` dropped; a wildcard expanded against the project's files (as
@@ -399,6 +421,23 @@ pub fn with_inputs(
         Some(_) => inputs::interpolate(content, &values, variables, ""),
         None => Ok(content),
     }
+}
+
+/// Standard base64 with padding (RFC 4648), as Subresource Integrity writes digests.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn is_url(text: &str) -> bool {

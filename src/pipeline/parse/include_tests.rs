@@ -228,3 +228,54 @@ fn empty_main_file_is_an_error() {
     let e = compose("# nothing\n", &[]).unwrap_err();
     assert_eq!(e.to_string(), "/p/.gitlab-ci.yml: the file is empty (no jobs)");
 }
+
+#[test]
+fn base64_as_subresource_integrity_writes_it() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+}
+
+#[test]
+fn remote_files_through_the_fetcher_with_integrity() {
+    let body = "r:\n  script: x\n";
+    let fetch = |source: &Source| match source {
+        Source::Remote(url) if url == "https://h/r.yml" => {
+            Ok(Fetched { text: body.to_string(), name: url.clone(), project: None })
+        }
+        other => Err(format!("no {other:?}")),
+    };
+    let read = |_: &Path| -> io::Result<String> { Err(io::Error::from(io::ErrorKind::NotFound)) };
+    let lookup = |_: &str| None;
+    let sources = Sources {
+        project: Path::new("/p"),
+        read: &read,
+        files: &[],
+        variables: &lookup,
+        inputs: &[],
+        fetch: Some(&fetch),
+    };
+    let digest = format!("sha256-{}", base64(&sha2::Sha256::digest(body.as_bytes())));
+    let text = format!("include:\n  - remote: https://h/r.yml\n    integrity: '{digest}'\n");
+    assert_eq!(keys(&includes(tree(&text), &sources).unwrap()), ["r"]);
+    let text = "include:\n  - remote: https://h/r.yml\n    integrity: 'sha256-AAAA'\n";
+    let e = includes(tree(text), &sources).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "include[0].remote"));
+    assert!(e.message.contains("integrity check failed"), "{e}");
+    let e = includes(tree("include:\n  - remote: https://h/none.yml\n"), &sources).unwrap_err();
+    assert_eq!(e.message, "remote `https://h/none.yml`: no Remote(\"https://h/none.yml\")");
+    // A file of the instance is named by what the fetcher calls it.
+    let e = includes(
+        tree("include: https://h/r.yml\n"),
+        &Sources {
+            fetch: Some(&|_: &Source| {
+                Ok(Fetched { text: "- x\n".into(), name: "https://h/r.yml".into(), project: None })
+            }),
+            ..sources
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.file, Path::new("https://h/r.yml"));
+}
