@@ -71,6 +71,13 @@ pub struct RunArgs {
     /// [default: `[registry] push_through`].
     #[arg(long, conflicts_with_all = ["registry"])]
     pub push_through: bool,
+    /// Run as a tag pipeline for tag NAME (CI_COMMIT_TAG; no CI_COMMIT_BRANCH)
+    /// [default: the tag HEAD is at, if any].
+    #[arg(long, value_name = "NAME", conflicts_with = "branch")]
+    pub tag: Option<String>,
+    /// Run as a branch pipeline for branch NAME (CI_COMMIT_BRANCH) [default: the checked-out branch].
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
     /// `rules: changes` compares the work tree with this ref (branch, tag or SHA) [default: the
     /// merge base with the default branch; on the default branch, the previous commit].
     #[arg(long, value_name = "REF")]
@@ -135,7 +142,20 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     let file_dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let project_dir = crate::git::toplevel(&file_dir).unwrap_or(file_dir);
     let project_dir = project_dir.canonicalize().unwrap_or(project_dir);
-    let git = crate::git::facts(&project_dir);
+    let mut git = crate::git::facts(&project_dir);
+    if let Some(tag) = &args.tag {
+        check_ref_name("--tag", tag)?;
+        if git.tag.as_deref() != Some(tag.as_str()) {
+            git.tag_message = None;
+        }
+        git.tag = Some(tag.clone());
+    }
+    if let Some(branch) = &args.branch {
+        check_ref_name("--branch", branch)?;
+        git.branch = Some(branch.clone());
+        git.tag = None;
+        git.tag_message = None;
+    }
     let project_path = match &args.project {
         Some(path) => {
             plan::validate_project_path(path).map_err(|e| usage(format!("--project: {e}")))?;
@@ -195,10 +215,18 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         selected: args.jobs.clone(),
         pipeline_id,
         predefined,
+        created_at: crate::auth::rfc3339(std::time::SystemTime::now()),
         changes: Default::default(),
     };
     let instance = gitlab_instance(config, &facts, &home, args.offline);
     let pipeline = load_pipeline(&file, &facts, &inputs, &instance)?;
+    // Keys GitLab accepts that mean nothing here: said once each, not silently dropped.
+    let mut said = std::collections::BTreeSet::new();
+    for note in pipeline.jobs.iter().flat_map(|j| &j.run_keys.notes) {
+        if said.insert(note.clone()) {
+            stderr_line(&format!("note: {note}"));
+        }
+    }
     let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
     let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
     if let Some(at) = &plan.excluded_by_workflow {
@@ -284,6 +312,22 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             Err(CliError::Failed(format!("pipeline failed: {} failed", failed.join(", "))))
         }
     }
+}
+
+/// A `--tag`/`--branch` value must be a name git accepts for a ref.
+fn check_ref_name(flag: &str, name: &str) -> Result<(), CliError> {
+    let bad = name.is_empty()
+        || name.starts_with(['-', '/', '.'])
+        || name.ends_with(['/', '.'])
+        || name.ends_with(".lock")
+        || name.contains("..")
+        || name.contains("//")
+        || name.contains("@{")
+        || name.chars().any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
+    if bad {
+        return Err(usage(format!("{flag}: `{name}` is not a valid git ref name")));
+    }
+    Ok(())
 }
 
 /// What `rules: changes` compares against (issue 17): `--changes-against`, else the merge base

@@ -19,7 +19,10 @@ mod include;
 mod inputs;
 mod job;
 mod read;
+mod run_keys;
 mod yaml;
+
+pub use self::run_keys::{environment_slug, guess_tier};
 
 use std::collections::HashMap;
 use std::fs;
