@@ -219,7 +219,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         changes: Default::default(),
     };
     let instance = gitlab_instance(config, &facts, &home, args.offline);
-    let pipeline = load_pipeline(&file, &facts, &inputs, &instance)?;
+    let pipeline = load_pipeline(&file, &facts, &inputs, &instance, args.changes_against.as_deref())?;
     // Keys GitLab accepts that mean nothing here: said once each, not silently dropped.
     let mut said = std::collections::BTreeSet::new();
     for note in pipeline.jobs.iter().flat_map(|j| &j.run_keys.notes) {
@@ -386,11 +386,29 @@ fn load_pipeline(
     facts: &plan::RunFacts,
     inputs: &[(String, String)],
     instance: &crate::gitlab::Instance,
+    changes_against: Option<&str>,
 ) -> Result<crate::pipeline::model::Pipeline, CliError> {
     let include_vars = predefined::include_variables(file, facts);
     let lookup = |name: &str| include_vars.get(name).map(String::from);
     let read = |path: &Path| std::fs::read_to_string(path);
     let fetch = |source: &parse::Source| instance.fetch(source);
+    // `rules: changes` of includes: the same comparison as the jobs' (see `changed_paths`).
+    let dir = &facts.project_dir;
+    let in_git = crate::git::toplevel(dir).is_some();
+    let changed = |reference: Option<&str>| -> Result<Option<Vec<String>>, String> {
+        if !in_git {
+            return Ok(None);
+        }
+        let sha = match reference.or(changes_against) {
+            Some(reference) => crate::git::resolve_commit(dir, reference)
+                .ok_or_else(|| format!("`{reference}` is no branch, tag or commit of this repository"))?,
+            None => match crate::git::change_base(dir, &facts.git) {
+                Some((sha, _)) => sha,
+                None => return Ok(None),
+            },
+        };
+        crate::git::changed_paths(dir, &sha).map(Some)
+    };
     let sources = parse::Sources {
         project: &facts.project_dir,
         read: &read,
@@ -398,6 +416,7 @@ fn load_pipeline(
         variables: &lookup,
         inputs,
         fetch: Some(&fetch),
+        changed: &changed,
     };
     let pipeline = parse::load_with(file, &sources).map_err(|e| usage(e.to_string()));
     for note in instance.take_notes() {

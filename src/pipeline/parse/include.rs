@@ -17,8 +17,9 @@ use sha2::Digest;
 
 use super::compose::merge_maps;
 use super::inputs::{self, Given};
-use super::read::Field;
+use super::read::{self, Field};
 use super::yaml::{self, Entry, Map, Node, Value};
+use crate::pipeline::changes::{self, ChangedPaths};
 use crate::pipeline::error::PipelineError;
 use crate::pipeline::{glob, rules, variables};
 
@@ -42,6 +43,17 @@ pub struct Sources<'a> {
     /// Fetches what is not in the work tree (`remote`, `template`, `project`, `component`);
     /// `None`: such includes are errors.
     pub fetch: Option<Fetch<'a>>,
+    /// For `rules: changes`: the paths changed against the run's base (`None`) or a
+    /// `compare_to` ref; `Ok(None)` when nothing is known (every `changes` holds).
+    pub changed: Changed<'a>,
+}
+
+/// See [`Sources::changed`].
+pub type Changed<'r> = &'r dyn Fn(Option<&str>) -> Result<Option<Vec<String>>, String>;
+
+/// Nothing is known about changes: every `rules: changes` holds (outside git, as on GitLab).
+pub fn nothing_known(_: Option<&str>) -> Result<Option<Vec<String>>, String> {
+    Ok(None)
 }
 
 /// Fetches a file named by a non-local include; the error is one line for the user.
@@ -359,8 +371,10 @@ impl Expander<'_> {
         for rule in rules.items("a list of rules")? {
             rule.map()?;
             rule.check_keys(&["if", "exists", "changes", "when"])?;
-            if let Some(changes) = rule.get("changes")? {
-                return Err(changes.error("`rules: changes` in `include` is not supported yet"));
+            if let (Some(changes), Origin::Project { project, .. }) = (rule.get("changes")?, origin) {
+                return Err(
+                    changes.error(format!("`rules: changes` in a file of project `{project}` is not supported"))
+                );
             }
             let when = match rule.get("when")? {
                 None => true,
@@ -389,6 +403,11 @@ impl Expander<'_> {
                 return Ok(false);
             }
         }
+        if let Some(field) = rule.get("changes")? {
+            if !self.changes_hold(&field)? {
+                return Ok(false);
+            }
+        }
         let Some(exists) = rule.get("exists")? else {
             return Ok(true);
         };
@@ -404,6 +423,38 @@ impl Expander<'_> {
             let pattern = variables::expand(pattern, vars);
             self.sources.files.iter().any(|f| glob::matches(&pattern, f))
         }))
+    }
+}
+
+impl Expander<'_> {
+    /// `rules: changes` of an include, as GitLab's `Clause::Changes` evaluates it for jobs.
+    fn changes_hold(&self, field: &Field) -> Result<bool, PipelineError> {
+        let clause = read::changes(field)?;
+        let vars = self.sources.variables;
+        let mut changed = ChangedPaths::default();
+        let known = |result: Result<Option<Vec<String>>, String>| result.map_err(|e| field.error(e));
+        match &clause.compare_to {
+            None => changed.default = known((self.sources.changed)(None))?,
+            Some((reference, _)) => {
+                let reference = changes::expand_existing(reference, vars);
+                match (self.sources.changed)(Some(&reference)) {
+                    Ok(Some(paths)) => {
+                        changed.against.insert(reference, Ok(paths));
+                    }
+                    Ok(None) => {}
+                    Err(reason) => {
+                        changed.against.insert(reference, Err(reason));
+                    }
+                }
+            }
+        }
+        changes::holds(&clause, &changed, vars).map_err(|e| {
+            let message = format!("compare_to `{}`: {}", e.reference, e.reason);
+            match &clause.compare_to {
+                Some((_, at)) => PipelineError::new(&at.file, at.line, format!("{}.compare_to", field.key), message),
+                None => field.error(message),
+            }
+        })
     }
 }
 

@@ -19,8 +19,15 @@ fn compose_with(text: &str, table: &[(&str, &str)], vars: &[(&str, &str)]) -> Re
     let files: Vec<String> = table.iter().map(|(p, _)| p.to_string()).collect();
     let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let lookup = move |name: &str| vars.get(name).cloned();
-    let sources =
-        Sources { project: Path::new("/p"), read: &read, files: &files, variables: &lookup, inputs: &[], fetch: None };
+    let sources = Sources {
+        project: Path::new("/p"),
+        read: &read,
+        files: &files,
+        variables: &lookup,
+        inputs: &[],
+        fetch: None,
+        changed: &nothing_known,
+    };
     includes(tree(text), &sources)
 }
 
@@ -199,7 +206,6 @@ fn include_errors() {
         ("include:\n  - project: g/p\n", 2, "include[0]", "missing `file`"),
         ("include:\n  local: a.yml\n  rules:\n    - if: $X = 1\n", 4, "include.rules[0].if", "invalid expression"),
         ("include:\n  local: a.yml\n  rules:\n    - when: manual\n", 4, "include.rules[0].when", "`never` or `always`"),
-        ("include:\n  local: a.yml\n  rules:\n    - changes: [x]\n", 4, "include.rules[0].changes", "not supported"),
         ("include:\n  local: a.yml\n  rules:\n    - needs: [x]\n", 4, "include.rules[0].needs", "unknown key"),
         ("include:\n  locale: a.yml\n", 2, "include.locale", "unknown key"),
         ("include:\n  local: a.yml\n  inputs: {a: 1}\n", 3, "include.inputs", "Given inputs not defined"),
@@ -256,6 +262,7 @@ fn remote_files_through_the_fetcher_with_integrity() {
         variables: &lookup,
         inputs: &[],
         fetch: Some(&fetch),
+        changed: &nothing_known,
     };
     let digest = format!("sha256-{}", base64(&sha2::Sha256::digest(body.as_bytes())));
     let text = format!("include:\n  - remote: https://h/r.yml\n    integrity: '{digest}'\n");
@@ -278,4 +285,41 @@ fn remote_files_through_the_fetcher_with_integrity() {
     )
     .unwrap_err();
     assert_eq!(e.file, Path::new("https://h/r.yml"));
+}
+
+#[test]
+fn rules_changes_keep_an_include_when_a_matching_file_changed() {
+    let table = [("a.yml", "a: {}\n"), ("b.yml", "b: {}\n"), ("c.yml", "c: {}\n")];
+    let contents: HashMap<PathBuf, String> =
+        table.iter().map(|(p, t)| (Path::new("/p").join(p), t.to_string())).collect();
+    let read = move |path: &Path| contents.get(path).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound));
+    let changed = |reference: Option<&str>| match reference {
+        None => Ok(Some(vec!["src/main.rs".to_string(), "Dockerfile".to_string()])),
+        Some("refs/heads/stable") => Ok(Some(vec!["docs/x.md".to_string()])),
+        Some(other) => Err(format!("`{other}`: no such branch, tag or commit in this repository")),
+    };
+    let lookup = |_: &str| None;
+    let sources = Sources {
+        project: Path::new("/p"),
+        read: &read,
+        files: &[],
+        variables: &lookup,
+        inputs: &[],
+        fetch: None,
+        changed: &changed,
+    };
+    let text = "include:\n\
+        \x20 - local: a.yml\n    rules:\n      - changes: ['src/**/*.{rs,toml}']\n\
+        \x20 - local: b.yml\n    rules:\n      - changes: {paths: [Dockerfile], compare_to: refs/heads/stable}\n\
+        \x20 - local: c.yml\n    rules:\n      - changes: {paths: ['docs/*'], compare_to: refs/heads/stable}\n";
+    assert_eq!(keys(&includes(tree(text), &sources).unwrap()), ["a", "c"]);
+    let text =
+        "include:\n  - local: a.yml\n    rules:\n      - changes:\n          paths: [x]\n          compare_to: nope\n";
+    let e = includes(tree(text), &sources).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(6), "include[0].rules[0].changes.compare_to"));
+    assert!(e.message.contains("compare_to `nope`: `nope`: no such branch"), "{e}");
+    // Nothing known (no git): every `changes` holds, as on GitLab.
+    let sources = Sources { changed: &nothing_known, ..sources };
+    let text = "include:\n  - local: b.yml\n    rules:\n      - changes: [nothing.txt]\n";
+    assert_eq!(keys(&includes(tree(text), &sources).unwrap()), ["b"]);
 }

@@ -29,6 +29,7 @@ fn parse(
         variables: &lookup,
         inputs: &inputs,
         fetch: None,
+        changed: &crate::pipeline::parse::include::nothing_known,
     };
     parse_sources(main, Path::new("/p/.gitlab-ci.yml"), &sources)
 }
