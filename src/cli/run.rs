@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// A value for an input of the pipeline file's `spec: inputs` header (repeatable).
     #[arg(long = "input", value_name = "NAME=VALUE")]
     pub input: Vec<String>,
+    /// Remote includes from the include cache only; one that is not cached is an error.
+    #[arg(long)]
+    pub offline: bool,
     /// Variables from a file of KEY=VALUE lines (`--env` wins over it).
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Option<PathBuf>,
@@ -215,7 +218,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         created_at: crate::auth::rfc3339(std::time::SystemTime::now()),
         changes: Default::default(),
     };
-    let pipeline = load_pipeline(&file, &facts, &inputs)?;
+    let instance = gitlab_instance(config, &facts, &home, args.offline);
+    let pipeline = load_pipeline(&file, &facts, &inputs, &instance, args.changes_against.as_deref())?;
     // Keys GitLab accepts that mean nothing here: said once each, not silently dropped.
     let mut said = std::collections::BTreeSet::new();
     for note in pipeline.jobs.iter().flat_map(|j| &j.run_keys.notes) {
@@ -387,13 +391,54 @@ fn load_pipeline(
     file: &Path,
     facts: &plan::RunFacts,
     inputs: &[(String, String)],
+    instance: &crate::gitlab::Instance,
+    changes_against: Option<&str>,
 ) -> Result<crate::pipeline::model::Pipeline, CliError> {
     let include_vars = predefined::include_variables(file, facts);
     let lookup = |name: &str| include_vars.get(name).map(String::from);
     let read = |path: &Path| std::fs::read_to_string(path);
-    let sources =
-        parse::Sources { project: &facts.project_dir, read: &read, files: &facts.files, variables: &lookup, inputs };
-    parse::load_with(file, &sources).map_err(|e| usage(e.to_string()))
+    let fetch = |source: &parse::Source| instance.fetch(source);
+    // `rules: changes` of includes: the same comparison as the jobs' (see `changed_paths`).
+    let dir = &facts.project_dir;
+    let in_git = crate::git::toplevel(dir).is_some();
+    let changed = |reference: Option<&str>| -> Result<Option<Vec<String>>, String> {
+        if !in_git {
+            return Ok(None);
+        }
+        let sha = match reference.or(changes_against) {
+            Some(reference) => crate::git::resolve_commit(dir, reference)
+                .ok_or_else(|| format!("`{reference}` is no branch, tag or commit of this repository"))?,
+            None => match crate::git::change_base(dir, &facts.git) {
+                Some((sha, _)) => sha,
+                None => return Ok(None),
+            },
+        };
+        crate::git::changed_paths(dir, &sha).map(Some)
+    };
+    let sources = parse::Sources {
+        project: &facts.project_dir,
+        read: &read,
+        files: &facts.files,
+        variables: &lookup,
+        inputs,
+        fetch: Some(&fetch),
+        changed: &changed,
+    };
+    let pipeline = parse::load_with(file, &sources).map_err(|e| usage(e.to_string()));
+    for note in instance.take_notes() {
+        stderr_line(&format!("warning: {note}"));
+    }
+    pipeline
+}
+
+/// The GitLab instance remote includes come from: `[gitlab] url`, else the host of the
+/// `origin` remote, else gitlab.com.
+fn gitlab_instance(config: &Config, facts: &plan::RunFacts, home: &Path, offline: bool) -> crate::gitlab::Instance {
+    let url = config.gitlab.url.clone().unwrap_or_else(|| {
+        let host = facts.git.remote_url.as_deref().and_then(crate::git::host_from_remote);
+        format!("https://{}", host.unwrap_or_else(|| "gitlab.com".into()))
+    });
+    crate::gitlab::Instance::new(&url, config.gitlab.token.clone(), home, offline)
 }
 
 /// `--input NAME=VALUE`s, in order (a later one for the same name wins).
