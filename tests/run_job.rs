@@ -372,3 +372,50 @@ fn jobs_of_one_resource_group_never_overlap_even_with_many_slots() {
     let waited = events.iter().filter(|e| e["source"] == "glci" && e["line"] == "Waiting for resource: production");
     assert_eq!(waited.count(), 3, "three of the four waited\n{}", show(&out));
 }
+
+#[test]
+fn the_variables_file_sits_between_pipeline_and_command_line_with_files_and_scopes() {
+    images();
+    let yaml = r#"
+variables:
+  PLAIN: pipeline
+  OVERRIDE: pipeline
+default:
+  image: glci-test/busybox:e2e
+prod:
+  environment: production
+  script:
+    - echo "plain=$PLAIN override=$OVERRIDE url=$URL"
+    - 'echo "config at $CONFIG"'
+    - cat "$CONFIG"
+other:
+  script:
+    - echo "url=$URL"
+"#;
+    let dir = write_project(yaml);
+    std::fs::write(
+        dir.path().join(".glci-variables.yml"),
+        "PLAIN: from-file\nOVERRIDE: file\nCONFIG:\n  type: file\n  value: |\n    line one\n    line two\n\
+         URL:\n  values:\n    production: https://prod\n    '*': http://any\n",
+    )
+    .expect("write the variables file");
+    let out = glci_run(dir.path(), &["--env", "OVERRIDE=cli", "--project", "g/vars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    let prod = trace(&events, "prod");
+    assert!(prod.iter().any(|l| l == "plain=from-file override=cli url=https://prod"), "{prod:#?}");
+    assert!(prod.iter().any(|l| l == "config at /builds/g/vars.tmp/CONFIG"), "{prod:#?}");
+    let after_cat = position(&prod, "$ cat \"$CONFIG\"");
+    assert_eq!(prod[after_cat + 1..after_cat + 3], ["line one", "line two"], "{prod:#?}");
+    assert!(trace(&events, "other").iter().any(|l| l == "url=http://any"));
+
+    // A bad variables file is a configuration error naming its line.
+    std::fs::write(dir.path().join(".glci-variables.yml"), "A: 1\nB:\n  type: secret\n  value: x\n").expect("write");
+    let out = glci_run(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".glci-variables.yml:3: B.type"), "{}", show(&out));
+}
+
+fn position(lines: &[String], needle: &str) -> usize {
+    lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no line with {needle:?} in {lines:#?}"))
+}

@@ -209,6 +209,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         pipeline_id,
         predefined,
         created_at: crate::auth::rfc3339(std::time::SystemTime::now()),
+        project_variables: variables_files(&home, &project_dir)?,
         changes: Default::default(),
     };
     let pipeline = load_pipeline(&file, &facts)?;
@@ -304,6 +305,18 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             Err(CliError::Failed(format!("pipeline failed: {} failed", failed.join(", "))))
         }
     }
+}
+
+/// The variables files (issue 15), `$GLCI_HOME/variables.yml` then the project's
+/// `.glci-variables.yml` (the project's win, as project variables over group ones on GitLab).
+fn variables_files(home: &Path, project_dir: &Path) -> Result<Vec<crate::pipeline::model::ProjectVariable>, CliError> {
+    let mut out = Vec::new();
+    for path in [home.join("variables.yml"), project_dir.join(".glci-variables.yml")] {
+        if let Some(vars) = parse::load_variables_file(&path).map_err(|e| usage(e.to_string()))? {
+            out.extend(vars);
+        }
+    }
+    Ok(out)
 }
 
 /// A `--tag`/`--branch` value must be a name git accepts for a ref.

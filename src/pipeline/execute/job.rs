@@ -195,6 +195,10 @@ fn attempt_steps(
     let mut wiring = wiring;
     wiring.files.extend(run.wiring.prepare(&container, job, None)?);
 
+    // `type: file` variables: their files, written beside the project as the runner does.
+    for (path, contents) in &job.file_variables {
+        wiring.files.push(ExtraFile { path: path.clone(), contents: contents.clone().into_bytes(), mode: 0o644 });
+    }
     let project_dir = &run.plan.project_dir_in_job;
     let mut step_commands = job.before_script.clone();
     step_commands.extend(job.script.iter().cloned());

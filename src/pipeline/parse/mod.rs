@@ -19,9 +19,11 @@ mod include;
 mod job;
 mod read;
 mod run_keys;
+mod variables_file;
 mod yaml;
 
 pub use self::run_keys::{environment_slug, guess_tier};
+pub use self::variables_file::{load_variables_file, parse_variables_file};
 
 use std::collections::HashMap;
 use std::fs;
