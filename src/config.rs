@@ -49,6 +49,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub tls: TlsConfig,
     pub docker: DockerConfig,
+    pub run: RunConfig,
 }
 
 /// `[registry]`: the embedded registry, or the external one named by `url`.
@@ -92,6 +93,13 @@ pub struct TlsConfig {
 pub struct DockerConfig {
     /// Run DinD services `--privileged`, as GitLab's runner does.
     pub privileged: bool,
+}
+
+/// `[run]`: defaults of `glci run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The image of a job that names none (the runner's configured default image).
+    pub default_image: Option<String>,
 }
 
 /// A subject alternative name for the server certificate.
@@ -146,6 +154,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             tls: TlsConfig::default(),
             docker: DockerConfig::default(),
+            run: RunConfig::default(),
         }
     }
 }
@@ -321,6 +330,7 @@ impl Config {
                 cert_validity: format_duration(self.tls.cert_validity),
             },
             docker: RenderDocker { privileged: self.docker.privileged },
+            run: RenderRun { default_image: self.run.default_image.as_deref() },
         };
         toml::to_string(&view).expect("strings, integers, booleans and string maps always serialize to TOML")
     }
@@ -526,7 +536,7 @@ struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker"];
+const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "run"];
 const REGISTRY_KEYS: &[&str] = &[
     "url",
     "username",
@@ -542,6 +552,7 @@ const REGISTRY_KEYS: &[&str] = &[
 const UPSTREAM_KEYS: &[&str] = &["url", "username", "password"];
 const TLS_KEYS: &[&str] = &["extra_sans", "cert_validity"];
 const DOCKER_KEYS: &[&str] = &["privileged"];
+const RUN_KEYS: &[&str] = &["default_image"];
 
 impl Reader<'_> {
     fn config(&self, root: &Node) -> Result<Config, ConfigError> {
@@ -555,6 +566,7 @@ impl Reader<'_> {
                 "registry" => self.registry(&at, &mut config.registry)?,
                 "tls" => self.tls(&at, &mut config.tls)?,
                 "docker" => self.docker(&at, &mut config.docker)?,
+                "run" => self.run(&at, &mut config.run)?,
                 _ => return Err(self.unknown(&at, ROOT_KEYS)),
             }
         }
@@ -625,6 +637,22 @@ impl Reader<'_> {
             match name {
                 "privileged" => docker.privileged = self.boolean(&at)?,
                 _ => return Err(self.unknown(&at, DOCKER_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, at: &At, run: &mut RunConfig) -> Result<(), ConfigError> {
+        for (name, at) in self.table(at)? {
+            match name {
+                "default_image" => {
+                    let image = self.string(&at)?;
+                    if image.trim().is_empty() {
+                        return Err(self.error_at(&at, "an image name, not an empty string"));
+                    }
+                    run.default_image = Some(image);
+                }
+                _ => return Err(self.unknown(&at, RUN_KEYS)),
             }
         }
         Ok(())
@@ -807,6 +835,7 @@ struct RenderConfig<'a> {
     registry: RenderRegistry<'a>,
     tls: RenderTls,
     docker: RenderDocker,
+    run: RenderRun<'a>,
 }
 
 #[derive(Serialize)]
@@ -844,6 +873,12 @@ struct RenderTls {
 #[derive(Serialize)]
 struct RenderDocker {
     privileged: bool,
+}
+
+#[derive(Serialize)]
+struct RenderRun<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_image: Option<&'a str>,
 }
 
 #[cfg(test)]

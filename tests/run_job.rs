@@ -52,8 +52,16 @@ fn write_project(yaml: &str) -> tempfile::TempDir {
     dir
 }
 
+/// `glci run --no-registry --json ARGS` in `dir`, with a fresh `GLCI_HOME` (no variables file or
+/// config of the machine's user).
 fn glci_run(dir: &Path, args: &[&str]) -> Output {
+    let home = temp_dir();
+    glci_run_home(dir, home.path(), args)
+}
+
+fn glci_run_home(dir: &Path, home: &Path, args: &[&str]) -> Output {
     glci()
+        .env("GLCI_HOME", home)
         .args(["run", "--no-registry", "--json"])
         .args(args)
         .current_dir(dir)
@@ -418,4 +426,32 @@ other:
 
 fn position(lines: &[String], needle: &str) -> usize {
     lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no line with {needle:?} in {lines:#?}"))
+}
+
+#[test]
+fn a_job_without_image_uses_the_default_image_and_an_empty_service_is_left_out() {
+    images();
+    let yaml = "variables:\n  DB: ''\nj:\n  services: [$DB]\n  script:\n    - echo in default image\n";
+    let dir = write_project(yaml);
+    // Without a default image: the clear configuration error, naming the job's line.
+    let out = glci_run(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".gitlab-ci.yml:3: j.image"), "{}", show(&out));
+
+    let out = glci_run(dir.path(), &["--default-image", BUSYBOX]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    assert!(trace(&events, "j").iter().any(|l| l == "in default image"));
+    let notes = notes(&events, "j");
+    assert!(
+        notes.iter().any(|l| l == "NOTE: service `$DB` is empty after variable expansion: left out, as GitLab does"),
+        "{notes:#?}"
+    );
+    assert!(notes.iter().any(|l| l == &format!("Using docker image {BUSYBOX}")), "{notes:#?}");
+
+    // `[run] default_image` in the config does the same.
+    let home = temp_dir();
+    std::fs::write(home.path().join("config.toml"), format!("[run]\ndefault_image = \"{BUSYBOX}\"\n")).expect("config");
+    let out = glci_run_home(dir.path(), home.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }

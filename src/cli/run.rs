@@ -69,6 +69,9 @@ pub struct RunArgs {
     /// [default: the tag HEAD is at, if any].
     #[arg(long, value_name = "NAME", conflicts_with = "branch")]
     pub tag: Option<String>,
+    /// The image of jobs that name none and have no `default: image` [default: `[run] default_image`].
+    #[arg(long, value_name = "IMAGE")]
+    pub default_image: Option<String>,
     /// Run as a branch pipeline for branch NAME (CI_COMMIT_BRANCH) [default: the checked-out branch].
     #[arg(long, value_name = "NAME")]
     pub branch: Option<String>,
@@ -210,6 +213,11 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         predefined,
         created_at: crate::auth::rfc3339(std::time::SystemTime::now()),
         project_variables: variables_files(&home, &project_dir)?,
+        default_image: match &args.default_image {
+            Some(image) if image.trim().is_empty() => return Err(usage("--default-image: an image name, not empty")),
+            Some(image) => Some(image.clone()),
+            None => config.run.default_image.clone(),
+        },
         changes: Default::default(),
     };
     let pipeline = load_pipeline(&file, &facts)?;

@@ -38,7 +38,7 @@ pub struct Variable {
     pub value: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Image {
     pub name: String,
     /// `image: {entrypoint: [...]}`; `Some(vec![])` means "no entrypoint" (`[""]` in YAML).

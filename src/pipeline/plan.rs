@@ -54,6 +54,9 @@ pub struct RunFacts {
     /// The variables file's (`$GLCI_HOME/variables.yml`, then `.glci-variables.yml`; later
     /// wins): above the pipeline's variables, below the command line's.
     pub project_variables: Vec<ProjectVariable>,
+    /// `--default-image` / `[run] default_image`: the image of a job that names none (the
+    /// runner's configured default image).
+    pub default_image: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -120,6 +123,8 @@ pub struct PlannedJob {
     pub resource_group: Option<String>,
     /// `type: file` variables: (path in the container, contents); the variable holds the path.
     pub file_variables: Vec<(String, String)>,
+    /// Said in the job's log when it starts (what was left out and why).
+    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -454,12 +459,18 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         layers.insert(layers.len() - 1, (project_layer(facts, environment_name.as_deref()), false));
         let vars = variables::resolve(&layers);
         let lookup = |name: &str| vars.get(name).map(String::from);
-        let image = job.image.as_ref().map(|img| Image { name: variables::expand(&img.name, &lookup), ..img.clone() });
+        let default_image = facts.default_image.as_ref().map(|name| Image { name: name.clone(), ..Image::default() });
+        let image = job
+            .image
+            .as_ref()
+            .or(default_image.as_ref())
+            .map(|img| Image { name: variables::expand(&img.name, &lookup), ..img.clone() });
         if image.as_ref().is_none_or(|i| i.name.trim().is_empty()) && when != RunWhen::Manual {
             return Err(error_at(
                 &job.location,
                 format!("{}.image", job.name),
-                "no image: set `image:` on the job or under `default:` (glci runs every job in a container)",
+                "no image: set `image:` on the job or under `default:`, or a default image with --default-image or \
+                 `[run] default_image` (glci runs every job in a container)",
             ));
         }
         let mut variables = vars.clone();
@@ -469,7 +480,20 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         let environment = job.run_keys.environment.as_ref().map(|e| environment_variables(e, &mut variables));
         let file_variables =
             file_variables(facts, environment_name.as_deref(), &cli, &plan.project_dir_in_job, &mut variables);
-        let services = job.services.iter().map(|s| plan_service(s, &variables)).collect();
+        let mut notes = Vec::new();
+        let mut services = Vec::new();
+        for written in &job.services {
+            let service = plan_service(written, &variables);
+            // GitLab leaves out a service whose name expands to nothing.
+            if service.image.trim().is_empty() {
+                notes.push(format!(
+                    "NOTE: service `{}` is empty after variable expansion: left out, as GitLab does",
+                    written.name
+                ));
+            } else {
+                services.push(service);
+            }
+        }
         let mut waits_for: Vec<usize> = waits[i].iter().filter_map(|w| position.get(w).copied()).collect();
         waits_for.sort_unstable();
         let artifacts_from: Vec<usize> = match (&job.dependencies, &job.needs) {
@@ -522,6 +546,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             coverage: job.run_keys.coverage.clone(),
             resource_group: job.run_keys.resource_group.as_ref().map(|g| variables::expand(g, &lookup)),
             file_variables,
+            notes,
         });
     }
     Ok(plan)

@@ -156,6 +156,9 @@ fn attempt_steps(
     for (name, value) in &wiring.variables {
         variables.set(name, value.clone());
     }
+    for note in &job.notes {
+        run.log(&job.name, LogSource::Glci, note.clone());
+    }
     run.log(&job.name, LogSource::Glci, format!("Using docker image {}", image.name));
     ensure_image(run, job, &image.name)?;
 
