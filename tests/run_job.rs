@@ -455,3 +455,22 @@ fn a_job_without_image_uses_the_default_image_and_an_empty_service_is_left_out()
     let out = glci_run_home(dir.path(), home.path(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
 }
+
+#[test]
+fn a_delayed_job_waits_start_in_then_runs_and_says_so() {
+    images();
+    let yaml =
+        "later:\n  image: glci-test/busybox:e2e\n  when: delayed\n  start_in: 2 seconds\n  script:\n    - echo ran\n";
+    let dir = write_project(yaml);
+    let started = std::time::Instant::now();
+    let out = glci_run(dir.path(), &[]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(took >= std::time::Duration::from_secs(2), "ran after {took:?}");
+    let events = events(&out);
+    let notes = notes(&events, "later");
+    assert_eq!(notes.first().map(String::as_str), Some("Delayed job: starts in 2s (when: delayed)"), "{notes:#?}");
+    assert_eq!(trace(&events, "later").last().map(String::as_str), Some("ran"));
+    let finished = finished(&events, "later");
+    assert_eq!((finished["status"].as_str(), finished["delayed_ms"].as_u64()), (Some("success"), Some(2000)));
+}

@@ -162,6 +162,8 @@ pub struct RunKeys {
     /// The `coverage:` pattern, without its slashes (checked to compile).
     pub coverage: Option<String>,
     pub resource_group: Option<String>,
+    /// `when: delayed` + `start_in`: how long the job waits once it may run.
+    pub start_in: Option<Duration>,
     /// Keys GitLab accepts that mean nothing locally: one note each, `file:line: key: why`.
     pub notes: Vec<String>,
 }

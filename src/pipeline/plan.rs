@@ -125,6 +125,8 @@ pub struct PlannedJob {
     pub file_variables: Vec<(String, String)>,
     /// Said in the job's log when it starts (what was left out and why).
     pub notes: Vec<String>,
+    /// `when: delayed`: waits this long once it may run.
+    pub start_in: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -547,6 +549,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             resource_group: job.run_keys.resource_group.as_ref().map(|g| variables::expand(g, &lookup)),
             file_variables,
             notes,
+            start_in: job.run_keys.start_in,
         });
     }
     Ok(plan)

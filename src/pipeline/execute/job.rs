@@ -82,6 +82,7 @@ pub(crate) fn run_job(run: &Run<'_>, index: usize, slot: usize) -> JobReport {
             attempts: attempt,
             reason: result.reason,
             coverage: result.coverage,
+            delayed: None,
         };
     }
 }
