@@ -50,6 +50,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub docker: DockerConfig,
     pub gitlab: GitlabConfig,
+    pub run: RunConfig,
 }
 
 /// `[gitlab]`: the instance remote `include:`s are fetched from (issue 17).
@@ -105,6 +106,13 @@ pub struct DockerConfig {
     pub privileged: bool,
 }
 
+/// `[run]`: defaults of `glci run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The image of a job that names none (the runner's configured default image).
+    pub default_image: Option<String>,
+}
+
 /// A subject alternative name for the server certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum San {
@@ -158,6 +166,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             docker: DockerConfig::default(),
             gitlab: GitlabConfig::default(),
+            run: RunConfig::default(),
         }
     }
 }
@@ -336,6 +345,7 @@ impl Config {
             },
             docker: RenderDocker { privileged: self.docker.privileged },
             gitlab: RenderGitlab { url: self.gitlab.url.as_deref(), token: secret(&self.gitlab.token) },
+            run: RenderRun { default_image: self.run.default_image.as_deref() },
         };
         toml::to_string(&view).expect("strings, integers, booleans and string maps always serialize to TOML")
     }
@@ -541,7 +551,7 @@ struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "gitlab"];
+const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "gitlab", "run"];
 const GITLAB_KEYS: &[&str] = &["url", "token"];
 const REGISTRY_KEYS: &[&str] = &[
     "url",
@@ -558,6 +568,7 @@ const REGISTRY_KEYS: &[&str] = &[
 const UPSTREAM_KEYS: &[&str] = &["url", "username", "password"];
 const TLS_KEYS: &[&str] = &["extra_sans", "cert_validity"];
 const DOCKER_KEYS: &[&str] = &["privileged"];
+const RUN_KEYS: &[&str] = &["default_image"];
 
 impl Reader<'_> {
     fn config(&self, root: &Node) -> Result<Config, ConfigError> {
@@ -572,6 +583,7 @@ impl Reader<'_> {
                 "tls" => self.tls(&at, &mut config.tls)?,
                 "docker" => self.docker(&at, &mut config.docker)?,
                 "gitlab" => self.gitlab(&at, &mut config.gitlab)?,
+                "run" => self.run(&at, &mut config.run)?,
                 _ => return Err(self.unknown(&at, ROOT_KEYS)),
             }
         }
@@ -659,6 +671,22 @@ impl Reader<'_> {
                 }
                 "token" => gitlab.token = Some(Secret::new(self.string(&at)?)),
                 _ => return Err(self.unknown(&at, GITLAB_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, at: &At, run: &mut RunConfig) -> Result<(), ConfigError> {
+        for (name, at) in self.table(at)? {
+            match name {
+                "default_image" => {
+                    let image = self.string(&at)?;
+                    if image.trim().is_empty() {
+                        return Err(self.error_at(&at, "an image name, not an empty string"));
+                    }
+                    run.default_image = Some(image);
+                }
+                _ => return Err(self.unknown(&at, RUN_KEYS)),
             }
         }
         Ok(())
@@ -842,6 +870,7 @@ struct RenderConfig<'a> {
     tls: RenderTls,
     docker: RenderDocker,
     gitlab: RenderGitlab<'a>,
+    run: RenderRun<'a>,
 }
 
 #[derive(Serialize)]
@@ -887,6 +916,12 @@ struct RenderTls {
 #[derive(Serialize)]
 struct RenderDocker {
     privileged: bool,
+}
+
+#[derive(Serialize)]
+struct RenderRun<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_image: Option<&'a str>,
 }
 
 #[cfg(test)]
