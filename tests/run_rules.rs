@@ -170,3 +170,98 @@ fn rules_changes_errors_name_the_ref_and_the_flag() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--changes-against: `no-such-ref` is no commit"));
 }
+
+/// The `log` lines of `job`.
+fn log(out: &Output, job: &str) -> Vec<String> {
+    events(out)
+        .iter()
+        .filter(|e| e["event"] == "log" && e["job"] == job)
+        .map(|e| e["line"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const POLICY_PIPELINE: &str = "\
+default:
+  image: glci-test/busybox:e2e
+variables:
+  GLOBAL_A: a
+  GLOBAL_B: b
+workflow:
+  name: 'build of $CI_COMMIT_REF_NAME'
+  auto_cancel: {on_new_commit: interruptible}
+stages: [build, test]
+compile:
+  stage: build
+  parallel:
+    matrix:
+      - {OS: [linux, mac], ARCH: [x64, arm]}
+  script: [echo compiled $OS $ARCH]
+release-only:
+  stage: build
+  script: [echo release]
+  only: ['/^release\\/.*$/', tags]
+not-on-release:
+  stage: build
+  script: [echo not-release]
+  except:
+    refs: [/^release/]
+flagged:
+  stage: build
+  script: [echo flagged]
+  only:
+    variables: [$FLAG == \"on\"]
+k8s:
+  stage: build
+  script: [echo k8s]
+  only: {kubernetes: active}
+x64-tests:
+  stage: test
+  needs:
+    - job: compile
+      parallel:
+        matrix:
+          - {ARCH: x64}
+    - project: group/other
+      job: lib
+      ref: main
+  inherit:
+    variables: [GLOBAL_A]
+  script:
+    - echo \"A=${GLOBAL_A:-unset} B=${GLOBAL_B:-unset} name=$CI_PIPELINE_NAME\"
+  rules:
+    - if: $FLAG
+      needs: [flagged]
+    - when: on_success
+";
+
+#[test]
+fn only_except_inherit_matrix_selectors_and_rules_needs_on_a_branch() {
+    image();
+    let repo = Repo::new();
+    repo.write(".gitlab-ci.yml", POLICY_PIPELINE);
+    repo.sh("git add . && git commit -qm one && git checkout -qb release/2.0");
+    let out = repo.glci(&["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let want = [
+        "compile: [linux, arm]",
+        "compile: [linux, x64]",
+        "compile: [mac, arm]",
+        "compile: [mac, x64]",
+        "release-only",
+        "x64-tests",
+    ];
+    assert_eq!(finished_jobs(&out), want, "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("x64-tests.needs[1]: left out: `needs: project`"), "{}", show(&out));
+    assert!(log(&out, "x64-tests").contains(&"A=a B=unset name=build of release/2.0".to_string()), "{}", show(&out));
+    // The partial matrix selector: x64-tests needs the two x64 instances, and only those.
+    let out = repo.glci(&["--json", "x64-tests"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(finished_jobs(&out), ["compile: [linux, x64]", "compile: [mac, x64]", "x64-tests"], "{}", show(&out));
+
+    // On main with FLAG=on: the rule's needs replace the job's.
+    repo.sh("git checkout -q main");
+    let out = repo.glci(&["--json", "--env", "FLAG=on", "x64-tests"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(finished_jobs(&out), ["flagged", "x64-tests"], "only the rule's need runs with it\n{}", show(&out));
+}

@@ -126,6 +126,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         )));
     }
     let pipeline = parse::load(&file).map_err(|e| usage(e.to_string()))?;
+    for note in &pipeline.notes {
+        stderr_line(&format!("note: {note}"));
+    }
 
     let file_dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let project_dir = crate::git::toplevel(&file_dir).unwrap_or(file_dir);

@@ -2,6 +2,7 @@
 //! jobs (`plan`) → containers (`execute`).
 
 pub mod changes;
+pub mod decide;
 pub mod error;
 pub mod execute;
 pub mod glob;

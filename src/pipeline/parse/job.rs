@@ -1,11 +1,12 @@
 //! One job's map (after `include`, `extends` and `!reference`) → [`Job`], with `default:`
 //! applied; also reads `default:` itself into [`Defaults`]. Owns the list of job keys: which
 //! are used, which are accepted and ignored because they mean nothing locally (`cache`, `tags`,
-//! `environment`, ...), and which are refused with a hint (`only`/`except`, `trigger`,
-//! `secrets`). Also makes the instances of a `parallel:` job ([`instances`]). Pure.
+//! `environment`, ...), and which are refused with a hint (`trigger`, `secrets`). Also makes the instances of a `parallel:` job ([`instances`]). Pure.
 
 use std::time::Duration;
 
+use super::needs;
+use super::policy;
 use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
 use super::yaml::{Entry, Value};
 use crate::pipeline::error::PipelineError;
@@ -15,16 +16,18 @@ use crate::pipeline::model::{AllowFailure, Artifacts, Image, Instance, Job, Serv
 pub const DEFAULT_STAGE: &str = "test";
 
 /// Job keys glci reads.
-const USED_KEYS: [&str; 18] = [
+const USED_KEYS: [&str; 20] = [
     "after_script",
     "allow_failure",
     "artifacts",
     "before_script",
     "dependencies",
+    "except",
     "extends",
     "image",
     "inherit",
     "needs",
+    "only",
     "parallel",
     "retry",
     "rules",
@@ -58,7 +61,6 @@ const IGNORED_KEYS: [&str; 15] = [
 /// Job keys GitLab knows that glci refuses, and why.
 fn unsupported(key: &str) -> Option<&'static str> {
     Some(match key {
-        "only" | "except" => "`only`/`except` are not supported: use `rules` instead",
         "trigger" => "trigger jobs (downstream pipelines) cannot run locally: remove the job or hide it (`.name`)",
         "secrets" => "`secrets` (external secret providers) are not supported: pass values with --env",
         "run" => "`run` (CI steps) is not supported",
@@ -142,6 +144,12 @@ pub struct ParsedJob {
     pub dependencies_at: Vec<(usize, String)>,
     /// `parallel:`, until [`instances`] expands it.
     pub parallel: Option<Parallel>,
+    /// For each of `job.needs`: the `parallel: matrix` values it selects, with the job named.
+    pub needs_matrix: Vec<Option<(String, Combo)>>,
+    /// The matrix values of this instance of a `parallel: matrix` job.
+    pub matrix: Combo,
+    /// Notes on what was left out (`file:line: key: why`).
+    pub notes: Vec<String>,
 }
 
 /// A job's `parallel:`.
@@ -184,6 +192,9 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         timeout: None,
         retry: 0,
         instance: None,
+        inherit_variables: None,
+        only: None,
+        except: None,
     };
     let mut parsed = ParsedJob {
         job: job.clone(),
@@ -191,6 +202,9 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         needs_at: Vec::new(),
         dependencies_at: Vec::new(),
         parallel: None,
+        needs_matrix: Vec::new(),
+        matrix: Vec::new(),
+        notes: Vec::new(),
     };
     let mut own = Defaults::default();
     let mut script = None;
@@ -216,9 +230,11 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             }
             "variables" => job.variables = read::variables(&f)?,
             "needs" => {
-                let needs = read::needs(&f)?;
-                parsed.needs_at = needs.iter().map(|(_, line, key)| (*line, key.clone())).collect();
-                job.needs = Some(needs.into_iter().map(|(need, _, _)| need).collect());
+                let read = needs::needs(&f)?;
+                parsed.notes.extend(read.notes);
+                parsed.needs_at = read.needs.iter().map(|n| (n.line, n.key.clone())).collect();
+                parsed.needs_matrix = read.needs.iter().map(|n| n.matrix.clone()).collect();
+                job.needs = Some(read.needs.into_iter().map(|n| n.need).collect());
             }
             "dependencies" => {
                 let deps = read::dependencies(&f)?;
@@ -226,9 +242,11 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
                 job.dependencies = Some(deps.into_iter().map(|(dep, _, _)| dep).collect());
             }
             "rules" => job.rules = read::rules(&f, false)?,
+            "only" => job.only = Some(policy::policy(&f)?),
+            "except" => job.except = Some(policy::policy(&f)?),
             "when" => job.when = read::when(&f, WhenIn::Job)?,
             "allow_failure" => allow_failure = Some(read::allow_failure(&f)?),
-            "inherit" => inherit_default = inherit(&f)?,
+            "inherit" => (inherit_default, job.inherit_variables) = inherit(&f)?,
             "parallel" => parsed.parallel = Some(parallel(&f)?),
             "extends" => {}
             _ if IGNORED_KEYS.contains(&key) => {}
@@ -242,6 +260,14 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
                     }
                 };
                 return Err(f.error(message));
+            }
+        }
+    }
+    if !job.rules.is_empty() || map.get("rules").is_some() {
+        for key in ["only", "except"] {
+            if let Some(entry) = map.get(key) {
+                // GitLab: "config key may not be used with `rules`: only".
+                return Err(Field::entry(name, entry).error(format!("`{key}` may not be used with `rules`")));
             }
         }
     }
@@ -301,6 +327,7 @@ pub fn instances(mut parsed: ParsedJob) -> Vec<ParsedJob> {
     let mut out = Vec::with_capacity(named.len());
     for (index, (name, combo)) in (1..).zip(named) {
         let mut instance = parsed.clone();
+        instance.matrix = combo.clone();
         let job = &mut instance.job;
         job.name = name;
         job.instance = Some(Instance { base: base.clone(), index, total });
@@ -315,21 +342,29 @@ pub fn instances(mut parsed: ParsedJob) -> Vec<ParsedJob> {
     out
 }
 
-/// `inherit:`; returns which `default:` keys the job takes: `None` all of them (unchanged),
-/// `Some(None)` all, `Some(Some(list))` only those (an empty list for `default: false`).
-fn inherit(field: &Field) -> Result<Option<Option<Vec<String>>>, PipelineError> {
+/// Which `default:` keys and global variables a job takes.
+type Inherit = (Option<Option<Vec<String>>>, Option<Vec<String>>);
+
+/// `inherit:`; returns which `default:` keys the job takes (`None` all of them, unchanged;
+/// `Some(None)` all; `Some(Some(list))` only those, an empty list for `default: false`) and
+/// which global variables (`None` all; `Some(list)` only those, empty for `variables: false`).
+fn inherit(field: &Field) -> Result<Inherit, PipelineError> {
     field.check_keys(&["default", "variables"])?;
-    if let Some(variables) = field.get("variables")? {
-        if !matches!(variables.node.value, Value::Bool(true)) {
-            return Err(variables.error("`inherit: variables` is not supported yet (only `true`)"));
-        }
-    }
-    let Some(default) = field.get("default")? else {
-        return Ok(None);
+    let variables = match field.get("variables")? {
+        None => None,
+        Some(f) => match &f.node.value {
+            Value::Bool(true) => None,
+            Value::Bool(false) => Some(Vec::new()),
+            Value::Seq(_) => Some(f.strings()?),
+            _ => return Err(f.expected("true, false or a list of variable names")),
+        },
     };
-    match &default.node.value {
-        Value::Bool(true) => Ok(Some(None)),
-        Value::Bool(false) => Ok(Some(Some(Vec::new()))),
+    let Some(default) = field.get("default")? else {
+        return Ok((None, variables));
+    };
+    let default = match &default.node.value {
+        Value::Bool(true) => Some(None),
+        Value::Bool(false) => Some(Some(Vec::new())),
         Value::Seq(_) => {
             let keys = default.strings()?;
             if let Some(bad) =
@@ -337,10 +372,11 @@ fn inherit(field: &Field) -> Result<Option<Option<Vec<String>>>, PipelineError> 
             {
                 return Err(default.error(format!("`{bad}` is not a `default:` key")));
             }
-            Ok(Some(Some(keys)))
+            Some(Some(keys))
         }
-        _ => Err(default.expected("true, false or a list of default keys")),
-    }
+        _ => return Err(default.expected("true, false or a list of default keys")),
+    };
+    Ok((default, variables))
 }
 
 #[cfg(test)]
@@ -456,9 +492,14 @@ mod tests {
         let j = job_with("j:\n  script: x\n  inherit: {default: [image]}\n", &d).unwrap().job;
         assert_eq!((j.image.map(|i| i.name), j.before_script.len()), (Some("ruby".into()), 0));
         let j = job_with("j:\n  script: x\n  inherit: {default: true, variables: true}\n", &d).unwrap().job;
-        assert_eq!(j.before_script, ["setup"]);
-        let e = job_with("j:\n  script: x\n  inherit:\n    variables: false\n", &d).unwrap_err();
+        assert_eq!((j.before_script, j.inherit_variables), (vec!["setup".to_string()], None));
+        let j = job_with("j:\n  script: x\n  inherit:\n    variables: false\n", &d).unwrap().job;
+        assert_eq!((j.image.map(|i| i.name), j.inherit_variables), (Some("ruby".into()), Some(vec![])));
+        let j = job_with("j:\n  script: x\n  inherit: {variables: [A, B]}\n", &d).unwrap().job;
+        assert_eq!(j.inherit_variables, Some(vec!["A".to_string(), "B".to_string()]));
+        let e = job_with("j:\n  script: x\n  inherit:\n    variables: {A: 1}\n", &d).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (Some(4), "j.inherit.variables"));
+        assert!(e.message.contains("true, false or a list of variable names"), "{e}");
         let e = job_with("j:\n  script: x\n  inherit: {default: [imag]}\n", &d).unwrap_err();
         assert!(e.message.contains("`imag` is not a `default:` key"), "{e}");
     }
@@ -543,8 +584,8 @@ mod tests {
                 "build.scripts",
                 "unknown key (accepted: after_script, allow_failure",
             ),
-            ("build:\n  script: x\n  only: [main]\n", 3, "build.only", "use `rules` instead"),
-            ("build:\n  script: x\n  except: [main]\n", 3, "build.except", "use `rules` instead"),
+            ("build:\n  script: x\n  rules: []\n  only: [main]\n", 4, "build.only", "may not be used with `rules`"),
+            ("build:\n  script: x\n  except: [main]\n  rules: [{when: always}]\n", 3, "build.except", "with `rules`"),
             ("build:\n  script: x\n  parallel: 0\n", 3, "build.parallel", "`parallel` takes 1 to 200 jobs, not 0"),
             ("build:\n  script: x\n  parallel: 201\n", 3, "build.parallel", "takes 1 to 200 jobs, not 201"),
             ("build:\n  script: x\n  parallel: -2\n", 3, "build.parallel", "not -2"),
@@ -615,6 +656,6 @@ mod tests {
         }
         // The accepted list names the ignored keys too.
         let e = job_err("build:\n  script: x\n  scripts: y\n");
-        assert!(e.message.contains("tags") && e.message.contains("when") && !e.message.contains("only"), "{e}");
+        assert!(e.message.contains("tags") && e.message.contains("when") && !e.message.contains("trigger"), "{e}");
     }
 }
