@@ -126,6 +126,24 @@ pub fn changed_paths(dir: &Path, base: &str) -> Result<Vec<String>, String> {
     Ok(paths)
 }
 
+/// The files git tracks in the work tree at `dir` (relative, `/`-separated): what `cache:` and
+/// `artifacts: untracked` leave out. `None` outside a work tree.
+pub fn tracked_files(dir: &Path) -> Option<Vec<String>> {
+    let listing = git(dir, &["ls-files", "-z", "--cached"])?;
+    Some(listing.split('\0').filter(|p| !p.is_empty()).map(String::from).collect())
+}
+
+/// The commit that last changed `path` (relative to `dir`) when the work tree holds it as
+/// committed; `None` when it is untracked, modified or staged, or `dir` is no repository
+/// (GitLab's `cache: key: files` reads the last commit of each file).
+pub fn last_commit_if_clean(dir: &Path, path: &str) -> Option<String> {
+    let status = git(dir, &["status", "--porcelain", "--untracked-files=all", "--", path])?;
+    if !status.trim().is_empty() {
+        return None;
+    }
+    git(dir, &["log", "-1", "--format=%H", "--", path]).filter(|id| !id.is_empty())
+}
+
 /// `group/sub/project` out of a remote URL: `git@host:group/project.git`,
 /// `https://host/group/project.git`, `ssh://git@host:2222/group/project`.
 pub fn project_path_from_remote(url: &str) -> Option<String> {

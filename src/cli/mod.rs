@@ -1,6 +1,7 @@
 //! The command line: clap types and the one match that calls a function per subcommand.
 
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod output;
@@ -33,6 +34,9 @@ pub enum Command {
     Registry(registry::RegistryCommand),
     /// Print the effective configuration, secrets masked.
     Config,
+    /// The caches `cache:` keeps under $GLCI_HOME/cache: list, clear.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -60,6 +64,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => run::run(args, &config),
         Command::Serve(args) => serve::run(args, &config),
         Command::Registry(command) => registry::run(command, &config),
+        Command::Cache(command) => cache::run(command),
         Command::Config => {
             print_stdout(&config::run(&config));
             Ok(())

@@ -1,4 +1,4 @@
-//! `glci run`: flags → pipeline (`parse::load`) → plan (with git facts, `--env`, `--project`)
+//! `glci run`: flags → pipeline (`parse::load_with`, includes from the project) → plan (with git facts, `--env`, `--project`)
 //! → `execute`, its events rendered live on stdout (text or `--json`). SIGINT/SIGTERM cancel the
 //! run: jobs stop, every container and network of the run is removed; a second signal quits at
 //! once. Exit codes (cli/error.rs): 0 passed, 1 a job failed or the run was interrupted,
@@ -16,7 +16,7 @@ use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, proce
 use crate::mock;
 use crate::pipeline::execute::{self, Cancel, JobWiring, NoWiring, Options, PipelineStatus};
 use crate::pipeline::wiring::{self, Registry, RegistryWiring};
-use crate::pipeline::{changes, output, parse, plan, variables};
+use crate::pipeline::{changes, output, parse, plan, predefined, variables};
 use crate::secret::Secret;
 
 #[derive(Args, Debug)]
@@ -125,10 +125,6 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             args.file.display()
         )));
     }
-    let pipeline = parse::load(&file).map_err(|e| usage(e.to_string()))?;
-    for note in &pipeline.notes {
-        stderr_line(&format!("note: {note}"));
-    }
 
     let file_dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let project_dir = crate::git::toplevel(&file_dir).unwrap_or(file_dir);
@@ -194,6 +190,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         predefined,
         changes: Default::default(),
     };
+    let pipeline = load_pipeline(&file, &facts)?;
+    for note in &pipeline.notes {
+        stderr_line(&format!("note: {note}"));
+    }
     let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
     let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
     if let Some(at) = &plan.excluded_by_workflow {
@@ -234,7 +234,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         .parallel
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let options = Options { run_id: run_id.clone(), parallel, files, work_dir };
+    let cache_root = crate::pipeline::cache_store::root(&home);
+    let options = Options { run_id: run_id.clone(), parallel, files, work_dir, cache_root };
     let style =
         output::TextStyle::new(std::io::stdout().is_terminal(), plan.jobs.iter().map(|j| j.name.clone()).collect());
     let json = args.json;
@@ -327,6 +328,16 @@ fn changed_paths(
         out.against.insert(reference, paths);
     }
     Ok(out)
+}
+
+/// Parses the pipeline file; `include:` reads the project's files and sees the variables GitLab
+/// gives it.
+fn load_pipeline(file: &Path, facts: &plan::RunFacts) -> Result<crate::pipeline::model::Pipeline, CliError> {
+    let include_vars = predefined::include_variables(file, facts);
+    let lookup = |name: &str| include_vars.get(name).map(String::from);
+    let read = |path: &Path| std::fs::read_to_string(path);
+    let sources = parse::Sources { project: &facts.project_dir, read: &read, files: &facts.files, variables: &lookup };
+    parse::load_with(file, &sources).map_err(|e| usage(e.to_string()))
 }
 
 /// `--env-file` then `--env`, in order (later wins).

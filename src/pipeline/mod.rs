@@ -1,6 +1,8 @@
 //! Pipelines: `.gitlab-ci.yml` → model (`parse`, with `rules` expressions; `changes` clauses) → an ordered plan of
 //! jobs (`plan`) → containers (`execute`).
 
+pub mod cache;
+pub mod cache_store;
 pub mod changes;
 pub mod decide;
 pub mod error;

@@ -160,6 +160,8 @@ pub struct Job {
     /// `only:` / `except:` (never together with `rules`).
     pub only: Option<Policy>,
     pub except: Option<Policy>,
+    /// `cache:` (its own or `default:`'s), up to four.
+    pub cache: Vec<Cache>,
 }
 
 /// `only:` or `except:`: the array form is `refs`; each key present is one condition (`only`
@@ -198,4 +200,40 @@ impl Pipeline {
     pub fn stage_index(&self, stage: &str) -> Option<usize> {
         self.stages.iter().position(|s| s == stage)
     }
+}
+
+/// How a cache is used: restored and saved (`pull-push`, GitLab's default), only restored, only
+/// saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CachePolicy {
+    PullPush,
+    Pull,
+    Push,
+}
+
+/// `cache: key:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheKey {
+    /// A string, variables not yet expanded (`default` when the key is left out).
+    Name(String),
+    /// `key: {files: [..], prefix}`: from the last commits of up to two files (`cache_key`).
+    Files { files: Vec<String>, prefix: Option<String> },
+}
+
+/// One entry of a job's `cache:` (GitLab allows up to four).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cache {
+    pub key: CacheKey,
+    /// Relative to the project dir; globs (`*`, `**`, `?`) allowed.
+    pub paths: Vec<String>,
+    /// Also every file of the build dir git does not track.
+    pub untracked: bool,
+    /// As written: a policy, or a variable (`$POLICY`) `plan` expands and checks.
+    pub policy: String,
+    pub when: ArtifactsWhen,
+    /// Tried in order when `key` has no cache; `CACHE_FALLBACK_KEY` comes after them.
+    pub fallback_keys: Vec<String>,
+    /// Accepted: there are no protected branches locally.
+    pub unprotect: bool,
+    pub location: Location,
 }

@@ -9,10 +9,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::cache;
 pub use super::changes::ChangedPaths;
 use super::decide;
 use super::error::PipelineError;
-use super::model::{AllowFailure, Artifacts, Image, Job, Location, Need, Pipeline, Service, Variable, When};
+use super::model::{AllowFailure, Artifacts, Cache, Image, Job, Location, Need, Pipeline, Service, Variable, When};
 use super::predefined::{job_predefined, pipeline_variables};
 pub use super::predefined::{project_path_from_dir, validate_project_path};
 use super::variables::{self, VarSet};
@@ -115,6 +116,8 @@ pub struct PlannedJob {
     /// Extra attempts after a failure (0–2).
     pub retry: u32,
     pub artifacts: Option<Artifacts>,
+    /// `cache:` with variables expanded (`pipeline::cache::expand`).
+    pub cache: Vec<Cache>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -426,6 +429,14 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
                 .collect(),
             (None, None) => waits_for.clone(),
         };
+        let cache = job
+            .cache
+            .iter()
+            .map(|c| {
+                cache::expand(c, &lookup, &plan.project_dir_in_job)
+                    .map_err(|why| error_at(&c.location, format!("{}.cache.policy", job.name), why))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         // Earlier jobs' artifacts first: a later job's files win where both have one.
         let mut artifacts_from = artifacts_from;
         artifacts_from.sort_unstable();
@@ -450,6 +461,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             timeout: job.timeout.unwrap_or(DEFAULT_TIMEOUT),
             retry: job.retry.min(MAX_RETRY),
             artifacts: job.artifacts.as_ref().map(|a| expand_artifacts(a, &lookup, &plan.project_dir_in_job)),
+            cache,
         });
     }
     Ok(plan)

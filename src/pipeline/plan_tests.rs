@@ -33,6 +33,7 @@ fn job(name: &str, stage: &str) -> Job {
         inherit_variables: None,
         only: None,
         except: None,
+        cache: Vec::new(),
     }
 }
 

@@ -10,6 +10,37 @@ use super::variables::{self, VarSet};
 
 /// The predefined variables of the pipeline (GitLab's names and meanings).
 pub fn pipeline_variables(pipeline: &Pipeline, facts: &RunFacts) -> VarSet {
+    variables_of_config(&pipeline.file, facts)
+}
+
+/// Predefined variables GitLab gives a pipeline only once it exists, or a job only: `include`
+/// cannot use them ("Use variables with include"; gitlab-org/gitlab#467540).
+const NOT_IN_INCLUDE: [&str; 8] = [
+    "CI_PIPELINE_ID",
+    "CI_PIPELINE_IID",
+    "CI_PIPELINE_URL",
+    "CI_PIPELINE_CREATED_AT",
+    "CI_REGISTRY_USER",
+    "CI_REGISTRY_PASSWORD",
+    "CI_JOB_TOKEN",
+    "DOCKER_AUTH_CONFIG",
+];
+
+/// The variables `include:` (paths, `rules: if`) sees for the pipeline file `config_file`: the
+/// predefined ones it may use, then the command line's (`--env-file`, `--env`: the project and
+/// pipeline variables of a local run). Never the file's own `variables:`.
+pub fn include_variables(config_file: &Path, facts: &RunFacts) -> VarSet {
+    let mut v = variables_of_config(config_file, facts);
+    for name in NOT_IN_INCLUDE {
+        v.remove(name);
+    }
+    for (name, value) in &facts.cli_variables {
+        v.set(name, value.clone());
+    }
+    v
+}
+
+fn variables_of_config(config_file: &Path, facts: &RunFacts) -> VarSet {
     let mut v = VarSet::new();
     let path = facts.project_path.as_str();
     let (namespace, name) = path.rsplit_once('/').unwrap_or(("", path));
@@ -21,8 +52,7 @@ pub fn pipeline_variables(pipeline: &Pipeline, facts: &RunFacts) -> VarSet {
     let default_branch = facts.git.default_branch.clone().unwrap_or_else(|| "main".into());
     let branch = facts.git.branch.clone();
     let ref_name = branch.clone().unwrap_or_else(|| sha.chars().take(8).collect());
-    let config_path = pipeline
-        .file
+    let config_path = config_file
         .strip_prefix(&facts.project_dir)
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| ".gitlab-ci.yml".into());

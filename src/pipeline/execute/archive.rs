@@ -207,6 +207,8 @@ pub struct ArtifactWriter<W: Write> {
     written: BTreeSet<String>,
     /// Files (not directories) written.
     pub files: usize,
+    /// Bytes of the regular files written.
+    pub bytes: u64,
 }
 
 impl<W: Write> ArtifactWriter<W> {
@@ -217,6 +219,7 @@ impl<W: Write> ArtifactWriter<W> {
             dirs: BTreeSet::new(),
             written: BTreeSet::new(),
             files: 0,
+            bytes: 0,
         }
     }
 
@@ -224,6 +227,17 @@ impl<W: Write> ArtifactWriter<W> {
     /// names start with the source's last component, or `./` for the project itself) that are
     /// artifacts.
     pub fn add_stream(&mut self, input: &mut dyn Read, source: &str, artifacts: &Artifacts) -> io::Result<()> {
+        self.add_filtered(input, source, &mut |rel, _, _| is_artifact(artifacts, rel))
+    }
+
+    /// Like [`ArtifactWriter::add_stream`], keeping the entries `keep(rel, is_dir, symlink
+    /// target)` accepts (`rel` relative to the project).
+    pub fn add_filtered(
+        &mut self,
+        input: &mut dyn Read,
+        source: &str,
+        keep: &mut dyn FnMut(&str, bool, Option<&str>) -> bool,
+    ) -> io::Result<()> {
         let parent = match source.rsplit_once('/') {
             Some((parent, _)) => parent.to_string(),
             None => String::new(),
@@ -237,10 +251,16 @@ impl<W: Write> ArtifactWriter<W> {
                 continue;
             }
             let rel = if parent.is_empty() { name.to_string() } else { format!("{parent}/{name}") };
-            if !is_artifact(artifacts, &rel) || !self.written.insert(rel.clone()) {
+            let link = match entry.header().entry_type() {
+                EntryType::Symlink => entry.link_name()?.map(|l| l.to_string_lossy().into_owned()),
+                _ => None,
+            };
+            let is_dir = entry.header().entry_type().is_dir();
+            if self.written.contains(&rel) || !keep(&rel, is_dir, link.as_deref()) {
                 continue;
             }
-            let target = format!("{}/{rel}", self.prefix);
+            self.written.insert(rel.clone());
+            let target = self.under_prefix(&rel);
             ensure_parents(&mut self.builder, &target, &mut self.dirs)?;
             let mut header = entry.header().clone();
             match header.entry_type() {
@@ -249,8 +269,7 @@ impl<W: Write> ArtifactWriter<W> {
                 }
                 EntryType::Directory => {}
                 EntryType::Symlink => {
-                    let link = entry.link_name()?.map(|l| l.into_owned()).unwrap_or_default();
-                    self.builder.append_link(&mut header, &target, link)?;
+                    self.builder.append_link(&mut header, &target, link.unwrap_or_default())?;
                     self.files += 1;
                 }
                 EntryType::Link => {
@@ -258,10 +277,11 @@ impl<W: Write> ArtifactWriter<W> {
                     let link = entry.link_name()?.map(|l| l.to_string_lossy().replace('\\', "/")).unwrap_or_default();
                     let link = link.trim_start_matches("./");
                     let link = if parent.is_empty() { link.to_string() } else { format!("{parent}/{link}") };
-                    self.builder.append_link(&mut header, &target, format!("{}/{link}", self.prefix))?;
+                    self.builder.append_link(&mut header, &target, self.under_prefix(&link))?;
                     self.files += 1;
                 }
                 EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                    self.bytes += header.size().unwrap_or(0);
                     self.builder.append_data(&mut header, &target, &mut entry)?;
                     self.files += 1;
                 }
@@ -269,6 +289,14 @@ impl<W: Write> ArtifactWriter<W> {
             }
         }
         Ok(())
+    }
+
+    fn under_prefix(&self, rel: &str) -> String {
+        if self.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        }
     }
 
     pub fn finish(self) -> io::Result<W> {

@@ -1,8 +1,9 @@
 //! One job: its attempts (`retry`), each in a container of its own: image pulled when missing,
 //! services started as sidecars on a network of the job's (with their aliases), the project and
-//! the artifacts it depends on copied in, `before_script` + `script` run by `sh` under a
-//! watchdog (timeout, interrupt), `after_script` in a fresh shell of the same container, then
-//! artifacts collected. Every container and network it made is removed before it returns.
+//! the artifacts it depends on copied in, `cache:` restored (`execute::cache`), `before_script` and
+//! `script` run by the image's shell (bash, else sh: `script::shell_command`) under a watchdog
+//! (timeout, interrupt), `after_script` in a fresh shell of the same container, the cache saved,
+//! then artifacts collected. Every container and network it made is removed before it returns.
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{after, select};
 
 use super::archive::{self, ArtifactWriter, ExtraFile};
+use super::cache;
 use super::script;
 use super::{failure_allowed, JobReport, JobStatus, LogSource, Run, Wiring};
 use crate::docker::{self, ContainerSpec};
@@ -171,7 +173,7 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
         network,
         network_aliases: Vec::new(),
         entrypoint: image.entrypoint.clone(),
-        command: vec!["sh".into(), script::SCRIPT_PATH.into()],
+        command: script::shell_command(),
         env_file: Some(env_file),
         privileged: wiring.privileged,
     };
@@ -182,8 +184,9 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
     let project_dir = &run.plan.project_dir_in_job;
     let mut step_commands = job.before_script.clone();
     step_commands.extend(job.script.iter().cloned());
-    let step = script::render(&variables, &[], project_dir, &step_commands);
+    let step = script::render(&variables, &[("CI_JOB_STATUS", "running")], project_dir, None, &step_commands);
     copy_in_project(run, job, &container, &wiring, step)?;
+    cache::restore(run, job, &container);
     copy_in_artifacts(run, job, &container)?;
     if run.cancel.is_canceled() {
         return Ok(Attempt::canceled());
@@ -201,8 +204,13 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
 
     if !job.after_script.is_empty() {
         let status = if attempt.status == JobStatus::Success { "success" } else { "failed" };
-        let after = script::render(&variables, &[("CI_JOB_STATUS", status)], project_dir, &job.after_script);
-        run.log(&job.name, LogSource::Glci, "Running after_script");
+        let after = script::render(
+            &variables,
+            &[("CI_JOB_STATUS", status)],
+            project_dir,
+            Some("Running after script..."),
+            &job.after_script,
+        );
         copy_files(&container, &[script_file(after)])?;
         match run_phase(run, &job.name, &container, AFTER_SCRIPT_TIMEOUT)? {
             Phase::Exited(0) => {}
@@ -220,6 +228,7 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
         }
     }
 
+    cache::save(run, job, &container, attempt.status);
     if let Some(spec) = &job.artifacts {
         let wanted = match spec.when {
             ArtifactsWhen::OnSuccess => attempt.status == JobStatus::Success,

@@ -6,6 +6,7 @@
 //! The registry wiring (a later issue) plugs in through [`JobWiring`].
 
 mod archive;
+mod cache;
 mod job;
 mod script;
 
@@ -76,6 +77,8 @@ pub struct Options {
     pub files: Vec<String>,
     /// Where artifacts and env files live during the run; removed at the end.
     pub work_dir: PathBuf,
+    /// `cache_store::root`: the caches of every project (`$GLCI_HOME/cache`).
+    pub cache_root: PathBuf,
 }
 
 /// A job's end state, as GitLab names them.

@@ -1,26 +1,29 @@
 //! One job's map (after `include`, `extends` and `!reference`) → [`Job`], with `default:`
 //! applied; also reads `default:` itself into [`Defaults`]. Owns the list of job keys: which
-//! are used, which are accepted and ignored because they mean nothing locally (`cache`, `tags`,
-//! `environment`, ...), and which are refused with a hint (`trigger`, `secrets`). Also makes the instances of a `parallel:` job ([`instances`]). Pure.
+//! are used, which are accepted and ignored because they mean nothing locally (`tags`,
+//! `environment`, ...), and which are refused with a hint (`trigger`, `secrets`). Also makes
+//! the instances of a `parallel:` job ([`instances`]). Pure.
 
 use std::time::Duration;
 
+use super::cache;
 use super::needs;
 use super::policy;
 use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
 use super::yaml::{Entry, Value};
 use crate::pipeline::error::PipelineError;
-use crate::pipeline::model::{AllowFailure, Artifacts, Image, Instance, Job, Service, Variable, When};
+use crate::pipeline::model::{AllowFailure, Artifacts, Cache, Image, Instance, Job, Service, Variable, When};
 
 /// The stage of a job without `stage:`.
 pub const DEFAULT_STAGE: &str = "test";
 
 /// Job keys glci reads.
-const USED_KEYS: [&str; 20] = [
+const USED_KEYS: [&str; 21] = [
     "after_script",
     "allow_failure",
     "artifacts",
     "before_script",
+    "cache",
     "dependencies",
     "except",
     "extends",
@@ -40,8 +43,7 @@ const USED_KEYS: [&str; 20] = [
 ];
 
 /// Job keys accepted and ignored: they have no local meaning.
-const IGNORED_KEYS: [&str; 15] = [
-    "cache",
+const IGNORED_KEYS: [&str; 14] = [
     "coverage",
     "dast_configuration",
     "environment",
@@ -69,8 +71,9 @@ fn unsupported(key: &str) -> Option<&'static str> {
 }
 
 /// `default:` keys glci reads, then those accepted and ignored.
-const DEFAULT_KEYS: [&str; 7] = ["after_script", "artifacts", "before_script", "image", "retry", "services", "timeout"];
-const DEFAULT_IGNORED_KEYS: [&str; 6] = ["cache", "hooks", "id_tokens", "identity", "interruptible", "tags"];
+const DEFAULT_KEYS: [&str; 8] =
+    ["after_script", "artifacts", "before_script", "cache", "image", "retry", "services", "timeout"];
+const DEFAULT_IGNORED_KEYS: [&str; 5] = ["hooks", "id_tokens", "identity", "interruptible", "tags"];
 
 /// `default:` (and the deprecated top-level `image`, `services`, `before_script`,
 /// `after_script`), typed. A job takes each value it does not set itself (no deep merge).
@@ -83,6 +86,7 @@ pub struct Defaults {
     pub artifacts: Option<Artifacts>,
     pub timeout: Option<Duration>,
     pub retry: Option<u32>,
+    pub cache: Option<Vec<Cache>>,
 }
 
 impl Defaults {
@@ -109,6 +113,7 @@ impl Defaults {
             "artifacts" => self.artifacts = Some(read::artifacts(field)?),
             "timeout" => self.timeout = Some(read::timeout(field)?),
             "retry" => self.retry = Some(read::retry(field)?),
+            "cache" => self.cache = Some(cache::caches(field)?),
             _ => {}
         }
         Ok(())
@@ -128,6 +133,7 @@ impl Defaults {
             artifacts: self.artifacts.clone().filter(|_| has("artifacts")),
             timeout: self.timeout.filter(|_| has("timeout")),
             retry: self.retry.filter(|_| has("retry")),
+            cache: self.cache.clone().filter(|_| has("cache")),
         }
     }
 }
@@ -195,6 +201,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         inherit_variables: None,
         only: None,
         except: None,
+        cache: Vec::new(),
     };
     let mut parsed = ParsedJob {
         job: job.clone(),
@@ -221,7 +228,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
                 }
                 script = Some(lines);
             }
-            "image" | "services" | "before_script" | "after_script" | "artifacts" | "timeout" | "retry" => {
+            "image" | "services" | "before_script" | "after_script" | "artifacts" | "timeout" | "retry" | "cache" => {
                 own.set(key, &f)?;
             }
             "stage" => {
@@ -288,6 +295,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
     job.artifacts = own.artifacts.or(inherited.artifacts);
     job.timeout = own.timeout.or(inherited.timeout);
     job.retry = own.retry.or(inherited.retry).unwrap_or(0);
+    job.cache = own.cache.or(inherited.cache).unwrap_or_default();
     // GitLab: a manual job may fail unless it says otherwise.
     job.allow_failure =
         allow_failure.unwrap_or(if job.when == When::Manual { AllowFailure::Yes } else { AllowFailure::No });
@@ -502,6 +510,24 @@ mod tests {
         assert!(e.message.contains("true, false or a list of variable names"), "{e}");
         let e = job_with("j:\n  script: x\n  inherit: {default: [imag]}\n", &d).unwrap_err();
         assert!(e.message.contains("`imag` is not a `default:` key"), "{e}");
+    }
+
+    #[test]
+    fn cache_from_default_unless_the_job_sets_or_refuses_it() {
+        let d = defaults("default:\n  image: ruby\n  cache: {key: deps, paths: [vendor/]}\n");
+        let j = job_with("j:\n  script: x\n", &d).unwrap().job;
+        assert_eq!(j.cache.len(), 1);
+        assert_eq!(j.cache[0].paths, ["vendor/"]);
+        let j = job_with("j:\n  script: x\n  cache: [{paths: [a]}, {key: b, paths: [b]}]\n", &d).unwrap().job;
+        assert_eq!(j.cache.len(), 2);
+        let j = job_with("j:\n  script: x\n  cache: []\n", &d).unwrap().job;
+        assert!(j.cache.is_empty());
+        let j = job_with("j:\n  script: x\n  inherit: {default: [image]}\n", &d).unwrap().job;
+        assert!(j.cache.is_empty());
+        let j = job_with("j:\n  script: x\n  inherit: {default: [cache]}\n", &d).unwrap().job;
+        assert_eq!(j.cache.len(), 1);
+        let e = job_with("j:\n  script: x\n  cache: {key: ../../x}\n", &d).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(3), "j.cache.key"));
     }
 
     #[test]
