@@ -265,3 +265,75 @@ fn only_except_inherit_matrix_selectors_and_rules_needs_on_a_branch() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     assert_eq!(finished_jobs(&out), ["flagged", "x64-tests"], "only the rule's need runs with it\n{}", show(&out));
 }
+
+#[test]
+fn list_shows_every_job_and_why_and_preview_the_composed_configuration() {
+    let repo = Repo::new();
+    repo.write(
+        ".gitlab-ci.yml",
+        "include: ci/t.yml\nworkflow:\n  name: demo $CI_COMMIT_REF_NAME\n.base:\n  image: alpine\n  script: [echo base]\n\
+         build:\n  extends: .base\n  rules:\n    - changes: [src/**/*]\n      when: manual\n    - when: never\n\
+         test:\n  extends: .base\n  needs: [{job: tmpl-job, optional: true}]\n  allow_failure: {exit_codes: [3]}\n  \
+         script: [!reference [.base, script], 'echo \"a: b\"']\n\
+         tagged:\n  extends: .base\n  only: [tags]\n",
+    );
+    repo.write("ci/t.yml", "tmpl-job:\n  image: busybox\n  script: [echo t]\n  except: [/^fix-/]\n");
+    repo.write("src/a.c", "int a;\n");
+    repo.sh("git add . && git commit -qm one && echo docs > README && git add README && git commit -qm two");
+
+    let out = repo.glci(&["--list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let file = repo.path().join(".gitlab-ci.yml");
+    let canonical = file.canonicalize().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "Pipeline: demo main\n\
+             JOB       STAGE  WHEN        ALLOW_FAILURE  NEEDS          IN PIPELINE\n\
+             tmpl-job  test   on_success  false          (stage order)  yes: except does not exclude it\n\
+             build     test   never       false          (stage order)  no: rule 2 ({}:12) matched\n\
+             test      test   on_success  exit codes 3   tmpl-job       yes: no rules\n\
+             tagged    test   never       false          (stage order)  no: only: refs [tags] (branch `main`, source push)\n",
+            canonical.display()
+        ),
+        "{}",
+        show(&out)
+    );
+    repo.sh("git checkout -qb fix-1 && echo 'int b;' >> src/a.c");
+    let out = repo.glci(&["--list", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let jobs = events(&out);
+    let by_name = |name: &str| jobs.iter().find(|j| j["job"] == name).unwrap().clone();
+    assert_eq!(
+        (by_name("build")["when"].as_str(), by_name("build")["included"].as_bool()),
+        (Some("manual"), Some(true))
+    );
+    assert_eq!(by_name("tmpl-job")["reason"], "except: refs [/^fix-/] (branch `fix-1`, source push)");
+    assert_eq!(by_name("test")["allow_failure"], serde_json::json!({"exit_codes": [3]}));
+    assert_eq!(by_name("test")["needs"], serde_json::json!(["tmpl-job"]));
+
+    let out = repo.glci(&["--preview"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let yaml = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(yaml.starts_with("---\ntmpl-job:\n  image: busybox\n"), "included jobs first: {yaml}");
+    assert!(
+        yaml.contains(
+            "\ntest:\n  image: alpine\n  script:\n  -\n    - echo base\n  - \"echo \\\"a: b\\\"\"\n  extends: .base\n"
+        ),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("include"), "{yaml}");
+    let out = repo.glci(&["--preview", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let value: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["build"]["image"], "alpine");
+    assert_eq!(value[".base"]["script"], serde_json::json!(["echo base"]));
+
+    // A broken pipeline is an error for both, as for a run.
+    repo.write(".gitlab-ci.yml", "j:\n  image: x\n  script: [echo]\n  needs: [nope]\n");
+    for flag in ["--list", "--preview"] {
+        let out = repo.glci(&[flag]);
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(":4: j.needs[0]: `nope` is not a job"), "{}", show(&out));
+    }
+}

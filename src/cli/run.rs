@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{print_stdout, CliError};
+use super::{composed, print_stdout, CliError};
 use crate::auth::Auth;
 use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, process_env, Config};
 use crate::mock;
@@ -69,6 +69,14 @@ pub struct RunArgs {
     /// merge base with the default branch; on the default branch, the previous commit].
     #[arg(long, value_name = "REF")]
     pub changes_against: Option<String>,
+    /// List every job (stage, when, needs, allow_failure, whether its rules keep it and why)
+    /// instead of running the pipeline; with --json one object per line.
+    #[arg(long, conflicts_with = "preview")]
+    pub list: bool,
+    /// Print the composed configuration (includes merged, extends and !reference resolved) as
+    /// GitLab's full configuration view shows it, instead of running; --json prints it as JSON.
+    #[arg(long)]
+    pub preview: bool,
 }
 
 fn usage(message: impl Into<String>) -> CliError {
@@ -190,18 +198,27 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         predefined,
         changes: Default::default(),
     };
+    if args.preview {
+        return preview(&file, &facts, args.json);
+    }
     let pipeline = load_pipeline(&file, &facts)?;
     for note in &pipeline.notes {
         stderr_line(&format!("note: {note}"));
     }
     let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
     let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
+    if args.list {
+        print_stdout(&if args.json { composed::list_json(&plan) } else { composed::list_text(&plan) });
+    }
     if let Some(at) = &plan.excluded_by_workflow {
         stderr_line(&format!(
             "no pipeline: `workflow: rules` ({}:{}) do not let this one run",
             at.file.display(),
             at.line.max(1)
         ));
+        return Ok(());
+    }
+    if args.list {
         return Ok(());
     }
     if plan.jobs.is_empty() {
@@ -332,6 +349,17 @@ fn changed_paths(
 
 /// Parses the pipeline file; `include:` reads the project's files and sees the variables GitLab
 /// gives it.
+/// `--preview`: the composed configuration on stdout, YAML or JSON.
+fn preview(file: &Path, facts: &plan::RunFacts, json: bool) -> Result<(), CliError> {
+    let include_vars = predefined::include_variables(file, facts);
+    let lookup = |name: &str| include_vars.get(name).map(String::from);
+    let read = |path: &Path| std::fs::read_to_string(path);
+    let sources = parse::Sources { project: &facts.project_dir, read: &read, files: &facts.files, variables: &lookup };
+    let (yaml, value) = parse::preview(file, &sources).map_err(|e| usage(e.to_string()))?;
+    print_stdout(&if json { format!("{value}\n") } else { yaml });
+    Ok(())
+}
+
 fn load_pipeline(file: &Path, facts: &plan::RunFacts) -> Result<crate::pipeline::model::Pipeline, CliError> {
     let include_vars = predefined::include_variables(file, facts);
     let lookup = |name: &str| include_vars.get(name).map(String::from);

@@ -19,6 +19,7 @@ mod include;
 mod job;
 mod needs;
 mod policy;
+mod preview;
 mod read;
 mod yaml;
 
@@ -83,11 +84,24 @@ pub fn parse_with(text: &str, file: &Path, read: Read) -> Result<Pipeline, Pipel
 
 /// Parses `text` as if read from `file`, its includes resolved through `sources`.
 pub fn parse_sources(text: &str, file: &Path, sources: &Sources) -> Result<Pipeline, PipelineError> {
+    build(&composed(text, file, sources)?, file)
+}
+
+fn composed(text: &str, file: &Path, sources: &Sources) -> Result<Map, PipelineError> {
     let name: Rc<Path> = Rc::from(file);
     let root = yaml::load(text, &name)?;
     let map = include::includes(root, sources)?;
-    let map = compose::references(compose::extends(map)?)?;
-    build(&map, file)
+    compose::references(compose::extends(map)?)
+}
+
+/// The composed configuration of `file` (includes merged, `extends` and `!reference`
+/// resolved), as GitLab's full-configuration YAML and as JSON; checked as [`load_with`] checks
+/// it, so a broken pipeline is an error here too.
+pub fn preview(file: &Path, sources: &Sources) -> Result<(String, serde_json::Value), PipelineError> {
+    let text = fs::read_to_string(file).map_err(|e| PipelineError::whole_file(file, format!("cannot read: {e}")))?;
+    let map = composed(&text, file, sources)?;
+    build(&map, file)?;
+    Ok((preview::yaml(&map), preview::json(&map)))
 }
 
 fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
