@@ -162,6 +162,30 @@ pub struct Job {
     pub except: Option<Policy>,
     /// `cache:` (its own or `default:`'s), up to four.
     pub cache: Vec<Cache>,
+    /// `environment`, `coverage`, `resource_group` (issue 15).
+    pub run_keys: RunKeys,
+}
+
+/// The job keys that shape how a job runs, not what it runs (issue 15).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunKeys {
+    pub environment: Option<Environment>,
+    /// The `coverage:` pattern, without its slashes (checked to compile).
+    pub coverage: Option<String>,
+    pub resource_group: Option<String>,
+    /// Keys GitLab accepts that mean nothing locally: one note each, `file:line: key: why`.
+    pub notes: Vec<String>,
+}
+
+/// `environment:`, not yet expanded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    pub name: String,
+    pub url: Option<String>,
+    /// `start` (GitLab's default) when `None`.
+    pub action: Option<String>,
+    /// `deployment_tier`; guessed from the name when `None`, as GitLab does.
+    pub tier: Option<String>,
 }
 
 /// `only:` or `except:`: the array form is `refs`; each key present is one condition (`only`

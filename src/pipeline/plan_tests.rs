@@ -34,6 +34,7 @@ fn job(name: &str, stage: &str) -> Job {
         only: None,
         except: None,
         cache: Vec::new(),
+        run_keys: Default::default(),
     }
 }
 
@@ -89,6 +90,7 @@ fn facts() -> RunFacts {
         pipeline_id: 42,
         predefined: vec![],
         changes: Default::default(),
+        ..Default::default()
     }
 }
 
