@@ -337,3 +337,43 @@ fn list_shows_every_job_and_why_and_preview_the_composed_configuration() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(":4: j.needs[0]: `nope` is not a job"), "{}", show(&out));
     }
 }
+
+#[test]
+fn trigger_project_jobs_are_skipped_with_the_reason_and_their_needs_dropped() {
+    image();
+    let repo = Repo::new();
+    repo.write(
+        ".gitlab-ci.yml",
+        "stages: [build, deploy]\nbuild:\n  stage: build\n  image: glci-test/busybox:e2e\n  script: [echo built]\n\
+         downstream:\n  stage: build\n  trigger:\n    project: group/deployer\n    strategy: depend\n\
+         after:\n  stage: deploy\n  image: glci-test/busybox:e2e\n  needs: [build, downstream]\n  script: [echo after]\n",
+    );
+    repo.sh("git add . && git commit -qm one");
+    let out = repo.glci(&["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(finished_jobs(&out), ["after", "build"], "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            ".gitlab-ci.yml:6: downstream: trigger: project `group/deployer`: skipped, multi-project pipelines are \
+             not run locally"
+        ),
+        "{}",
+        show(&out)
+    );
+    let out = repo.glci(&["--list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no: trigger: project `group/deployer`: skipped"),
+        "{}",
+        show(&out)
+    );
+
+    repo.write(".gitlab-ci.yml", "child:\n  trigger:\n    include: child.yml\n");
+    let out = repo.glci(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":3: child.trigger.include: child pipelines"),
+        "{}",
+        show(&out)
+    );
+}

@@ -123,6 +123,7 @@ mod tests {
             excluded_by_workflow: None,
             name: Some("nightly".into()),
             decisions,
+            notes: vec![],
         }
     }
 

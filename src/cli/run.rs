@@ -239,6 +239,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     }
     let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
     let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
+    for note in &plan.notes {
+        stderr_line(&format!("note: {note}"));
+    }
     if args.list {
         print_stdout(&if args.json { composed::list_json(&plan) } else { composed::list_text(&plan) });
     }

@@ -30,11 +30,28 @@ fn error_at(location: &Location, key: impl Into<String>, message: impl Into<Stri
     PipelineError::new(&location.file, location.line.max(1), key, message)
 }
 
-/// Decides `job` with its variables `vars`. Without `rules`, a job has GitLab's default
+/// Decides `job` with its variables `vars`: [`job_rules`], then a `trigger: project` job that
+/// they keep is left out with the reason (a multi-project pipeline is not run locally).
+pub fn job(job: &Job, vars: &VarSet, facts: &RunFacts, workflow_rules: bool) -> Result<Decision, PipelineError> {
+    let decision = job_rules(job, vars, facts, workflow_rules)?;
+    match &job.trigger {
+        Some(project) if decision.when != When::Never => Ok(Decision {
+            when: When::Never,
+            reason: format!(
+                "trigger: project `{project}`: skipped, multi-project pipelines are not run locally ({})",
+                decision.reason
+            ),
+            ..decision
+        }),
+        _ => Ok(decision),
+    }
+}
+
+/// What `rules` or `only`/`except` decide for `job`. Without `rules`, a job has GitLab's default
 /// `only: [branches, tags]` unless it writes `only` or the pipeline has `workflow: rules`
 /// (`Entry::Job#compose!` drops the defaults then), so by default a merge request pipeline
 /// holds only the jobs that ask for it.
-pub fn job(job: &Job, vars: &VarSet, facts: &RunFacts, workflow_rules: bool) -> Result<Decision, PipelineError> {
+fn job_rules(job: &Job, vars: &VarSet, facts: &RunFacts, workflow_rules: bool) -> Result<Decision, PipelineError> {
     let own = |reason: String| Decision {
         when: job.when,
         allow_failure: job.allow_failure.clone(),

@@ -164,6 +164,9 @@ pub struct Job {
     pub cache: Vec<Cache>,
     /// `environment`, `coverage`, `resource_group` (issue 15).
     pub run_keys: RunKeys,
+    /// `trigger: project` (a multi-project pipeline): the downstream project's path. Such a job
+    /// runs no container; `decide` leaves it out with the reason.
+    pub trigger: Option<String>,
 }
 
 /// The job keys that shape how a job runs, not what it runs (issue 15).

@@ -66,6 +66,8 @@ pub struct Plan {
     pub name: Option<String>,
     /// Every job of the pipeline in file order, with what its rules decided (`glci run --list`).
     pub decisions: Vec<JobDecision>,
+    /// Jobs shown as skipped with the reason (`trigger: project`), for `cli` to say.
+    pub notes: Vec<String>,
 }
 
 /// One job as its rules (or `only`/`except`) left it, kept or not.
@@ -189,6 +191,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         excluded_by_workflow: None,
         name: None,
         decisions: Vec::new(),
+        notes: Vec::new(),
     };
 
     // workflow: rules decide whether there is a pipeline at all, and add variables.
@@ -242,8 +245,17 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             when: decision.when,
             allow_failure: decision.allow_failure.clone(),
             needs: needs.as_ref().map(|n| n.iter().map(|n| n.job.clone()).collect()),
-            reason: decision.reason,
+            reason: decision.reason.clone(),
         });
+        if job.trigger.is_some() && decision.reason.starts_with("trigger:") {
+            plan.notes.push(format!(
+                "{}:{}: {}: {}",
+                job.location.file.display(),
+                job.location.line,
+                job.name,
+                decision.reason
+            ));
+        }
         if decision.when == When::Never {
             excluded.insert(job.name.as_str(), job);
             continue;
@@ -294,6 +306,8 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
                             list.push(i);
                         }
                         None if need.optional => {}
+                        // A skipped trigger job: its reason is shown, the need is dropped.
+                        None if excluded.get(need.job.as_str()).is_some_and(|j| j.trigger.is_some()) => {}
                         None if excluded.contains_key(need.job.as_str()) => {
                             return Err(error_at(
                                 &job.location,

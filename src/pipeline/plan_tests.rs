@@ -35,6 +35,7 @@ fn job(name: &str, stage: &str) -> Job {
         except: None,
         cache: Vec::new(),
         run_keys: Default::default(),
+        trigger: None,
     }
 }
 

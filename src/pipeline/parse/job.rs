@@ -1,7 +1,8 @@
 //! One job's map (after `include`, `extends` and `!reference`) → [`Job`], with `default:`
 //! applied; also reads `default:` itself into [`Defaults`]. Owns the list of job keys: which
 //! are used, which are accepted and ignored because they mean nothing locally (`tags`,
-//! `environment`, ...), and which are refused with a hint (`trigger`, `secrets`). Also makes
+//! `environment`, ...), and which are refused with a hint (`secrets`, `run`,
+//! `trigger: include`). Also makes
 //! the instances of a `parallel:` job ([`instances`]). Pure.
 
 use std::time::Duration;
@@ -19,7 +20,7 @@ use crate::pipeline::model::{AllowFailure, Artifacts, Cache, Image, Instance, Jo
 pub const DEFAULT_STAGE: &str = "test";
 
 /// Job keys glci reads.
-const USED_KEYS: [&str; 24] = [
+const USED_KEYS: [&str; 25] = [
     "after_script",
     "allow_failure",
     "artifacts",
@@ -35,6 +36,7 @@ const USED_KEYS: [&str; 24] = [
     "needs",
     "only",
     "parallel",
+    "trigger",
     "resource_group",
     "retry",
     "rules",
@@ -64,7 +66,6 @@ const IGNORED_KEYS: [&str; 11] = [
 /// Job keys GitLab knows that glci refuses, and why.
 fn unsupported(key: &str) -> Option<&'static str> {
     Some(match key {
-        "trigger" => "trigger jobs (downstream pipelines) cannot run locally: remove the job or hide it (`.name`)",
         "secrets" => "`secrets` (external secret providers) are not supported: pass values with --env",
         "run" => "`run` (CI steps) is not supported",
         _ => return None,
@@ -204,6 +205,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         except: None,
         cache: Vec::new(),
         run_keys: Default::default(),
+        trigger: None,
     };
     let mut parsed = ParsedJob {
         job: job.clone(),
@@ -252,6 +254,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             }
             "rules" => job.rules = read::rules(&f, false)?,
             "only" => job.only = Some(policy::policy(&f)?),
+            "trigger" => job.trigger = Some(trigger(&f)?),
             "except" => job.except = Some(policy::policy(&f)?),
             "when" => job.when = read::when(&f, WhenIn::Job)?,
             "allow_failure" => allow_failure = Some(read::allow_failure(&f)?),
@@ -287,6 +290,12 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             }
         }
     }
+    if job.trigger.is_some() {
+        if let Some(entry) = map.get("script") {
+            return Err(Field::entry(name, entry).error("a `trigger` job runs no `script` (GitLab refuses both)"));
+        }
+    }
+    let script = script.or_else(|| job.trigger.as_ref().map(|_| Vec::new()));
     let Some(script) = script else {
         return Err(field.error(format!(
             "`{name}` has no `script` (every job needs one; names starting with `.` are templates, not jobs)"
@@ -310,6 +319,40 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         allow_failure.unwrap_or(if job.when == When::Manual { AllowFailure::Yes } else { AllowFailure::No });
     parsed.job = job;
     Ok(parsed)
+}
+
+/// `trigger:` a project path or `{project, branch, strategy, forward}`: the downstream project.
+/// Child pipelines (`trigger: include`) are refused: they are not run locally yet.
+fn trigger(field: &Field) -> Result<String, PipelineError> {
+    if let Value::Str(_) = field.node.value {
+        return field.name("a project path");
+    }
+    field.check_keys(&["project", "branch", "strategy", "forward", "include"])?;
+    if let Some(include) = field.get("include")? {
+        return Err(include.error(
+            "child pipelines (`trigger: include`) are not supported yet: run the child's file on its own \
+             with `glci run -f FILE`",
+        ));
+    }
+    let project = field.get("project")?.ok_or_else(|| field.error("missing `project` (or `include`)"))?;
+    if let Some(branch) = field.get("branch")? {
+        branch.string()?;
+    }
+    if let Some(strategy) = field.get("strategy")? {
+        let value = strategy.string()?;
+        if !["depend", "mirror"].contains(&value.as_str()) {
+            return Err(strategy.error(format!("unknown value {value:?} (use depend or mirror)")));
+        }
+    }
+    if let Some(forward) = field.get("forward")? {
+        forward.check_keys(&["yaml_variables", "pipeline_variables"])?;
+        for key in ["yaml_variables", "pipeline_variables"] {
+            if let Some(f) = forward.get(key)? {
+                f.boolean()?;
+            }
+        }
+    }
+    project.name("a project path")
 }
 
 /// `parallel:` a number of jobs (1 to 200) or `{matrix: [...]}`.
@@ -677,7 +720,10 @@ mod tests {
                 "build.parallel.matrix[0].A B",
                 "invalid variable name",
             ),
-            ("build:\n  trigger: other/project\n", 2, "build.trigger", "downstream pipelines"),
+            ("b:\n  trigger: {include: child.yml}\n", 2, "b.trigger.include", "child pipelines (`trigger: include`)"),
+            ("b:\n  trigger: {project: g/p, strategy: wait}\n", 2, "b.trigger.strategy", "use depend or mirror"),
+            ("b:\n  trigger: {branch: main}\n", 2, "b.trigger", "missing `project`"),
+            ("b:\n  script: x\n  trigger: g/p\n", 2, "b.script", "runs no `script`"),
             ("build:\n  script: x\n  secrets: {}\n", 3, "build.secrets", "--env"),
             ("build:\n  script: x\n  when: delayed\n  start_in: 1h\n", 3, "build.when", "delayed"),
             ("build:\n  script: x\n  stage: [a]\n", 3, "build.stage", "expected a stage name"),
@@ -691,6 +737,6 @@ mod tests {
         }
         // The accepted list names the ignored keys too.
         let e = job_err("build:\n  script: x\n  scripts: y\n");
-        assert!(e.message.contains("tags") && e.message.contains("when") && !e.message.contains("trigger"), "{e}");
+        assert!(e.message.contains("tags") && e.message.contains("when") && !e.message.contains("secrets"), "{e}");
     }
 }
