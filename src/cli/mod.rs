@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod composed;
 pub mod config;
 pub mod error;
 pub mod output;
