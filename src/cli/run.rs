@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// A variable for every job, over the pipeline's own (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// A value for an input of the pipeline file's `spec: inputs` header (repeatable).
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub input: Vec<String>,
     /// Variables from a file of KEY=VALUE lines (`--env` wins over it).
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Option<PathBuf>,
@@ -166,6 +169,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             .unwrap_or_else(|| plan::project_path_from_dir(&project_dir)),
     };
     let cli_variables = command_line_variables(&args)?;
+    let inputs = command_line_inputs(&args.input)?;
     let files = execute::project_files(&project_dir)
         .map_err(|e| CliError::Failed(format!("listing the files of {}: {e}", project_dir.display())))?;
 
@@ -220,7 +224,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         },
         changes: Default::default(),
     };
-    let pipeline = load_pipeline(&file, &facts)?;
+    let pipeline = load_pipeline(&file, &facts, &inputs)?;
     // Keys GitLab accepts that mean nothing here: said once each, not silently dropped.
     let mut said = std::collections::BTreeSet::new();
     for note in pipeline.jobs.iter().flat_map(|j| &j.run_keys.notes) {
@@ -394,12 +398,33 @@ fn changed_paths(
 
 /// Parses the pipeline file; `include:` reads the project's files and sees the variables GitLab
 /// gives it.
-fn load_pipeline(file: &Path, facts: &plan::RunFacts) -> Result<crate::pipeline::model::Pipeline, CliError> {
+fn load_pipeline(
+    file: &Path,
+    facts: &plan::RunFacts,
+    inputs: &[(String, String)],
+) -> Result<crate::pipeline::model::Pipeline, CliError> {
     let include_vars = predefined::include_variables(file, facts);
     let lookup = |name: &str| include_vars.get(name).map(String::from);
     let read = |path: &Path| std::fs::read_to_string(path);
-    let sources = parse::Sources { project: &facts.project_dir, read: &read, files: &facts.files, variables: &lookup };
+    let sources =
+        parse::Sources { project: &facts.project_dir, read: &read, files: &facts.files, variables: &lookup, inputs };
     parse::load_with(file, &sources).map_err(|e| usage(e.to_string()))
+}
+
+/// `--input NAME=VALUE`s, in order (a later one for the same name wins).
+fn command_line_inputs(flags: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for flag in flags {
+        let Some((name, value)) = flag.split_once('=') else {
+            return Err(usage(format!("--input {flag}: expected NAME=VALUE")));
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(usage(format!("--input {flag}: `{name}` is not an input name (letters, digits, `_`, `-`)")));
+        }
+        out.retain(|(n, _)| n != name);
+        out.push((name.to_owned(), value.to_owned()));
+    }
+    Ok(out)
 }
 
 /// `--env-file` then `--env`, in order (later wins).

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::compose::merge_maps;
+use super::inputs::{self, Given};
 use super::read::Field;
 use super::yaml::{self, Entry, Map, Node, Value};
 use crate::pipeline::error::PipelineError;
@@ -34,6 +35,8 @@ pub struct Sources<'a> {
     pub files: &'a [String],
     /// The variables `include` may use: project (`--env`), pipeline and predefined ones.
     pub variables: &'a dyn Fn(&str) -> Option<String>,
+    /// `glci run --input name=value`: the main file's inputs.
+    pub inputs: &'a [(String, String)],
 }
 
 /// Where one include entry points, its variables expanded.
@@ -57,6 +60,8 @@ struct Located<'n> {
     node: &'n Node,
     line: usize,
     key: String,
+    /// Its `inputs:`, when it has them.
+    inputs: Option<Field<'n>>,
 }
 
 /// The top-level map of `root` (the main file) with every include merged in, depth first:
@@ -112,7 +117,8 @@ impl Expander<'_> {
                 _ => at(format!("cannot read included file {path}: {e}")),
             })?;
             let file: Rc<Path> = Rc::from(full.as_path());
-            let included = yaml::load(&text, &file)?;
+            let given = Given::Include(located.inputs.clone(), &located.node.file, located.line, &located.key);
+            let included = with_inputs(&text, &file, given, self.sources.variables)?;
             self.stack.push(full);
             let expanded = self.expand(included, Some(path))?;
             self.stack.pop();
@@ -142,11 +148,16 @@ impl Expander<'_> {
     fn entry<'n>(&self, item: Field<'n>, local: Option<&str>) -> Result<Vec<Located<'n>>, PipelineError> {
         let vars = self.sources.variables;
         let expand = |text: &str| variables::expand(text, vars);
-        let located = |source: Source, item: &Field<'n>| Located {
+        let inputs = match &item.node.value {
+            Value::Map(_) => item.get("inputs")?,
+            _ => None,
+        };
+        let located = |source: Source, at: &Field<'n>| Located {
             source,
-            node: item.node,
-            line: item.line,
-            key: item.key.clone(),
+            node: at.node,
+            line: at.line,
+            key: at.key.clone(),
+            inputs: inputs.clone(),
         };
         match &item.node.value {
             // GitLab expands a string entry's variables first, then tells a URL from a path.
@@ -179,9 +190,6 @@ impl Expander<'_> {
             "cache",
             "integrity",
         ])?;
-        if let Some(inputs) = item.get("inputs")? {
-            return Err(inputs.error("`include: inputs` is not supported yet"));
-        }
         if !self.rules_keep(&item)? {
             return Ok(Vec::new());
         }
@@ -318,6 +326,22 @@ impl Expander<'_> {
             let pattern = variables::expand(pattern, vars);
             self.sources.files.iter().any(|f| glob::matches(&pattern, f))
         }))
+    }
+}
+
+/// A file's content with its `spec: inputs` (if any) filled in from `given`.
+pub fn with_inputs(
+    text: &str,
+    file: &Rc<Path>,
+    given: Given,
+    variables: &dyn Fn(&str) -> Option<String>,
+) -> Result<Node, PipelineError> {
+    let (spec, content) = inputs::split(yaml::load_all(text, file)?, file)?;
+    let values = inputs::resolve(spec.as_ref(), given)?;
+    let content = content.unwrap_or_else(|| Node { value: Value::Null, file: Rc::clone(file), line: 1 });
+    match spec {
+        Some(_) => inputs::interpolate(content, &values, variables, ""),
+        None => Ok(content),
     }
 }
 

@@ -19,7 +19,7 @@ fn compose_with(text: &str, table: &[(&str, &str)], vars: &[(&str, &str)]) -> Re
     let files: Vec<String> = table.iter().map(|(p, _)| p.to_string()).collect();
     let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let lookup = move |name: &str| vars.get(name).cloned();
-    let sources = Sources { project: Path::new("/p"), read: &read, files: &files, variables: &lookup };
+    let sources = Sources { project: Path::new("/p"), read: &read, files: &files, variables: &lookup, inputs: &[] };
     includes(tree(text), &sources)
 }
 
@@ -201,7 +201,7 @@ fn include_errors() {
         ("include:\n  local: a.yml\n  rules:\n    - changes: [x]\n", 4, "include.rules[0].changes", "not supported"),
         ("include:\n  local: a.yml\n  rules:\n    - needs: [x]\n", 4, "include.rules[0].needs", "unknown key"),
         ("include:\n  locale: a.yml\n", 2, "include.locale", "unknown key"),
-        ("include:\n  local: a.yml\n  inputs: {a: 1}\n", 3, "include.inputs", "not supported yet"),
+        ("include:\n  local: a.yml\n  inputs: {a: 1}\n", 3, "include.inputs", "Given inputs not defined"),
         ("include:\n  local: a.yml\n  remote: https://x\n", 1, "include", "only one of `local`, `remote`"),
         ("include: missing.yml\n", 1, "include", "local file `missing.yml` does not exist"),
         ("include: ../up.yml\n", 1, "include", "cannot leave the project"),

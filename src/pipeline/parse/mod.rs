@@ -16,6 +16,7 @@ mod cache;
 mod compose;
 mod duration;
 mod include;
+mod inputs;
 mod job;
 mod read;
 mod run_keys;
@@ -80,14 +81,14 @@ pub fn parse_with(text: &str, file: &Path, read: Read) -> Result<Pipeline, Pipel
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let sources = Sources { project: &project, read, files: &[], variables: &|_| None };
+    let sources = Sources { project: &project, read, files: &[], variables: &|_| None, inputs: &[] };
     parse_sources(text, file, &sources)
 }
 
 /// Parses `text` as if read from `file`, its includes resolved through `sources`.
 pub fn parse_sources(text: &str, file: &Path, sources: &Sources) -> Result<Pipeline, PipelineError> {
     let name: Rc<Path> = Rc::from(file);
-    let root = yaml::load(text, &name)?;
+    let root = include::with_inputs(text, &name, inputs::Given::CommandLine(sources.inputs, file), sources.variables)?;
     let map = include::includes(root, sources)?;
     let map = compose::references(compose::extends(map)?)?;
     build(&map, file)
@@ -98,7 +99,7 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
         Field::entry("", entry)
     }
     if let Some(spec) = map.get("spec") {
-        return Err(field(spec).error("`spec:` (inputs) headers are not supported"));
+        return Err(field(spec).error("`spec:` belongs in a header: a first YAML document, ended by `---`"));
     }
     let stages = stages(map)?;
     let variables = match map.get("variables") {
@@ -754,7 +755,7 @@ mod tests {
             ),
             ("default:\n  script: [x]\nj: {script: x}\n", 2, "default.script", "unknown key"),
             ("stage: build\nj: {script: x}\n", 1, "stage", "`stage` is not a job"),
-            ("spec:\n  inputs: {}\nj: {script: x}\n", 1, "spec", "not supported"),
+            ("spec:\n  inputs: {}\nj: {script: x}\n", 1, "spec", "belongs in a header"),
             // Stages.
             (
                 "stages: [build]\nj:\n  stage: tset\n  script: x\n",
