@@ -31,7 +31,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-pub use self::include::{Read, Sources, MAX_INCLUDES};
+pub use self::include::{nothing_known, Changed, Fetch, Fetched, Read, Source, Sources, MAX_INCLUDES};
 use self::job::{Defaults, ParsedJob};
 use self::read::Field;
 use self::yaml::{Entry, Map};
@@ -81,7 +81,15 @@ pub fn parse_with(text: &str, file: &Path, read: Read) -> Result<Pipeline, Pipel
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let sources = Sources { project: &project, read, files: &[], variables: &|_| None, inputs: &[] };
+    let sources = Sources {
+        project: &project,
+        read,
+        files: &[],
+        variables: &|_| None,
+        inputs: &[],
+        fetch: None,
+        changed: &include::nothing_known,
+    };
     parse_sources(text, file, &sources)
 }
 
@@ -802,13 +810,13 @@ mod tests {
                 "include:\n  - remote: https://example.com/ci.yml\nj: {script: x}\n",
                 2,
                 "include[0].remote",
-                "not supported yet",
+                "no GitLab instance",
             ),
             (
                 "include:\n  - template: Jobs/Build.gitlab-ci.yml\nj: {script: x}\n",
                 2,
                 "include[0].template",
-                "not supported yet",
+                "no GitLab instance",
             ),
             ("j:\n  script: !reference [.nope, script]\n", 2, "j.script", "`.nope` is not defined"),
         ];
