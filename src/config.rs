@@ -49,6 +49,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub tls: TlsConfig,
     pub docker: DockerConfig,
+<<<<<<< HEAD
     pub gitlab: GitlabConfig,
 }
 
@@ -60,6 +61,9 @@ pub struct GitlabConfig {
     pub url: Option<String>,
     /// Sent as `PRIVATE-TOKEN` to the instance, for private projects.
     pub token: Option<Secret>,
+=======
+    pub run: RunConfig,
+>>>>>>> w1
 }
 
 /// `[registry]`: the embedded registry, or the external one named by `url`.
@@ -103,6 +107,13 @@ pub struct TlsConfig {
 pub struct DockerConfig {
     /// Run DinD services `--privileged`, as GitLab's runner does.
     pub privileged: bool,
+}
+
+/// `[run]`: defaults of `glci run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The image of a job that names none (the runner's configured default image).
+    pub default_image: Option<String>,
 }
 
 /// A subject alternative name for the server certificate.
@@ -157,7 +168,11 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             tls: TlsConfig::default(),
             docker: DockerConfig::default(),
+<<<<<<< HEAD
             gitlab: GitlabConfig::default(),
+=======
+            run: RunConfig::default(),
+>>>>>>> w1
         }
     }
 }
@@ -335,7 +350,11 @@ impl Config {
                 cert_validity: format_duration(self.tls.cert_validity),
             },
             docker: RenderDocker { privileged: self.docker.privileged },
+<<<<<<< HEAD
             gitlab: RenderGitlab { url: self.gitlab.url.as_deref(), token: secret(&self.gitlab.token) },
+=======
+            run: RenderRun { default_image: self.run.default_image.as_deref() },
+>>>>>>> w1
         };
         toml::to_string(&view).expect("strings, integers, booleans and string maps always serialize to TOML")
     }
@@ -541,8 +560,12 @@ struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
+<<<<<<< HEAD
 const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "gitlab"];
 const GITLAB_KEYS: &[&str] = &["url", "token"];
+=======
+const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "run"];
+>>>>>>> w1
 const REGISTRY_KEYS: &[&str] = &[
     "url",
     "username",
@@ -558,6 +581,7 @@ const REGISTRY_KEYS: &[&str] = &[
 const UPSTREAM_KEYS: &[&str] = &["url", "username", "password"];
 const TLS_KEYS: &[&str] = &["extra_sans", "cert_validity"];
 const DOCKER_KEYS: &[&str] = &["privileged"];
+const RUN_KEYS: &[&str] = &["default_image"];
 
 impl Reader<'_> {
     fn config(&self, root: &Node) -> Result<Config, ConfigError> {
@@ -571,7 +595,11 @@ impl Reader<'_> {
                 "registry" => self.registry(&at, &mut config.registry)?,
                 "tls" => self.tls(&at, &mut config.tls)?,
                 "docker" => self.docker(&at, &mut config.docker)?,
+<<<<<<< HEAD
                 "gitlab" => self.gitlab(&at, &mut config.gitlab)?,
+=======
+                "run" => self.run(&at, &mut config.run)?,
+>>>>>>> w1
                 _ => return Err(self.unknown(&at, ROOT_KEYS)),
             }
         }
@@ -647,6 +675,7 @@ impl Reader<'_> {
         Ok(())
     }
 
+<<<<<<< HEAD
     fn gitlab(&self, at: &At, gitlab: &mut GitlabConfig) -> Result<(), ConfigError> {
         for (name, at) in self.table(at)? {
             match name {
@@ -659,6 +688,19 @@ impl Reader<'_> {
                 }
                 "token" => gitlab.token = Some(Secret::new(self.string(&at)?)),
                 _ => return Err(self.unknown(&at, GITLAB_KEYS)),
+=======
+    fn run(&self, at: &At, run: &mut RunConfig) -> Result<(), ConfigError> {
+        for (name, at) in self.table(at)? {
+            match name {
+                "default_image" => {
+                    let image = self.string(&at)?;
+                    if image.trim().is_empty() {
+                        return Err(self.error_at(&at, "an image name, not an empty string"));
+                    }
+                    run.default_image = Some(image);
+                }
+                _ => return Err(self.unknown(&at, RUN_KEYS)),
+>>>>>>> w1
             }
         }
         Ok(())
@@ -841,6 +883,7 @@ struct RenderConfig<'a> {
     registry: RenderRegistry<'a>,
     tls: RenderTls,
     docker: RenderDocker,
+<<<<<<< HEAD
     gitlab: RenderGitlab<'a>,
 }
 
@@ -850,6 +893,9 @@ struct RenderGitlab<'a> {
     url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+=======
+    run: RenderRun<'a>,
+>>>>>>> w1
 }
 
 #[derive(Serialize)]
@@ -887,6 +933,12 @@ struct RenderTls {
 #[derive(Serialize)]
 struct RenderDocker {
     privileged: bool,
+}
+
+#[derive(Serialize)]
+struct RenderRun<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_image: Option<&'a str>,
 }
 
 #[cfg(test)]

@@ -75,6 +75,9 @@ pub struct RunArgs {
     /// [default: the tag HEAD is at, if any].
     #[arg(long, value_name = "NAME", conflicts_with = "branch")]
     pub tag: Option<String>,
+    /// The image of jobs that name none and have no `default: image` [default: `[run] default_image`].
+    #[arg(long, value_name = "IMAGE")]
+    pub default_image: Option<String>,
     /// Run as a branch pipeline for branch NAME (CI_COMMIT_BRANCH) [default: the checked-out branch].
     #[arg(long, value_name = "NAME")]
     pub branch: Option<String>,
@@ -216,6 +219,12 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         pipeline_id,
         predefined,
         created_at: crate::auth::rfc3339(std::time::SystemTime::now()),
+        project_variables: variables_files(&home, &project_dir)?,
+        default_image: match &args.default_image {
+            Some(image) if image.trim().is_empty() => return Err(usage("--default-image: an image name, not empty")),
+            Some(image) => Some(image.clone()),
+            None => config.run.default_image.clone(),
+        },
         changes: Default::default(),
     };
     let instance = gitlab_instance(config, &facts, &home, args.offline);
@@ -244,7 +253,13 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     crate::docker::server_version().map_err(|e| CliError::Failed(format!("the Docker daemon does not answer: {e}")))?;
     if matches!(wiring.as_ref().map(RegistryWiring::is_embedded), Some(true)) {
         let exe = current_exe().map_err(|e| CliError::Failed(format!("cannot find the glci binary: {e}")))?;
-        let options = mock::MockOptions { home: &home, config, names: mock_names(&process_env), exe };
+        let options = mock::MockOptions {
+            home: &home,
+            config,
+            names: mock_names(&process_env),
+            exe,
+            docker_config_dir: docker_config_dir(&process_env),
+        };
         let mock = mock::ensure(&options).map_err(|e| {
             CliError::Failed(format!(
                 "starting the embedded registry ({}): {e} (glci run --no-registry runs without it)",
@@ -312,6 +327,18 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             Err(CliError::Failed(format!("pipeline failed: {} failed", failed.join(", "))))
         }
     }
+}
+
+/// The variables files (issue 15), `$GLCI_HOME/variables.yml` then the project's
+/// `.glci-variables.yml` (the project's win, as project variables over group ones on GitLab).
+fn variables_files(home: &Path, project_dir: &Path) -> Result<Vec<crate::pipeline::model::ProjectVariable>, CliError> {
+    let mut out = Vec::new();
+    for path in [home.join("variables.yml"), project_dir.join(".glci-variables.yml")] {
+        if let Some(vars) = parse::load_variables_file(&path).map_err(|e| usage(e.to_string()))? {
+            out.extend(vars);
+        }
+    }
+    Ok(out)
 }
 
 /// A `--tag`/`--branch` value must be a name git accepts for a ref.

@@ -21,9 +21,11 @@ mod inputs;
 mod job;
 mod read;
 mod run_keys;
+mod variables_file;
 mod yaml;
 
 pub use self::run_keys::{environment_slug, guess_tier};
+pub use self::variables_file::{load_variables_file, parse_variables_file};
 
 use std::collections::HashMap;
 use std::fs;
@@ -729,7 +731,7 @@ mod tests {
             ("\nbuild:\n  stage: build\n", 2, "build", "`build` has no `script`"),
             ("build:\n  script: {a: 1}\n", 2, "build.script", "expected a string or a list of strings, found a map"),
             ("j:\n  script: x\n  only: [main]\n", 3, "j.only", "use `rules`"),
-            ("j:\n  script: x\n  when: delayed\n", 3, "j.when", "`when: delayed` is not supported"),
+            ("j:\n  script: x\n  when: delayed\n", 3, "j.when", "`when: delayed` needs `start_in`"),
             (
                 "j:\n  script: x\n  rules:\n    - if: $A = \"b\"\n",
                 4,
