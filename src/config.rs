@@ -49,8 +49,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub tls: TlsConfig,
     pub docker: DockerConfig,
-<<<<<<< HEAD
     pub gitlab: GitlabConfig,
+    pub run: RunConfig,
 }
 
 /// `[gitlab]`: the instance remote `include:`s are fetched from (issue 17).
@@ -61,9 +61,6 @@ pub struct GitlabConfig {
     pub url: Option<String>,
     /// Sent as `PRIVATE-TOKEN` to the instance, for private projects.
     pub token: Option<Secret>,
-=======
-    pub run: RunConfig,
->>>>>>> w1
 }
 
 /// `[registry]`: the embedded registry, or the external one named by `url`.
@@ -168,11 +165,8 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             tls: TlsConfig::default(),
             docker: DockerConfig::default(),
-<<<<<<< HEAD
             gitlab: GitlabConfig::default(),
-=======
             run: RunConfig::default(),
->>>>>>> w1
         }
     }
 }
@@ -350,11 +344,8 @@ impl Config {
                 cert_validity: format_duration(self.tls.cert_validity),
             },
             docker: RenderDocker { privileged: self.docker.privileged },
-<<<<<<< HEAD
             gitlab: RenderGitlab { url: self.gitlab.url.as_deref(), token: secret(&self.gitlab.token) },
-=======
             run: RenderRun { default_image: self.run.default_image.as_deref() },
->>>>>>> w1
         };
         toml::to_string(&view).expect("strings, integers, booleans and string maps always serialize to TOML")
     }
@@ -560,12 +551,8 @@ struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-<<<<<<< HEAD
-const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "gitlab"];
+const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "gitlab", "run"];
 const GITLAB_KEYS: &[&str] = &["url", "token"];
-=======
-const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "run"];
->>>>>>> w1
 const REGISTRY_KEYS: &[&str] = &[
     "url",
     "username",
@@ -595,11 +582,8 @@ impl Reader<'_> {
                 "registry" => self.registry(&at, &mut config.registry)?,
                 "tls" => self.tls(&at, &mut config.tls)?,
                 "docker" => self.docker(&at, &mut config.docker)?,
-<<<<<<< HEAD
                 "gitlab" => self.gitlab(&at, &mut config.gitlab)?,
-=======
                 "run" => self.run(&at, &mut config.run)?,
->>>>>>> w1
                 _ => return Err(self.unknown(&at, ROOT_KEYS)),
             }
         }
@@ -675,7 +659,6 @@ impl Reader<'_> {
         Ok(())
     }
 
-<<<<<<< HEAD
     fn gitlab(&self, at: &At, gitlab: &mut GitlabConfig) -> Result<(), ConfigError> {
         for (name, at) in self.table(at)? {
             match name {
@@ -688,7 +671,11 @@ impl Reader<'_> {
                 }
                 "token" => gitlab.token = Some(Secret::new(self.string(&at)?)),
                 _ => return Err(self.unknown(&at, GITLAB_KEYS)),
-=======
+            }
+        }
+        Ok(())
+    }
+
     fn run(&self, at: &At, run: &mut RunConfig) -> Result<(), ConfigError> {
         for (name, at) in self.table(at)? {
             match name {
@@ -700,7 +687,6 @@ impl Reader<'_> {
                     run.default_image = Some(image);
                 }
                 _ => return Err(self.unknown(&at, RUN_KEYS)),
->>>>>>> w1
             }
         }
         Ok(())
@@ -883,8 +869,8 @@ struct RenderConfig<'a> {
     registry: RenderRegistry<'a>,
     tls: RenderTls,
     docker: RenderDocker,
-<<<<<<< HEAD
     gitlab: RenderGitlab<'a>,
+    run: RenderRun<'a>,
 }
 
 #[derive(Serialize)]
@@ -893,9 +879,6 @@ struct RenderGitlab<'a> {
     url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
-=======
-    run: RenderRun<'a>,
->>>>>>> w1
 }
 
 #[derive(Serialize)]
