@@ -1,6 +1,7 @@
 //! `.gitlab-ci.yml` → [`Pipeline`]: [`load`] a file or [`parse_str`] a text. Every problem is a
 //! [`PipelineError`] naming file, line and key (`cli` exits 2 on it). Pure but for reading the
-//! file and its `include: local` files; no environment, no Docker, no output.
+//! file: included files, variables, changes and remote fetches come through the caller's
+//! [`Sources`]; no environment, no Docker, no network, no output.
 //!
 //! Steps, in GitLab's order: YAML → `yaml::Node` tree (anchors, `<<` merges, lines kept);
 //! `include`: included files merged (rules, wildcards, variables, through the caller's
