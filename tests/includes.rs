@@ -157,3 +157,67 @@ fn include_errors_exit_2_naming_file_line_and_key() {
         assert_eq!(stderr.lines().count(), 1, "{}", show(&out));
     }
 }
+
+#[test]
+fn spec_inputs_from_include_and_the_command_line() {
+    image();
+    let template = "spec:\n  inputs:\n    name:\n    count:\n      type: number\n      default: 1\n---\n\
+        \"$[[ inputs.name ]]\":\n  image: glci-test/busybox:e2e\n  parallel: $[[ inputs.count ]]\n\
+        \x20 script:\n    - echo \"said $[[ inputs.name | truncate(0, 4) ]]\"\n";
+    let main = "spec:\n  inputs:\n    env:\n      options: [dev, prod]\n---\n\
+        include:\n  - local: t.yml\n    inputs:\n      name: deploy-$[[ inputs.env ]]\n      count: 2\n";
+    let dir = project(&[(".gitlab-ci.yml", main), ("t.yml", template)]);
+    let out = glci_run(dir.path(), &["--json", "--input", "env=prod"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let jobs = finished_jobs(&out);
+    let want = [("deploy-prod 1/2", "said depl"), ("deploy-prod 2/2", "said depl")];
+    assert_eq!(jobs, want.map(|(j, l)| (j.to_string(), l.to_string())), "{}", show(&out));
+
+    let out = glci_run(dir.path(), &["--input", "env=qa"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let want = format!(
+        "glci: error: {}:3: spec.inputs.env: --input env=qa: `env` input: `qa` cannot be used because it is not in the list of allowed options",
+        dir.path().join(".gitlab-ci.yml").display()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), want, "{}", show(&out));
+
+    let bad = main.replace("count: 2", "count: two");
+    std::fs::write(dir.path().join(".gitlab-ci.yml"), bad).expect("write");
+    let out = glci_run(dir.path(), &["--input", "env=dev"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let want = format!(
+        "glci: error: {}:10: include[0].inputs.count: `count` input: provided value is not a number",
+        dir.path().join(".gitlab-ci.yml").display()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), want, "{}", show(&out));
+}
+
+#[test]
+fn include_rules_changes_compare_with_the_default_branch() {
+    image();
+    let dir = project(&[
+        (
+            ".gitlab-ci.yml",
+            "include:\n  - local: docs.yml\n    rules:\n      - changes: ['docs/**/*']\n\
+             \x20 - local: src.yml\n    rules:\n      - changes: [src/*.c]\n",
+        ),
+        ("docs.yml", &format!("docs:\n{JOB}")),
+        ("src.yml", &format!("src:\n{JOB}")),
+        ("docs/a.md", "a\n"),
+        ("src/a.c", "int a;\n"),
+    ]);
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir.path()));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "first"]);
+    git(&["checkout", "-q", "-b", "feature"]);
+    std::fs::write(dir.path().join("docs/a.md"), "changed, not committed\n").expect("write");
+    let out = glci_run(dir.path(), &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(finished_jobs(&out), [("docs".to_string(), "said docs".to_string())], "{}", show(&out));
+}
