@@ -95,6 +95,55 @@ pub fn last_commit_if_clean(dir: &Path, path: &str) -> Option<String> {
     git(dir, &["log", "-1", "--format=%H", "--", path]).filter(|id| !id.is_empty())
 }
 
+/// The commit `reference` (a branch, tag or SHA; a branch only on `origin` too) names.
+pub fn resolve_commit(dir: &Path, reference: &str) -> Option<String> {
+    if reference.starts_with('-') {
+        return None;
+    }
+    [reference.to_string(), format!("origin/{reference}")]
+        .iter()
+        .find_map(|r| git(dir, &["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("{r}^{{commit}}")]))
+        .filter(|sha| !sha.is_empty())
+}
+
+/// What `rules: changes` compares with when the pipeline names no `compare_to` (issue 17): on
+/// the default branch the previous commit (`HEAD~1`), elsewhere the merge base of `HEAD` and
+/// the default branch (local, else `origin/`). The commit and a description of it; `None`
+/// outside a repository, without a default branch, or on its first commit.
+pub fn change_base(dir: &Path, facts: &Facts) -> Option<(String, String)> {
+    facts.sha.as_ref()?;
+    let default = facts.default_branch.as_deref()?;
+    if facts.branch.as_deref() == Some(default) {
+        let sha = resolve_commit(dir, "HEAD~1")?;
+        let shown = format!("the previous commit on {default} ({})", short(&sha));
+        return Some((sha, shown));
+    }
+    let default_sha = resolve_commit(dir, default)?;
+    let sha = git(dir, &["merge-base", "HEAD", &default_sha]).filter(|s| !s.is_empty())?;
+    let shown = format!("the merge base of HEAD and {default} ({})", short(&sha));
+    Some((sha, shown))
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..8).unwrap_or(sha)
+}
+
+/// The paths (relative to the work tree top, `/`-separated) that differ between commit `base`
+/// and the work tree: committed, staged and unstaged changes, deletions, both sides of a
+/// rename, and untracked files that are not ignored.
+pub fn changed_paths(dir: &Path, base: &str) -> Result<Vec<String>, String> {
+    let sha = resolve_commit(dir, base).ok_or_else(|| format!("no commit `{base}` in {}", dir.display()))?;
+    let diff = git(dir, &["diff", "--name-only", "-z", "--no-renames", "--no-ext-diff", &sha, "--"])
+        .ok_or_else(|| format!("git diff {sha} failed in {}", dir.display()))?;
+    let untracked = git(dir, &["ls-files", "-z", "--others", "--exclude-standard"])
+        .ok_or_else(|| format!("git ls-files failed in {}", dir.display()))?;
+    let mut paths: Vec<String> =
+        diff.split('\0').chain(untracked.split('\0')).filter(|p| !p.is_empty()).map(String::from).collect();
+    paths.sort();
+    paths.dedup();
+    Ok(paths)
+}
+
 /// `group/sub/project` out of a remote URL: `git@host:group/project.git`,
 /// `https://host/group/project.git`, `ssh://git@host:2222/group/project`.
 pub fn project_path_from_remote(url: &str) -> Option<String> {
@@ -143,6 +192,73 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(project_path_from_remote(url).as_deref(), want, "{url}");
         }
+    }
+
+    /// A real repository in a temp dir; `sh` runs shell lines in it.
+    struct Repo(tempfile::TempDir);
+
+    impl Repo {
+        fn new() -> Repo {
+            let repo = Repo(tempfile::tempdir().unwrap());
+            repo.sh("git init -q -b main . && git config user.email t@e && git config user.name t");
+            repo
+        }
+        fn sh(&self, script: &str) {
+            let out = Command::new("sh").arg("-c").arg(script).current_dir(self.0.path()).output().unwrap();
+            assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+        fn base(&self) -> Option<(String, String)> {
+            change_base(self.path(), &facts(self.path()))
+        }
+    }
+
+    #[test]
+    fn change_base_is_the_previous_commit_on_the_default_branch() {
+        let repo = Repo::new();
+        repo.sh("echo a > a && git add a && git commit -qm one");
+        assert_eq!(repo.base(), None, "the first commit has no previous one");
+        repo.sh("echo b > b && git add b && git commit -qm two");
+        let (sha, shown) = repo.base().unwrap();
+        assert_eq!(Some(sha.clone()), resolve_commit(repo.path(), "HEAD~1"));
+        assert!(shown.starts_with("the previous commit on main ("), "{shown}");
+        assert_eq!(changed_paths(repo.path(), &sha).unwrap(), ["b"]);
+    }
+
+    #[test]
+    fn change_base_of_a_branch_is_the_merge_base_and_the_work_tree_counts() {
+        let repo = Repo::new();
+        repo.sh(
+            "mkdir src && echo 1 > src/lib.rs && echo x > old && echo k > kept && git add . && git commit -qm base              && git checkout -qb feature && echo 2 > src/lib.rs && git commit -qam change              && git checkout -q main && echo m > on-main && git add on-main && git commit -qm main-moves              && git checkout -q feature && git mv old new && echo s > staged && git add staged              && echo u > untracked && echo i > ignored && echo ignored > .gitignore && rm kept",
+        );
+        let (sha, shown) = repo.base().unwrap();
+        assert!(shown.starts_with("the merge base of HEAD and main ("), "{shown}");
+        assert_eq!(Some(sha.clone()), resolve_commit(repo.path(), "main~1"));
+        let paths = changed_paths(repo.path(), &sha).unwrap();
+        // Not `on-main` (the default branch moved on), nor the ignored file.
+        assert_eq!(paths, [".gitignore", "kept", "new", "old", "src/lib.rs", "staged", "untracked"]);
+        assert_eq!(
+            changed_paths(repo.path(), "HEAD").unwrap(),
+            [".gitignore", "kept", "new", "old", "staged", "untracked"]
+        );
+    }
+
+    #[test]
+    fn refs_resolve_to_commits_or_not_at_all() {
+        let repo = Repo::new();
+        repo.sh("echo a > a && git add a && git commit -qm one && git tag v1 && git update-ref refs/remotes/origin/rel HEAD");
+        let head = resolve_commit(repo.path(), "HEAD").unwrap();
+        assert_eq!(head.len(), 40);
+        for reference in ["main", "v1", "refs/heads/main", "rel", &head, &head[..10]] {
+            assert_eq!(resolve_commit(repo.path(), reference).as_deref(), Some(head.as_str()), "{reference}");
+        }
+        assert_eq!(resolve_commit(repo.path(), "nope"), None);
+        assert_eq!(resolve_commit(repo.path(), "--all"), None);
+        assert!(changed_paths(repo.path(), "nope").unwrap_err().contains("no commit `nope`"));
+        let outside = tempfile::tempdir().unwrap();
+        assert_eq!(change_base(outside.path(), &facts(outside.path())), None);
     }
 
     #[test]

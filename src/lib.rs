@@ -20,7 +20,7 @@
 //!
 //! ```text
 //! pipeline::parse (.gitlab-ci.yml → model, errors with file:line:key; rules expressions)
-//!   → pipeline::plan (variables, rules, job selection, DAG) → pipeline::execute (containers
+//!   → pipeline::plan (variables, rules and `changes`, job selection, DAG) → pipeline::execute (containers
 //!   through `docker`, artifacts, logs) with pipeline::wiring (CI_REGISTRY*, CA, DinD/BuildKit,
 //!   DOCKER_AUTH_CONFIG) and `mock` (the glci-mock registry container)
 //! ```

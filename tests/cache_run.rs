@@ -263,7 +263,7 @@ fn concurrent_saves_of_one_key_leave_one_whole_cache() {
     let writer = |name: &str| {
         format!(
             "{name}:\n  image: IMAGE\n  cache: {{key: shared, paths: [d/]}}\n  script:\n    - mkdir -p d\n    \
-             - i=0; while [ $i -lt 200 ]; do yes x | head -c 20000 > d/f$i; echo {name} >> d/f$i; \
+             - i=0; while [ $i -lt 200 ]; do head -c 20000 /dev/zero > d/f$i; echo {name} >> d/f$i; \
              i=$((i+1)); done\n"
         )
     };

@@ -413,6 +413,32 @@ fn manifest_errors() {
     s.req("POST", "/v2/m/manifests/v1").send().expect_error(405, "UNSUPPORTED");
 }
 
+/// A reference that is neither a tag nor a digest names nothing: GET, HEAD and DELETE answer 404
+/// `MANIFEST_UNKNOWN` (the OCI conformance suite v1.1.1 asks for `.INVALID_MANIFEST_NAME`; issue
+/// 14 §3), a PUT still 400, and the stored image is untouched.
+#[test]
+fn references_that_cannot_exist_are_unknown_manifests() {
+    let s = TestServer::start();
+    let m = image_manifest(&s, "m", b"l", json!({}));
+    put_manifest(&s, "m", "v1", &m, OCI_MANIFEST).expect(201);
+    let long = "t".repeat(129);
+    for reference in [".INVALID_MANIFEST_NAME", "-bad", "sha256:zz", "md5:abc", "sha256:", long.as_str()] {
+        let path = format!("/v2/m/manifests/{reference}");
+        let r = s.req("GET", &path).send().expect_error(404, "MANIFEST_UNKNOWN");
+        assert!(r.json()["errors"][0]["message"].as_str().unwrap().contains("unknown"), "{}", r.text());
+        let r = s.req("HEAD", &path).send().expect(404);
+        assert!(r.body.is_empty(), "HEAD {reference} has a body");
+        s.req("DELETE", &path).send().expect_error(404, "MANIFEST_UNKNOWN");
+        // In a repository that does not exist too: the reference is checked first.
+        s.req("GET", &format!("/v2/never/manifests/{reference}")).send().expect_error(404, "MANIFEST_UNKNOWN");
+    }
+    put_manifest(&s, "m", ".INVALID_MANIFEST_NAME", &m, OCI_MANIFEST).expect_error(400, "MANIFEST_INVALID");
+    put_manifest(&s, "m", "sha256:zz", &m, OCI_MANIFEST).expect_error(400, "DIGEST_INVALID");
+    // A bad name is still a bad name, whatever the reference.
+    s.req("GET", "/v2/UPPER/manifests/.INVALID_MANIFEST_NAME").send().expect_error(400, "NAME_INVALID");
+    assert_eq!(s.req("GET", "/v2/m/manifests/v1").send().expect(200).body, m);
+}
+
 #[test]
 fn large_manifests_up_to_the_limit_and_413_beyond() {
     let s = TestServer::start();

@@ -16,7 +16,7 @@ use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, proce
 use crate::mock;
 use crate::pipeline::execute::{self, Cancel, JobWiring, NoWiring, Options, PipelineStatus};
 use crate::pipeline::wiring::{self, Registry, RegistryWiring};
-use crate::pipeline::{output, parse, plan, variables};
+use crate::pipeline::{changes, output, parse, plan, variables};
 use crate::secret::Secret;
 
 #[derive(Args, Debug)]
@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// [default: `[registry] push_through`].
     #[arg(long, conflicts_with_all = ["registry"])]
     pub push_through: bool,
+    /// `rules: changes` compares the work tree with this ref (branch, tag or SHA) [default: the
+    /// merge base with the default branch; on the default branch, the previous commit].
+    #[arg(long, value_name = "REF")]
+    pub changes_against: Option<String>,
 }
 
 fn usage(message: impl Into<String>) -> CliError {
@@ -185,7 +189,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         selected: args.jobs.clone(),
         pipeline_id,
         predefined,
+        changes: Default::default(),
     };
+    let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
     let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
     if let Some(at) = &plan.excluded_by_workflow {
         stderr_line(&format!(
@@ -270,6 +276,55 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             Err(CliError::Failed(format!("pipeline failed: {} failed", failed.join(", "))))
         }
     }
+}
+
+/// What `rules: changes` compares against (issue 17): `--changes-against`, else the merge base
+/// with the default branch (the previous commit on it); and every `compare_to` ref, expanded
+/// with the pipeline-level variables. Outside a git repository nothing is known (all true).
+fn changed_paths(
+    pipeline: &crate::pipeline::model::Pipeline,
+    facts: &plan::RunFacts,
+    against: Option<&str>,
+) -> Result<plan::ChangedPaths, CliError> {
+    let dir = &facts.project_dir;
+    let mut out = plan::ChangedPaths::default();
+    if crate::git::toplevel(dir).is_none() {
+        if against.is_some() {
+            return Err(usage(format!("--changes-against: {} is not in a git repository", dir.display())));
+        }
+        return Ok(out);
+    }
+    let base = match against {
+        Some(reference) => {
+            let sha = crate::git::resolve_commit(dir, reference)
+                .ok_or_else(|| usage(format!("--changes-against: `{reference}` is no commit of this repository")))?;
+            Some((sha, format!("{reference} (--changes-against)")))
+        }
+        None => crate::git::change_base(dir, &facts.git),
+    };
+    if let Some((sha, shown)) = base {
+        out.default = Some(crate::git::changed_paths(dir, &sha).map_err(CliError::Failed)?);
+        out.base = Some(shown);
+    }
+    let set = |pairs: &mut dyn Iterator<Item = (&String, &String)>| {
+        let mut set = variables::VarSet::new();
+        pairs.for_each(|(name, value)| set.set(name, value.clone()));
+        set
+    };
+    let vars = variables::resolve(&[
+        (crate::pipeline::predefined::pipeline_variables(pipeline, facts), true),
+        (set(&mut pipeline.variables.iter().map(|v| (&v.name, &v.value))), false),
+        (set(&mut facts.cli_variables.iter().map(|(n, v)| (n, v))), true),
+    ]);
+    let lookup = |name: &str| vars.get(name).map(String::from);
+    for reference in changes::compare_to_refs(changes::clauses(pipeline), &lookup) {
+        let paths = match crate::git::resolve_commit(dir, &reference) {
+            Some(sha) => crate::git::changed_paths(dir, &sha),
+            None => Err("no such branch, tag or commit in this repository".to_string()),
+        };
+        out.against.insert(reference, paths);
+    }
+    Ok(out)
 }
 
 /// `--env-file` then `--env`, in order (later wins).

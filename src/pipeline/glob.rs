@@ -1,6 +1,7 @@
 //! Path globs as `.gitlab-ci.yml` writes them (`artifacts: paths/exclude`, `rules: exists`):
 //! `*` and `?` within one path segment, `[abc]`/`[a-z]`/`[!a]` classes, and `**` for any number
-//! of segments. Paths are relative, `/`-separated. Pure; used by `plan` and `execute`.
+//! of segments; [`expand_braces`] for `{a,b}` (rules). Paths are relative, `/`-separated. Pure;
+//! used by `plan`, `changes` and `execute`.
 
 /// Whether `path` matches `pattern` (a leading `./` and trailing `/` are ignored on both).
 pub fn matches(pattern: &str, path: &str) -> bool {
@@ -21,6 +22,65 @@ pub fn matches_self_or_ancestor(pattern: &str, path: &str) -> bool {
 /// segment already has one): the directory worth copying out of a container.
 pub fn literal_prefix(pattern: &str) -> String {
     segments(pattern).into_iter().take_while(|s| !s.contains(['*', '?', '['])).collect::<Vec<_>>().join("/")
+}
+
+/// Most patterns one brace expansion may make (bounds hostile input).
+const MAX_BRACE_EXPANSIONS: usize = 1024;
+
+/// Ruby's `File::FNM_EXTGLOB` braces, which GitLab's `rules: changes`/`exists` honour:
+/// `src/*.{rs,toml}` → `src/*.rs`, `src/*.toml`; nested braces expand too, a brace without its
+/// partner (or without a comma inside) stays literal, `\{` is not a brace.
+pub fn expand_braces(pattern: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    expand_into(pattern, &mut out);
+    out
+}
+
+fn expand_into(pattern: &str, out: &mut Vec<String>) {
+    if out.len() >= MAX_BRACE_EXPANSIONS {
+        return;
+    }
+    let Some((open, close, commas)) = first_brace_group(pattern) else {
+        out.push(pattern.to_string());
+        return;
+    };
+    let (prefix, body, suffix) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
+    let mut start = 0;
+    for end in commas.iter().map(|c| c - open - 1).chain([body.len()]) {
+        expand_into(&format!("{prefix}{}{suffix}", &body[start..end]), out);
+        start = end + 1;
+    }
+}
+
+/// The first `{...}` with a top-level comma: byte offsets of `{`, `}` and the commas.
+fn first_brace_group(pattern: &str) -> Option<(usize, usize, Vec<usize>)> {
+    let bytes = pattern.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'{' => {
+                let (mut depth, mut commas, mut j) = (0usize, Vec::new(), i + 1);
+                while j < bytes.len() {
+                    match bytes[j] {
+                        b'\\' => j += 1,
+                        b'{' => depth += 1,
+                        b'}' if depth == 0 => break,
+                        b'}' => depth -= 1,
+                        b',' if depth == 0 => commas.push(j),
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                if j < bytes.len() && !commas.is_empty() {
+                    return Some((i, j, commas));
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn segments(text: &str) -> Vec<&str> {
@@ -113,6 +173,18 @@ mod tests {
         assert!(matches("bin/**", "bin/x/y"));
         assert!(matches("**", "anything/at/all"));
         assert!(!matches("bin/**/*.o", "lib/a.o"));
+    }
+
+    #[test]
+    fn braces_expand_as_rubys_extglob() {
+        assert_eq!(expand_braces("src/*.{rs,toml}"), ["src/*.rs", "src/*.toml"]);
+        assert_eq!(expand_braces("{a,b{c,d}}/x"), ["a/x", "bc/x", "bd/x"]);
+        assert_eq!(expand_braces("{a,}z"), ["az", "z"]);
+        assert_eq!(expand_braces("no{brace"), ["no{brace"]);
+        assert_eq!(expand_braces("{single}"), ["{single}"]);
+        assert_eq!(expand_braces("\\{a,b}"), ["\\{a,b}"]);
+        assert_eq!(expand_braces("{a,b}{c,d}"), ["ac", "ad", "bc", "bd"]);
+        assert!(expand_braces(&"{a,b}".repeat(20)).len() <= MAX_BRACE_EXPANSIONS);
     }
 
     #[test]

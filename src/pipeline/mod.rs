@@ -1,8 +1,9 @@
-//! Pipelines: `.gitlab-ci.yml` → model (`parse`, with `rules` expressions) → an ordered plan of
+//! Pipelines: `.gitlab-ci.yml` → model (`parse`, with `rules` expressions; `changes` clauses) → an ordered plan of
 //! jobs (`plan`) → containers (`execute`).
 
 pub mod cache;
 pub mod cache_store;
+pub mod changes;
 pub mod error;
 pub mod execute;
 pub mod glob;

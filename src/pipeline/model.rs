@@ -27,6 +27,8 @@ pub struct Pipeline {
     /// Visible jobs (not `.hidden`), in file order, fully resolved; a `parallel:` job is
     /// replaced by its instances.
     pub jobs: Vec<Job>,
+    /// `workflow: name` as written (variables expanded by `plan` into `CI_PIPELINE_NAME`).
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +108,19 @@ pub struct Rule {
     pub allow_failure: Option<bool>,
     pub variables: Vec<Variable>,
     pub location: Location,
+    /// `changes:` (a list of globs or `{paths, compare_to}`); `None` = no `changes` clause.
+    pub changes: Option<Changes>,
+}
+
+/// `rules: changes` (also `only/except: changes`): true when a file matching one of `paths`
+/// differs from the comparison base (see `pipeline::changes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changes {
+    /// Globs relative to the project dir; variables expanded when the rule is evaluated.
+    pub paths: Vec<String>,
+    /// `compare_to:` a ref (variables allowed), with where it was written; `None` = the run's
+    /// default base.
+    pub compare_to: Option<(String, Location)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

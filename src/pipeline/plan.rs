@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::cache;
+use super::changes;
+pub use super::changes::ChangedPaths;
 use super::error::PipelineError;
 use super::glob;
 use super::model::{AllowFailure, Artifacts, Cache, Image, Job, Location, Pipeline, Rule, Service, Variable, When};
@@ -42,6 +44,8 @@ pub struct RunFacts {
     /// More predefined variables (the registry's `CI_REGISTRY*`, issue 8): as GitLab's, a
     /// pipeline's own variables win over them, and `image:` can use them.
     pub predefined: Vec<(String, String)>,
+    /// What changed, for `rules: changes` (empty default: unknown, every `changes` holds).
+    pub changes: ChangedPaths,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +59,8 @@ pub struct Plan {
     pub jobs: Vec<PlannedJob>,
     /// Set when `workflow: rules` decided that no pipeline runs; `jobs` is empty then.
     pub excluded_by_workflow: Option<Location>,
+    /// `workflow: name`, expanded (`CI_PIPELINE_NAME`).
+    pub name: Option<String>,
 }
 
 /// Whether a job runs, and on what condition.
@@ -128,24 +134,50 @@ fn cli_set(facts: &RunFacts) -> VarSet {
     set
 }
 
-/// Whether one rule matches: its `if` holds and one of its `exists` globs names a file.
-fn rule_matches(rule: &Rule, vars: &VarSet, files: &[String]) -> bool {
+/// Whether one rule matches: its `if` holds, one of its `exists` globs names a file and one of
+/// its `changes` globs a changed file (GitLab's clauses, all of them must hold).
+/// `key` names the rule in errors (`build.rules[1]`).
+fn rule_matches(rule: &Rule, vars: &VarSet, facts: &RunFacts, key: &str) -> Result<bool, PipelineError> {
     let lookup = |name: &str| vars.get(name).map(String::from);
     if let Some(condition) = &rule.condition {
         if !rules::evaluate(condition, &lookup) {
-            return false;
+            return Ok(false);
         }
     }
-    rule.exists.is_empty()
+    let exists = rule.exists.is_empty()
         || rule.exists.iter().any(|pattern| {
             let pattern = variables::expand(pattern, &lookup);
-            files.iter().any(|f| glob::matches(&pattern, f))
-        })
+            glob::expand_braces(&pattern).iter().any(|p| facts.files.iter().any(|f| glob::matches(p, f)))
+        });
+    if !exists {
+        return Ok(false);
+    }
+    match &rule.changes {
+        None => Ok(true),
+        Some(clause) => changes::holds(clause, &facts.changes, &lookup).map_err(|e| {
+            let at = clause.compare_to.as_ref().map_or(&rule.location, |(_, at)| at);
+            error_at(
+                at,
+                format!("{key}.changes.compare_to"),
+                format!("`{}` is not a valid ref: {}", e.reference, e.reason),
+            )
+        }),
+    }
 }
 
 /// The first rule that matches, if any.
-fn first_match<'r>(rules: &'r [Rule], vars: &VarSet, files: &[String]) -> Option<&'r Rule> {
-    rules.iter().find(|r| rule_matches(r, vars, files))
+fn first_match<'r>(
+    rules: &'r [Rule],
+    vars: &VarSet,
+    facts: &RunFacts,
+    owner: &str,
+) -> Result<Option<&'r Rule>, PipelineError> {
+    for (i, rule) in rules.iter().enumerate() {
+        if rule_matches(rule, vars, facts, &format!("{owner}.rules[{i}]"))? {
+            return Ok(Some(rule));
+        }
+    }
+    Ok(None)
 }
 
 /// A job that passed its rules, before selection.
@@ -164,7 +196,7 @@ fn error_at(location: &Location, key: impl Into<String>, message: impl Into<Stri
 /// Plans the run. Configuration problems (unknown jobs named, `needs` on missing or later jobs,
 /// cycles, a job without image) are errors naming where they were written.
 pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError> {
-    let pipeline_vars = pipeline_variables(pipeline, facts);
+    let mut pipeline_vars = pipeline_variables(pipeline, facts);
     let global = set_of(&pipeline.variables);
     let cli = cli_set(facts);
     let project_dir_in_job = format!("{BUILDS_DIR}/{}", facts.project_path);
@@ -175,13 +207,14 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         project_dir_in_job,
         jobs: Vec::new(),
         excluded_by_workflow: None,
+        name: None,
     };
 
     // workflow: rules decide whether there is a pipeline at all, and add variables.
     let mut workflow_vars = VarSet::new();
     if !pipeline.workflow_rules.is_empty() {
         let vars = variables::resolve(&[(pipeline_vars.clone(), true), (global.clone(), false), (cli.clone(), true)]);
-        match first_match(&pipeline.workflow_rules, &vars, &facts.files) {
+        match first_match(&pipeline.workflow_rules, &vars, facts, "workflow")? {
             Some(rule) if rule.when != Some(When::Never) => workflow_vars = set_of(&rule.variables),
             Some(rule) => {
                 plan.excluded_by_workflow = Some(rule.location.clone());
@@ -193,6 +226,18 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
                 return Ok(plan);
             }
         }
+    }
+    // `workflow: name` → CI_PIPELINE_NAME, with the global, workflow-rule and --env variables.
+    if let Some(name) = &pipeline.name {
+        let vars = variables::resolve(&[
+            (pipeline_vars.clone(), true),
+            (global.clone(), false),
+            (workflow_vars.clone(), false),
+            (cli.clone(), true),
+        ]);
+        let name = variables::expand(name, &|n: &str| vars.get(n).map(String::from));
+        pipeline_vars.set("CI_PIPELINE_NAME", name.clone());
+        plan.name = Some(name);
     }
 
     // Job rules: which jobs are in the pipeline.
@@ -211,7 +256,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         let (when, allow_failure, rule_variables) = if job.rules.is_empty() {
             (job.when, job.allow_failure.clone(), VarSet::new())
         } else {
-            match first_match(&job.rules, &vars, &facts.files) {
+            match first_match(&job.rules, &vars, facts, &job.name)? {
                 None => (When::Never, AllowFailure::No, VarSet::new()),
                 Some(rule) => {
                     let allow = match rule.allow_failure {

@@ -49,6 +49,7 @@ fn rule(condition: Option<&str>, when: Option<When>) -> Rule {
         allow_failure: None,
         variables: vec![],
         location: loc(20),
+        changes: None,
     }
 }
 
@@ -59,6 +60,7 @@ fn pipeline(jobs: Vec<Job>) -> Pipeline {
         variables: vec![],
         workflow_rules: vec![],
         jobs,
+        name: None,
     }
 }
 
@@ -80,6 +82,7 @@ fn facts() -> RunFacts {
         selected: vec![],
         pipeline_id: 42,
         predefined: vec![],
+        changes: Default::default(),
     }
 }
 
@@ -277,6 +280,64 @@ fn rules_exists_globs_the_project_files() {
     node.rules = vec![Rule { exists: vec!["package.json".into()], ..rule(None, None) }];
     let plan = plan(&pipeline(vec![rust, node]), &facts()).expect("plans");
     assert_eq!(names(&plan), ["rust"]);
+}
+
+fn changes(paths: &[&str], compare_to: Option<&str>) -> Option<crate::pipeline::model::Changes> {
+    Some(crate::pipeline::model::Changes {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        compare_to: compare_to.map(|r| (r.to_string(), loc(33))),
+    })
+}
+
+#[test]
+fn rules_changes_match_changed_files_and_are_true_when_nothing_is_known() {
+    let mut docs = job("docs", "build");
+    docs.rules = vec![Rule { changes: changes(&["docs/**/*", "*.md"], None), ..rule(None, None) }];
+    let mut code = job("code", "build");
+    code.rules = vec![
+        Rule { changes: changes(&["src/*.{rs,toml}"], None), ..rule(Some("$CI_COMMIT_BRANCH"), None) },
+        Rule { when: Some(When::Manual), ..rule(None, None) },
+    ];
+    let mut release = job("release", "build");
+    release.variables = vec![var("DIR", "lib")];
+    release.rules = vec![Rule { changes: changes(&["$DIR/*"], Some("$BASE")), ..rule(None, None) }];
+    let mut p = pipeline(vec![docs, code, release]);
+    p.variables = vec![var("BASE", "v1")];
+
+    let unknown = plan(&p, &facts()).expect("plans");
+    assert_eq!(names(&unknown), ["docs", "code", "release"], "no git facts: every `changes` holds");
+
+    let mut f = facts();
+    f.changes.default = Some(vec!["src/main.rs".into()]);
+    f.changes.against.insert("v1".into(), Ok(vec!["lib/a.c".into()]));
+    let p1 = plan(&p, &f).expect("plans");
+    assert_eq!(names(&p1), ["code", "release"]);
+    assert_eq!(planned(&p1, "code").when, RunWhen::OnSuccess);
+
+    f.changes.default = Some(vec!["README.md".into()]);
+    f.changes.against.insert("v1".into(), Ok(vec![]));
+    let p2 = plan(&p, &f).expect("plans");
+    assert_eq!(names(&p2), ["docs", "code"]);
+    assert_eq!(planned(&p2, "code").when, RunWhen::Manual, "the second rule");
+
+    f.changes.against.insert("v1".into(), Err("no such branch, tag or commit in this repository".into()));
+    let e = plan(&p, &f).expect_err("bad compare_to");
+    assert_eq!((e.line, e.key.as_str()), (Some(33), "release.rules[0].changes.compare_to"));
+    assert!(e.message.contains("`v1` is not a valid ref: no such branch"), "{e}");
+}
+
+#[test]
+fn workflow_name_is_ci_pipeline_name_with_workflow_variables() {
+    let mut p = pipeline(vec![job("b", "build")]);
+    p.name = Some("$KIND pipeline for $CI_COMMIT_REF_NAME".into());
+    let mut w = rule(None, None);
+    w.variables = vec![var("KIND", "nightly")];
+    p.workflow_rules = vec![w];
+    let plan = plan(&p, &facts()).expect("plans");
+    assert_eq!(plan.name.as_deref(), Some("nightly pipeline for feature/Thing"));
+    assert_eq!(planned(&plan, "b").variables.get("CI_PIPELINE_NAME"), Some("nightly pipeline for feature/Thing"));
+    p.name = None;
+    assert_eq!(planned(&super::plan(&p, &facts()).expect("plans"), "b").variables.get("CI_PIPELINE_NAME"), None);
 }
 
 #[test]

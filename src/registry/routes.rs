@@ -1,9 +1,13 @@
 //! Pure routing: method + path → a typed `Route`, or the spec error for a bad name, tag or
 //! digest. No I/O. Names are matched from the end of the path, because a repository name may
 //! itself contain components such as `manifests` or `blobs`.
+//!
+//! A manifest reference that is neither a tag nor a digest names nothing: GET, HEAD and DELETE
+//! answer 404 `MANIFEST_UNKNOWN` (the OCI conformance suite's `.INVALID_MANIFEST_NAME`; Debian's
+//! distribution 2.8 answers 404 too, its route does not match), a PUT 400 (issue 14 §3).
 
 use super::error::{ApiError, OciCode};
-use super::names::{Digest, Name, Reference};
+use super::names::{Digest, Name, NameError, Reference};
 use crate::http::percent_decode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +129,7 @@ impl Method {
 
 /// Parses the request target into a route and checks that the method is one the route has.
 pub fn parse(method: &str, path: &str) -> Result<(Method, Route), ApiError> {
-    let route = parse_path(path)?;
+    let route = parse_path(method, path)?;
     let method = Method::parse(method)
         .ok_or_else(|| ApiError::new(OciCode::Unsupported, format!("method {method} is not supported")))?;
     let allowed: &[Method] = match route {
@@ -150,7 +154,19 @@ fn not_found() -> ApiError {
     ApiError::new(OciCode::Unsupported, "no such endpoint").with_status(404)
 }
 
-fn parse_path(path: &str) -> Result<Route, ApiError> {
+/// The error for a manifest reference that is not a tag or a digest: only a PUT is told that
+/// the reference itself is wrong; for a read or delete it is a manifest that is not there.
+fn bad_reference(method: &str, name: &Name, reference: &str, error: NameError) -> ApiError {
+    match method {
+        "GET" | "HEAD" | "DELETE" => ApiError::new(
+            OciCode::ManifestUnknown,
+            format!("manifest {:?} is unknown to {name}: {error}", reference.escape_debug().to_string()),
+        ),
+        _ => error.into(),
+    }
+}
+
+fn parse_path(method: &str, path: &str) -> Result<Route, ApiError> {
     if path == "/token" || path == "/token/" {
         return Ok(Route::Token);
     }
@@ -198,7 +214,8 @@ fn parse_path(path: &str) -> Result<Route, ApiError> {
         match seg(n - 2) {
             "manifests" => {
                 let name = name_of(n - 2)?;
-                return Ok(Route::Manifest { name, reference: last.parse()? });
+                let reference = last.parse().map_err(|e| bad_reference(method, &name, last, e))?;
+                return Ok(Route::Manifest { name, reference });
             }
             "blobs" => {
                 let name = name_of(n - 2)?;
@@ -255,7 +272,16 @@ mod tests {
         assert_eq!(route("GET", "/v2/A/manifests/x").unwrap_err().code, OciCode::NameInvalid);
         assert_eq!(route("GET", "/v2/../manifests/x").unwrap_err().code, OciCode::NameInvalid);
         assert_eq!(route("GET", "/v2/a%2F..%2Fb/manifests/x").unwrap_err().code, OciCode::NameInvalid);
-        assert_eq!(route("GET", "/v2/a/manifests/-bad").unwrap_err().code, OciCode::ManifestInvalid);
+        assert_eq!(route("PUT", "/v2/a/manifests/-bad").unwrap_err().code, OciCode::ManifestInvalid);
+        assert_eq!(route("PUT", "/v2/a/manifests/sha256:zz").unwrap_err().code, OciCode::DigestInvalid);
+        assert_eq!(route("POST", "/v2/a/manifests/.x").unwrap_err().code, OciCode::ManifestInvalid);
+        for method in ["GET", "HEAD", "DELETE"] {
+            for reference in [".INVALID_MANIFEST_NAME", "-bad", "sha256:zz", "md5:abc", &"t".repeat(129)] {
+                let e = route(method, &format!("/v2/a/manifests/{reference}")).unwrap_err();
+                assert_eq!((e.status, e.code), (404, OciCode::ManifestUnknown), "{method} {reference}");
+            }
+        }
+        assert_eq!(route("GET", "/v2/A/manifests/.bad").unwrap_err().code, OciCode::NameInvalid);
         assert_eq!(route("GET", "/v2/a/blobs/sha256:zz").unwrap_err().code, OciCode::DigestInvalid);
         assert_eq!(route("GET", "/v2/a/blobs/md5:abc").unwrap_err().code, OciCode::DigestInvalid);
         assert_eq!(route("GET", "/v3/").unwrap_err().status, 404);

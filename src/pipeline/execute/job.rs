@@ -1,7 +1,8 @@
 //! One job: its attempts (`retry`), each in a container of its own: image pulled when missing,
 //! services started as sidecars on a network of the job's (with their aliases), the project and
-//! the artifacts it depends on copied in, `before_script` + `script` run by `sh` under a
-//! watchdog (timeout, interrupt), `after_script` in a fresh shell of the same container, then
+//! the artifacts it depends on copied in, `before_script` + `script` run by the image's shell
+//! (bash, else sh: `script::shell_command`) under a watchdog (timeout, interrupt),
+//! `after_script` in a fresh shell of the same container, then
 //! artifacts collected. `cache:` is restored before the scripts and saved after them
 //! (`execute::cache`). Every container and network it made is removed before it returns.
 
@@ -173,7 +174,7 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
         network,
         network_aliases: Vec::new(),
         entrypoint: image.entrypoint.clone(),
-        command: vec!["sh".into(), script::SCRIPT_PATH.into()],
+        command: script::shell_command(),
         env_file: Some(env_file),
         privileged: wiring.privileged,
     };
@@ -184,7 +185,7 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
     let project_dir = &run.plan.project_dir_in_job;
     let mut step_commands = job.before_script.clone();
     step_commands.extend(job.script.iter().cloned());
-    let step = script::render(&variables, &[], project_dir, &step_commands);
+    let step = script::render(&variables, &[("CI_JOB_STATUS", "running")], project_dir, None, &step_commands);
     copy_in_project(run, job, &container, &wiring, step)?;
     cache::restore(run, job, &container);
     copy_in_artifacts(run, job, &container)?;
@@ -204,8 +205,13 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
 
     if !job.after_script.is_empty() {
         let status = if attempt.status == JobStatus::Success { "success" } else { "failed" };
-        let after = script::render(&variables, &[("CI_JOB_STATUS", status)], project_dir, &job.after_script);
-        run.log(&job.name, LogSource::Glci, "Running after_script");
+        let after = script::render(
+            &variables,
+            &[("CI_JOB_STATUS", status)],
+            project_dir,
+            Some("Running after script..."),
+            &job.after_script,
+        );
         copy_files(&container, &[script_file(after)])?;
         match run_phase(run, &job.name, &container, AFTER_SCRIPT_TIMEOUT)? {
             Phase::Exited(0) => {}

@@ -301,7 +301,9 @@ fn lookup(
         return Err(at(format!("!reference cycle: {}", cycle.join(" → "))));
     }
     if stack.len() >= MAX_NESTING {
-        return Err(at(format!("{shown}: references nested more than {MAX_NESTING} levels deep")));
+        // GitLab allows 10 levels of `!reference`; name the whole chain so it can be cut.
+        let chain: Vec<String> = stack.iter().chain([&path.to_vec()]).map(|p| format!("[{}]", p.join(", "))).collect();
+        return Err(at(format!("!reference nested more than {MAX_NESTING} levels deep: {}", chain.join(" → "))));
     }
     let Some((first, rest)) = path.split_first() else {
         return Err(at("empty !reference".to_owned()));
@@ -542,6 +544,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(show(job(&map, "job")), "{script: [[a], b], v: x}");
+    }
+
+    #[test]
+    fn references_nest_ten_levels_and_the_eleventh_names_the_chain() {
+        let chain = |levels: usize| {
+            let mut text = format!("job:\n  script: !reference [.l1, s]\n.l{levels}:\n  s: [deepest]\n");
+            for i in 1..levels {
+                text.push_str(&format!(".l{i}:\n  s: !reference [.l{}, s]\n", i + 1));
+            }
+            text
+        };
+        let map = compose(&chain(10), &[]).unwrap();
+        assert_eq!(show(job(&map, "job")), "{script: [deepest]}");
+        let e = compose(&chain(11), &[]).unwrap_err();
+        assert!(e.message.starts_with("!reference nested more than 10 levels deep: [.l1, s] → [.l2, s] → "), "{e}");
+        assert!(e.message.ends_with("→ [.l10, s] → [.l11, s]"), "{e}");
     }
 
     #[test]

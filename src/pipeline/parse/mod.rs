@@ -88,9 +88,9 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
         Some(entry) => read::variables(&field(entry))?,
         None => Vec::new(),
     };
-    let workflow_rules = match map.get("workflow") {
+    let (workflow_rules, name) = match map.get("workflow") {
         Some(entry) => workflow(&field(entry))?,
-        None => Vec::new(),
+        None => (Vec::new(), None),
     };
     let mut defaults = Defaults::default();
     for key in ["image", "services", "before_script", "after_script", "cache"] {
@@ -122,7 +122,7 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
         return Err(PipelineError::whole_file(file, "no jobs (names starting with `.` are templates, not jobs)"));
     }
     let jobs = validate(jobs, &stages)?;
-    Ok(Pipeline { file: file.to_path_buf(), stages, variables, workflow_rules, jobs })
+    Ok(Pipeline { file: file.to_path_buf(), stages, variables, workflow_rules, jobs, name })
 }
 
 /// `stages` (or the old `types`), `.pre` first and `.post` last; GitLab's default when absent.
@@ -145,15 +145,26 @@ fn stages(map: &Map) -> Result<Vec<String>, PipelineError> {
     Ok(stages)
 }
 
-fn workflow(field: &Field) -> Result<Vec<Rule>, PipelineError> {
+/// `workflow:` its rules and `name`; `auto_cancel` is checked and has no local effect (one run
+/// never cancels another).
+fn workflow(field: &Field) -> Result<(Vec<Rule>, Option<String>), PipelineError> {
     field.check_keys(&["rules", "name", "auto_cancel"])?;
-    if let Some(name) = field.get("name")? {
-        name.string()?;
+    let name = field.get("name")?.map(|name| name.string()).transpose()?;
+    if let Some(name) = &name {
+        // GitLab's limit on `workflow:name`.
+        if name.chars().count() > 255 {
+            return Err(Field::entry(&field.key, field.map()?.get("name").expect("just read"))
+                .error("the pipeline name is longer than 255 characters"));
+        }
     }
-    match field.get("rules")? {
-        Some(rules) => read::rules(&rules, true),
-        None => Ok(Vec::new()),
+    if let Some(auto_cancel) = field.get("auto_cancel")? {
+        read::auto_cancel(&auto_cancel)?;
     }
+    let rules = match field.get("rules")? {
+        Some(rules) => read::rules(&rules, true)?,
+        None => Vec::new(),
+    };
+    Ok((rules, name))
 }
 
 /// The checks that need every job: stages, `needs`, `dependencies`, `needs` cycles. Optional
@@ -578,8 +589,14 @@ mod tests {
              - when: always\n      variables: {X: y}\nj: {script: x}\n",
         );
         assert_eq!(p.workflow_rules.len(), 2);
+        assert_eq!(p.name.as_deref(), Some("pipeline"));
         assert_eq!(p.workflow_rules[0].location.line, 4);
         assert_eq!(p.workflow_rules[1].variables, [var("X", "y")]);
+        let p = parse(
+            "workflow:\n  auto_cancel: {on_new_commit: interruptible, on_job_failure: all}\n  rules:\n    \
+             - auto_cancel: {on_new_commit: none}\nj: {script: x}\n",
+        );
+        assert_eq!((p.name, p.workflow_rules.len()), (None, 1));
     }
 
     #[test]
@@ -706,6 +723,18 @@ mod tests {
                 "workflow rules take",
             ),
             ("workflow:\n  rulez: []\nj: {script: x}\n", 2, "workflow.rulez", "unknown key"),
+            (
+                "workflow:\n  auto_cancel:\n    on_new_commit: always\nj: {script: x}\n",
+                3,
+                "workflow.auto_cancel.on_new_commit",
+                "unknown value \"always\" (use conservative, interruptible, none)",
+            ),
+            (
+                "workflow:\n  rules:\n    - auto_cancel: {on_job_failure: some}\nj: {script: x}\n",
+                3,
+                "workflow.rules[0].auto_cancel.on_job_failure",
+                "(use all, none)",
+            ),
             ("default:\n  script: [x]\nj: {script: x}\n", 2, "default.script", "unknown key"),
             ("stage: build\nj: {script: x}\n", 1, "stage", "`stage` is not a job"),
             ("spec:\n  inputs: {}\nj: {script: x}\n", 1, "spec", "not supported"),

@@ -9,7 +9,7 @@ use super::duration;
 use super::yaml::{Entry, Map, Node, Value};
 use crate::pipeline::error::PipelineError;
 use crate::pipeline::model::{
-    AllowFailure, Artifacts, ArtifactsWhen, Image, Location, Need, Rule, Service, Variable, When,
+    AllowFailure, Artifacts, ArtifactsWhen, Changes, Image, Location, Need, Rule, Service, Variable, When,
 };
 use crate::pipeline::rules;
 
@@ -506,7 +506,55 @@ fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
     let when = field.get("when")?.map(|f| when(&f, place)).transpose()?;
     let allow_failure = field.get("allow_failure")?.map(|f| f.boolean()).transpose()?;
     let variables = field.get("variables")?.map(|f| variables(&f)).transpose()?.unwrap_or_default();
-    Ok(Rule { condition, exists, when, allow_failure, variables, location: field.location() })
+    let changes = field.get("changes")?.map(|f| changes(&f)).transpose()?;
+    if let Some(f) = field.get("auto_cancel")? {
+        auto_cancel(&f)?;
+    }
+    Ok(Rule { condition, exists, when, allow_failure, variables, location: field.location(), changes })
+}
+
+/// `auto_cancel:` (of `workflow:` or a workflow rule): `on_new_commit` and `on_job_failure`,
+/// with GitLab's values. Accepted for compatibility: a local run cancels nothing.
+pub fn auto_cancel(field: &Field) -> Result<(), PipelineError> {
+    field.check_keys(&["on_new_commit", "on_job_failure"])?;
+    let allowed =
+        [("on_new_commit", &["conservative", "interruptible", "none"][..]), ("on_job_failure", &["all", "none"])];
+    for (key, values) in allowed {
+        if let Some(f) = field.get(key)? {
+            let value = f.string()?;
+            if !values.contains(&value.as_str()) {
+                return Err(f.error(format!("unknown value {value:?} (use {})", values.join(", "))));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// GitLab's limit on `changes` paths (`rules:changes:paths config has too many entries`).
+const MAX_CHANGES_PATHS: usize = 50;
+
+/// `changes:` a list of globs or `{paths: [...], compare_to: REF}` (rules and `only`/`except`).
+pub fn changes(field: &Field) -> Result<Changes, PipelineError> {
+    let (paths_field, compare_to) = match &field.node.value {
+        Value::Map(_) => {
+            field.check_keys(&["paths", "compare_to"])?;
+            let paths = field.get("paths")?.ok_or_else(|| field.error("missing `paths`"))?;
+            let compare_to = match field.get("compare_to")? {
+                Some(f) => Some((f.name("a ref (branch, tag or commit SHA)")?, f.location())),
+                None => None,
+            };
+            (paths, compare_to)
+        }
+        _ => (field.clone(), None),
+    };
+    if !matches!(paths_field.node.value, Value::Seq(_)) {
+        return Err(paths_field.expected("a list of paths"));
+    }
+    let paths = paths_field.strings()?;
+    if paths.len() > MAX_CHANGES_PATHS {
+        return Err(paths_field.error(format!("too many paths (GitLab allows at most {MAX_CHANGES_PATHS})")));
+    }
+    Ok(Changes { paths, compare_to })
 }
 
 /// `exists:` a list of globs or `{paths: [...]}`.
@@ -805,6 +853,8 @@ mod tests {
         assert_eq!((r[1].condition.as_ref(), r[1].exists.as_slice()), (None, ["Dockerfile".to_owned()].as_slice()));
         assert_eq!(r[2].exists, ["a", "b"]);
         assert_eq!((r[3].when, r[3].location.line), (Some(When::Never), 9));
+        assert_eq!(r[1].changes, Some(Changes { paths: vec!["src/**/*".into()], compare_to: None }));
+        assert_eq!(r[0].changes, None);
 
         let cases = [
             ("k:\n  - if: $A ==\n", false, 2, "job.k[0].if", "invalid expression: unexpected end"),
@@ -816,12 +866,27 @@ mod tests {
             ("k:\n  - $A\n", false, 2, "job.k[0]", "expected a rule"),
             ("k:\n  - exists: {project: g/p, paths: [a]}\n", false, 2, "job.k[0].exists.project", "another project"),
             ("k: {if: $A}\n", false, 1, "job.k", "expected a list of rules"),
+            ("k:\n  - changes: src/a\n", false, 2, "job.k[0].changes", "expected a list of paths, found a string"),
+            ("k:\n  - changes: {compare_to: main}\n", false, 2, "job.k[0].changes", "missing `paths`"),
+            ("k:\n  - changes: {paths: [a], compare: x}\n", false, 2, "job.k[0].changes.compare", "unknown key"),
+            ("k:\n  - changes: {paths: [a], compare_to: ''}\n", false, 2, "job.k[0].changes.compare_to", "empty"),
         ];
         for (text, workflow, line, key, want) in cases {
             let e = err(text, |f| rules(f, workflow));
             assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{text}: {e}");
             assert!(e.message.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn changes_forms() {
+        let c = with_field("k: [a.txt, 'src/**/*.{rs,toml}']", changes).unwrap();
+        assert_eq!(c, Changes { paths: vec!["a.txt".into(), "src/**/*.{rs,toml}".into()], compare_to: None });
+        let c = with_field("k:\n  paths: [a]\n  compare_to: refs/heads/main\n", changes).unwrap();
+        assert_eq!(c.paths, ["a"]);
+        assert_eq!(c.compare_to, Some(("refs/heads/main".into(), Location { file: "ci.yml".into(), line: 3 })));
+        let many = format!("k: [{}]", (0..51).map(|i| format!("f{i}")).collect::<Vec<_>>().join(", "));
+        assert!(err(&many, changes).message.contains("at most 50"));
     }
 
     #[test]

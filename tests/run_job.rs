@@ -1,0 +1,281 @@
+//! One job as GitLab's Docker runner runs it (issue 15), on the real Docker engine: the shell
+//! the runner's detection picks (sh in a busybox image, bash in an image that has it), the one
+//! script every line is a command of (cd/export/functions/`set +e` carry on, a false `&&` list
+//! fails only as the last line), the exact `$ cmd` trace, exit codes and `CI_JOB_STATUS`.
+//!
+//! Images are built locally: `glci-test/busybox:e2e` from the busybox rootfs recipe and
+//! `glci-test/bash:e2e` from `fixtures/images/bash-rootfs.sh` (the host's bash and its libraries
+//! on top of busybox). Needs busybox-static, bash, ldd and a running dockerd.
+
+// Tests spawn processes; clippy.toml's disallowed-methods is meant for src/.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use common::{build_busybox_rootfs, fixture_path, glci, need, need_docker_daemon, run, temp_dir};
+use serde_json::Value;
+
+const BUSYBOX: &str = "glci-test/busybox:e2e";
+const BASH: &str = "glci-test/bash:e2e";
+
+/// Imports `image` from the rootfs `build` makes, once per test binary, unless the engine has
+/// it (the recipes are deterministic: an image left by an earlier run is the same).
+fn import_once(image: &str, build: impl FnOnce(&Path) -> std::path::PathBuf) {
+    need_docker_daemon();
+    let present = Command::new("docker").args(["image", "inspect", image]).output().is_ok_and(|o| o.status.success());
+    if !present {
+        let dir = temp_dir();
+        let tar = build(&dir.path().join("rootfs.tar"));
+        run(Command::new("docker").arg("import").arg(&tar).arg(image));
+    }
+}
+
+fn images() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        import_once(BUSYBOX, build_busybox_rootfs);
+        need("ldd");
+        import_once(BASH, |path| {
+            run(Command::new("bash").arg(fixture_path("images/bash-rootfs.sh")).arg(path));
+            path.to_path_buf()
+        });
+    });
+}
+
+fn write_project(yaml: &str) -> tempfile::TempDir {
+    let dir = temp_dir();
+    std::fs::write(dir.path().join(".gitlab-ci.yml"), yaml).expect("write .gitlab-ci.yml");
+    dir
+}
+
+fn glci_run(dir: &Path, args: &[&str]) -> Output {
+    glci()
+        .args(["run", "--no-registry", "--json"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("start glci")
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", show(out))))
+        .collect()
+}
+
+fn finished<'a>(events: &'a [Value], job: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "job_finished" && e["job"] == job)
+        .unwrap_or_else(|| panic!("no job_finished for {job}"))
+}
+
+/// `text` without ANSI SGR sequences (`ESC [ ... m`), as a person reads the trace.
+fn plain(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The job's own output (what the container printed), in order, without colours.
+fn trace(events: &[Value], job: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "log" && e["job"] == job && e["source"] == "job")
+        .map(|e| plain(e["line"].as_str().expect("line")))
+        .collect()
+}
+
+/// glci's own notes about the job.
+fn notes(events: &[Value], job: &str) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "log" && e["job"] == job && e["source"] == "glci")
+        .map(|e| e["line"].as_str().expect("line").to_string())
+        .collect()
+}
+
+const SHARED_SHELL: &str = r#"
+shared:
+  image: IMAGE
+  before_script:
+    - echo "before $CI_JOB_STATUS"
+    - cd /tmp && export FROM_BEFORE=yes
+    - 'greet() { echo "hello $1"; }'
+  script:
+    - false && echo no
+    - '[ -f /nonexistent ] && echo skip'
+    - pwd
+    - 'echo "from before: $FROM_BEFORE"'
+    - greet world
+    - set +e
+    - "false"
+    - echo "after set +e"
+    - 'if [ -n "$BASH_VERSION" ]; then echo "shell bash"; else echo "shell sh"; fi'
+    - |
+      echo first
+      echo second
+  after_script:
+    - echo "after $CI_JOB_STATUS"
+"#;
+
+/// The trace of [`SHARED_SHELL`], exactly as GitLab's runner prints it, with `shell` the
+/// shell's name the job prints.
+fn shared_trace(shell: &str) -> Vec<String> {
+    [
+        "$ echo \"before $CI_JOB_STATUS\"",
+        "before running",
+        "$ cd /tmp && export FROM_BEFORE=yes",
+        "$ greet() { echo \"hello $1\"; }",
+        "$ false && echo no",
+        "$ [ -f /nonexistent ] && echo skip",
+        "$ pwd",
+        "/tmp",
+        "$ echo \"from before: $FROM_BEFORE\"",
+        "from before: yes",
+        "$ greet world",
+        "hello world",
+        "$ set +e",
+        "$ false",
+        "$ echo \"after set +e\"",
+        "after set +e",
+        "$ if [ -n \"$BASH_VERSION\" ]; then echo \"shell bash\"; else echo \"shell sh\"; fi",
+        &format!("shell {shell}"),
+        "$ echo first # collapsed multi-line command",
+        "first",
+        "second",
+        "Running after script...",
+        "$ echo \"after $CI_JOB_STATUS\"",
+        "after success",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn lines_are_commands_of_one_sh_script_in_a_busybox_image() {
+    images();
+    let dir = write_project(&SHARED_SHELL.replace("IMAGE", BUSYBOX));
+    let out = glci_run(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    assert_eq!(trace(&events, "shared"), shared_trace("sh"), "{}", show(&out));
+}
+
+#[test]
+fn lines_are_commands_of_one_bash_script_where_the_image_has_bash() {
+    images();
+    let dir = write_project(&SHARED_SHELL.replace("IMAGE", BASH));
+    let out = glci_run(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    assert_eq!(trace(&events, "shared"), shared_trace("bash"), "{}", show(&out));
+}
+
+#[test]
+fn bash_features_work_and_every_phase_uses_the_same_shell() {
+    images();
+    let yaml = r#"
+bashisms:
+  image: glci-test/bash:e2e
+  before_script:
+    - echo "before ${BASH_VERSION:+in bash}"
+  script:
+    - echo {a,b}
+    - arr=(x y z); echo "${arr[1]}"
+    - '[[ -n "$BASH_VERSION" ]] && echo "double brackets"'
+    - source /dev/null && echo sourced
+  after_script:
+    - echo "after ${BASH_VERSION:+in bash}"
+pipefail-bash:
+  image: glci-test/bash:e2e
+  script:
+    - false | true
+    - echo never
+pipefail-sh:
+  image: glci-test/busybox:e2e
+  script:
+    - false | true
+    - echo never
+"#;
+    let dir = write_project(yaml);
+    let out = glci_run(dir.path(), &["-j", "3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let events = events(&out);
+    let bash = trace(&events, "bashisms");
+    for line in ["before in bash", "a b", "y", "double brackets", "sourced", "after in bash"] {
+        assert!(bash.iter().any(|l| l == line), "{line:?} missing: {bash:#?}");
+    }
+    assert_eq!(finished(&events, "bashisms")["status"], "success", "{}", show(&out));
+    // `set -eo pipefail` in bash; busybox's sh has pipefail too, so the runner's probe sets it.
+    for job in ["pipefail-bash", "pipefail-sh"] {
+        assert_eq!(trace(&events, job), ["$ false | true"], "{job}: {}", show(&out));
+        assert_eq!(finished(&events, job)["exit_code"], 1, "{job}");
+    }
+}
+
+#[test]
+fn a_false_and_list_fails_the_job_only_as_its_last_line_and_exit_codes_count() {
+    images();
+    let yaml = r#"
+default:
+  image: glci-test/busybox:e2e
+last-line:
+  script:
+    - echo start
+    - '[ -f missing ] && echo skip'
+coded:
+  script:
+    - echo one
+    - exit 3
+    - echo never
+  after_script:
+    - echo "after $CI_JOB_STATUS"
+  allow_failure:
+    exit_codes: [3]
+"#;
+    let dir = write_project(yaml);
+    let out = glci_run(dir.path(), &["-j", "2"]);
+    assert_eq!(out.status.code(), Some(1), "last-line fails the pipeline\n{}", show(&out));
+    let events = events(&out);
+    // As on GitLab: the runner's `: | eval '<script>'` returns the status of the last command,
+    // and errexit stops there.
+    assert_eq!(trace(&events, "last-line"), ["$ echo start", "start", "$ [ -f missing ] && echo skip"]);
+    let last = finished(&events, "last-line");
+    assert_eq!((last["status"].as_str(), last["exit_code"].as_i64()), (Some("failed"), Some(1)));
+    assert_eq!(notes(&events, "last-line").last().map(String::as_str), Some("ERROR: Job failed: exit code 1"));
+
+    assert_eq!(
+        trace(&events, "coded"),
+        ["$ echo one", "one", "$ exit 3", "Running after script...", "$ echo \"after $CI_JOB_STATUS\"", "after failed"]
+    );
+    let coded = finished(&events, "coded");
+    assert_eq!(coded["exit_code"], 3);
+    assert_eq!(coded["allow_failure"], true, "{coded}");
+}
