@@ -1,4 +1,5 @@
-//! `cache:` end to end on the real Docker engine (issue 16): pipelines written into temp
+//! `cache:` and `artifacts: reports: dotenv` end to end on the real Docker engine (issue 16):
+//! pipelines written into temp
 //! projects, run twice by the binary with a temp `GLCI_HOME`, their `--json` traces and the
 //! store (`glci cache list --json`, the files under `$GLCI_HOME/cache`) checked.
 //!
@@ -358,4 +359,38 @@ fn caches_never_leak_between_projects() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("FOUND1"));
     let (_, events) = p.run(&[]);
     assert_line(&log(&events, "j"), "FOUND1");
+}
+
+#[test]
+fn a_dotenv_report_feeds_later_jobs_image_and_variables() {
+    let p = Project::new(
+        "stages: [build, deploy]\nvariables: {GREETING: global}\nbuild:\n  stage: build\n  image: IMAGE\n  \
+         script:\n    - echo DOTENV_IMG=IMAGE > build.env\n    - echo GREETING=from-dotenv >> build.env\n  \
+         artifacts: {reports: {dotenv: build.env}}\ndeploy:\n  stage: deploy\n  image: $DOTENV_IMG\n  \
+         variables: {GREETING: job}\n  needs: [build]\n  script: ['echo \"greeting=$GREETING\"']\n\
+         blind:\n  stage: deploy\n  image: IMAGE\n  needs: [{job: build, artifacts: false}]\n  \
+         script: ['echo \"greeting=$GREETING\"']\n",
+    );
+    let (out, events) = p.run(&[]);
+    succeeded(&out);
+    assert_has(&log(&events, "build"), "dotenv report: 2 variables for later jobs (DOTENV_IMG, GREETING)");
+    let deploy = log(&events, "deploy");
+    assert_has(&deploy, &format!("Using docker image {IMAGE}"));
+    assert_line(&deploy, "greeting=from-dotenv");
+    assert_line(&log(&events, "blind"), "greeting=global");
+
+    let (out, events) = p.run(&["--env", "GREETING=cli"]);
+    succeeded(&out);
+    assert_line(&log(&events, "deploy"), "greeting=cli");
+}
+
+#[test]
+fn a_bad_dotenv_line_fails_the_job_naming_file_and_line() {
+    let p = Project::new(
+        "build:\n  image: IMAGE\n  script: ['printf \"A=1\\nnot a pair\\n\" > out.env']\n  \
+         artifacts: {reports: {dotenv: out.env}}\n",
+    );
+    let (out, events) = p.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_has(&log(&events, "build"), "ERROR: Job failed: dotenv report out.env:2: invalid format");
 }

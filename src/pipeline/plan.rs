@@ -61,6 +61,8 @@ pub struct Plan {
     pub excluded_by_workflow: Option<Location>,
     /// `workflow: name`, expanded (`CI_PIPELINE_NAME`).
     pub name: Option<String>,
+    /// Names set by `--env`/`--env-file`: a dotenv report does not override them.
+    pub cli_variables: Vec<String>,
 }
 
 /// Whether a job runs, and on what condition.
@@ -104,6 +106,11 @@ pub struct PlannedJob {
     pub artifacts: Option<Artifacts>,
     /// `cache:` with variables expanded (`pipeline::cache::expand`).
     pub cache: Vec<Cache>,
+    /// `image:` as written, when it names a variable and the job receives a dotenv report:
+    /// expanded again when the job starts (`execute::dotenv`).
+    pub image_template: Option<String>,
+    /// `services:` names as written, under the same condition (empty otherwise).
+    pub service_templates: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -208,6 +215,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         jobs: Vec::new(),
         excluded_by_workflow: None,
         name: None,
+        cli_variables: facts.cli_variables.iter().map(|(name, _)| name.clone()).collect(),
     };
 
     // workflow: rules decide whether there is a pipeline at all, and add variables.
@@ -430,13 +438,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         ]);
         let lookup = |name: &str| vars.get(name).map(String::from);
         let image = job.image.as_ref().map(|img| Image { name: variables::expand(&img.name, &lookup), ..img.clone() });
-        if image.as_ref().is_none_or(|i| i.name.trim().is_empty()) && when != RunWhen::Manual {
-            return Err(error_at(
-                &job.location,
-                format!("{}.image", job.name),
-                "no image: set `image:` on the job or under `default:` (glci runs every job in a container)",
-            ));
-        }
+        let image_missing = image.as_ref().is_none_or(|i| i.name.trim().is_empty()) && when != RunWhen::Manual;
         let mut variables = vars.clone();
         if let Some(image) = &image {
             variables.set("CI_JOB_IMAGE", image.name.clone());
@@ -469,6 +471,20 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         let mut artifacts_from = artifacts_from;
         artifacts_from.sort_unstable();
         artifacts_from.dedup();
+        // A variable from a dotenv report is known only when its job has run (issue 16).
+        let gets_dotenv =
+            artifacts_from.iter().any(|&p| plan.jobs[p].artifacts.as_ref().is_some_and(|a| !a.dotenv.is_empty()));
+        let image_template =
+            job.image.as_ref().map(|i| i.name.clone()).filter(|name| gets_dotenv && name.contains('$'));
+        if image_missing && image_template.is_none() {
+            return Err(error_at(
+                &job.location,
+                format!("{}.image", job.name),
+                "no image: set `image:` on the job or under `default:` (glci runs every job in a container)",
+            ));
+        }
+        let service_templates =
+            if gets_dotenv { job.services.iter().map(|s| s.name.clone()).collect() } else { Vec::new() };
         position.insert(i, plan.jobs.len());
         plan.jobs.push(PlannedJob {
             name: job.name.clone(),
@@ -490,6 +506,8 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             retry: job.retry.min(MAX_RETRY),
             artifacts: job.artifacts.as_ref().map(|a| expand_artifacts(a, &lookup, &plan.project_dir_in_job)),
             cache,
+            image_template,
+            service_templates,
         });
     }
     Ok(plan)

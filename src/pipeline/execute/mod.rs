@@ -7,6 +7,7 @@
 
 mod archive;
 mod cache;
+mod dotenv;
 mod job;
 mod script;
 
