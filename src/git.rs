@@ -22,6 +22,14 @@ pub struct Facts {
     /// Committer date, ISO 8601.
     pub timestamp: Option<String>,
     pub author: Option<String>,
+    /// The tag HEAD is exactly at (a tag pipeline), and its message when annotated.
+    pub tag: Option<String>,
+    pub tag_message: Option<String>,
+    /// `user.name` / `user.email` of git config: who "pushed" (`GITLAB_USER_*`).
+    pub user_name: Option<String>,
+    pub user_email: Option<String>,
+    /// `origin/<branch>` when it is behind HEAD: what a push would have replaced.
+    pub before_sha: Option<String>,
 }
 
 /// Runs `git -C DIR ARGS`; trimmed stdout when it succeeds.
@@ -54,8 +62,20 @@ pub fn facts(dir: &Path) -> Facts {
                 .map(String::from)
         });
     let message = git(dir, &["log", "-1", "--format=%B"]).map(|m| m.trim_end().to_string());
+    let sha = git(dir, &["rev-parse", "--verify", "--quiet", "HEAD"]).filter(|s| !s.is_empty());
+    let tag = git(dir, &["describe", "--tags", "--exact-match", "HEAD"]).filter(|t| !t.is_empty());
+    let tag_message = tag
+        .as_ref()
+        .and_then(|t| git(dir, &["tag", "-l", "--format=%(contents)", t]))
+        .map(|m| m.trim_end().to_string())
+        .filter(|m| !m.is_empty());
+    let before_sha = branch
+        .as_ref()
+        .and_then(|b| git(dir, &["rev-parse", "--verify", "--quiet", &format!("refs/remotes/origin/{b}")]))
+        .filter(|before| Some(before) != sha.as_ref());
+    let config = |key: &str| git(dir, &["config", "--get", key]).filter(|s| !s.is_empty());
     Facts {
-        sha: git(dir, &["rev-parse", "--verify", "--quiet", "HEAD"]).filter(|s| !s.is_empty()),
+        sha,
         branch,
         default_branch,
         remote_url: git(dir, &["config", "--get", "remote.origin.url"]).filter(|s| !s.is_empty()),
@@ -63,6 +83,11 @@ pub fn facts(dir: &Path) -> Facts {
         message,
         timestamp: git(dir, &["log", "-1", "--format=%cI"]).filter(|s| !s.is_empty()),
         author: git(dir, &["log", "-1", "--format=%an <%ae>"]).filter(|s| !s.is_empty()),
+        tag,
+        tag_message,
+        user_name: config("user.name"),
+        user_email: config("user.email"),
+        before_sha,
     }
 }
 
@@ -163,6 +188,13 @@ pub fn project_path_from_remote(url: &str) -> Option<String> {
     let path = path.trim_matches('/');
     let path = path.strip_suffix(".git").unwrap_or(path).trim_matches('/');
     (!path.is_empty()).then(|| path.to_string())
+}
+
+/// The SSH port of a remote URL (`ssh://git@host:2222/g/p`), when it names one.
+pub fn ssh_port_from_remote(url: &str) -> Option<u16> {
+    let rest = url.trim().strip_prefix("ssh://")?;
+    let authority = rest.split('/').next()?;
+    authority.rsplit('@').next()?.split_once(':')?.1.parse().ok()
 }
 
 /// The host of a remote URL (for `CI_SERVER_HOST`), when it has one.

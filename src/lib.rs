@@ -6,7 +6,8 @@
 //! The request path of `glci serve`:
 //!
 //! ```text
-//! http::listener (accept → channel → workers) → http::conn (parse head, stream body)
+//! http::listener (accept → http::idle: poll, TLS handshake, request head → channel → workers)
+//!   → http::conn (parse head, stream body)
 //!   → registry::Registry::handle → registry::routes::parse (pure) → registry::api::* handlers
 //!   → registry::storage (temp + hash + fsync + rename) / registry::uploads (sessions on disk)
 //!   → registry::error::ApiError (spec codes → status + JSON) → http::conn writes the response

@@ -256,19 +256,35 @@ fn list_stats_and_clean_across_projects_with_pushed_and_cached_images() {
     eqnice!(Some(2), dry["tags_removed"].as_u64());
     eqnice!(5, repositories(&registry_json(&server, &["list"])).len(), "after a dry run");
 
-    // With the default grace window, everything here is too young to go.
-    let young = run_stdout(&mut registry_cmd(&server, &["clean", "--project", "alpha"]));
-    assert!(young.contains("removed 0 tags") && young.contains("kept 2 tags"), "{young}");
-    eqnice!(5, repositories(&registry_json(&server, &["list"])).len(), "after a clean inside the grace window");
-
-    // --grace 0: alpha's repositories go; their blobs stay, beta/app references them.
-    let cleaned = registry_json(&server, &["clean", "--project", "alpha", "--grace", "0"]);
-    eqnice!(Some(false), cleaned["dry_run"].as_bool());
-    eqnice!(vec!["alpha/app", "alpha/tools/lint"], strings(&cleaned["repositories_removed"]));
-    eqnice!(Some(0), cleaned["blobs_removed"].as_u64());
+    // With the default grace window, alpha's images go at once, pushed a moment ago or not
+    // (issue 14 §4): every tag and manifest. Their blobs stay (beta/app references them), and so
+    // do their layer links, younger than the window. The dry run says exactly that.
+    let dry = registry_json(&server, &["clean", "--project", "alpha", "--dry-run"]);
+    let young = registry_json(&server, &["clean", "--project", "alpha"]);
+    eqnice!(vec!["alpha/app", "alpha/tools/lint"], strings(&young["repositories_removed"]));
+    eqnice!(Some(2), young["tags_removed"].as_u64());
+    assert!(young["manifests_removed"].as_u64().unwrap() >= 2, "{young}");
+    eqnice!(Some(0), young["layer_links_removed"].as_u64());
+    eqnice!(Some(0), young["blobs_removed"].as_u64());
+    eqnice!(Some(0), young["kept"]["tags"].as_u64());
+    assert!(young["kept"]["layer_links"].as_u64().unwrap() > 0, "{young}");
+    for key in
+        ["repositories_removed", "tags_removed", "manifests_removed", "layer_links_removed", "blobs_removed", "kept"]
+    {
+        eqnice!(dry[key], young[key], "dry run and clean disagree on {key}");
+    }
     eqnice!(vec!["alphabet/app", "beta/app", "hub/busybox"], repositories(&registry_json(&server, &["list"])));
     assert_pulls_intact(&server, &layout, "multi", "beta/app:v1", work.path());
     assert_pulls_intact(&server, &layout, "index", "alphabet/app:2", work.path());
+
+    // --grace 0: the young layer links go too; the blobs still stay, beta/app references them.
+    let cleaned = registry_json(&server, &["clean", "--project", "alpha", "--grace", "0"]);
+    eqnice!(Some(false), cleaned["dry_run"].as_bool());
+    eqnice!(Some(0), cleaned["tags_removed"].as_u64());
+    eqnice!(young["kept"]["layer_links"], cleaned["layer_links_removed"]);
+    eqnice!(Some(0), cleaned["blobs_removed"].as_u64());
+    eqnice!(vec!["alphabet/app", "beta/app", "hub/busybox"], repositories(&registry_json(&server, &["list"])));
+    assert_pulls_intact(&server, &layout, "multi", "beta/app:v1", work.path());
 
     // The cached image goes with its own blobs: exactly its bytes are reclaimed.
     let hub = registry_json(&server, &["clean", "--project", "hub", "--grace", "0"]);
@@ -393,7 +409,8 @@ fn storage_mode_and_a_second_server_are_refused_while_a_server_holds_the_directo
 // ---------------------------------------------------------------------------------------------
 // clean online, racing pushes
 
-/// Eight skopeo pushes run while `clean` (default grace window) runs again and again. The old
+/// Eight skopeo pushes run while `clean --project old` (default grace window) runs again and
+/// again. The old
 /// content the cleans remove shares every blob with what is being pushed, so each push
 /// deduplicates against blobs a clean is deciding about: the race the claims and the grace
 /// window exist for.
@@ -422,11 +439,11 @@ fn clean_while_eight_pushes_are_in_flight() {
     let mut cleans = Vec::new();
     let started = Instant::now();
     while pushes.iter().any(|p| !p.is_finished()) || cleans.is_empty() {
-        cleans.push(registry_json(&server, &["clean"]));
+        cleans.push(registry_json(&server, &["clean", "--project", "old"]));
         assert!(started.elapsed() < Duration::from_secs(120), "pushes did not finish");
     }
     let during = cleans.len();
-    cleans.push(registry_json(&server, &["clean"]));
+    cleans.push(registry_json(&server, &["clean", "--project", "old"]));
 
     for handle in pushes {
         let (reference, tag, out) = handle.join().unwrap();
@@ -449,6 +466,148 @@ fn clean_while_eight_pushes_are_in_flight() {
     eqnice!((0..8).map(|i| format!("new/app-{i}")).collect::<Vec<_>>(), repositories(&list));
     eprintln!("{during} cleans ran while the pushes were in flight");
     server.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// clean --project right after a push, a push in flight, and what crashes leave
+
+/// `POST /v2/<name>/blobs/uploads/?digest=` with the whole blob (a `--no-auth` server).
+fn put_blob(server: &ServeProcess, name: &str, bytes: &[u8]) -> String {
+    let digest = sha256_digest(bytes);
+    Request::new(&server.addr, "POST", &format!("/v2/{name}/blobs/uploads/?digest={digest}"))
+        .body(bytes.to_vec())
+        .send()
+        .expect(201);
+    digest
+}
+
+/// An OCI image manifest over a config and one layer, both uploaded to `name`.
+fn image_manifest(server: &ServeProcess, name: &str, seed: &str) -> (Vec<u8>, Vec<String>) {
+    let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"seed\":\"{seed}\"}}");
+    let layer = filler(&format!("{seed}:layer"), 4096);
+    let config_digest = put_blob(server, name, config.as_bytes());
+    let layer_digest = put_blob(server, name, &layer);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
+    });
+    (serde_json::to_vec(&manifest).unwrap(), vec![config_digest, layer_digest])
+}
+
+fn put_manifest(server: &ServeProcess, name: &str, tag: &str, manifest: &[u8]) -> Response {
+    Request::new(&server.addr, "PUT", &format!("/v2/{name}/manifests/{tag}"))
+        .header("Content-Type", OCI_MANIFEST)
+        .body(manifest.to_vec())
+        .send()
+}
+
+/// An upload session holding `bytes` so far; returns its `Location`.
+fn open_session(server: &ServeProcess, name: &str, bytes: &[u8]) -> String {
+    let location =
+        Request::new(&server.addr, "POST", &format!("/v2/{name}/blobs/uploads/")).send().expect(202).location();
+    Request::new(&server.addr, "PATCH", &location)
+        .header("Content-Type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .expect(202);
+    location
+}
+
+/// Makes an upload session (its directory and files) and a `tmp/` file look `age` old, as a
+/// crash `age` ago leaves them.
+fn age_leftovers(storage: &Path, session: &str, temp_file: &str, age: Duration) {
+    let dir = storage.join("uploads").join(session);
+    age_files(&dir, age);
+    std::fs::File::open(&dir).unwrap().set_modified(SystemTime::now() - age).unwrap();
+    age_files(&storage.join("tmp").join(temp_file), age);
+}
+
+fn session_id(location: &str) -> String {
+    location.rsplit('/').next().unwrap().split('?').next().unwrap().to_string()
+}
+
+/// Issue 14 §4: `clean --project P` right after a push removes P's images (default grace
+/// window); a push in flight in P (blobs uploaded, manifest not yet, one session open) keeps
+/// every blob, and its manifest PUT and last chunk after the clean succeed. An upload session
+/// and a temp file a crash left two hours ago go, with `clean` and at server start.
+#[test]
+fn clean_project_removes_its_images_at_once_and_spares_a_push_in_flight() {
+    let work = temp_dir();
+    let storage = work.path().join("storage");
+    let server = ServeProcess::start_with_args(&storage, &["--no-auth", "--quiet"]);
+    let (done, done_blobs) = image_manifest(&server, "proj/done", "done");
+    put_manifest(&server, "proj/done", "v1", &done).expect(201);
+    let (other, _) = image_manifest(&server, "elsewhere/app", "other");
+    put_manifest(&server, "elsewhere/app", "v1", &other).expect(201);
+    // In flight: both blobs are up, the manifest is not; a third blob is half sent.
+    let (inflight, inflight_blobs) = image_manifest(&server, "proj/inflight", "inflight");
+    let half = filler("inflight:half", 8192);
+    let open = open_session(&server, "proj/inflight", &half[..4096]);
+    // A crash's leftovers, two hours old: a session and a blob temp file.
+    let crashed = session_id(&open_session(&server, "proj/crashed", b"never finished"));
+    std::fs::write(storage.join("tmp").join("crashed-blob.tmp"), b"half a blob").unwrap();
+    age_leftovers(&storage, &crashed, "crashed-blob.tmp", 2 * HOUR);
+
+    let dry = registry_json(&server, &["clean", "--project", "proj", "--dry-run"]);
+    let report = registry_json(&server, &["clean", "--project", "proj"]);
+    eqnice!(vec!["proj/done"], strings(&report["repositories_removed"]));
+    eqnice!(Some(1), report["tags_removed"].as_u64());
+    eqnice!(Some(1), report["manifests_removed"].as_u64());
+    eqnice!(Some(0), report["blobs_removed"].as_u64(), "blobs younger than the grace window");
+    eqnice!(Some(1), report["uploads_removed"].as_u64());
+    eqnice!(Some(1), report["temp_files_removed"].as_u64());
+    for key in ["repositories_removed", "tags_removed", "manifests_removed", "blobs_removed", "kept", "uploads_removed"]
+    {
+        eqnice!(dry[key], report[key], "dry run and clean disagree on {key}");
+    }
+    eqnice!(vec!["elsewhere/app"], repositories(&registry_json(&server, &["list"])));
+    Request::new(&server.addr, "GET", "/v2/proj/done/manifests/v1").send().expect(404);
+    assert!(!storage.join("uploads").join(&crashed).exists(), "the crashed session is still there");
+    assert!(!storage.join("tmp/crashed-blob.tmp").exists(), "the stale temp file is still there");
+    let text = run_stdout(&mut registry_cmd(&server, &["clean", "--project", "proj", "--dry-run"]));
+    assert!(text.contains("younger than the grace window (1h)"), "{text}");
+
+    // The push in flight completes whole after the clean.
+    put_manifest(&server, "proj/inflight", "v1", &inflight).expect(201);
+    let separator = if open.contains('?') { '&' } else { '?' };
+    Request::new(&server.addr, "PUT", &format!("{open}{separator}digest={}", sha256_digest(&half)))
+        .header("Content-Type", "application/octet-stream")
+        .body(half[4096..].to_vec())
+        .send()
+        .expect(201);
+    for digest in &inflight_blobs {
+        Request::new(&server.addr, "GET", &format!("/v2/proj/inflight/blobs/{digest}")).send().expect(200);
+    }
+    eqnice!(vec!["elsewhere/app", "proj/inflight"], repositories(&registry_json(&server, &["list"])));
+    // With --grace 0 the done image's blobs go too (nothing references them any more).
+    let zero = registry_json(&server, &["clean", "--project", "proj/done", "--grace", "0"]);
+    assert!(zero["blobs_removed"].as_u64().unwrap() >= 3, "{zero}");
+    assert!(done_blobs.iter().chain([&sha256_digest(&done)]).all(|d| !blob_intact(&storage, d)), "{zero}");
+    assert!(inflight_blobs.iter().all(|d| blob_intact(&storage, d)));
+    server.stop();
+
+    // At server start: a crashed session and temp file older than the grace window go; a young
+    // session stays and still works.
+    let (young, old) = ("00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b");
+    for id in [young, old] {
+        std::fs::create_dir_all(storage.join("uploads").join(id)).unwrap();
+        std::fs::write(storage.join("uploads").join(id).join("data"), b"x").unwrap();
+    }
+    std::fs::write(storage.join("tmp").join("old.tmp"), b"x").unwrap();
+    age_leftovers(&storage, old, "old.tmp", 2 * HOUR);
+    let server = ServeProcess::start_with_args(&storage, &["--no-auth", "--quiet"]);
+    assert!(!storage.join("uploads").join(old).exists(), "a crashed session survived the start");
+    assert!(!storage.join("tmp/old.tmp").exists(), "a stale temp file survived the start");
+    assert!(storage.join("uploads").join(young).exists(), "a young session was removed at start");
+    server.stop();
+
+    // --storage: the same clean, on the directory.
+    let offline = storage_json(&storage, &["clean", "--project", "proj"]);
+    eqnice!(Some(1), offline["tags_removed"].as_u64(), "{offline}");
+    eqnice!(vec!["proj/inflight"], strings(&offline["repositories_removed"]));
+    eqnice!(vec!["elsewhere/app"], repositories(&storage_json(&storage, &["list"])));
 }
 
 // ---------------------------------------------------------------------------------------------

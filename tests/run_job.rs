@@ -279,3 +279,96 @@ coded:
     assert_eq!(coded["exit_code"], 3);
     assert_eq!(coded["allow_failure"], true, "{coded}");
 }
+
+#[test]
+fn tag_pipeline_environment_coverage_and_runtime_variables() {
+    images();
+    let yaml = r#"
+cov:
+  image: glci-test/busybox:e2e
+  timeout: 5m
+  environment:
+    name: review/$CI_COMMIT_REF_SLUG
+    url: https://$CI_ENVIRONMENT_SLUG.example.com
+  coverage: '/Coverage: \d+\.\d+%/'
+  script:
+    - 'echo "Coverage: 12.50%"'
+    - 'echo "Coverage: 81.25%"'
+    - echo "env=$CI_ENVIRONMENT_NAME tier=$CI_ENVIRONMENT_TIER action=$CI_ENVIRONMENT_ACTION url=$CI_ENVIRONMENT_URL"
+    - echo "ref=$CI_COMMIT_REF_NAME tag=$CI_COMMIT_TAG branch=${CI_COMMIT_BRANCH:-none}"
+    - echo "timeout=$CI_JOB_TIMEOUT concurrent=$CI_CONCURRENT_ID started=$CI_JOB_STARTED_AT"
+"#;
+    let dir = write_project(yaml);
+    let out = glci_run(dir.path(), &["--tag", "v1.0.0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    let lines = trace(&events, "cov");
+    let env_line = lines.iter().find(|l| l.starts_with("env=")).unwrap_or_else(|| panic!("{lines:#?}"));
+    let slug = env_line.split("url=https://").nth(1).and_then(|u| u.strip_suffix(".example.com")).expect("url");
+    assert!(slug.starts_with("review-v1-0-0-") && slug.len() == 20, "{env_line}");
+    assert_eq!(env_line, &format!("env=review/v1-0-0 tier=development action=start url=https://{slug}.example.com"));
+    assert!(lines.iter().any(|l| l == "ref=v1.0.0 tag=v1.0.0 branch=none"), "{lines:#?}");
+    let runtime = lines.iter().find(|l| l.starts_with("timeout=")).expect("runtime line");
+    assert!(runtime.starts_with("timeout=300 concurrent=0 started=20"), "{runtime}");
+    assert!(runtime.ends_with('Z'), "{runtime}");
+    assert_eq!(finished(&events, "cov")["coverage"], 81.25, "{}", show(&out));
+
+    // The text summary gets a COVERAGE column.
+    let text =
+        glci().args(["run", "--no-registry"]).current_dir(dir.path()).stdin(Stdio::null()).output().expect("glci");
+    assert_eq!(text.status.code(), Some(0), "{}", show(&text));
+    let stdout = plain(&String::from_utf8_lossy(&text.stdout));
+    let header = stdout.lines().find(|l| l.starts_with("JOB")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(header.trim_end().ends_with("DURATION  COVERAGE"), "{header}");
+    let row = stdout.lines().find(|l| l.starts_with("cov  test")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(row.trim_end().ends_with("81.25%"), "{row}");
+}
+
+#[test]
+fn bad_values_of_job_keys_exit_2_naming_file_line_and_key() {
+    let cases = [
+        ("j:\n  script: [x]\n  coverage: 'Coverage: \\d+'\n", ".gitlab-ci.yml:3: j.coverage"),
+        ("j:\n  script: [x]\n  coverage: '/(unclosed/'\n", ".gitlab-ci.yml:3: j.coverage"),
+        ("j:\n  script: [x]\n  environment:\n    url: https://x\n", ".gitlab-ci.yml:3: j.environment"),
+        ("j:\n  script: [x]\n  environment: {name: x, action: deploy}\n", ".gitlab-ci.yml:3: j.environment.action"),
+        ("j:\n  script: [x]\n  environment: {name: x, deployment_tier: prod}\n", "j.environment.deployment_tier"),
+        ("j:\n  script: [x]\n  resource_group: ''\n", ".gitlab-ci.yml:3: j.resource_group"),
+    ];
+    for (yaml, expected) in cases {
+        let dir = write_project(yaml);
+        let out = glci_run(dir.path(), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}\n{}", show(&out));
+        assert!(stderr.contains(expected), "{yaml}: wanted {expected:?} in {stderr}");
+    }
+}
+
+#[test]
+fn jobs_of_one_resource_group_never_overlap_even_with_many_slots() {
+    images();
+    // Four jobs of one group, eight slots: without the group they would all start at once.
+    let mut yaml = String::from("default:\n  image: glci-test/busybox:e2e\n");
+    for n in 1..=4 {
+        yaml.push_str(&format!(
+            "deploy{n}:\n  resource_group: production\n  script:\n    - echo start {n}\n    - sleep 1\n    - echo end {n}\n"
+        ));
+    }
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &["-j", "8"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    // In event order: every job's start and end lines alternate, never two starts in a row.
+    let mut open: Option<String> = None;
+    for e in events.iter().filter(|e| e["event"] == "log" && e["source"] == "job") {
+        let line = e["line"].as_str().expect("line");
+        if let Some(n) = line.strip_prefix("start ") {
+            assert!(open.is_none(), "deploy{n} started while deploy{open:?} ran\n{}", show(&out));
+            open = Some(n.to_string());
+        } else if let Some(n) = line.strip_prefix("end ") {
+            assert_eq!(open.as_deref(), Some(n), "{}", show(&out));
+            open = None;
+        }
+    }
+    let waited = events.iter().filter(|e| e["source"] == "glci" && e["line"] == "Waiting for resource: production");
+    assert_eq!(waited.count(), 3, "three of the four waited\n{}", show(&out));
+}

@@ -18,6 +18,7 @@ use crate::registry::gc::{self, CleanOptions, CleanReport, Progress};
 use crate::registry::names::{Name, Tag};
 use crate::registry::routes::AdminRoute;
 use crate::registry::storage::{Layout, Store, StoreLock};
+use crate::registry::uploads::Uploads;
 use crate::registry::usage::{self, ListReport, StatsReport};
 use crate::registry::DIGEST_HEADER;
 use crate::secret::Secret;
@@ -180,7 +181,9 @@ impl Backend {
                 client.json("POST", &format!("{}?{query}", AdminRoute::Clean.path()))
             }
             Backend::Storage { store, .. } => {
-                gc::clean(store, options, progress).map_err(|e| CliError::Failed(format!("clean: {e}")))
+                // The directory is held: no server is using these sessions.
+                let uploads = Uploads::new(store.layout().clone());
+                gc::clean(store, &uploads, options, progress).map_err(|e| CliError::Failed(format!("clean: {e}")))
             }
         }
     }

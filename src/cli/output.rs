@@ -210,14 +210,27 @@ pub fn clean_text_report(r: &CleanReport) -> String {
         human_bytes(r.bytes_reclaimed)
     ));
     let k = &r.kept;
-    if k.tags + k.manifests + k.blobs > 0 {
+    if k.tags + k.manifests > 0 {
         out.push_str(&format!(
-            "{keep} {}, {}, {} ({}) younger than the grace window ({}); --grace 0 removes them when nothing is pushing\n",
+            "{keep} {} and {} written while the clean ran\n",
             plural(k.tags, "tag", "tags"),
             plural(k.manifests, "manifest", "manifests"),
+        ));
+    }
+    if k.layer_links + k.blobs > 0 {
+        out.push_str(&format!(
+            "{keep} {} and {} ({}) younger than the grace window ({}), for pushes in flight; --grace 0 removes them when nothing is pushing\n",
+            plural(k.layer_links, "layer link", "layer links"),
             plural(k.blobs, "unreferenced blob", "unreferenced blobs"),
             human_bytes(k.bytes),
             crate::config::format_duration(Duration::from_secs(r.grace_seconds)),
+        ));
+    }
+    if r.uploads_removed + r.temp_files_removed > 0 {
+        out.push_str(&format!(
+            "{remove} {} and {} left by crashed or abandoned pushes\n",
+            plural(r.uploads_removed, "stale upload session", "stale upload sessions"),
+            plural(r.temp_files_removed, "temp file", "temp files"),
         ));
     }
     if r.repaired > 0 {

@@ -30,8 +30,9 @@ pub enum RegistryCommand {
     /// Pull IMAGE (e.g. registry.gitlab.com/group/project/app:latest) from the local registry
     /// into the host's Docker, tagged IMAGE, or PREFIX/group/project/app:latest.
     Pull(PullArgs),
-    /// Remove the repositories (all, or --project's), then delete blobs nothing references.
-    /// Safe while pushes run: nothing younger than --grace is removed.
+    /// Remove every tag and manifest of the repositories (all, or --project's), whatever their
+    /// age, then delete blobs nothing references. Safe while pushes run: unreferenced blobs,
+    /// layer links and upload sessions younger than --grace stay.
     Clean(CleanArgs),
 }
 
@@ -86,8 +87,9 @@ pub struct CleanArgs {
     /// Report what would be removed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Keep everything written or used more recently than this (0 when nothing is pushing).
-    /// The default is `registry::gc::DEFAULT_GRACE`.
+    /// Keep unreferenced blobs, layer links, upload sessions and temp files written or used
+    /// more recently than this (0 when nothing is pushing). The default is
+    /// `registry::gc::DEFAULT_GRACE`.
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     pub grace: String,
     /// Print JSON instead of text.

@@ -1,4 +1,4 @@
-//! `glci run`: flags → pipeline (`parse::load`) → plan (with git facts, `--env`, `--project`)
+//! `glci run`: flags → pipeline (`parse::load_with`, includes from the project) → plan (with git facts, `--env`, `--project`)
 //! → `execute`, its events rendered live on stdout (text or `--json`). SIGINT/SIGTERM cancel the
 //! run: jobs stop, every container and network of the run is removed; a second signal quits at
 //! once. Exit codes (cli/error.rs): 0 passed, 1 a job failed or the run was interrupted,
@@ -16,7 +16,7 @@ use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, proce
 use crate::mock;
 use crate::pipeline::execute::{self, Cancel, JobWiring, NoWiring, Options, PipelineStatus};
 use crate::pipeline::wiring::{self, Registry, RegistryWiring};
-use crate::pipeline::{changes, output, parse, plan, variables};
+use crate::pipeline::{changes, output, parse, plan, predefined, variables};
 use crate::secret::Secret;
 
 #[derive(Args, Debug)]
@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// A variable for every job, over the pipeline's own (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// A value for an input of the pipeline file's `spec: inputs` header (repeatable).
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub input: Vec<String>,
     /// Variables from a file of KEY=VALUE lines (`--env` wins over it).
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Option<PathBuf>,
@@ -65,6 +68,13 @@ pub struct RunArgs {
     /// [default: `[registry] push_through`].
     #[arg(long, conflicts_with_all = ["registry"])]
     pub push_through: bool,
+    /// Run as a tag pipeline for tag NAME (CI_COMMIT_TAG; no CI_COMMIT_BRANCH)
+    /// [default: the tag HEAD is at, if any].
+    #[arg(long, value_name = "NAME", conflicts_with = "branch")]
+    pub tag: Option<String>,
+    /// Run as a branch pipeline for branch NAME (CI_COMMIT_BRANCH) [default: the checked-out branch].
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
     /// `rules: changes` compares the work tree with this ref (branch, tag or SHA) [default: the
     /// merge base with the default branch; on the default branch, the previous commit].
     #[arg(long, value_name = "REF")]
@@ -125,12 +135,24 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             args.file.display()
         )));
     }
-    let pipeline = parse::load(&file).map_err(|e| usage(e.to_string()))?;
 
     let file_dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let project_dir = crate::git::toplevel(&file_dir).unwrap_or(file_dir);
     let project_dir = project_dir.canonicalize().unwrap_or(project_dir);
-    let git = crate::git::facts(&project_dir);
+    let mut git = crate::git::facts(&project_dir);
+    if let Some(tag) = &args.tag {
+        check_ref_name("--tag", tag)?;
+        if git.tag.as_deref() != Some(tag.as_str()) {
+            git.tag_message = None;
+        }
+        git.tag = Some(tag.clone());
+    }
+    if let Some(branch) = &args.branch {
+        check_ref_name("--branch", branch)?;
+        git.branch = Some(branch.clone());
+        git.tag = None;
+        git.tag_message = None;
+    }
     let project_path = match &args.project {
         Some(path) => {
             plan::validate_project_path(path).map_err(|e| usage(format!("--project: {e}")))?;
@@ -144,6 +166,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             .unwrap_or_else(|| plan::project_path_from_dir(&project_dir)),
     };
     let cli_variables = command_line_variables(&args)?;
+    let inputs = command_line_inputs(&args.input)?;
     let files = execute::project_files(&project_dir)
         .map_err(|e| CliError::Failed(format!("listing the files of {}: {e}", project_dir.display())))?;
 
@@ -189,8 +212,17 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         selected: args.jobs.clone(),
         pipeline_id,
         predefined,
+        created_at: crate::auth::rfc3339(std::time::SystemTime::now()),
         changes: Default::default(),
     };
+    let pipeline = load_pipeline(&file, &facts, &inputs)?;
+    // Keys GitLab accepts that mean nothing here: said once each, not silently dropped.
+    let mut said = std::collections::BTreeSet::new();
+    for note in pipeline.jobs.iter().flat_map(|j| &j.run_keys.notes) {
+        if said.insert(note.clone()) {
+            stderr_line(&format!("note: {note}"));
+        }
+    }
     let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
     let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
     if let Some(at) = &plan.excluded_by_workflow {
@@ -278,6 +310,22 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     }
 }
 
+/// A `--tag`/`--branch` value must be a name git accepts for a ref.
+fn check_ref_name(flag: &str, name: &str) -> Result<(), CliError> {
+    let bad = name.is_empty()
+        || name.starts_with(['-', '/', '.'])
+        || name.ends_with(['/', '.'])
+        || name.ends_with(".lock")
+        || name.contains("..")
+        || name.contains("//")
+        || name.contains("@{")
+        || name.chars().any(|c| c.is_ascii_control() || " ~^:?*[\\".contains(c));
+    if bad {
+        return Err(usage(format!("{flag}: `{name}` is not a valid git ref name")));
+    }
+    Ok(())
+}
+
 /// What `rules: changes` compares against (issue 17): `--changes-against`, else the merge base
 /// with the default branch (the previous commit on it); and every `compare_to` ref, expanded
 /// with the pipeline-level variables. Outside a git repository nothing is known (all true).
@@ -323,6 +371,37 @@ fn changed_paths(
             None => Err("no such branch, tag or commit in this repository".to_string()),
         };
         out.against.insert(reference, paths);
+    }
+    Ok(out)
+}
+
+/// Parses the pipeline file; `include:` reads the project's files and sees the variables GitLab
+/// gives it.
+fn load_pipeline(
+    file: &Path,
+    facts: &plan::RunFacts,
+    inputs: &[(String, String)],
+) -> Result<crate::pipeline::model::Pipeline, CliError> {
+    let include_vars = predefined::include_variables(file, facts);
+    let lookup = |name: &str| include_vars.get(name).map(String::from);
+    let read = |path: &Path| std::fs::read_to_string(path);
+    let sources =
+        parse::Sources { project: &facts.project_dir, read: &read, files: &facts.files, variables: &lookup, inputs };
+    parse::load_with(file, &sources).map_err(|e| usage(e.to_string()))
+}
+
+/// `--input NAME=VALUE`s, in order (a later one for the same name wins).
+fn command_line_inputs(flags: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for flag in flags {
+        let Some((name, value)) = flag.split_once('=') else {
+            return Err(usage(format!("--input {flag}: expected NAME=VALUE")));
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(usage(format!("--input {flag}: `{name}` is not an input name (letters, digits, `_`, `-`)")));
+        }
+        out.retain(|(n, _)| n != name);
+        out.push((name.to_owned(), value.to_owned()));
     }
     Ok(out)
 }

@@ -52,9 +52,17 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     let expiry = options.upload_expiry;
     let registry = Registry::open(&storage, options)
         .map_err(|e| CliError::Failed(format!("cannot open storage {}: {e}", storage.display())))?;
-    let expired = registry.uploads.expire(expiry);
-    if expired > 0 {
-        crate::log::info("uploads_expired", &format!("{expired} abandoned upload sessions removed"));
+    // What a crash left (issue 14 §4): sessions and temp files untouched for the grace window,
+    // not only after `upload_expiry`; a client resuming within the window still can.
+    let expired = registry.uploads.expire(expiry.min(crate::registry::gc::DEFAULT_GRACE), false);
+    if expired.sessions + expired.temp_files > 0 {
+        crate::log::info(
+            "uploads_expired",
+            &format!(
+                "{} abandoned upload sessions and {} stale temp files removed",
+                expired.sessions, expired.temp_files
+            ),
+        );
     }
     let registry = if args.no_auth {
         crate::log::warn("auth", "--no-auth: anyone who can reach this port may push and delete");
@@ -103,7 +111,7 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
         .name("glci-janitor".into())
         .spawn(move || loop {
             std::thread::sleep(std::time::Duration::from_secs(600));
-            janitor_registry.uploads.expire(expiry);
+            janitor_registry.uploads.expire(expiry, false);
         })
         .map_err(|e| CliError::Failed(format!("cannot start the janitor: {e}")))?;
     std::thread::Builder::new()

@@ -13,10 +13,12 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::idle::{Conn, HEAD_TIMEOUT};
-use super::transport::{Plain, Tls, Transport};
+use super::slots::{Slot, Transfer, Transfers};
+use super::transport::{Plain, Transport};
 use super::{clean_reason, reason_phrase, Body, Handler, Request, Response};
 
 /// Files up to this size (manifests, configs) go out in one write with the head: a `read` and
@@ -78,7 +80,6 @@ pub fn prepare(stream: &std::net::TcpStream, limits: ConnLimits) -> io::Result<(
 
 /// What serving a connection takes besides the connection.
 pub struct Serving<'a> {
-    pub tls: Option<&'a crate::tls::ServerTls>,
     pub handler: &'a dyn Handler,
     pub shutdown: &'a AtomicBool,
     pub limits: ConnLimits,
@@ -86,6 +87,8 @@ pub struct Serving<'a> {
     /// Asked once a connection has nothing buffered: may this worker wait `KEEP_WARM` for its
     /// next request rather than park it at once?
     pub may_keep_warm: &'a dyn Fn() -> bool,
+    /// Workers in a long transfer (a request body, a large response body) are bounded (`slots.rs`).
+    pub transfers: &'a Arc<Transfers>,
 }
 
 /// Serves a connection the poller found ready, until it has nothing more buffered (and, when
@@ -96,19 +99,7 @@ pub fn serve(conn: Conn, ctx: &Serving<'_>) -> Option<Conn> {
     match conn {
         Conn::Fresh(stream) => serve_transport(Plain::new(stream), "http", ctx).map(Conn::Plain),
         Conn::Plain(plain) => serve_transport(plain, "http", ctx).map(Conn::Plain),
-        Conn::TlsFresh(stream) => {
-            let tls = ctx.tls?;
-            match rustls::ServerConnection::new(tls.config()) {
-                Ok(session) => {
-                    let transport = Tls(rustls::StreamOwned::new(session, stream));
-                    serve_transport(transport, "https", ctx).map(|t| Conn::Tls(Box::new(t)))
-                }
-                Err(e) => {
-                    crate::log::warn("tls", &e.to_string());
-                    None
-                }
-            }
-        }
+        // Its handshake (and this request's head) were done in the poller (`handshake.rs`).
         Conn::Tls(tls) => serve_transport(*tls, "https", ctx).map(|t| Conn::Tls(Box::new(t))),
     }
 }
@@ -137,7 +128,15 @@ fn serve_transport<T: Transport>(transport: T, scheme: &'static str, ctx: &Servi
                 return None;
             }
         };
+        let mut slot = None;
         if framing != Framing::Length(0) {
+            slot = ctx.transfers.try_take(Transfer::Upload);
+            if slot.is_none() {
+                let _ = write_response(reader.get_mut(), &head.method, too_many_transfers(), false);
+                reader.get_mut().close();
+                linger(&mut reader);
+                return None;
+            }
             // The head deadline's timeout is still set; a body gets the body timeout.
             let _ = reader.get_ref().tcp().set_read_timeout(Some(limits.read_timeout));
         }
@@ -148,6 +147,7 @@ fn serve_transport<T: Transport>(transport: T, scheme: &'static str, ctx: &Servi
             return None;
         }
         let mut body = BodyReader::new(&mut reader, framing);
+        body.slot = slot;
         let mut request = Request {
             method: head.method.clone(),
             path: head.path.clone(),
@@ -166,6 +166,15 @@ fn serve_transport<T: Transport>(transport: T, scheme: &'static str, ctx: &Servi
             Err(_) => plain_error(500, "internal error"),
         };
         drop(request);
+        // A large response holds the worker for as long as the client takes to read it.
+        let (response, _sending) = if is_long(&head.method, &response) {
+            match ctx.transfers.try_take(Transfer::Download) {
+                Some(slot) => (response, Some(slot)),
+                None => (too_many_transfers(), None),
+            }
+        } else {
+            (response, None)
+        };
         // A small unread remainder is drained so the connection stays usable; a large one (or a
         // 10 TB claim) is not read at all: we answer and close.
         let body_done = body.finish(MAX_DRAIN_BYTES);
@@ -404,6 +413,8 @@ struct BodyReader<'a, R: BufRead> {
     consumed: u64,
     /// When the first body byte was asked for: the minimum rate is measured from here.
     started: Option<Instant>,
+    /// The body-reader slot this body holds until its last byte is read (`slots.rs`).
+    slot: Option<Slot>,
 }
 
 #[derive(PartialEq, Debug)]
@@ -421,7 +432,7 @@ impl<'a, R: BufRead> BodyReader<'a, R> {
             Framing::Length(n) => (n, if n == 0 { ChunkState::Done } else { ChunkState::Data }),
             Framing::Chunked => (0, ChunkState::Size),
         };
-        BodyReader { inner, framing, remaining, state, consumed: 0, started: None }
+        BodyReader { inner, framing, remaining, state, consumed: 0, started: None, slot: None }
     }
 
     /// Drains what the handler left unread, up to `limit` bytes. True when the body ended,
@@ -469,6 +480,7 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
                             }
                         }
                         self.state = ChunkState::Done;
+                        self.slot = None;
                         return Ok(0);
                     }
                     self.remaining = size;
@@ -491,7 +503,10 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
                     self.consumed += n as u64;
                     if self.remaining == 0 {
                         match self.framing {
-                            Framing::Length(_) => self.state = ChunkState::Done,
+                            Framing::Length(_) => {
+                                self.state = ChunkState::Done;
+                                self.slot = None;
+                            }
                             Framing::Chunked => {
                                 let end = self.read_line()?;
                                 if !end.is_empty() {
@@ -511,6 +526,22 @@ impl<R: BufRead> Read for BodyReader<'_, R> {
 /// True when a body that has delivered `consumed` bytes in `elapsed` is below the minimum rate.
 fn too_slow(consumed: u64, elapsed: Duration) -> bool {
     elapsed > BODY_RATE_GRACE && u128::from(consumed) * 1000 < u128::from(MIN_BODY_BYTES_PER_SEC) * elapsed.as_millis()
+}
+
+/// The answer to a request with a long transfer while every transfer slot is taken.
+fn too_many_transfers() -> Response {
+    plain_error(503, "too many transfers in progress, retry shortly").header("Retry-After", "1")
+}
+
+/// True when sending `response` may take more than one write into the socket buffer, so a
+/// client that reads slowly holds the worker (a file beyond the inline size, any stream).
+fn is_long(method: &str, response: &Response) -> bool {
+    method != "HEAD"
+        && match &response.body {
+            Body::Empty | Body::Bytes(_) => false,
+            Body::File { len, .. } => *len > INLINE_FILE_BYTES,
+            Body::Reader { .. } => true,
+        }
 }
 
 fn plain_error(status: u16, message: &str) -> Response {

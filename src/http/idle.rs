@@ -2,10 +2,10 @@
 //! between requests) waits here, in one poll(2) set, instead of holding a worker thread. Five
 //! hundred idle clients then cost five hundred descriptors, not five hundred threads (issue 10).
 //!
-//! A plain connection's request head is gathered here too, without blocking, so a client that
-//! sends one byte a second never holds a worker: only a complete head is handed to the pool. A
-//! TLS connection goes to a worker as soon as bytes arrive, since decrypting (and the handshake)
-//! is blocking rustls work; its head then has the worker's head deadline.
+//! A request head is gathered here too, without blocking, so a client that sends one byte a
+//! second never holds a worker: only a complete head is handed to the pool. For a TLS
+//! connection that includes its handshake (`handshake.rs` drives rustls here, non-blocking):
+//! a client stalling mid-ClientHello costs a descriptor, not a worker (issue 14).
 //!
 //! When every worker is busy and the hand-over queue is full, connections whose request is ready
 //! wait in a short local queue; beyond that they are answered 503 with `Retry-After`.
@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use super::handshake::{self, Progress};
 use super::transport::{recv_now, Plain, Tls};
+use super::{error_response, head_complete};
 
 /// The longest a parked connection may take to send a whole request head, from its first byte.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -36,66 +38,80 @@ const TLS_HANDSHAKE: u8 = 0x16;
 pub enum Conn {
     /// Just accepted: its first byte decides plain HTTP or TLS.
     Fresh(TcpStream),
-    /// Opened with a TLS handshake, which a worker performs.
-    TlsFresh(TcpStream),
     Plain(Plain),
+    /// A TLS connection, in its handshake or between requests.
     Tls(Box<Tls>),
 }
 
 impl Conn {
     fn fd(&self) -> RawFd {
         match self {
-            Conn::Fresh(s) | Conn::TlsFresh(s) => s.as_raw_fd(),
+            Conn::Fresh(s) => s.as_raw_fd(),
             Conn::Plain(p) => p.stream.as_raw_fd(),
-            Conn::Tls(t) => t.0.sock.as_raw_fd(),
+            Conn::Tls(t) => t.stream.sock.as_raw_fd(),
+        }
+    }
+
+    /// What the poller waits for: input, and room to write when TLS records are queued.
+    fn events(&self) -> libc::c_short {
+        match self {
+            Conn::Tls(t) if handshake::wants_write(t) => libc::POLLIN | libc::POLLOUT,
+            _ => libc::POLLIN,
         }
     }
 }
 
 /// What the poller does with a connection whose socket became readable.
 enum Step {
-    /// A request (or a TLS record) is there: hand it to a worker.
+    /// A whole request head is there: hand it to a worker.
     Ready(Conn),
-    /// Part of a head arrived; keep waiting, now under the head deadline.
-    Gathering(Plain),
+    /// Part of a head (or of a TLS handshake) arrived; keep waiting, now under the head deadline.
+    Gathering(Conn),
     /// Nothing to read after all (a spurious wake-up): keep waiting as before.
     Idle(Conn),
     Close,
 }
 
-/// True once `bytes` hold a whole request head: blank lines before the request line are
-/// skipped (RFC 9112 §2.2), then the head ends at an empty line.
-pub fn head_complete(bytes: &[u8]) -> bool {
-    let start = bytes.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(bytes.len());
-    let rest = &bytes[start..];
-    rest.windows(2).any(|w| w == b"\n\n") || rest.windows(3).any(|w| w == b"\n\r\n")
-}
-
-/// Reads what a readable connection has and decides its next step. Never blocks: every read
+/// Reads what a ready connection has and decides its next step. Never blocks: every read
 /// here is `MSG_DONTWAIT`.
-fn on_readable(conn: Conn, max_head: usize, tls_enabled: bool) -> Step {
+fn on_readable(conn: Conn, max_head: usize, tls: Option<&crate::tls::ServerTls>) -> Step {
     match conn {
         Conn::Fresh(stream) => {
             let mut first = [0u8; 1];
             match recv_now(&stream, &mut first, libc::MSG_PEEK) {
                 Ok(0) => Step::Close,
-                Ok(_) if first[0] == TLS_HANDSHAKE => {
-                    if tls_enabled {
-                        Step::Ready(Conn::TlsFresh(stream))
-                    } else {
+                Ok(_) if first[0] == TLS_HANDSHAKE => match tls {
+                    // The config is taken per connection: a renewed certificate is used at once.
+                    Some(tls) => match rustls::ServerConnection::new(tls.config()) {
+                        Ok(session) => drive_tls(Box::new(Tls::new(session, stream)), max_head),
+                        Err(e) => {
+                            crate::log::warn("tls", &e.to_string());
+                            Step::Close
+                        }
+                    },
+                    None => {
                         // A plain-only server closes at once, so clients that try HTTPS first
                         // (docker, skopeo) fall back to HTTP without waiting.
                         let _ = stream.shutdown(std::net::Shutdown::Both);
                         Step::Close
                     }
-                }
+                },
                 Ok(_) => gather(Plain::new(stream), max_head),
                 Err(e) if would_block(&e) => Step::Idle(Conn::Fresh(stream)),
                 Err(_) => Step::Close,
             }
         }
         Conn::Plain(plain) => gather(plain, max_head),
-        ready @ (Conn::TlsFresh(_) | Conn::Tls(_)) => Step::Ready(ready),
+        Conn::Tls(tls) => drive_tls(tls, max_head),
+    }
+}
+
+fn drive_tls(mut tls: Box<Tls>, max_head: usize) -> Step {
+    match handshake::drive(&mut tls, max_head) {
+        Progress::HeadReady => Step::Ready(Conn::Tls(tls)),
+        Progress::Partial => Step::Gathering(Conn::Tls(tls)),
+        Progress::Nothing => Step::Idle(Conn::Tls(tls)),
+        Progress::Closed => Step::Close,
     }
 }
 
@@ -112,7 +128,7 @@ fn gather(mut plain: Plain, max_head: usize) -> Step {
                 }
             }
             Err(e) if would_block(&e) && plain.early().is_empty() => return Step::Idle(Conn::Plain(plain)),
-            Err(e) if would_block(&e) => return Step::Gathering(plain),
+            Err(e) if would_block(&e) => return Step::Gathering(Conn::Plain(plain)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return Step::Close,
         }
@@ -173,7 +189,7 @@ pub struct Poller {
     workers: Sender<Conn>,
     shutdown: Arc<AtomicBool>,
     limits: PollerLimits,
-    tls_enabled: bool,
+    tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl Poller {
@@ -182,7 +198,7 @@ impl Poller {
         workers: Sender<Conn>,
         shutdown: Arc<AtomicBool>,
         limits: PollerLimits,
-        tls_enabled: bool,
+        tls: Option<Arc<crate::tls::ServerTls>>,
     ) -> io::Result<(Poller, Parking)> {
         let (wake_read, wake_write) = UnixStream::pair()?;
         wake_read.set_nonblocking(true)?;
@@ -194,7 +210,7 @@ impl Poller {
         // sockets.
         let (sender, inbox) = crossbeam_channel::unbounded();
         let parking = Parking { sender, wake: Arc::new(wake_write) };
-        Ok((Poller { inbox, wake: wake_read, workers, shutdown, limits, tls_enabled }, parking))
+        Ok((Poller { inbox, wake: wake_read, workers, shutdown, limits, tls }, parking))
     }
 
     /// Runs until shutdown, calling `handed_over` after each connection given to the workers.
@@ -242,7 +258,7 @@ impl Poller {
             }
             fds.clear();
             fds.push(libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-            fds.extend(waiting.iter().map(|w| libc::pollfd { fd: w.conn.fd(), events: libc::POLLIN, revents: 0 }));
+            fds.extend(waiting.iter().map(|w| libc::pollfd { fd: w.conn.fd(), events: w.conn.events(), revents: 0 }));
             // SAFETY: `fds` is a live, correctly sized array of pollfd for the whole call.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout.as_millis() as i32) };
             if n < 0 {
@@ -267,11 +283,11 @@ impl Poller {
                     continue;
                 }
                 let Waiting { conn, deadline, mid_head } = w;
-                match on_readable(conn, self.limits.max_head, self.tls_enabled) {
+                match on_readable(conn, self.limits.max_head, self.tls.as_deref()) {
                     Step::Ready(conn) => ready.push_back(conn),
-                    Step::Gathering(plain) => {
+                    Step::Gathering(conn) => {
                         let deadline = if mid_head { deadline } else { now + self.limits.head_timeout };
-                        let again = Waiting { conn: Conn::Plain(plain), deadline, mid_head: true };
+                        let again = Waiting { conn, deadline, mid_head: true };
                         if now >= again.deadline {
                             expire(again);
                         } else {
@@ -286,48 +302,40 @@ impl Poller {
     }
 }
 
-/// A connection past its deadline: idle ones just close; one caught mid-head is told why.
+/// A connection past its deadline: idle ones just close; one caught mid-head is told why (a
+/// TLS one still in its handshake has no session to be told in, and is just closed).
 fn expire(w: Waiting) {
-    if let (true, Conn::Plain(plain)) = (w.mid_head, &w.conn) {
-        answer_and_close(&plain.stream, "408 Request Timeout", "", "UNSUPPORTED", "request head not received in time");
+    if !w.mid_head {
+        return;
     }
+    let response = error_response("408 Request Timeout", "", "UNSUPPORTED", "request head not received in time");
+    answer_and_close(w.conn, &response);
 }
 
 /// Answers a connection the server has no room for: 503 with `Retry-After`, then close. Never
-/// waits: a TLS client gets a failed handshake or a closed session instead, and retries too.
+/// waits: a TLS client still in its handshake gets a closed connection instead, and retries too.
 pub fn refuse_busy(conn: Conn) {
-    match conn {
-        Conn::Fresh(stream) | Conn::Plain(Plain { stream, .. }) => write_busy(&stream),
-        Conn::TlsFresh(stream) => {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
-        Conn::Tls(_) => {}
-    }
-}
-
-fn write_busy(stream: &TcpStream) {
-    answer_and_close(
-        stream,
+    let response = error_response(
         "503 Service Unavailable",
         "Retry-After: 1\r\n",
         "TOOMANYREQUESTS",
         "server busy, retry shortly",
     );
+    answer_and_close(conn, &response);
 }
 
-/// Writes a small JSON error response and closes the sending side, without ever waiting: one
-/// small write into an empty socket buffer fits, or the client is gone. For answers the poller
-/// or the accept thread give themselves, which must not block on one client.
-fn answer_and_close(stream: &TcpStream, status: &str, extra_headers: &str, code: &str, message: &str) {
-    let body = format!(r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#);
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+/// Writes a small response and closes the sending side, without ever waiting: one small write
+/// into an empty socket buffer fits, or the client is gone. For answers the poller or the
+/// accept thread give themselves, which must not block on one client.
+fn answer_and_close(conn: Conn, response: &str) {
+    let stream = match conn {
+        Conn::Fresh(stream) | Conn::Plain(Plain { stream, .. }) => stream,
+        Conn::Tls(tls) => return handshake::answer_and_close(*tls, response),
+    };
     // SAFETY: `response` is valid for reads of its length for the whole call.
     let _ = unsafe {
         libc::send(
-            std::os::unix::io::AsRawFd::as_raw_fd(stream),
+            std::os::unix::io::AsRawFd::as_raw_fd(&stream),
             response.as_ptr().cast(),
             response.len(),
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
@@ -355,7 +363,7 @@ mod tests {
             max_parked: 2,
             max_ready: 1,
         };
-        let (poller, parking) = Poller::new(workers, Arc::clone(&shutdown), limits, false).unwrap();
+        let (poller, parking) = Poller::new(workers, Arc::clone(&shutdown), limits, None).unwrap();
         let running = std::thread::spawn(move || poller.run(|| {}));
         let mut clients = Vec::new();
         for _ in 0..3 {
@@ -374,16 +382,5 @@ mod tests {
         }
         shutdown.store(true, Ordering::SeqCst);
         running.join().unwrap();
-    }
-
-    #[test]
-    fn head_completion() {
-        assert!(head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
-        assert!(head_complete(b"GET / HTTP/1.1\n\n"));
-        assert!(head_complete(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
-        assert!(!head_complete(b"\r\n\r\n"));
-        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n"));
-        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r"));
-        assert!(!head_complete(b""));
     }
 }

@@ -1,8 +1,8 @@
 //! The threading model, and only here: one accept thread parks new connections with the idle
-//! poller (`idle.rs`), which hands each one whose request has arrived through a bounded
-//! crossbeam channel to the worker pool (`pool.rs`, grown on demand up to `--workers`); a
-//! worker serves that request (and any that follow without a pause) and parks the connection
-//! again. Shutdown sets a flag, wakes the accept thread, lets in-flight requests finish, and
+//! poller (`idle.rs`), which hands each one whose request head has arrived (after its TLS
+//! handshake, `handshake.rs`, for HTTPS) through a bounded crossbeam channel to the worker
+//! pool (`pool.rs`, grown on demand up to `--workers`); a worker serves that request (and any
+//! that follow without a pause) and parks the connection again. Shutdown sets a flag, wakes the accept thread, lets in-flight requests finish, and
 //! joins every thread.
 
 use std::io;
@@ -82,10 +82,9 @@ impl Server {
             max_parked: options.max_connections.max(1),
             max_ready: workers_count * 2,
         };
-        let (poller, parking) = Poller::new(to_workers, Arc::clone(&shutdown), poller_limits, options.tls.is_some())?;
+        let (poller, parking) = Poller::new(to_workers, Arc::clone(&shutdown), poller_limits, options.tls.clone())?;
         let pool_config = PoolConfig {
             handler,
-            tls: options.tls.clone(),
             shutdown: Arc::clone(&shutdown),
             limits: options.limits,
             log_requests: options.log_requests,

@@ -1,10 +1,14 @@
 //! glci's own HTTP request and response types. Handlers see only these, never the socket or
 //! TLS types, so the connection layer (`conn.rs`) can change without touching the registry.
+//! Also the few pure helpers the connection layer's parts share (`head_complete`,
+//! `error_response`).
 
 pub mod conn;
+pub mod handshake;
 pub mod idle;
 pub mod listener;
 pub mod pool;
+pub mod slots;
 pub mod transport;
 
 use std::fs::File;
@@ -199,9 +203,38 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// True once `bytes` hold a whole request head: blank lines before the request line are
+/// skipped (RFC 9112 §2.2), then the head ends at an empty line.
+pub fn head_complete(bytes: &[u8]) -> bool {
+    let start = bytes.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(bytes.len());
+    let rest = &bytes[start..];
+    rest.windows(2).any(|w| w == b"\n\n") || rest.windows(3).any(|w| w == b"\n\r\n")
+}
+
+/// A whole small JSON error response that closes the connection, for the answers the
+/// connection layer gives itself (408, 503) without a handler.
+pub fn error_response(status: &str, extra_headers: &str, code: &str, message: &str) -> String {
+    let body = format!(r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#);
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn head_completion() {
+        assert!(head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(head_complete(b"GET / HTTP/1.1\n\n"));
+        assert!(head_complete(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
+        assert!(!head_complete(b"\r\n\r\n"));
+        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n"));
+        assert!(!head_complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r"));
+        assert!(!head_complete(b""));
+    }
 
     #[test]
     fn percent_decoding() {

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::conn::{self, ConnLimits, Exchange, Serving};
 use super::idle::{Conn, Parking};
+use super::slots::Transfers;
 use super::Handler;
 
 /// Threads kept even when idle.
@@ -23,7 +24,6 @@ const RETIRE_AFTER: Duration = Duration::from_secs(30);
 /// What every worker needs, shared.
 pub struct PoolConfig {
     pub handler: Arc<dyn Handler>,
-    pub tls: Option<Arc<crate::tls::ServerTls>>,
     pub shutdown: Arc<AtomicBool>,
     pub limits: ConnLimits,
     pub log_requests: bool,
@@ -39,6 +39,7 @@ struct Inner {
     config: PoolConfig,
     receiver: Receiver<Conn>,
     parking: Parking,
+    transfers: Arc<Transfers>,
     live: AtomicUsize,
     idle: AtomicUsize,
     next_id: AtomicUsize,
@@ -50,11 +51,13 @@ impl Pool {
     /// them with `parking` between requests.
     pub fn start(config: PoolConfig, receiver: Receiver<Conn>, parking: Parking) -> io::Result<Pool> {
         let min = MIN_WORKERS.min(config.max_workers.max(1));
+        let transfers = Transfers::for_workers(config.max_workers);
         let pool = Pool {
             inner: Arc::new(Inner {
                 config,
                 receiver,
                 parking,
+                transfers,
                 live: AtomicUsize::new(0),
                 idle: AtomicUsize::new(0),
                 next_id: AtomicUsize::new(0),
@@ -145,12 +148,12 @@ fn work(inner: &Arc<Inner>) {
                 let may_keep_warm =
                     || inner.receiver.is_empty() || inner.live.load(Ordering::SeqCst) < config.max_workers;
                 let serving = Serving {
-                    tls: config.tls.as_deref(),
                     handler: config.handler.as_ref(),
                     shutdown: &config.shutdown,
                     limits: config.limits,
                     log: &log,
                     may_keep_warm: &may_keep_warm,
+                    transfers: &inner.transfers,
                 };
                 if let Some(idle) = conn::serve(conn, &serving) {
                     // Refused only at shutdown or when the poller is full: the connection then

@@ -18,22 +18,51 @@ pub trait Transport: Read + Write {
     fn has_buffered(&mut self) -> bool;
 }
 
-/// Plain TCP. `early` holds bytes the idle poller read ahead (a request head gathered without
-/// a worker); reads return them before touching the socket.
+/// Request bytes read ahead of the worker (by the idle poller, gathering a head without a
+/// worker); reads return them before touching the connection.
+#[derive(Default)]
+pub struct Early {
+    bytes: Vec<u8>,
+    read: usize,
+}
+
+impl Early {
+    /// The bytes read ahead and not yet returned by `take`.
+    pub fn pending(&self) -> &[u8] {
+        &self.bytes[self.read..]
+    }
+
+    fn extend(&mut self, more: &[u8]) {
+        self.bytes.extend_from_slice(more);
+    }
+
+    /// Moves pending bytes into `buf`; 0 when none are pending.
+    fn take(&mut self, buf: &mut [u8]) -> usize {
+        let n = self.pending().len().min(buf.len());
+        buf[..n].copy_from_slice(&self.bytes[self.read..self.read + n]);
+        self.read += n;
+        if self.read == self.bytes.len() {
+            // Give the memory back: a parked connection should cost a descriptor, not a buffer.
+            *self = Early::default();
+        }
+        n
+    }
+}
+
+/// Plain TCP, with the bytes the idle poller read ahead.
 pub struct Plain {
     pub stream: TcpStream,
-    early: Vec<u8>,
-    early_read: usize,
+    early: Early,
 }
 
 impl Plain {
     pub fn new(stream: TcpStream) -> Plain {
-        Plain { stream, early: Vec::new(), early_read: 0 }
+        Plain { stream, early: Early::default() }
     }
 
     /// The bytes read ahead and not yet returned by `read`.
     pub fn early(&self) -> &[u8] {
-        &self.early[self.early_read..]
+        self.early.pending()
     }
 
     /// Reads what the socket has without blocking and keeps it for later `read`s, up to `limit`
@@ -45,23 +74,15 @@ impl Plain {
             return Ok(0);
         }
         let n = recv_now(&self.stream, &mut buf[..room], 0)?;
-        self.early.extend_from_slice(&buf[..n]);
+        self.early.extend(&buf[..n]);
         Ok(n)
     }
 }
 
 impl Read for Plain {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.early_read < self.early.len() {
-            let n = self.early().len().min(buf.len());
-            buf[..n].copy_from_slice(&self.early[self.early_read..self.early_read + n]);
-            self.early_read += n;
-            if self.early_read == self.early.len() {
-                // Give the memory back: a parked connection should cost a descriptor, not a buffer.
-                self.early = Vec::new();
-                self.early_read = 0;
-            }
-            return Ok(n);
+        if !self.early().is_empty() {
+            return Ok(self.early.take(buf));
         }
         self.stream.read(buf)
     }
@@ -93,26 +114,63 @@ impl Transport for Plain {
 
 pub type TlsStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
 
-pub struct Tls(pub TlsStream);
+/// A TLS connection, with the plaintext the idle poller decrypted ahead of the worker (its
+/// handshake and request head are driven there, `handshake.rs`).
+pub struct Tls {
+    pub stream: TlsStream,
+    early: Early,
+}
+
+impl Tls {
+    pub fn new(session: rustls::ServerConnection, stream: TcpStream) -> Tls {
+        Tls { stream: rustls::StreamOwned::new(session, stream), early: Early::default() }
+    }
+
+    /// The plaintext decrypted ahead and not yet returned by `read`.
+    pub fn early(&self) -> &[u8] {
+        self.early.pending()
+    }
+
+    /// Moves the plaintext rustls holds into the read-ahead buffer, up to `limit` bytes held
+    /// in all. `Ok(0)`: the peer closed (cleanly or not); `WouldBlock`: nothing decrypted yet.
+    pub fn read_ahead(&mut self, limit: usize) -> io::Result<usize> {
+        let mut buf = [0u8; 8 * 1024];
+        let room = limit.saturating_sub(self.early().len()).min(buf.len());
+        if room == 0 {
+            return Ok(0);
+        }
+        match self.stream.conn.reader().read(&mut buf[..room]) {
+            Ok(n) => {
+                self.early.extend(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+}
 
 impl Read for Tls {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        if !self.early().is_empty() {
+            return Ok(self.early.take(buf));
+        }
+        self.stream.read(buf)
     }
 }
 
 impl Write for Tls {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        self.stream.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.stream.flush()
     }
 }
 
 impl Transport for Tls {
     fn tcp(&self) -> &TcpStream {
-        &self.0.sock
+        &self.stream.sock
     }
     fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()> {
         // Encryption needs the bytes in user space: copy in record-sized pieces.
@@ -124,19 +182,22 @@ impl Transport for Tls {
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
             }
-            self.0.write_all(&buf[..n])?;
+            self.stream.write_all(&buf[..n])?;
             left -= n as u64;
         }
-        self.0.flush()
+        self.stream.flush()
     }
     fn close(&mut self) {
-        self.0.conn.send_close_notify();
-        let _ = self.0.flush();
-        let _ = self.0.sock.shutdown(std::net::Shutdown::Write);
+        self.stream.conn.send_close_notify();
+        let _ = self.stream.flush();
+        let _ = self.stream.sock.shutdown(std::net::Shutdown::Write);
     }
     fn has_buffered(&mut self) -> bool {
+        if !self.early().is_empty() {
+            return true;
+        }
         // Records already received may hold the next request (a pipelining client).
-        match self.0.conn.process_new_packets() {
+        match self.stream.conn.process_new_packets() {
             Ok(state) => state.plaintext_bytes_to_read() > 0,
             // A broken session: let the worker's next read report it.
             Err(_) => true,
@@ -160,6 +221,38 @@ pub fn recv_now(stream: &TcpStream, buf: &mut [u8], flags: libc::c_int) -> io::R
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+    }
+}
+
+/// The socket as a stream that never blocks (`MSG_DONTWAIT` both ways), for rustls's
+/// `read_tls`/`write_tls` in the poller while the socket stays in blocking mode for workers.
+pub struct NoWait<'a>(pub &'a TcpStream);
+
+impl Read for NoWait<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        recv_now(self.0, buf, 0)
+    }
+}
+
+impl Write for NoWait<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::os::unix::io::AsRawFd;
+        loop {
+            // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
+            let n = unsafe {
+                libc::send(self.0.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

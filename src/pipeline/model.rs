@@ -153,6 +153,30 @@ pub struct Job {
     pub instance: Option<Instance>,
     /// `cache:` (its own or `default:`'s), up to four.
     pub cache: Vec<Cache>,
+    /// `environment`, `coverage`, `resource_group` (issue 15).
+    pub run_keys: RunKeys,
+}
+
+/// The job keys that shape how a job runs, not what it runs (issue 15).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunKeys {
+    pub environment: Option<Environment>,
+    /// The `coverage:` pattern, without its slashes (checked to compile).
+    pub coverage: Option<String>,
+    pub resource_group: Option<String>,
+    /// Keys GitLab accepts that mean nothing locally: one note each, `file:line: key: why`.
+    pub notes: Vec<String>,
+}
+
+/// `environment:`, not yet expanded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    pub name: String,
+    pub url: Option<String>,
+    /// `start` (GitLab's default) when `None`.
+    pub action: Option<String>,
+    /// `deployment_tier`; guessed from the name when `None`, as GitLab does.
+    pub tier: Option<String>,
 }
 
 /// One of the jobs `parallel: N` or `parallel: matrix` makes of a job: `build 1/2`, or

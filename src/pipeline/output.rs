@@ -166,35 +166,58 @@ fn capitalize(text: &str) -> String {
     }
 }
 
-/// The table at the end: job, stage, status, duration; then the verdict.
+/// The table at the end: job, stage, status, duration (and coverage when a job has one); then
+/// the verdict.
 pub fn summary(jobs: &[JobReport], status: PipelineStatus, took: Duration, style: &TextStyle) -> String {
-    let rows: Vec<[String; 4]> = jobs
+    let with_coverage = jobs.iter().any(|r| r.coverage.is_some());
+    let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|r| {
-            [r.job.clone(), r.stage.clone(), status_text(r), r.duration.map(duration).unwrap_or_else(|| "-".into())]
+            let mut row = vec![
+                r.job.clone(),
+                r.stage.clone(),
+                status_text(r),
+                r.duration.map(duration).unwrap_or_else(|| "-".into()),
+            ];
+            if with_coverage {
+                row.push(r.coverage.as_ref().map(|c| format!("{c}%")).unwrap_or_else(|| "-".into()));
+            }
+            row
         })
         .collect();
-    let header = ["JOB", "STAGE", "STATUS", "DURATION"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
+    let mut header: Vec<String> = ["JOB", "STAGE", "STATUS", "DURATION"].map(String::from).to_vec();
+    if with_coverage {
+        header.push("COVERAGE".into());
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let pad = |text: &str, width: usize| format!("{text}{}", " ".repeat(width.saturating_sub(text.chars().count())));
+    // Every column padded but the last.
+    let line = |cells: &[String], status: Option<&JobReport>| {
+        let last = cells.len() - 1;
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                let text = if i == last { cell.clone() } else { pad(cell, widths[i]) };
+                match status {
+                    Some(report) if i == 2 => style.paint(status_color(report), &text),
+                    _ => text,
+                }
+            })
+            .collect();
+        parts.join("  ")
+    };
     let mut out = String::from("\n");
-    let head = format!(
-        "{}  {}  {}  {}",
-        pad(&header[0], widths[0]),
-        pad(&header[1], widths[1]),
-        pad(&header[2], widths[2]),
-        header[3]
-    );
-    out.push_str(&style.paint("\x1b[1m", &head));
+    out.push_str(&style.paint("\x1b[1m", &line(&header, None)));
     out.push('\n');
     for (row, report) in rows.iter().zip(jobs) {
-        let status = style.paint(status_color(report), &pad(&row[2], widths[2]));
-        out.push_str(&format!("{}  {}  {status}  {}\n", pad(&row[0], widths[0]), pad(&row[1], widths[1]), row[3]));
+        out.push_str(&line(row, Some(report)));
+        out.push('\n');
     }
     let verdict = match status {
         PipelineStatus::Success => style.paint("\x1b[32;1m", &format!("Pipeline passed in {}", duration(took))),
@@ -224,6 +247,7 @@ fn report_json(r: &JobReport) -> serde_json::Value {
         "duration_ms": r.duration.map(|d| d.as_millis() as u64),
         "attempts": r.attempts,
         "reason": r.reason,
+        "coverage": r.coverage.as_ref().and_then(|c| c.parse::<f64>().ok()),
     })
 }
 
@@ -275,6 +299,7 @@ mod tests {
             duration: Some(Duration::from_millis(1500)),
             attempts: 1,
             reason: None,
+            coverage: None,
         }
     }
 

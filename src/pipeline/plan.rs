@@ -13,7 +13,9 @@ use super::changes;
 pub use super::changes::ChangedPaths;
 use super::error::PipelineError;
 use super::glob;
-use super::model::{AllowFailure, Artifacts, Cache, Image, Job, Location, Pipeline, Rule, Service, Variable, When};
+use super::model::{
+    AllowFailure, Artifacts, Cache, Environment, Image, Job, Location, Pipeline, Rule, Service, Variable, When,
+};
 use super::predefined::{job_predefined, pipeline_variables};
 pub use super::predefined::{project_path_from_dir, validate_project_path};
 use super::rules;
@@ -46,6 +48,8 @@ pub struct RunFacts {
     pub predefined: Vec<(String, String)>,
     /// What changed, for `rules: changes` (empty default: unknown, every `changes` holds).
     pub changes: ChangedPaths,
+    /// When the pipeline was created (RFC 3339 UTC): `CI_PIPELINE_CREATED_AT`.
+    pub created_at: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +115,12 @@ pub struct PlannedJob {
     pub image_template: Option<String>,
     /// `services:` names as written, under the same condition (empty otherwise).
     pub service_templates: Vec<String>,
+    /// `environment:`, expanded, action and tier filled in.
+    pub environment: Option<Environment>,
+    /// The `coverage:` pattern (without slashes).
+    pub coverage: Option<String>,
+    /// `resource_group:`, expanded: jobs of one group never run at once.
+    pub resource_group: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -443,6 +453,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         if let Some(image) = &image {
             variables.set("CI_JOB_IMAGE", image.name.clone());
         }
+        let environment = job.run_keys.environment.as_ref().map(|e| environment_variables(e, &mut variables));
         let services = job.services.iter().map(|s| plan_service(s, &variables)).collect();
         let mut waits_for: Vec<usize> = waits[i].iter().filter_map(|w| position.get(w).copied()).collect();
         waits_for.sort_unstable();
@@ -508,9 +519,35 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             cache,
             image_template,
             service_templates,
+            environment,
+            coverage: job.run_keys.coverage.clone(),
+            resource_group: job.run_keys.resource_group.as_ref().map(|g| variables::expand(g, &lookup)),
         });
     }
     Ok(plan)
+}
+
+/// `environment:` expanded with the job's variables, and its `CI_ENVIRONMENT_*` set in them
+/// (the URL may use `CI_ENVIRONMENT_SLUG`, so it is expanded last).
+fn environment_variables(env: &Environment, vars: &mut VarSet) -> Environment {
+    let name = {
+        let lookup = |n: &str| vars.get(n).map(String::from);
+        variables::expand(&env.name, &lookup)
+    };
+    let tier = env.tier.clone().unwrap_or_else(|| crate::pipeline::parse::guess_tier(&name).to_string());
+    let action = env.action.clone().unwrap_or_else(|| "start".to_string());
+    vars.set("CI_ENVIRONMENT_NAME", name.clone());
+    vars.set("CI_ENVIRONMENT_SLUG", crate::pipeline::parse::environment_slug(&name));
+    vars.set("CI_ENVIRONMENT_TIER", tier.clone());
+    vars.set("CI_ENVIRONMENT_ACTION", action.clone());
+    let url = env.url.as_ref().map(|u| {
+        let lookup = |n: &str| vars.get(n).map(String::from);
+        variables::expand(u, &lookup)
+    });
+    if let Some(url) = &url {
+        vars.set("CI_ENVIRONMENT_URL", url.clone());
+    }
+    Environment { name, url, action: Some(action), tier: Some(tier) }
 }
 
 /// `artifacts: paths/exclude` with variables expanded, relative to the project (GitLab allows

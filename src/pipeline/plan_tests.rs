@@ -30,6 +30,7 @@ fn job(name: &str, stage: &str) -> Job {
         retry: 0,
         instance: None,
         cache: Vec::new(),
+        run_keys: Default::default(),
     }
 }
 
@@ -83,6 +84,7 @@ fn facts() -> RunFacts {
         pipeline_id: 42,
         predefined: vec![],
         changes: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -122,11 +122,21 @@ impl RegistryWiring {
             Registry::Embedded { .. } => JOB_USER.to_string(),
             Registry::External { username, .. } => username.clone(),
         };
-        vec![
+        let mut v = vec![
             ("CI_REGISTRY".into(), host.clone()),
             ("CI_REGISTRY_IMAGE".into(), format!("{host}/{}", self.project.to_ascii_lowercase())),
             ("CI_REGISTRY_USER".into(), user),
-        ]
+        ];
+        // The dependency proxy is a pull-through cache of Docker Hub: the embedded registry's
+        // `docker.io/` names are exactly that (DESIGN §7).
+        if self.is_embedded() {
+            let prefix = format!("{host}/docker.io");
+            v.push(("CI_DEPENDENCY_PROXY_SERVER".into(), host.clone()));
+            v.push(("CI_DEPENDENCY_PROXY_GROUP_IMAGE_PREFIX".into(), prefix.clone()));
+            v.push(("CI_DEPENDENCY_PROXY_DIRECT_GROUP_IMAGE_PREFIX".into(), prefix));
+            v.push(("CI_DEPENDENCY_PROXY_USER".into(), JOB_USER.into()));
+        }
+        v
     }
 
     /// The job's registry password: a job token for the project, or the external password.
@@ -353,10 +363,14 @@ impl JobWiring for RegistryWiring {
         let password = self.password(job);
         let own = job.variables.get("DOCKER_AUTH_CONFIG");
         let auth_config = self.docker_auth_config(&user, &password, own);
-        let mut wiring = Wiring {
-            variables: vec![("CI_REGISTRY_PASSWORD".into(), password), ("DOCKER_AUTH_CONFIG".into(), auth_config)],
-            ..Wiring::default()
-        };
+        let mut variables =
+            vec![("CI_REGISTRY_PASSWORD".into(), password.clone()), ("DOCKER_AUTH_CONFIG".into(), auth_config)];
+        if self.is_embedded() {
+            // The job token of the run: what the registry accepts from this job.
+            variables.push(("CI_JOB_TOKEN".into(), password.clone()));
+            variables.push(("CI_DEPENDENCY_PROXY_PASSWORD".into(), password));
+        }
+        let mut wiring = Wiring { variables, ..Wiring::default() };
         if let Registry::Embedded { network, .. } = &self.registry {
             wiring.networks.push(network.clone());
             wiring.files = self.ca_files();

@@ -235,8 +235,10 @@ impl Uploads {
         self.lock_table().remove(id);
     }
 
-    /// Removes sessions untouched for `max_age`, and stale temp files. Returns how many went.
-    pub fn expire(&self, max_age: Duration) -> usize {
+    /// Removes sessions untouched for `max_age` (no byte written, no request since), and blob
+    /// temp files in `tmp/` as old: what a crash or an abandoned push left. With `dry_run`, only
+    /// counts them. A session a request holds right now is never removed.
+    pub fn expire(&self, max_age: Duration, dry_run: bool) -> Expired {
         let now = SystemTime::now();
         let old = |path: &std::path::Path| {
             fs::metadata(path)
@@ -244,35 +246,48 @@ impl Uploads {
                 .map(|t| now.duration_since(t).unwrap_or_default() >= max_age)
                 .unwrap_or(true)
         };
-        let mut removed = 0;
+        let mut expired = Expired::default();
         if let Ok(entries) = fs::read_dir(self.layout.uploads()) {
             for entry in entries.flatten() {
                 let id = entry.file_name().to_string_lossy().into_owned();
                 let dir = entry.path();
-                if old(&dir.join("data")) && old(&dir) {
-                    let live = self.lock_table().remove(&id);
-                    // Skip a session a request holds right now.
-                    if let Some(lock) = &live {
-                        if lock.try_lock().is_err() {
-                            self.lock_table().insert(id, Arc::clone(lock));
-                            continue;
-                        }
+                if !(old(&dir.join("data")) && old(&dir)) {
+                    continue;
+                }
+                if dry_run {
+                    expired.sessions += 1;
+                    continue;
+                }
+                let live = self.lock_table().remove(&id);
+                // Skip a session a request holds right now.
+                if let Some(lock) = &live {
+                    if lock.try_lock().is_err() {
+                        self.lock_table().insert(id, Arc::clone(lock));
+                        continue;
                     }
-                    if fs::remove_dir_all(&dir).is_ok() {
-                        removed += 1;
-                    }
+                }
+                if fs::remove_dir_all(&dir).is_ok() {
+                    expired.sessions += 1;
                 }
             }
         }
         if let Ok(entries) = fs::read_dir(self.layout.tmp()) {
             for entry in entries.flatten() {
-                if old(&entry.path()) && fs::remove_file(entry.path()).is_ok() {
-                    removed += 1;
+                let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+                if is_file && old(&entry.path()) && (dry_run || fs::remove_file(entry.path()).is_ok()) {
+                    expired.temp_files += 1;
                 }
             }
         }
-        removed
+        expired
     }
+}
+
+/// What [`Uploads::expire`] removed (or would remove).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub sessions: u64,
+    pub temp_files: u64,
 }
 
 #[cfg(test)]

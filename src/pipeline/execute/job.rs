@@ -1,10 +1,9 @@
 //! One job: its attempts (`retry`), each in a container of its own: image pulled when missing,
 //! services started as sidecars on a network of the job's (with their aliases), the project and
-//! the artifacts it depends on copied in, `before_script` + `script` run by the image's shell
-//! (bash, else sh: `script::shell_command`) under a watchdog (timeout, interrupt),
-//! `after_script` in a fresh shell of the same container, then
-//! artifacts collected. `cache:` is restored before the scripts and saved after them
-//! (`execute::cache`). Every container and network it made is removed before it returns.
+//! the artifacts it depends on copied in, `cache:` restored (`execute::cache`), `before_script` and
+//! `script` run by the image's shell (bash, else sh: `script::shell_command`) under a watchdog
+//! (timeout, interrupt), `after_script` in a fresh shell of the same container, the cache saved,
+//! then artifacts collected. Every container and network it made is removed before it returns.
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -16,6 +15,7 @@ use crossbeam_channel::{after, select};
 
 use super::archive::{self, ArtifactWriter, ExtraFile};
 use super::cache;
+use super::coverage;
 use super::dotenv;
 use super::script;
 use super::{failure_allowed, JobReport, JobStatus, LogSource, Run, Wiring};
@@ -40,25 +40,27 @@ struct Attempt {
     status: JobStatus,
     exit_code: Option<i32>,
     reason: Option<String>,
+    coverage: Option<String>,
 }
 
 impl Attempt {
     fn failed(reason: impl Into<String>) -> Attempt {
-        Attempt { status: JobStatus::Failed, exit_code: None, reason: Some(reason.into()) }
+        Attempt { status: JobStatus::Failed, exit_code: None, reason: Some(reason.into()), coverage: None }
     }
 
     fn canceled() -> Attempt {
-        Attempt { status: JobStatus::Canceled, exit_code: None, reason: Some("interrupted".into()) }
+        Attempt { status: JobStatus::Canceled, exit_code: None, reason: Some("interrupted".into()), coverage: None }
     }
 }
 
-/// Runs job `index` of the plan with its retries; the report of its last attempt.
-pub(crate) fn run_job(run: &Run<'_>, index: usize) -> JobReport {
+/// Runs job `index` of the plan with its retries, in concurrency slot `slot`; the report of its
+/// last attempt.
+pub(crate) fn run_job(run: &Run<'_>, index: usize, slot: usize) -> JobReport {
     let job = &run.plan.jobs[index];
     let started = Instant::now();
     let mut attempt = 1;
     loop {
-        let result = run_attempt(run, index, attempt);
+        let result = run_attempt(run, index, attempt, slot);
         let retry = result.status == JobStatus::Failed && attempt <= job.retry && !run.cancel.is_canceled();
         if retry {
             run.log(
@@ -80,6 +82,7 @@ pub(crate) fn run_job(run: &Run<'_>, index: usize) -> JobReport {
             duration: Some(started.elapsed()),
             attempts: attempt,
             reason: result.reason,
+            coverage: result.coverage,
         };
     }
 }
@@ -106,7 +109,7 @@ impl Created {
     }
 }
 
-fn run_attempt(run: &Run<'_>, index: usize, attempt: u32) -> Attempt {
+fn run_attempt(run: &Run<'_>, index: usize, attempt: u32, slot: usize) -> Attempt {
     let job = &run.plan.jobs[index];
     let image = job.image.as_ref().map(|i| i.name.clone()).unwrap_or_default();
     (run.events)(super::Event::JobStarted {
@@ -118,7 +121,7 @@ fn run_attempt(run: &Run<'_>, index: usize, attempt: u32) -> Attempt {
     let base = format!("glci-{}-{}-{}", run.options.run_id, index, name_part(&job.name));
     let base = if attempt > 1 { format!("{base}-{attempt}") } else { base };
     let mut created = Created { containers: Vec::new(), network: None };
-    let result = attempt_steps(run, index, &base, &mut created);
+    let result = attempt_steps(run, index, &base, slot, &mut created);
     created.remove();
     let _ = fs::remove_dir_all(run.options.work_dir.join("env").join(&base));
     let attempt = match result {
@@ -136,12 +139,22 @@ fn run_attempt(run: &Run<'_>, index: usize, attempt: u32) -> Attempt {
     attempt
 }
 
-fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created) -> Result<Attempt, String> {
+fn attempt_steps(
+    run: &Run<'_>,
+    index: usize,
+    base: &str,
+    slot: usize,
+    created: &mut Created,
+) -> Result<Attempt, String> {
     let applied = dotenv::apply(run, index);
     let job: &PlannedJob = &applied;
     let image = job.image.as_ref().ok_or("the job has no image")?;
     let wiring = run.wiring.job(job);
     let mut variables = job.variables.clone();
+    // What the runner adds when it picks the job up.
+    variables.set("CI_JOB_STARTED_AT", crate::auth::rfc3339(std::time::SystemTime::now()));
+    variables.set("CI_CONCURRENT_ID", slot.to_string());
+    variables.set("CI_CONCURRENT_PROJECT_ID", slot.to_string());
     for (name, value) in &wiring.variables {
         variables.set(name, value.clone());
     }
@@ -195,12 +208,16 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
         return Ok(Attempt::canceled());
     }
 
-    let phase = run_phase(run, &job.name, &container, job.timeout)?;
+    let coverage = Coverage::new(job.coverage.as_deref());
+    let phase = run_phase(run, &job.name, &container, job.timeout, &coverage)?;
     let mut attempt = match phase {
-        Phase::Exited(0) => Attempt { status: JobStatus::Success, exit_code: Some(0), reason: None },
-        Phase::Exited(code) => {
-            Attempt { status: JobStatus::Failed, exit_code: Some(code), reason: Some(format!("exit code {code}")) }
-        }
+        Phase::Exited(0) => Attempt { status: JobStatus::Success, exit_code: Some(0), reason: None, coverage: None },
+        Phase::Exited(code) => Attempt {
+            status: JobStatus::Failed,
+            exit_code: Some(code),
+            reason: Some(format!("exit code {code}")),
+            coverage: None,
+        },
         Phase::TimedOut => Attempt::failed(format!("execution took longer than {}", human(job.timeout))),
         Phase::Canceled => return Ok(Attempt::canceled()),
     };
@@ -215,7 +232,7 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
             &job.after_script,
         );
         copy_files(&container, &[script_file(after)])?;
-        match run_phase(run, &job.name, &container, AFTER_SCRIPT_TIMEOUT)? {
+        match run_phase(run, &job.name, &container, AFTER_SCRIPT_TIMEOUT, &coverage)? {
             Phase::Exited(0) => {}
             Phase::Exited(code) => run.log(
                 &job.name,
@@ -249,6 +266,7 @@ fn attempt_steps(run: &Run<'_>, index: usize, base: &str, created: &mut Created)
             }
         }
     }
+    attempt.coverage = coverage.found();
     Ok(attempt)
 }
 
@@ -487,6 +505,30 @@ fn collect_artifacts(run: &Run<'_>, index: usize, container: &str) -> Result<(),
     Ok(())
 }
 
+/// The `coverage:` value of the log so far: the last line that gives one wins (GitLab).
+struct Coverage {
+    regex: Option<regex::Regex>,
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl Coverage {
+    fn new(pattern: Option<&str>) -> Coverage {
+        // The pattern compiled when the pipeline was read; a failure here cannot happen.
+        Coverage { regex: pattern.and_then(|p| regex::Regex::new(p).ok()), last: std::sync::Mutex::new(None) }
+    }
+
+    fn see(&self, line: &str) {
+        let Some(regex) = &self.regex else { return };
+        if let Some(value) = coverage::from_line(regex, line) {
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+        }
+    }
+
+    fn found(&self) -> Option<String> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// How a script phase ended.
 enum Phase {
     Exited(i32),
@@ -496,7 +538,13 @@ enum Phase {
 
 /// Starts the container attached, its output going to the job's log, under a watchdog that
 /// kills it at `timeout` or when the run is canceled.
-fn run_phase(run: &Run<'_>, job: &str, container: &str, timeout: Duration) -> Result<Phase, String> {
+fn run_phase(
+    run: &Run<'_>,
+    job: &str,
+    container: &str,
+    timeout: Duration,
+    coverage: &Coverage,
+) -> Result<Phase, String> {
     let timed_out = AtomicBool::new(false);
     let canceled = AtomicBool::new(false);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
@@ -519,7 +567,11 @@ fn run_phase(run: &Run<'_>, job: &str, container: &str, timeout: Duration) -> Re
                 }
             }
         });
-        let on_line = |line: &[u8]| run.log(job, LogSource::Job, String::from_utf8_lossy(line).into_owned());
+        let on_line = |line: &[u8]| {
+            let line = String::from_utf8_lossy(line).into_owned();
+            coverage.see(&line);
+            run.log(job, LogSource::Job, line)
+        };
         let code = docker::start_attached(container, &on_line);
         drop(done_tx);
         code

@@ -7,6 +7,7 @@
 
 mod archive;
 mod cache;
+mod coverage;
 mod dotenv;
 mod job;
 mod script;
@@ -120,6 +121,8 @@ pub struct JobReport {
     pub attempts: u32,
     /// Why it failed or was skipped, for people.
     pub reason: Option<String>,
+    /// The percentage `coverage:` found in the log (the number as written, e.g. `81.50`).
+    pub coverage: Option<String>,
 }
 
 /// Where a log line came from.
@@ -270,6 +273,7 @@ fn not_run(job: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
         duration: None,
         attempts: 0,
         reason: Some(reason.to_string()),
+        coverage: None,
     }
 }
 
@@ -321,7 +325,12 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
     let mut reports: Vec<Option<JobReport>> = vec![None; jobs.len()];
     let mut started = vec![false; jobs.len()];
     let parallel = run.options.parallel.max(1);
-    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, JobReport)>();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, usize, JobReport)>();
+    // The runner's concurrency slots (`CI_CONCURRENT_ID`): the lowest free one per job.
+    let mut slots = vec![false; parallel];
+    // `resource_group`: the groups a running job holds; another job of one waits for it.
+    let mut held: Vec<Option<String>> = vec![None; jobs.len()];
+    let mut said_waiting = vec![false; jobs.len()];
     std::thread::scope(|scope| {
         let mut running = 0usize;
         loop {
@@ -341,16 +350,26 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                             reports[i] = Some(report);
                             progressed = true;
                         }
-                        None if running < parallel => {
+                        None if running < parallel && !in_use(&held, job.resource_group.as_deref()) => {
                             started[i] = true;
+                            held[i] = job.resource_group.clone();
                             running += 1;
+                            let slot = slots.iter().position(|busy| !busy).unwrap_or(0);
+                            slots[slot] = true;
                             let tx = done_tx.clone();
                             scope.spawn(move || {
-                                let report = job::run_job(run, i);
-                                let _ = tx.send((i, report));
+                                let report = job::run_job(run, i, slot);
+                                let _ = tx.send((i, slot, report));
                             });
                         }
-                        None => {}
+                        None => {
+                            if let Some(group) = job.resource_group.as_deref() {
+                                if !said_waiting[i] && in_use(&held, Some(group)) {
+                                    said_waiting[i] = true;
+                                    run.log(&job.name, LogSource::Glci, format!("Waiting for resource: {group}"));
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -358,8 +377,10 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                 break;
             }
             match done_rx.recv() {
-                Ok((i, report)) => {
+                Ok((i, slot, report)) => {
                     running -= 1;
+                    slots[slot] = false;
+                    held[i] = None;
                     (run.events)(Event::JobFinished(report.clone()));
                     reports[i] = Some(report);
                 }
@@ -372,6 +393,11 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
         .zip(jobs)
         .map(|(r, j)| r.unwrap_or_else(|| not_run(j, JobStatus::Canceled, "the run stopped before it")))
         .collect()
+}
+
+/// Whether a running job holds resource group `group`.
+fn in_use(held: &[Option<String>], group: Option<&str>) -> bool {
+    group.is_some_and(|g| held.iter().flatten().any(|h| h == g))
 }
 
 /// For a job whose waits are over: `Some(report)` when it does not run, `None` when it runs.

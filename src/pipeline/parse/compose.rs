@@ -1,153 +1,22 @@
 //! The tree-level steps GitLab takes before reading any key, in GitLab's order
-//! (`Gitlab::Ci::Config#build_config`): `include: local` files deep-merged under the file that
-//! includes them, then `extends`, then `!reference` tags. Works on [`yaml::Node`] trees so every
-//! value keeps the file and line it was written at. Reads included files only through the
-//! `read` function it is given; knows no job keys beyond `include` and `extends`.
+//! (`Gitlab::Ci::Config#build_config`) after `include` (`include.rs`, which merges with
+//! [`merge_maps`]): `extends`, then `!reference` tags. Works on [`yaml::Node`](super::yaml::Node)
+//! trees so every value keeps the file and line it was written at; knows no job keys beyond
+//! `extends`.
 //!
 //! Merging is GitLab's deep merge: maps merge key by key, the later side winning; anything else
 //! (lists included) is replaced whole.
 
 use std::collections::HashMap;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-use super::yaml::{self, Entry, Map, Node, Value};
+use super::yaml::{Entry, Map, Node, Value};
 use crate::pipeline::error::PipelineError;
 
-/// Reads an included file (the real file system in `load`, a table in tests).
-pub type Read<'r> = &'r dyn Fn(&Path) -> io::Result<String>;
-
-/// GitLab's limit on included files per pipeline.
-const MAX_INCLUDES: usize = 150;
 /// GitLab's limit on `extends` and `!reference` nesting.
 const MAX_NESTING: usize = 10;
 
 fn error(node: &Node, line: usize, key: &str, message: impl Into<String>) -> PipelineError {
     PipelineError::new(&node.file, line, key, message)
-}
-
-/// The top-level map of `root` (the main file) with every `include: local` merged in, depth
-/// first: included files in order, then the including file over them.
-pub fn includes(root: Node, project: &Path, read: Read) -> Result<Map, PipelineError> {
-    let mut state = Includes { project, read, count: 0, stack: vec![root.file.to_path_buf()] };
-    match root.value {
-        Value::Null => Err(PipelineError::whole_file(&root.file, "the file is empty (no jobs)")),
-        _ => state.expand(root),
-    }
-}
-
-struct Includes<'a> {
-    project: &'a Path,
-    read: Read<'a>,
-    count: usize,
-    /// Files being expanded, outermost first, to report include cycles.
-    stack: Vec<PathBuf>,
-}
-
-impl Includes<'_> {
-    fn expand(&mut self, node: Node) -> Result<Map, PipelineError> {
-        let mut map = match node.value {
-            Value::Map(map) => map,
-            Value::Null => Map::default(),
-            ref other => {
-                let message = format!("the top level must be a map of keys and jobs, found {}", other.kind());
-                return Err(error(&node, node.line, "", message));
-            }
-        };
-        let Some(include) = map.remove("include") else {
-            return Ok(map);
-        };
-        let mut merged = Map::default();
-        for (path, line, key) in local_paths(&include)? {
-            let full = self.project.join(&path);
-            let at = |message: String| error(&include.value, line, &key, message);
-            if let Some(start) = self.stack.iter().position(|f| *f == full) {
-                let cycle: Vec<String> =
-                    self.stack[start..].iter().chain([&full]).map(|f| f.display().to_string()).collect();
-                return Err(at(format!("include cycle: {}", cycle.join(" → "))));
-            }
-            self.count += 1;
-            if self.count > MAX_INCLUDES {
-                return Err(at(format!("more than {MAX_INCLUDES} included files")));
-            }
-            let text = (self.read)(&full).map_err(|e| at(format!("cannot read included file {path}: {e}")))?;
-            let file: Rc<Path> = Rc::from(full.as_path());
-            let included = yaml::load(&text, &file)?;
-            self.stack.push(full);
-            let expanded = self.expand(included)?;
-            self.stack.pop();
-            merged = merge_maps(merged, expanded);
-        }
-        Ok(merge_maps(merged, map))
-    }
-}
-
-/// The local paths named by `include:` (project-relative, leading `/` removed), each with its
-/// line and key for errors.
-fn local_paths(include: &Entry) -> Result<Vec<(String, usize, String)>, PipelineError> {
-    let node = &include.value;
-    let items: Vec<(&Node, usize, String)> = match &node.value {
-        Value::Seq(items) => items.iter().enumerate().map(|(i, n)| (n, n.line, format!("include[{i}]"))).collect(),
-        _ => vec![(node, include.line, "include".to_owned())],
-    };
-    items.into_iter().map(|(node, line, key)| local_path(node, line, key)).collect()
-}
-
-const REMOTE_KINDS: [&str; 5] = ["remote", "project", "template", "component", "file"];
-
-fn local_path(node: &Node, line: usize, key: String) -> Result<(String, usize, String), PipelineError> {
-    let offline = "only `include: local` files can be used offline";
-    let (path, line, key) = match &node.value {
-        Value::Str(s) if s.starts_with("https://") || s.starts_with("http://") => {
-            return Err(error(node, line, &key, format!("{s} is a remote include: {offline}")));
-        }
-        Value::Str(s) => (s.clone(), line, key),
-        Value::Map(map) => {
-            for entry in map.iter() {
-                let key = format!("{key}.{}", entry.key);
-                match entry.key.as_str() {
-                    "local" => {}
-                    k if REMOTE_KINDS.contains(&k) => {
-                        return Err(error(
-                            node,
-                            entry.line,
-                            &key,
-                            format!("`include: {k}` is not supported: {offline}"),
-                        ));
-                    }
-                    "rules" | "inputs" | "cache" | "integrity" | "ref" => {
-                        let message = format!("`include: {}` is not supported", entry.key);
-                        return Err(error(node, entry.line, &key, message));
-                    }
-                    _ => {
-                        let message = "unknown key (an include is a path or `{local: path}`)";
-                        return Err(error(node, entry.line, &key, message));
-                    }
-                }
-            }
-            let entry = map.get("local").ok_or_else(|| {
-                error(node, line, &key, format!("expected `local: path` (one of `local`, `remote`, ...): {offline}"))
-            })?;
-            let key = format!("{key}.local");
-            match &entry.value.value {
-                Value::Str(s) => (s.clone(), entry.line, key),
-                other => return Err(error(node, entry.line, &key, format!("expected a path, found {}", other.kind()))),
-            }
-        }
-        other => {
-            let message = format!("expected a path or `{{local: path}}`, found {}", other.kind());
-            return Err(error(node, line, &key, message));
-        }
-    };
-    let relative = path.trim_start_matches('/');
-    if relative.is_empty() {
-        return Err(error(node, line, &key, "empty include path"));
-    }
-    if relative.contains(['*', '?', '[']) {
-        return Err(error(node, line, &key, format!("{path}: wildcard include paths are not supported")));
-    }
-    Ok((relative.to_owned(), line, key))
 }
 
 /// GitLab's deep merge of `over` onto `base`: maps merge key by key, anything else is replaced.
@@ -159,7 +28,7 @@ pub fn deep_merge(base: Node, over: Node) -> Node {
     }
 }
 
-fn merge_maps(mut base: Map, over: Map) -> Map {
+pub fn merge_maps(mut base: Map, over: Map) -> Map {
     for entry in over {
         let entry = match base.get(&entry.key) {
             Some(old) if matches!((&old.value.value, &entry.value.value), (Value::Map(_), Value::Map(_))) => {
@@ -332,7 +201,9 @@ fn lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use crate::pipeline::parse::yaml;
+    use std::path::Path;
+    use std::rc::Rc;
 
     const MAIN: &str = "/p/.gitlab-ci.yml";
 
@@ -341,15 +212,8 @@ mod tests {
         yaml::load(text, &file).unwrap()
     }
 
-    fn files(table: &[(&str, &str)]) -> impl Fn(&Path) -> io::Result<String> {
-        let table: HashMap<PathBuf, String> =
-            table.iter().map(|(p, t)| (Path::new("/p").join(p), t.to_string())).collect();
-        move |path: &Path| table.get(path).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
-    }
-
-    fn compose(text: &str, table: &[(&str, &str)]) -> Result<Map, PipelineError> {
-        let read = files(table);
-        let map = includes(tree(text), Path::new("/p"), &read)?;
+    fn compose(text: &str) -> Result<Map, PipelineError> {
+        let Value::Map(map) = tree(text).value else { panic!("not a map: {text}") };
         references(extends(map)?)
     }
 
@@ -370,102 +234,6 @@ mod tests {
     }
 
     #[test]
-    fn includes_merge_under_the_main_file() {
-        let map = compose(
-            "include:\n  - local: ci/a.yml\n  - /ci/b.yml\nvariables:\n  X: main\njob:\n  script: main\n",
-            &[
-                ("ci/a.yml", "variables:\n  X: a\n  Y: a\njob:\n  script: a\n  stage: build\n.t:\n  image: i\n"),
-                ("ci/b.yml", "variables:\n  Y: b\n"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(show(job(&map, "variables")), "{X: main, Y: b}");
-        assert_eq!(show(job(&map, "job")), "{script: main, stage: build}");
-        assert_eq!(show(job(&map, ".t")), "{image: i}");
-        assert!(!map.contains("include"));
-        // Values keep the file they were written in.
-        let stage = match &job(&map, "job").value {
-            Value::Map(m) => m.get("stage").cloned().unwrap(),
-            _ => panic!(),
-        };
-        assert_eq!((&*stage.value.file, stage.line), (Path::new("/p/ci/a.yml"), 6));
-    }
-
-    #[test]
-    fn include_forms() {
-        let table = [("x.yml", "x:\n  script: x\n")];
-        for text in
-            ["include: x.yml\n", "include: /x.yml\n", "include:\n  local: x.yml\n", "include: [{local: /x.yml}]\n"]
-        {
-            let map = compose(text, &table).unwrap_or_else(|e| panic!("{text}: {e}"));
-            assert!(map.contains("x"), "{text}");
-        }
-    }
-
-    #[test]
-    fn nested_includes_and_cycles() {
-        let map = compose("include: a.yml\n", &[("a.yml", "include: b.yml\na: {}\n"), ("b.yml", "b: {}\n")]).unwrap();
-        assert_eq!(map.keys().collect::<Vec<_>>(), ["b", "a"]);
-        let e =
-            compose("include: a.yml\n", &[("a.yml", "include: b.yml\n"), ("b.yml", "include: /a.yml\n")]).unwrap_err();
-        assert_eq!(e.file, Path::new("/p/b.yml"));
-        assert_eq!(e.line, Some(1));
-        assert!(e.message.contains("include cycle: /p/a.yml → /p/b.yml → /p/a.yml"), "{e}");
-        let e = compose("include: .gitlab-ci.yml\n", &[(".gitlab-ci.yml", "")]).unwrap_err();
-        assert!(e.message.contains("include cycle"), "{e}");
-    }
-
-    #[test]
-    fn include_errors() {
-        let cases = [
-            ("include: https://example.com/ci.yml\n", 1, "include", "remote include"),
-            ("include:\n  remote: https://x/y.yml\n", 2, "include.remote", "only `include: local`"),
-            (
-                "include:\n  - local: a.yml\n  - template: Auto-DevOps.gitlab-ci.yml\n",
-                3,
-                "include[1].template",
-                "offline",
-            ),
-            ("include:\n  - project: g/p\n    file: x.yml\n", 2, "include[0].project", "not supported"),
-            ("include:\n  - component: x/y@1\n", 2, "include[0].component", "not supported"),
-            ("include:\n  local: a.yml\n  rules:\n    - if: $X\n", 3, "include.rules", "not supported"),
-            ("include:\n  local: a.yml\n  inputs: {}\n", 3, "include.inputs", "not supported"),
-            ("include:\n  locale: a.yml\n", 2, "include.locale", "unknown key"),
-            ("include: missing.yml\n", 1, "include", "cannot read included file missing.yml"),
-            ("include: ci/*.yml\n", 1, "include", "wildcard"),
-            ("include: 3\n", 1, "include", "expected a path"),
-            ("include: {local: [a]}\n", 1, "include.local", "expected a path"),
-            ("include: /\n", 1, "include", "empty include path"),
-            ("include: {}\n", 1, "include", "expected `local: path`"),
-        ];
-        for (text, line, key, want) in cases {
-            let e = compose(text, &[("a.yml", "")]).unwrap_err();
-            assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{text}: {e}");
-            assert!(e.message.contains(want), "{text}: {e}");
-        }
-        let e = compose("include: a.yml\n", &[("a.yml", "- x\n")]).unwrap_err();
-        assert_eq!(e.file, Path::new("/p/a.yml"));
-        assert!(e.message.contains("top level must be a map"), "{e}");
-        let e = compose("include: a.yml\n", &[("a.yml", "a: [\n")]).unwrap_err();
-        assert_eq!(e.file, Path::new("/p/a.yml"));
-    }
-
-    #[test]
-    fn empty_main_file_is_an_error() {
-        let e = compose("# nothing\n", &[]).unwrap_err();
-        assert_eq!(e.to_string(), "/p/.gitlab-ci.yml: the file is empty (no jobs)");
-    }
-
-    #[test]
-    fn too_many_includes() {
-        let e = compose("include: a.yml\n", &[("a.yml", "include: [b.yml, b.yml]\n"), ("b.yml", "")]);
-        assert!(e.is_ok(), "the same file twice, not nested, is fine");
-        let many = format!("include: [{}]\n", vec!["b.yml"; 151].join(", "));
-        let e = compose(&many, &[("b.yml", "")]).unwrap_err();
-        assert!(e.message.contains("more than 150"), "{e}");
-    }
-
-    #[test]
     fn deep_merge_rules() {
         let base = tree("a: 1\nm: {x: 1, y: [1, 2], n: {p: 1}}\nl: [1]\ns: {k: v}\n");
         let over = tree("m: {y: [3], n: {q: 2}}\nl: [2]\ns: str\nb: 2\n");
@@ -482,7 +250,6 @@ mod tests {
              .mid:\n  extends: .base\n  variables: {B: mid}\n\
              .other:\n  tags: [x]\n  script: [other]\n\
              job:\n  extends: [.mid, .other]\n  variables: {C: job}\n",
-            &[],
         )
         .unwrap();
         assert_eq!(
@@ -491,7 +258,7 @@ mod tests {
         );
         assert_eq!(map.get("job").map(|e| e.line), Some(11));
         // A visible job can be extended too.
-        let map = compose("a:\n  script: [a]\nb:\n  extends: a\n  stage: x\n", &[]).unwrap();
+        let map = compose("a:\n  script: [a]\nb:\n  extends: a\n  stage: x\n").unwrap();
         assert_eq!(show(job(&map, "b")), "{script: [a], extends: a, stage: x}");
     }
 
@@ -506,13 +273,13 @@ mod tests {
             ("job:\n  extends: [1]\n", 2, "job.extends", "expected a job name, found a number"),
         ];
         for (text, line, key, want) in cases {
-            let e = compose(text, &[]).unwrap_err();
+            let e = compose(text).unwrap_err();
             assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{text}: {e}");
             assert!(e.message.contains(want), "{text}: {e}");
         }
         let chain: String =
             (0..12).map(|i| format!(".j{i}:\n  extends: .j{}\n", i + 1)).collect::<String>() + ".j12: {}\n";
-        let e = compose(&chain, &[]).unwrap_err();
+        let e = compose(&chain).unwrap_err();
         assert!(e.message.contains("nested more than 10"), "{e}");
     }
 
@@ -525,7 +292,6 @@ mod tests {
              job:\n  script:\n    - !reference [.setup, script]\n    - echo job\n\
                \x20 variables: !reference [.vars, variables]\n\
                \x20 after_script: !reference [.ext, script]\n",
-            &[],
         )
         .unwrap();
         assert_eq!(
@@ -540,7 +306,6 @@ mod tests {
             ".a:\n  script: [a]\n.b:\n  script: [!reference [.a, script], b]\n\
              .c:\n  vars: !reference [.d, variables]\n.d:\n  variables: {X: x}\n\
              job:\n  script: !reference [.b, script]\n  v: !reference [.c, vars, X]\n",
-            &[],
         )
         .unwrap();
         assert_eq!(show(job(&map, "job")), "{script: [[a], b], v: x}");
@@ -555,9 +320,9 @@ mod tests {
             }
             text
         };
-        let map = compose(&chain(10), &[]).unwrap();
+        let map = compose(&chain(10)).unwrap();
         assert_eq!(show(job(&map, "job")), "{script: [deepest]}");
-        let e = compose(&chain(11), &[]).unwrap_err();
+        let e = compose(&chain(11)).unwrap_err();
         assert!(e.message.starts_with("!reference nested more than 10 levels deep: [.l1, s] → [.l2, s] → "), "{e}");
         assert!(e.message.ends_with("→ [.l10, s] → [.l11, s]"), "{e}");
     }
@@ -582,7 +347,7 @@ mod tests {
             (".a:\n  s: !reference [.a, s]\n", 2, ".a.s", "!reference cycle"),
         ];
         for (text, line, key, want) in cases {
-            let e = compose(text, &[]).unwrap_err();
+            let e = compose(text).unwrap_err();
             assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{text}: {e}");
             assert!(e.message.contains(want), "{text}: {e}");
         }

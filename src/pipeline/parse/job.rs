@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::cache;
 use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
+use super::run_keys;
 use super::yaml::{Entry, Value};
 use crate::pipeline::error::PipelineError;
 use crate::pipeline::model::{AllowFailure, Artifacts, Cache, Image, Instance, Job, Service, Variable, When};
@@ -16,18 +17,21 @@ use crate::pipeline::model::{AllowFailure, Artifacts, Cache, Image, Instance, Jo
 pub const DEFAULT_STAGE: &str = "test";
 
 /// Job keys glci reads.
-const USED_KEYS: [&str; 19] = [
+const USED_KEYS: [&str; 22] = [
     "after_script",
     "allow_failure",
     "artifacts",
     "before_script",
     "cache",
+    "coverage",
     "dependencies",
+    "environment",
     "extends",
     "image",
     "inherit",
     "needs",
     "parallel",
+    "resource_group",
     "retry",
     "rules",
     "script",
@@ -39,10 +43,8 @@ const USED_KEYS: [&str; 19] = [
 ];
 
 /// Job keys accepted and ignored: they have no local meaning.
-const IGNORED_KEYS: [&str; 14] = [
-    "coverage",
+const IGNORED_KEYS: [&str; 11] = [
     "dast_configuration",
-    "environment",
     "hooks",
     "id_tokens",
     "identity",
@@ -51,7 +53,6 @@ const IGNORED_KEYS: [&str; 14] = [
     "pages",
     "publish",
     "release",
-    "resource_group",
     "start_in",
     "tags",
 ];
@@ -190,6 +191,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         retry: 0,
         instance: None,
         cache: Vec::new(),
+        run_keys: Default::default(),
     };
     let mut parsed = ParsedJob {
         job: job.clone(),
@@ -236,6 +238,13 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             "allow_failure" => allow_failure = Some(read::allow_failure(&f)?),
             "inherit" => inherit_default = inherit(&f)?,
             "parallel" => parsed.parallel = Some(parallel(&f)?),
+            "environment" => {
+                let (environment, notes) = run_keys::environment(&f)?;
+                job.run_keys.environment = Some(environment);
+                job.run_keys.notes.extend(notes);
+            }
+            "coverage" => job.run_keys.coverage = Some(run_keys::coverage(&f)?),
+            "resource_group" => job.run_keys.resource_group = Some(run_keys::resource_group(&f)?),
             "extends" => {}
             _ if IGNORED_KEYS.contains(&key) => {}
             _ => {

@@ -3,7 +3,8 @@
 //! file and its `include: local` files; no environment, no Docker, no output.
 //!
 //! Steps, in GitLab's order: YAML → `yaml::Node` tree (anchors, `<<` merges, lines kept);
-//! `compose`: includes merged, `extends`, `!reference`; then the top-level keys read here
+//! `include`: included files merged (rules, wildcards, variables, through the caller's
+//! [`Sources`]); `compose`: `extends`, `!reference`; then the top-level keys read here
 //! (`stages`, `variables`, `default`, `workflow`, the deprecated global `image`/`services`/
 //! `before_script`/`after_script`/`cache`), every other key a job (`job.rs`; `.hidden` ones are
 //! templates and skipped); last, the checks that need the whole pipeline: each job's stage is
@@ -14,15 +15,21 @@
 mod cache;
 mod compose;
 mod duration;
+mod include;
+mod inputs;
 mod job;
 mod read;
+mod run_keys;
 mod yaml;
+
+pub use self::run_keys::{environment_slug, guess_tier};
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use self::include::{Read, Sources, MAX_INCLUDES};
 use self::job::{Defaults, ParsedJob};
 use self::read::Field;
 use self::yaml::{Entry, Map};
@@ -47,10 +54,17 @@ const GLOBAL_KEYS: [&str; 11] = [
     "workflow",
 ];
 
-/// Reads and parses `file`; `include: local` paths are relative to its directory.
+/// Reads and parses `file`; `include: local` paths are relative to its directory, no variables
+/// are known to `include` and wildcard paths match nothing ([`load_with`] gives them).
 pub fn load(file: &Path) -> Result<Pipeline, PipelineError> {
     let text = fs::read_to_string(file).map_err(|e| PipelineError::whole_file(file, format!("cannot read: {e}")))?;
     parse_str(&text, file)
+}
+
+/// Reads and parses `file` with what `include:` can reach.
+pub fn load_with(file: &Path, sources: &Sources) -> Result<Pipeline, PipelineError> {
+    let text = fs::read_to_string(file).map_err(|e| PipelineError::whole_file(file, format!("cannot read: {e}")))?;
+    parse_sources(&text, file, sources)
 }
 
 /// Parses `text` as if read from `file` (named in errors; its directory is the project root
@@ -60,18 +74,20 @@ pub fn parse_str(text: &str, file: &Path) -> Result<Pipeline, PipelineError> {
 }
 
 /// [`parse_str`] with included files read by `read` (an in-memory source in tests and fuzzing).
-pub fn parse_with(
-    text: &str,
-    file: &Path,
-    read: &dyn Fn(&Path) -> std::io::Result<String>,
-) -> Result<Pipeline, PipelineError> {
+pub fn parse_with(text: &str, file: &Path, read: Read) -> Result<Pipeline, PipelineError> {
     let project = match file.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let sources = Sources { project: &project, read, files: &[], variables: &|_| None, inputs: &[] };
+    parse_sources(text, file, &sources)
+}
+
+/// Parses `text` as if read from `file`, its includes resolved through `sources`.
+pub fn parse_sources(text: &str, file: &Path, sources: &Sources) -> Result<Pipeline, PipelineError> {
     let name: Rc<Path> = Rc::from(file);
-    let root = yaml::load(text, &name)?;
-    let map = compose::includes(root, &project, read)?;
+    let root = include::with_inputs(text, &name, inputs::Given::CommandLine(sources.inputs, file), sources.variables)?;
+    let map = include::includes(root, sources)?;
     let map = compose::references(compose::extends(map)?)?;
     build(&map, file)
 }
@@ -81,7 +97,7 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
         Field::entry("", entry)
     }
     if let Some(spec) = map.get("spec") {
-        return Err(field(spec).error("`spec:` (inputs) headers are not supported"));
+        return Err(field(spec).error("`spec:` belongs in a header: a first YAML document, ended by `---`"));
     }
     let stages = stages(map)?;
     let variables = match map.get("variables") {
@@ -542,7 +558,7 @@ mod tests {
         let e =
             parse_str("include: ci/templates.yml\njob: {script: x}\n", Path::new("/nonexistent/x.yml")).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (Some(1), "include"));
-        assert!(e.message.contains("cannot read included file ci/templates.yml"), "{e}");
+        assert_eq!(e.message, "local file `ci/templates.yml` does not exist");
     }
 
     #[test]
@@ -738,7 +754,7 @@ mod tests {
             ),
             ("default:\n  script: [x]\nj: {script: x}\n", 2, "default.script", "unknown key"),
             ("stage: build\nj: {script: x}\n", 1, "stage", "`stage` is not a job"),
-            ("spec:\n  inputs: {}\nj: {script: x}\n", 1, "spec", "not supported"),
+            ("spec:\n  inputs: {}\nj: {script: x}\n", 1, "spec", "belongs in a header"),
             // Stages.
             (
                 "stages: [build]\nj:\n  stage: tset\n  script: x\n",
@@ -781,8 +797,18 @@ mod tests {
             ),
             // extends, include, !reference.
             ("j:\n  extends: .base\n  script: x\n", 2, "j.extends", "`j` extends `.base`, which is not defined"),
-            ("include:\n  - remote: https://example.com/ci.yml\nj: {script: x}\n", 2, "include[0].remote", "offline"),
-            ("include:\n  - template: Jobs/Build.gitlab-ci.yml\nj: {script: x}\n", 2, "include[0].template", "offline"),
+            (
+                "include:\n  - remote: https://example.com/ci.yml\nj: {script: x}\n",
+                2,
+                "include[0].remote",
+                "not supported yet",
+            ),
+            (
+                "include:\n  - template: Jobs/Build.gitlab-ci.yml\nj: {script: x}\n",
+                2,
+                "include[0].template",
+                "not supported yet",
+            ),
             ("j:\n  script: !reference [.nope, script]\n", 2, "j.script", "`.nope` is not defined"),
         ];
         for &(text, line, key, want) in cases {

@@ -134,6 +134,16 @@ impl Value {
 
 /// Parses one YAML document; an empty file gives [`Value::Null`].
 pub fn load(text: &str, file: &Rc<Path>) -> Result<Node, PipelineError> {
+    let mut documents = load_all(text, file)?;
+    if documents.len() > 1 {
+        let line = documents[1].line;
+        return Err(PipelineError::new(file, line, "", "a second YAML document (`---`): only one is expected here"));
+    }
+    Ok(documents.pop().unwrap_or(Node { value: Value::Null, file: Rc::clone(file), line: 1 }))
+}
+
+/// Parses every document of a stream (`---` separated); an empty file gives none.
+pub fn load_all(text: &str, file: &Rc<Path>) -> Result<Vec<Node>, PipelineError> {
     let mut builder = Builder {
         events: Parser::new_from_str(text),
         file: Rc::clone(file),
@@ -141,7 +151,7 @@ pub fn load(text: &str, file: &Rc<Path>) -> Result<Node, PipelineError> {
         nodes: 0,
         last_line: 1,
     };
-    builder.document()
+    builder.documents()
 }
 
 /// Bounds alias expansion ("billion laughs"): far above any real pipeline.
@@ -179,30 +189,26 @@ impl<'t> Builder<'t> {
         }
     }
 
-    fn document(&mut self) -> Result<Node, PipelineError> {
+    fn documents(&mut self) -> Result<Vec<Node>, PipelineError> {
         let (event, _) = self.next()?;
         if event != Event::StreamStart {
             return Err(self.error(1, "invalid YAML: no stream start"));
         }
-        let (event, span) = self.next()?;
-        let root = match event {
-            Event::StreamEnd => return Ok(Node { value: Value::Null, file: Rc::clone(&self.file), line: 1 }),
-            Event::DocumentStart(_) => {
-                let (event, span) = self.next()?;
-                self.node(event, span, 0)?
+        let mut documents = Vec::new();
+        loop {
+            let (event, span) = self.next()?;
+            match event {
+                Event::StreamEnd => return Ok(documents),
+                Event::DocumentStart(_) => {
+                    let (event, span) = self.next()?;
+                    documents.push(self.node(event, span, 0)?);
+                }
+                _ => return Err(self.error(span.start.line(), "invalid YAML: expected a document")),
             }
-            _ => return Err(self.error(span.start.line(), "invalid YAML: expected a document")),
-        };
-        let (event, span) = self.next()?;
-        if event != Event::DocumentEnd {
-            return Err(self.error(span.start.line(), "invalid YAML: expected the end of the document"));
-        }
-        match self.next()? {
-            (Event::StreamEnd, _) => Ok(root),
-            (_, span) => Err(self.error(
-                span.start.line(),
-                "a second YAML document (`---`): only one is supported (`spec: inputs` headers are not)",
-            )),
+            let (event, span) = self.next()?;
+            if event != Event::DocumentEnd {
+                return Err(self.error(span.start.line(), "invalid YAML: expected the end of the document"));
+            }
         }
     }
 
@@ -647,7 +653,7 @@ mod tests {
             ("a: 1\nb: [\n", 3, "invalid YAML"),
             ("a: 1\n  b: 2\n", 2, "invalid YAML"),
             ("a: *nope\n", 1, "invalid YAML"),
-            ("a: 1\n---\nb: 2\n", 2, "a second YAML document"),
+            ("a: 1\n---\nb: 2\n", 3, "a second YAML document"),
             ("a:\n  - !reference .x\n", 2, "!reference needs a list"),
             ("a:\n  - !reference []\n", 2, "!reference needs a list of names"),
             ("a:\n  - !reference [[x], y]\n", 2, "!reference needs a list of names"),

@@ -60,7 +60,7 @@ fn clean(registry: &Registry, request: &Request<'_>) -> Result<Response, ApiErro
         ),
     };
     let options = CleanOptions { project: project(request)?, grace, dry_run };
-    let report = gc::clean(&registry.store, &options, &mut |_| {})?;
+    let report = gc::clean(&registry.store, &registry.uploads, &options, &mut |_| {})?;
     crate::log::info(
         "clean",
         &format!(

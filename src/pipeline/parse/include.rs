@@ -1,0 +1,382 @@
+//! `include:` as GitLab expands it (`Gitlab::Ci::Config::External::Mapper`), in its order: each
+//! entry normalized (a string is a local path or a URL, after its variables are expanded), kept
+//! or dropped by its `rules`, a wildcard `local` path expanded against the project's files, the
+//! variables of every other value expanded, then the file read and its own includes expanded
+//! (depth first), the including file merged over what it includes. Pure: files are read only
+//! through the [`Sources`] the caller gives; the variables are the ones GitLab lets `include`
+//! see (project, pipeline and predefined ones, never the file's own `variables:`).
+//!
+//! Limits as GitLab's: 150 included files per pipeline, nested ones counted. The same file may
+//! be included more than once (the last time wins in the merge); a file that includes itself,
+//! directly or not, is the loop GitLab rejects (there: "Maximum of 150 nested includes").
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::compose::merge_maps;
+use super::inputs::{self, Given};
+use super::read::Field;
+use super::yaml::{self, Entry, Map, Node, Value};
+use crate::pipeline::error::PipelineError;
+use crate::pipeline::{glob, rules, variables};
+
+/// Reads a file of the project by its full path (the real file system in `load`, a table in tests).
+pub type Read<'r> = &'r dyn Fn(&Path) -> std::io::Result<String>;
+
+/// GitLab's default limit on included files per pipeline (`ci_max_includes`).
+pub const MAX_INCLUDES: usize = 150;
+
+/// What `include:` can reach, given by the caller.
+pub struct Sources<'a> {
+    /// The project root: `include: local` paths are relative to it.
+    pub project: &'a Path,
+    pub read: Read<'a>,
+    /// The project's files, relative and `/`-separated: for wildcard paths and `rules: exists`.
+    pub files: &'a [String],
+    /// The variables `include` may use: project (`--env`), pipeline and predefined ones.
+    pub variables: &'a dyn Fn(&str) -> Option<String>,
+    /// `glci run --input name=value`: the main file's inputs.
+    pub inputs: &'a [(String, String)],
+}
+
+/// Where one include entry points, its variables expanded.
+#[derive(Clone, Debug, PartialEq)]
+enum Source {
+    /// Project-relative, no leading `/`.
+    Local(String),
+    Remote(String),
+    Template(String),
+    Project {
+        project: String,
+        reference: Option<String>,
+        file: String,
+    },
+    Component(String),
+}
+
+/// One include entry, where it was written.
+struct Located<'n> {
+    source: Source,
+    node: &'n Node,
+    line: usize,
+    key: String,
+    /// Its `inputs:`, when it has them.
+    inputs: Option<Field<'n>>,
+}
+
+/// The top-level map of `root` (the main file) with every include merged in, depth first:
+/// included files in order, then the including file over them.
+pub fn includes(root: Node, sources: &Sources) -> Result<Map, PipelineError> {
+    if let Value::Null = root.value {
+        return Err(PipelineError::whole_file(&root.file, "the file is empty (no jobs)"));
+    }
+    let mut state = Expander { sources, count: 0, stack: vec![root.file.to_path_buf()] };
+    state.expand(root, None)
+}
+
+struct Expander<'a> {
+    sources: &'a Sources<'a>,
+    count: usize,
+    /// Files being expanded, outermost first, to report include loops.
+    stack: Vec<PathBuf>,
+}
+
+impl Expander<'_> {
+    /// `node`'s map with its includes merged in; `local` is its project-relative path when it
+    /// was itself included as a local file (a wildcard never includes its own file).
+    fn expand(&mut self, node: Node, local: Option<&str>) -> Result<Map, PipelineError> {
+        let mut map = match node.value {
+            Value::Map(map) => map,
+            Value::Null => Map::default(),
+            ref other => {
+                let message = format!("the top level must be a map of keys and jobs, found {}", other.kind());
+                return Err(PipelineError::new(&node.file, node.line, "", message));
+            }
+        };
+        let Some(include) = map.remove("include") else {
+            return Ok(map);
+        };
+        let mut merged = Map::default();
+        for located in self.locations(&include, local)? {
+            let at = |message: String| PipelineError::new(&located.node.file, located.line, &located.key, message);
+            let Source::Local(path) = &located.source else {
+                return Err(at(format!("{}: {}", describe(&located.source), "remote includes are not supported yet")));
+            };
+            let full = self.sources.project.join(path);
+            if let Some(start) = self.stack.iter().position(|f| *f == full) {
+                let chain: Vec<String> =
+                    self.stack[start..].iter().chain([&full]).map(|f| f.display().to_string()).collect();
+                return Err(at(format!("include loop: {}", chain.join(" → "))));
+            }
+            self.count += 1;
+            if self.count > MAX_INCLUDES {
+                return Err(at(format!("Maximum of {MAX_INCLUDES} nested includes are allowed")));
+            }
+            let text = (self.sources.read)(&full).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => at(format!("local file `{path}` does not exist")),
+                _ => at(format!("cannot read included file {path}: {e}")),
+            })?;
+            let file: Rc<Path> = Rc::from(full.as_path());
+            let given = Given::Include(located.inputs.clone(), &located.node.file, located.line, &located.key);
+            let included = with_inputs(&text, &file, given, self.sources.variables)?;
+            self.stack.push(full);
+            let expanded = self.expand(included, Some(path))?;
+            self.stack.pop();
+            merged = merge_maps(merged, expanded);
+        }
+        Ok(merge_maps(merged, map))
+    }
+
+    /// The entries of `include:` that its rules keep, wildcards expanded, in order.
+    fn locations<'n>(&self, include: &'n Entry, local: Option<&str>) -> Result<Vec<Located<'n>>, PipelineError> {
+        let field = Field::entry("", include);
+        let items: Vec<Field<'n>> = match &include.value.value {
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, node)| Field { node, key: format!("include[{i}]"), line: node.line })
+                .collect(),
+            _ => vec![field],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            out.extend(self.entry(item, local)?);
+        }
+        Ok(out)
+    }
+
+    fn entry<'n>(&self, item: Field<'n>, local: Option<&str>) -> Result<Vec<Located<'n>>, PipelineError> {
+        let vars = self.sources.variables;
+        let expand = |text: &str| variables::expand(text, vars);
+        let inputs = match &item.node.value {
+            Value::Map(_) => item.get("inputs")?,
+            _ => None,
+        };
+        let located = |source: Source, at: &Field<'n>| Located {
+            source,
+            node: at.node,
+            line: at.line,
+            key: at.key.clone(),
+            inputs: inputs.clone(),
+        };
+        match &item.node.value {
+            // GitLab expands a string entry's variables first, then tells a URL from a path.
+            Value::Str(text) => {
+                let text = expand(text);
+                if is_url(&text) {
+                    return Ok(vec![located(Source::Remote(text), &item)]);
+                }
+                return self
+                    .local(&item, &text, local, &expand)
+                    .map(|v| v.into_iter().map(|s| located(s, &item)).collect());
+            }
+            Value::Map(_) => {}
+            other => {
+                return Err(
+                    item.error(format!("expected a path or a map such as `{{local: path}}`, found {}", other.kind()))
+                )
+            }
+        };
+        item.check_keys(&[
+            "local",
+            "remote",
+            "template",
+            "project",
+            "ref",
+            "file",
+            "component",
+            "rules",
+            "inputs",
+            "cache",
+            "integrity",
+        ])?;
+        if !self.rules_keep(&item)? {
+            return Ok(Vec::new());
+        }
+        let kinds: Vec<&str> = ["local", "remote", "template", "project", "component"]
+            .into_iter()
+            .filter(|k| item.get(k).ok().flatten().is_some())
+            .collect();
+        let kind = match kinds.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(item.error("an include needs one of `local`, `remote`, `template`, `project`, `component`"))
+            }
+            many => return Err(item.error(format!("an include takes only one of `{}`", many.join("`, `")))),
+        };
+        let value = |key: &str| -> Result<Field<'n>, PipelineError> {
+            item.get(key)?.ok_or_else(|| item.error(format!("missing `{key}`")))
+        };
+        let string = |key: &str| -> Result<String, PipelineError> {
+            let field = value(key)?;
+            match &field.node.value {
+                Value::Str(s) if !s.trim().is_empty() => Ok(s.clone()),
+                _ => Err(field.expected("a non-empty string")),
+            }
+        };
+        let sources: Vec<Source> = match kind {
+            "local" => {
+                let field = value("local")?;
+                let path = string("local")?;
+                return self
+                    .local(&field, &path, local, &expand)
+                    .map(|v| v.into_iter().map(|s| located(s, &field)).collect());
+            }
+            "remote" => vec![Source::Remote(expand(&string("remote")?))],
+            "template" => vec![Source::Template(expand(&string("template")?))],
+            "component" => vec![Source::Component(expand(&string("component")?))],
+            _ => {
+                let project = expand(&string("project")?);
+                let reference = item.get("ref")?.map(|_| string("ref")).transpose()?.map(|r| expand(&r));
+                let files = value("file")?;
+                let files = match &files.node.value {
+                    Value::Str(s) => vec![s.clone()],
+                    _ => files.strings()?,
+                };
+                files
+                    .iter()
+                    .map(|f| Source::Project {
+                        project: project.clone(),
+                        reference: reference.clone(),
+                        file: expand(f),
+                    })
+                    .collect()
+            }
+        };
+        let at = value(kind)?;
+        Ok(sources.into_iter().map(|s| located(s, &at)).collect())
+    }
+
+    /// A `local` path: leading `/` dropped; a wildcard expanded against the project's files (as
+    /// written: GitLab expands a map entry's variables after its wildcard), else its variables.
+    fn local(
+        &self,
+        field: &Field,
+        path: &str,
+        including: Option<&str>,
+        expand: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<Source>, PipelineError> {
+        let relative = path.trim_start_matches('/');
+        if relative.contains('*') {
+            let pattern = WildcardPath::new(relative);
+            let mut matched: Vec<&String> =
+                self.sources.files.iter().filter(|f| pattern.matches(f) && Some(f.as_str()) != including).collect();
+            matched.sort();
+            return Ok(matched.into_iter().map(|f| Source::Local(f.clone())).collect());
+        }
+        let expanded = expand(relative);
+        let relative = expanded.trim_start_matches('/');
+        if relative.is_empty() {
+            return Err(field.error("empty include path"));
+        }
+        if relative.split('/').any(|s| s == "..") {
+            return Err(field.error(format!("{relative}: a local include cannot leave the project (`..`)")));
+        }
+        Ok(vec![Source::Local(relative.to_owned())])
+    }
+
+    /// `rules:` of an include entry: kept when the first rule that matches is not `when: never`;
+    /// dropped when none matches. No `rules`: kept.
+    fn rules_keep(&self, item: &Field) -> Result<bool, PipelineError> {
+        let Some(rules) = item.get("rules")? else {
+            return Ok(true);
+        };
+        for rule in rules.items("a list of rules")? {
+            rule.map()?;
+            rule.check_keys(&["if", "exists", "changes", "when"])?;
+            if let Some(changes) = rule.get("changes")? {
+                return Err(changes.error("`rules: changes` in `include` is not supported yet"));
+            }
+            let when = match rule.get("when")? {
+                None => true,
+                Some(when) => match when.string().ok().as_deref() {
+                    Some("never") => false,
+                    Some("always") => true,
+                    _ => return Err(when.error("`when` in include rules is `never` or `always`")),
+                },
+            };
+            if self.rule_matches(&rule)? {
+                return Ok(when);
+            }
+        }
+        Ok(false)
+    }
+
+    fn rule_matches(&self, rule: &Field) -> Result<bool, PipelineError> {
+        let vars = self.sources.variables;
+        if let Some(condition) = rule.get("if")? {
+            let expr = rules::parse_condition(&condition.string()?)
+                .map_err(|e| condition.error(format!("invalid expression: {e}")))?;
+            if !rules::evaluate(&expr, vars) {
+                return Ok(false);
+            }
+        }
+        let Some(exists) = rule.get("exists")? else {
+            return Ok(true);
+        };
+        let patterns = match &exists.node.value {
+            Value::Str(s) => vec![s.clone()],
+            Value::Map(_) => {
+                exists.check_keys(&["paths"])?;
+                exists.get("paths")?.ok_or_else(|| exists.error("missing `paths`"))?.strings()?
+            }
+            _ => exists.strings()?,
+        };
+        Ok(patterns.iter().any(|pattern| {
+            let pattern = variables::expand(pattern, vars);
+            self.sources.files.iter().any(|f| glob::matches(&pattern, f))
+        }))
+    }
+}
+
+/// A file's content with its `spec: inputs` (if any) filled in from `given`.
+pub fn with_inputs(
+    text: &str,
+    file: &Rc<Path>,
+    given: Given,
+    variables: &dyn Fn(&str) -> Option<String>,
+) -> Result<Node, PipelineError> {
+    let (spec, content) = inputs::split(yaml::load_all(text, file)?, file)?;
+    let values = inputs::resolve(spec.as_ref(), given)?;
+    let content = content.unwrap_or_else(|| Node { value: Value::Null, file: Rc::clone(file), line: 1 });
+    match spec {
+        Some(_) => inputs::interpolate(content, &values, variables, ""),
+        None => Ok(content),
+    }
+}
+
+fn is_url(text: &str) -> bool {
+    text.starts_with("https://") || text.starts_with("http://")
+}
+
+fn describe(source: &Source) -> String {
+    match source {
+        Source::Local(path) => format!("local `{path}`"),
+        Source::Remote(url) => format!("remote `{url}`"),
+        Source::Template(name) => format!("template `{name}`"),
+        Source::Project { project, file, .. } => format!("project `{project}` file `{file}`"),
+        Source::Component(address) => format!("component `{address}`"),
+    }
+}
+
+/// GitLab's wildcard paths (`Repository#search_files_by_wildcard_path`): the whole path is
+/// literal but for `**` (any characters, `/` included) and `*` (any but `/`), anchored at
+/// both ends. So `configs/*.yml` is the files directly in `configs`, `configs/**.yml` those at
+/// any depth below it, `configs/**/*.yml` only those in its subdirectories.
+struct WildcardPath(regex::Regex);
+
+impl WildcardPath {
+    fn new(pattern: &str) -> WildcardPath {
+        let escaped = regex::escape(pattern);
+        let translated = escaped.replace(r"\*\*", ".*?").replace(r"\*", "([^/])*?");
+        WildcardPath(regex::Regex::new(&format!("^{translated}$")).expect("an escaped pattern is a valid regex"))
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        self.0.is_match(path)
+    }
+}
+
+#[cfg(test)]
+#[path = "include_tests.rs"]
+mod tests;

@@ -1,0 +1,229 @@
+//! Tests of `include.rs`: forms, merge order, wildcards, variables, rules, limits and errors.
+
+use super::*;
+use std::collections::HashMap;
+use std::io;
+
+const MAIN: &str = "/p/.gitlab-ci.yml";
+
+fn tree(text: &str) -> Node {
+    let file: Rc<Path> = Rc::from(Path::new(MAIN));
+    yaml::load(text, &file).unwrap()
+}
+
+/// Composes `text` as `/p/.gitlab-ci.yml` with the project files of `table` and `vars`.
+fn compose_with(text: &str, table: &[(&str, &str)], vars: &[(&str, &str)]) -> Result<Map, PipelineError> {
+    let contents: HashMap<PathBuf, String> =
+        table.iter().map(|(p, t)| (Path::new("/p").join(p), t.to_string())).collect();
+    let read = move |path: &Path| contents.get(path).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound));
+    let files: Vec<String> = table.iter().map(|(p, _)| p.to_string()).collect();
+    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let lookup = move |name: &str| vars.get(name).cloned();
+    let sources = Sources { project: Path::new("/p"), read: &read, files: &files, variables: &lookup, inputs: &[] };
+    includes(tree(text), &sources)
+}
+
+fn compose(text: &str, table: &[(&str, &str)]) -> Result<Map, PipelineError> {
+    compose_with(text, table, &[])
+}
+
+/// The tree as plain text for comparisons: `{k: v, ...}`, `[...]`.
+fn show(node: &Node) -> String {
+    match &node.value {
+        Value::Map(m) => {
+            let inner: Vec<String> = m.iter().map(|e| format!("{}: {}", e.key, show(&e.value))).collect();
+            format!("{{{}}}", inner.join(", "))
+        }
+        Value::Seq(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(", ")),
+        other => other.scalar_string().unwrap_or_else(|| format!("{other:?}")),
+    }
+}
+
+fn job<'m>(map: &'m Map, name: &str) -> &'m Node {
+    &map.get(name).unwrap_or_else(|| panic!("no {name}")).value
+}
+
+fn keys(map: &Map) -> Vec<&str> {
+    map.keys().collect()
+}
+
+#[test]
+fn includes_merge_under_the_main_file() {
+    let map = compose(
+        "include:\n  - local: ci/a.yml\n  - /ci/b.yml\nvariables:\n  X: main\njob:\n  script: main\n",
+        &[
+            ("ci/a.yml", "variables:\n  X: a\n  Y: a\njob:\n  script: a\n  stage: build\n.t:\n  image: i\n"),
+            ("ci/b.yml", "variables:\n  Y: b\n"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(show(job(&map, "variables")), "{X: main, Y: b}");
+    assert_eq!(show(job(&map, "job")), "{script: main, stage: build}");
+    assert_eq!(show(job(&map, ".t")), "{image: i}");
+    assert!(!map.contains("include"));
+    // Values keep the file they were written in.
+    let stage = match &job(&map, "job").value {
+        Value::Map(m) => m.get("stage").cloned().unwrap(),
+        _ => panic!(),
+    };
+    assert_eq!((&*stage.value.file, stage.line), (Path::new("/p/ci/a.yml"), 6));
+}
+
+#[test]
+fn include_forms() {
+    let table = [("x.yml", "x:\n  script: x\n")];
+    for text in ["include: x.yml\n", "include: /x.yml\n", "include:\n  local: x.yml\n", "include: [{local: /x.yml}]\n"]
+    {
+        let map = compose(text, &table).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert!(map.contains("x"), "{text}");
+    }
+}
+
+#[test]
+fn nested_includes_and_loops() {
+    let map = compose("include: a.yml\n", &[("a.yml", "include: b.yml\na: {}\n"), ("b.yml", "b: {}\n")]).unwrap();
+    assert_eq!(keys(&map), ["b", "a"]);
+    let e = compose("include: a.yml\n", &[("a.yml", "include: b.yml\n"), ("b.yml", "include: /a.yml\n")]).unwrap_err();
+    assert_eq!(e.file, Path::new("/p/b.yml"));
+    assert_eq!((e.line, e.key.as_str()), (Some(1), "include"));
+    assert!(e.message.contains("include loop: /p/a.yml → /p/b.yml → /p/a.yml"), "{e}");
+    let e = compose("include: .gitlab-ci.yml\n", &[(".gitlab-ci.yml", "")]).unwrap_err();
+    assert!(e.message.contains("include loop"), "{e}");
+}
+
+#[test]
+fn the_same_file_twice_is_merged_twice_the_last_winning() {
+    // GitLab's documented example: the file included last overrides the earlier ones.
+    let table = [
+        ("defaults.yml", "default:\n  before_script: [default]\n"),
+        ("unit.yml", "include: [defaults.yml]\ndefault:\n  before_script: [unit]\nunit: {script: u}\n"),
+        ("smoke.yml", "include: [defaults.yml]\ndefault:\n  before_script: [smoke]\nsmoke: {script: s}\n"),
+    ];
+    let map = compose("include: [unit.yml, smoke.yml]\n", &table).unwrap();
+    assert_eq!(show(job(&map, "default")), "{before_script: [smoke]}");
+    let map = compose("include: [smoke.yml, unit.yml]\n", &table).unwrap();
+    assert_eq!(show(job(&map, "default")), "{before_script: [unit]}");
+}
+
+#[test]
+fn too_many_includes() {
+    let e = compose("include: a.yml\n", &[("a.yml", "include: [b.yml, b.yml]\n"), ("b.yml", "")]);
+    assert!(e.is_ok(), "the same file twice, not nested, is fine");
+    let many = format!("include: [{}]\n", vec!["b.yml"; 150].join(", "));
+    assert!(compose(&many, &[("b.yml", "")]).is_ok(), "150 is the limit");
+    let many = format!("include:\n{}", "  - b.yml\n".repeat(151));
+    let e = compose(&many, &[("b.yml", "")]).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(152), "include[150]"));
+    assert!(e.message.contains("Maximum of 150 nested includes are allowed"), "{e}");
+}
+
+#[test]
+fn wildcards_follow_gitlab() {
+    let table = [
+        ("configs/a.yml", "a: {}\n"),
+        ("configs/b.yml", "b: {}\n"),
+        ("configs/sub/c.yml", "c: {}\n"),
+        ("configs/sub/deeper/d.yml", "d: {}\n"),
+        ("configs/e.yaml", "e: {}\n"),
+        ("other/f.yml", "f: {}\n"),
+    ];
+    let cases: &[(&str, &[&str])] = &[
+        ("include: 'configs/*.yml'\n", &["a", "b"]),
+        ("include: 'configs/**.yml'\n", &["a", "b", "c", "d"]),
+        ("include: 'configs/**/*.yml'\n", &["c", "d"]),
+        ("include: {local: '/configs/*.y*ml'}\n", &["a", "b", "e"]),
+        ("include: '**/f.yml'\n", &["f"]),
+        ("include: 'none/*.yml'\n", &[]),
+        // Only `*` is special: `?` and `[` are literal, as in GitLab.
+        ("include: 'configs/?.yml'\nx: {}\n", &["x"]),
+    ];
+    for (text, want) in cases {
+        match compose(text, &table) {
+            Ok(map) => assert_eq!(keys(&map), *want, "{text}"),
+            Err(e) => assert!(text.contains('?') && e.message.contains("does not exist"), "{text}: {e}"),
+        }
+    }
+    // A wildcard in an included file does not include that file again.
+    let map =
+        compose("include: 'ci/*.yml'\n", &[("ci/a.yml", "include: 'ci/*.yml'\na: {}\n"), ("ci/b.yml", "b: {}\n")])
+            .unwrap();
+    assert_eq!(keys(&map), ["b", "a"]);
+}
+
+#[test]
+fn variables_in_paths() {
+    let table = [("ci/main.yml", "m: {}\n"), ("ci/g/p.yml", "p: {}\n"), ("ci/x.yml", "x: {}\n")];
+    let vars = [("CI_COMMIT_REF_NAME", "main"), ("CI_PROJECT_PATH", "g/p"), ("DIR", "ci")];
+    let map = compose_with(
+        "include:\n  - 'ci/$CI_COMMIT_REF_NAME.yml'\n  - local: 'ci/${CI_PROJECT_PATH}.yml'\n",
+        &table,
+        &vars,
+    )
+    .unwrap();
+    assert_eq!(keys(&map), ["m", "p"]);
+    // The string form expands before the wildcard; the map form after it (GitLab's order).
+    let map = compose_with("include: '$DIR/*.yml'\n", &table, &vars).unwrap();
+    assert_eq!(keys(&map), ["m", "x"]);
+    let map = compose_with("include: {local: '$DIR/*.yml'}\nk: {}\n", &table, &vars).unwrap();
+    assert_eq!(keys(&map), ["k"]);
+    // The file's own `variables:` are not seen by `include`; an unknown variable is empty.
+    let e = compose_with("variables: {F: x}\ninclude: ci/$F.yml\n", &table, &vars).unwrap_err();
+    assert_eq!(e.message, "local file `ci/.yml` does not exist");
+}
+
+#[test]
+fn rules_keep_or_drop_an_include() {
+    let table = [("a.yml", "a: {}\n"), ("b.yml", "b: {}\n"), ("marker.txt", "")];
+    let vars = [("CI_COMMIT_BRANCH", "main")];
+    let text = "include:\n\
+        \x20 - local: a.yml\n    rules:\n      - if: $CI_COMMIT_BRANCH == \"main\"\n\
+        \x20 - local: b.yml\n    rules:\n      - if: $CI_COMMIT_BRANCH == \"dev\"\n";
+    assert_eq!(keys(&compose_with(text, &table, &vars).unwrap()), ["a"]);
+    let text = "include:\n  - local: a.yml\n    rules:\n      - exists: [marker.txt]\n        when: never\n      - when: always\n\
+        \x20 - local: b.yml\n    rules:\n      - exists: ['*.txt']\n";
+    assert_eq!(keys(&compose_with(text, &table, &vars).unwrap()), ["b"]);
+    let text = "include:\n  - local: a.yml\n    rules:\n      - exists: {paths: [nope.txt]}\nk: {}\n";
+    assert_eq!(keys(&compose_with(text, &table, &vars).unwrap()), ["k"], "no rule matches: left out");
+    let text = "include:\n  - local: 'a.yml'\n    rules:\n      - if: $CI_COMMIT_BRANCH\n        when: never\n\
+        \x20     - when: always\nk: {}\n";
+    assert_eq!(keys(&compose_with(text, &table, &vars).unwrap()), ["k"]);
+}
+
+#[test]
+fn include_errors() {
+    let cases = [
+        ("include:\n  remote: https://x/y.yml\n", 2, "include.remote", "not supported yet"),
+        ("include:\n  - local: a.yml\n  - template: Auto-DevOps.gitlab-ci.yml\n", 3, "include[1].template", "template"),
+        ("include:\n  - project: g/p\n    file: x.yml\n", 2, "include[0].project", "project `g/p` file `x.yml`"),
+        ("include:\n  - project: g/p\n", 2, "include[0]", "missing `file`"),
+        ("include:\n  local: a.yml\n  rules:\n    - if: $X = 1\n", 4, "include.rules[0].if", "invalid expression"),
+        ("include:\n  local: a.yml\n  rules:\n    - when: manual\n", 4, "include.rules[0].when", "`never` or `always`"),
+        ("include:\n  local: a.yml\n  rules:\n    - changes: [x]\n", 4, "include.rules[0].changes", "not supported"),
+        ("include:\n  local: a.yml\n  rules:\n    - needs: [x]\n", 4, "include.rules[0].needs", "unknown key"),
+        ("include:\n  locale: a.yml\n", 2, "include.locale", "unknown key"),
+        ("include:\n  local: a.yml\n  inputs: {a: 1}\n", 3, "include.inputs", "Given inputs not defined"),
+        ("include:\n  local: a.yml\n  remote: https://x\n", 1, "include", "only one of `local`, `remote`"),
+        ("include: missing.yml\n", 1, "include", "local file `missing.yml` does not exist"),
+        ("include: ../up.yml\n", 1, "include", "cannot leave the project"),
+        ("include: 3\n", 1, "include", "expected a path"),
+        ("include: {local: [a]}\n", 1, "include.local", "expected a non-empty string"),
+        ("include: /\n", 1, "include", "empty include path"),
+        ("include: {}\n", 1, "include", "needs one of `local`"),
+    ];
+    for (text, line, key, want) in cases {
+        let e = compose(text, &[("a.yml", "")]).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (Some(line), key), "{text}: {e}");
+        assert!(e.message.contains(want), "{text}: {e}");
+    }
+    let e = compose("include: a.yml\n", &[("a.yml", "- x\n")]).unwrap_err();
+    assert_eq!(e.file, Path::new("/p/a.yml"));
+    assert!(e.message.contains("top level must be a map"), "{e}");
+    let e = compose("include: a.yml\n", &[("a.yml", "a: [\n")]).unwrap_err();
+    assert_eq!(e.file, Path::new("/p/a.yml"));
+}
+
+#[test]
+fn empty_main_file_is_an_error() {
+    let e = compose("# nothing\n", &[]).unwrap_err();
+    assert_eq!(e.to_string(), "/p/.gitlab-ci.yml: the file is empty (no jobs)");
+}
