@@ -102,6 +102,24 @@ pub fn work_tree_files(dir: &Path) -> Option<Vec<PathBuf>> {
     Some(files)
 }
 
+/// The files git tracks in the work tree at `dir` (relative, `/`-separated): what `cache:` and
+/// `artifacts: untracked` leave out. `None` outside a work tree.
+pub fn tracked_files(dir: &Path) -> Option<Vec<String>> {
+    let listing = git(dir, &["ls-files", "-z", "--cached"])?;
+    Some(listing.split('\0').filter(|p| !p.is_empty()).map(String::from).collect())
+}
+
+/// The commit that last changed `path` (relative to `dir`) when the work tree holds it as
+/// committed; `None` when it is untracked, modified or staged, or `dir` is no repository
+/// (GitLab's `cache: key: files` reads the last commit of each file).
+pub fn last_commit_if_clean(dir: &Path, path: &str) -> Option<String> {
+    let status = git(dir, &["status", "--porcelain", "--untracked-files=all", "--", path])?;
+    if !status.trim().is_empty() {
+        return None;
+    }
+    git(dir, &["log", "-1", "--format=%H", "--", path]).filter(|id| !id.is_empty())
+}
+
 /// The commit `reference` (a branch, tag or SHA; a branch only on `origin` too) names.
 pub fn resolve_commit(dir: &Path, reference: &str) -> Option<String> {
     if reference.starts_with('-') {
@@ -149,24 +167,6 @@ pub fn changed_paths(dir: &Path, base: &str) -> Result<Vec<String>, String> {
     paths.sort();
     paths.dedup();
     Ok(paths)
-}
-
-/// The files git tracks in the work tree at `dir` (relative, `/`-separated): what `cache:` and
-/// `artifacts: untracked` leave out. `None` outside a work tree.
-pub fn tracked_files(dir: &Path) -> Option<Vec<String>> {
-    let listing = git(dir, &["ls-files", "-z", "--cached"])?;
-    Some(listing.split('\0').filter(|p| !p.is_empty()).map(String::from).collect())
-}
-
-/// The commit that last changed `path` (relative to `dir`) when the work tree holds it as
-/// committed; `None` when it is untracked, modified or staged, or `dir` is no repository
-/// (GitLab's `cache: key: files` reads the last commit of each file).
-pub fn last_commit_if_clean(dir: &Path, path: &str) -> Option<String> {
-    let status = git(dir, &["status", "--porcelain", "--untracked-files=all", "--", path])?;
-    if !status.trim().is_empty() {
-        return None;
-    }
-    git(dir, &["log", "-1", "--format=%H", "--", path]).filter(|id| !id.is_empty())
 }
 
 /// `group/sub/project` out of a remote URL: `git@host:group/project.git`,

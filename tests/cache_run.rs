@@ -1,4 +1,5 @@
-//! `cache:` end to end on the real Docker engine (issue 16): pipelines written into temp
+//! `cache:` and `artifacts: reports: dotenv` end to end on the real Docker engine (issue 16):
+//! pipelines written into temp
 //! projects, run twice by the binary with a temp `GLCI_HOME`, their `--json` traces and the
 //! store (`glci cache list --json`, the files under `$GLCI_HOME/cache`) checked.
 //!
@@ -358,4 +359,98 @@ fn caches_never_leak_between_projects() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("FOUND1"));
     let (_, events) = p.run(&[]);
     assert_line(&log(&events, "j"), "FOUND1");
+}
+
+#[test]
+fn a_dotenv_report_feeds_later_jobs_image_and_variables() {
+    let p = Project::new(
+        "stages: [build, deploy]\nvariables: {GREETING: global}\nbuild:\n  stage: build\n  image: IMAGE\n  \
+         script:\n    - echo DOTENV_IMG=IMAGE > build.env\n    - echo GREETING=from-dotenv >> build.env\n  \
+         artifacts: {reports: {dotenv: build.env}}\ndeploy:\n  stage: deploy\n  image: $DOTENV_IMG\n  \
+         variables: {GREETING: job}\n  needs: [build]\n  script: ['echo \"greeting=$GREETING\"']\n\
+         blind:\n  stage: deploy\n  image: IMAGE\n  needs: [{job: build, artifacts: false}]\n  \
+         script: ['echo \"greeting=$GREETING\"']\n",
+    );
+    let (out, events) = p.run(&[]);
+    succeeded(&out);
+    assert_has(&log(&events, "build"), "dotenv report: 2 variables for later jobs (DOTENV_IMG, GREETING)");
+    let deploy = log(&events, "deploy");
+    assert_has(&deploy, &format!("Using docker image {IMAGE}"));
+    assert_line(&deploy, "greeting=from-dotenv");
+    assert_line(&log(&events, "blind"), "greeting=global");
+
+    let (out, events) = p.run(&["--env", "GREETING=cli"]);
+    succeeded(&out);
+    assert_line(&log(&events, "deploy"), "greeting=cli");
+}
+
+#[test]
+fn a_bad_dotenv_line_fails_the_job_naming_file_and_line() {
+    let p = Project::new(
+        "build:\n  image: IMAGE\n  script: ['printf \"A=1\\nnot a pair\\n\" > out.env']\n  \
+         artifacts: {reports: {dotenv: out.env}}\n",
+    );
+    let (out, events) = p.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_has(&log(&events, "build"), "ERROR: Job failed: dotenv report out.env:2: invalid format");
+}
+
+#[test]
+fn a_glci_killed_mid_save_leaves_the_previous_cache_whole() {
+    use std::io::{BufRead, BufReader};
+    let p =
+        Project::new("j:\n  image: IMAGE\n  cache: {key: k, paths: [d/]}\n  script: [mkdir -p d, echo small > d/a]\n");
+    succeeded(&p.run(&[]).0);
+    let archive = || {
+        std::fs::read_dir(p.home.path().join("cache"))
+            .expect("root")
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).expect("project").flatten())
+            .map(|d| d.path().join("cache.tar"))
+            .find(|t| t.exists())
+            .expect("cache.tar")
+    };
+    let before = std::fs::read(archive()).expect("archive");
+
+    // The second run writes 200 MiB into the cache; glci is killed once the save has begun.
+    p.write(
+        ".gitlab-ci.yml",
+        &"j:\n  image: IMAGE\n  cache: {key: k, paths: [d/]}\n  script: [mkdir -p d, 'head -c 209715200 /dev/zero > d/big']\n"
+            .replace("IMAGE", IMAGE),
+    );
+    let mut child = glci()
+        .args(["run", "--no-registry", "--json", "--project", &p.path])
+        .env("GLCI_HOME", p.home.path())
+        .current_dir(p.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start glci");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut run_id = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        let event: Value = serde_json::from_str(&line).expect("JSON");
+        if event["event"] == "pipeline_started" {
+            run_id = event["run_id"].as_str().expect("run_id").to_string();
+        }
+        if event["line"].as_str().is_some_and(|l| l.starts_with("Creating cache k")) {
+            child.kill().expect("SIGKILL glci");
+            break;
+        }
+    }
+    let _ = child.wait();
+    // What the killed run left: its containers, its work dir.
+    let filter = format!("label=glci.run={run_id}");
+    let ids = common::run_stdout(Command::new("docker").args(["ps", "-a", "-q", "--filter", &filter]));
+    for id in ids.split_whitespace() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("glci-run-{run_id}")));
+
+    assert_eq!(std::fs::read(archive()).expect("archive after the kill"), before, "the previous cache, whole");
+    let (out, events) = p.run(&[]);
+    succeeded(&out);
+    assert_has(&log(&events, "j"), "Successfully extracted cache k");
 }

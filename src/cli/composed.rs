@@ -124,6 +124,7 @@ mod tests {
             name: Some("nightly".into()),
             decisions,
             notes: vec![],
+            cli_variables: vec![],
         }
     }
 

@@ -428,7 +428,13 @@ mod tests {
         let _ = clients[2].read_to_string(&mut answer);
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
         for client in &mut clients[..2] {
-            let error = client.read(&mut [0u8; 16]).unwrap_err();
+            // A signal meant for another test thread may interrupt the wait: wait again.
+            let error = loop {
+                match client.read(&mut [0u8; 16]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other.unwrap_err(),
+                }
+            };
             assert!(matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut), "{error}");
         }
         shutdown.store(true, Ordering::SeqCst);

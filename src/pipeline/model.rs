@@ -98,6 +98,8 @@ pub struct Artifacts {
     pub when: ArtifactsWhen,
     /// Accepted and kept for display; nothing expires locally.
     pub expire_in: Option<String>,
+    /// `reports: dotenv:` files (relative to the project): variables for later jobs.
+    pub dotenv: Vec<String>,
 }
 
 /// One entry of `rules:` (job or workflow).

@@ -75,6 +75,8 @@ pub struct Plan {
     pub decisions: Vec<JobDecision>,
     /// Jobs shown as skipped with the reason (`trigger: project`), for `cli` to say.
     pub notes: Vec<String>,
+    /// Names set by `--env`/`--env-file`: a dotenv report does not override them.
+    pub cli_variables: Vec<String>,
 }
 
 /// One job as its rules (or `only`/`except`) left it, kept or not.
@@ -131,6 +133,11 @@ pub struct PlannedJob {
     pub artifacts: Option<Artifacts>,
     /// `cache:` with variables expanded (`pipeline::cache::expand`).
     pub cache: Vec<Cache>,
+    /// `image:` as written, when it names a variable and the job receives a dotenv report:
+    /// expanded again when the job starts (`execute::dotenv`).
+    pub image_template: Option<String>,
+    /// `services:` names as written, under the same condition (empty otherwise).
+    pub service_templates: Vec<String>,
     /// `environment:`, expanded, action and tier filled in.
     pub environment: Option<Environment>,
     /// The `coverage:` pattern (without slashes).
@@ -205,6 +212,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         name: None,
         decisions: Vec::new(),
         notes: Vec::new(),
+        cli_variables: facts.cli_variables.iter().map(|(name, _)| name.clone()).collect(),
     };
 
     // workflow: rules decide whether there is a pipeline at all, and add variables.
@@ -453,14 +461,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             .as_ref()
             .or(default_image.as_ref())
             .map(|img| Image { name: variables::expand(&img.name, &lookup), ..img.clone() });
-        if image.as_ref().is_none_or(|i| i.name.trim().is_empty()) && when != RunWhen::Manual {
-            return Err(error_at(
-                &job.location,
-                format!("{}.image", job.name),
-                "no image: set `image:` on the job or under `default:`, or a default image with --default-image or \
-                 `[run] default_image` (glci runs every job in a container)",
-            ));
-        }
+        let image_missing = image.as_ref().is_none_or(|i| i.name.trim().is_empty()) && when != RunWhen::Manual;
         let mut variables = vars.clone();
         if let Some(image) = &image {
             variables.set("CI_JOB_IMAGE", image.name.clone());
@@ -509,6 +510,21 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         let mut artifacts_from = artifacts_from;
         artifacts_from.sort_unstable();
         artifacts_from.dedup();
+        // A variable from a dotenv report is known only when its job has run (issue 16).
+        let gets_dotenv =
+            artifacts_from.iter().any(|&p| plan.jobs[p].artifacts.as_ref().is_some_and(|a| !a.dotenv.is_empty()));
+        let image_template =
+            job.image.as_ref().map(|i| i.name.clone()).filter(|name| gets_dotenv && name.contains('$'));
+        if image_missing && image_template.is_none() {
+            return Err(error_at(
+                &job.location,
+                format!("{}.image", job.name),
+                "no image: set `image:` on the job or under `default:`, or a default image with --default-image or \
+                 `[run] default_image` (glci runs every job in a container)",
+            ));
+        }
+        let service_templates =
+            if gets_dotenv { job.services.iter().map(|s| s.name.clone()).collect() } else { Vec::new() };
         position.insert(i, plan.jobs.len());
         plan.jobs.push(PlannedJob {
             name: job.name.clone(),
@@ -530,6 +546,8 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             retry: job.retry.min(MAX_RETRY),
             artifacts: job.artifacts.as_ref().map(|a| expand_artifacts(a, &lookup, &plan.project_dir_in_job)),
             cache,
+            image_template,
+            service_templates,
             environment,
             coverage: job.run_keys.coverage.clone(),
             resource_group: job.run_keys.resource_group.as_ref().map(|g| variables::expand(g, &lookup)),

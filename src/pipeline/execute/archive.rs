@@ -315,6 +315,7 @@ mod tests {
             exclude: exclude.iter().map(|s| s.to_string()).collect(),
             when: ArtifactsWhen::OnSuccess,
             expire_in: None,
+            dotenv: vec![],
         }
     }
 

@@ -16,6 +16,7 @@ use crossbeam_channel::{after, select};
 use super::archive::{self, ArtifactWriter, ExtraFile};
 use super::cache;
 use super::coverage;
+use super::dotenv;
 use super::script;
 use super::{failure_allowed, JobReport, JobStatus, LogSource, Run, Wiring};
 use crate::docker::{self, ContainerSpec};
@@ -146,7 +147,8 @@ fn attempt_steps(
     slot: usize,
     created: &mut Created,
 ) -> Result<Attempt, String> {
-    let job = &run.plan.jobs[index];
+    let applied = dotenv::apply(run, index);
+    let job: &PlannedJob = &applied;
     let image = job.image.as_ref().ok_or("the job has no image")?;
     let wiring = run.wiring.job(job);
     let mut variables = job.variables.clone();
@@ -264,6 +266,11 @@ fn attempt_steps(
         if wanted && !spec.paths.is_empty() {
             if let Err(message) = collect_artifacts(run, index, &container) {
                 attempt = Attempt::failed(format!("uploading artifacts: {message}"));
+            }
+        }
+        if wanted && !spec.dotenv.is_empty() {
+            if let Err(message) = dotenv::collect(run, index, &container) {
+                attempt = Attempt::failed(message);
             }
         }
     }

@@ -8,6 +8,7 @@
 mod archive;
 mod cache;
 mod coverage;
+mod dotenv;
 mod job;
 mod script;
 

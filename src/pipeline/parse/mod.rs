@@ -531,7 +531,8 @@ mod tests {
                 paths: strings(&["dist/"]),
                 exclude: vec![],
                 when: ArtifactsWhen::OnSuccess,
-                expire_in: Some("1 hour".into())
+                expire_in: Some("1 hour".into()),
+                dotenv: vec![],
             })
         );
         assert_eq!((build.needs.as_ref(), build.when, build.retry), (None, When::OnSuccess, 0));

@@ -350,7 +350,15 @@ pub fn artifacts(field: &Field) -> Result<Artifacts, PipelineError> {
     if let Some(name) = field.get("name")? {
         name.string()?;
     }
-    Ok(Artifacts { paths, exclude, when, expire_in })
+    let dotenv = match field.get("reports")? {
+        None => Vec::new(),
+        Some(reports) => match reports.get("dotenv")? {
+            None => Vec::new(),
+            Some(f) if matches!(f.node.value, Value::Str(_)) => vec![f.string()?],
+            Some(f) => f.strings()?,
+        },
+    };
+    Ok(Artifacts { paths, exclude, when, expire_in, dotenv })
 }
 
 /// Which `when:` values a place accepts.
@@ -672,10 +680,14 @@ mod tests {
                 exclude: vec!["dist/tmp".into()],
                 when: ArtifactsWhen::Always,
                 expire_in: Some("1 week".into()),
+                dotenv: vec![],
             }
         );
         let a = with_field("k: {reports: {dotenv: x.env}}", artifacts).unwrap();
         assert!(a.paths.is_empty());
+        assert_eq!(a.dotenv, ["x.env"]);
+        let a = with_field("k: {reports: {dotenv: [a.env, b.env], junit: r.xml}}", artifacts).unwrap();
+        assert_eq!(a.dotenv, ["a.env", "b.env"]);
         assert_eq!(a.when, ArtifactsWhen::OnSuccess);
         let e = err("k: {paths: dist}", artifacts);
         assert_eq!(e.key, "job.k.paths");
