@@ -49,6 +49,18 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub tls: TlsConfig,
     pub docker: DockerConfig,
+    pub gitlab: GitlabConfig,
+    pub run: RunConfig,
+}
+
+/// `[gitlab]`: the instance remote `include:`s are fetched from (issue 17).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitlabConfig {
+    /// `https://gitlab.example.com` (no trailing `/`); `None`: from the `origin` remote's host,
+    /// else `https://gitlab.com`.
+    pub url: Option<String>,
+    /// Sent as `PRIVATE-TOKEN` to the instance, for private projects.
+    pub token: Option<Secret>,
 }
 
 /// `[registry]`: the embedded registry, or the external one named by `url`.
@@ -92,6 +104,13 @@ pub struct TlsConfig {
 pub struct DockerConfig {
     /// Run DinD services `--privileged`, as GitLab's runner does.
     pub privileged: bool,
+}
+
+/// `[run]`: defaults of `glci run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunConfig {
+    /// The image of a job that names none (the runner's configured default image).
+    pub default_image: Option<String>,
 }
 
 /// A subject alternative name for the server certificate.
@@ -146,6 +165,8 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             tls: TlsConfig::default(),
             docker: DockerConfig::default(),
+            gitlab: GitlabConfig::default(),
+            run: RunConfig::default(),
         }
     }
 }
@@ -290,6 +311,8 @@ impl Config {
         server.registry.url = None;
         server.registry.username = None;
         server.registry.password = None;
+        // The server never fetches includes: the instance token stays on the host.
+        server.gitlab = GitlabConfig::default();
         server.render(false)
     }
 
@@ -321,6 +344,8 @@ impl Config {
                 cert_validity: format_duration(self.tls.cert_validity),
             },
             docker: RenderDocker { privileged: self.docker.privileged },
+            gitlab: RenderGitlab { url: self.gitlab.url.as_deref(), token: secret(&self.gitlab.token) },
+            run: RenderRun { default_image: self.run.default_image.as_deref() },
         };
         toml::to_string(&view).expect("strings, integers, booleans and string maps always serialize to TOML")
     }
@@ -526,7 +551,8 @@ struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker"];
+const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "gitlab", "run"];
+const GITLAB_KEYS: &[&str] = &["url", "token"];
 const REGISTRY_KEYS: &[&str] = &[
     "url",
     "username",
@@ -542,6 +568,7 @@ const REGISTRY_KEYS: &[&str] = &[
 const UPSTREAM_KEYS: &[&str] = &["url", "username", "password"];
 const TLS_KEYS: &[&str] = &["extra_sans", "cert_validity"];
 const DOCKER_KEYS: &[&str] = &["privileged"];
+const RUN_KEYS: &[&str] = &["default_image"];
 
 impl Reader<'_> {
     fn config(&self, root: &Node) -> Result<Config, ConfigError> {
@@ -555,6 +582,8 @@ impl Reader<'_> {
                 "registry" => self.registry(&at, &mut config.registry)?,
                 "tls" => self.tls(&at, &mut config.tls)?,
                 "docker" => self.docker(&at, &mut config.docker)?,
+                "gitlab" => self.gitlab(&at, &mut config.gitlab)?,
+                "run" => self.run(&at, &mut config.run)?,
                 _ => return Err(self.unknown(&at, ROOT_KEYS)),
             }
         }
@@ -625,6 +654,39 @@ impl Reader<'_> {
             match name {
                 "privileged" => docker.privileged = self.boolean(&at)?,
                 _ => return Err(self.unknown(&at, DOCKER_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn gitlab(&self, at: &At, gitlab: &mut GitlabConfig) -> Result<(), ConfigError> {
+        for (name, at) in self.table(at)? {
+            match name {
+                "url" => {
+                    let url = self.non_empty(&at)?;
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(self.error_at(&at, format!("expected an http:// or https:// URL, found {url:?}")));
+                    }
+                    gitlab.url = Some(url.trim_end_matches('/').to_owned());
+                }
+                "token" => gitlab.token = Some(Secret::new(self.string(&at)?)),
+                _ => return Err(self.unknown(&at, GITLAB_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, at: &At, run: &mut RunConfig) -> Result<(), ConfigError> {
+        for (name, at) in self.table(at)? {
+            match name {
+                "default_image" => {
+                    let image = self.string(&at)?;
+                    if image.trim().is_empty() {
+                        return Err(self.error_at(&at, "an image name, not an empty string"));
+                    }
+                    run.default_image = Some(image);
+                }
+                _ => return Err(self.unknown(&at, RUN_KEYS)),
             }
         }
         Ok(())
@@ -807,6 +869,16 @@ struct RenderConfig<'a> {
     registry: RenderRegistry<'a>,
     tls: RenderTls,
     docker: RenderDocker,
+    gitlab: RenderGitlab<'a>,
+    run: RenderRun<'a>,
+}
+
+#[derive(Serialize)]
+struct RenderGitlab<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -844,6 +916,12 @@ struct RenderTls {
 #[derive(Serialize)]
 struct RenderDocker {
     privileged: bool,
+}
+
+#[derive(Serialize)]
+struct RenderRun<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_image: Option<&'a str>,
 }
 
 #[cfg(test)]
@@ -889,6 +967,27 @@ mod tests {
         assert!(c.tls.extra_sans.is_empty());
         assert_eq!(c.tls.cert_validity, Duration::from_secs(24 * 3600));
         assert!(c.docker.privileged);
+    }
+
+    #[test]
+    fn gitlab_instance_and_token() {
+        let c = Config::parse(
+            "[gitlab]\nurl = \"https://gitlab.example.com/\"\ntoken = \"$GITLAB_TOKEN\"\n",
+            Path::new(FILE),
+            &env_of(&[("GITLAB_TOKEN", "glpat-secret")]),
+        )
+        .unwrap();
+        assert_eq!(c.gitlab.url.as_deref(), Some("https://gitlab.example.com"));
+        assert_eq!(c.gitlab.token.as_ref().map(|t| t.expose().to_string()).as_deref(), Some("glpat-secret"));
+        assert!(!c.render_masked().contains("glpat-secret"), "{}", c.render_masked());
+        assert!(c.render_masked().contains("[gitlab]"));
+        assert!(!c.render_for_server().contains("glpat-secret"), "the server never gets the token");
+        let e = parse_err("[gitlab]\nurl = \"gitlab.example.com\"\n");
+        assert_eq!((e.line, e.key.as_str()), (Some(2), "gitlab.url"));
+        let e = parse_err("[gitlab]\ntoken = \"$NOPE\"\n");
+        assert!(e.message.contains("NOPE is not set"), "{e}");
+        let e = parse_err("[gitlab]\nprojects = {}\n");
+        assert_eq!(e.key, "gitlab.projects");
     }
 
     #[test]

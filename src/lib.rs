@@ -20,7 +20,8 @@
 //! The path of `glci run`:
 //!
 //! ```text
-//! pipeline::parse (.gitlab-ci.yml → model, errors with file:line:key; rules expressions)
+//! pipeline::parse (.gitlab-ci.yml → model, errors with file:line:key; rules expressions;
+//!   remote includes fetched by `gitlab` through the fetcher `cli` hands it)
 //!   → pipeline::plan (variables, rules and `changes`, job selection, DAG) → pipeline::execute (containers
 //!   through `docker`, artifacts, logs) with pipeline::wiring (CI_REGISTRY*, CA, DinD/BuildKit,
 //!   DOCKER_AUTH_CONFIG) and `mock` (the glci-mock registry container)
@@ -28,7 +29,7 @@
 //!
 //! Floors: pure parsers (`registry::names`, `registry::routes`, `registry::manifest`, `config`,
 //! `pipeline::parse`, `pipeline::rules`, `pipeline::plan`) and I/O owners (`registry::storage`,
-//! `registry::uploads`, `http`, `tls`, `docker`, `git`) at the bottom; services (registry api,
+//! `registry::uploads`, `http`, `tls`, `docker`, `git`, `gitlab`) at the bottom; services (registry api,
 //! auth, proxy, mirror, gc, execute, mock) above them; `cli` on top. Calls go down or sideways.
 //! Nothing below `cli` prints to stdout or exits the process.
 
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod git;
+pub mod gitlab;
 pub mod http;
 pub mod log;
 pub mod mock;

@@ -5,8 +5,13 @@
 //! `glci serve --listen 0.0.0.0:<port> --storage /registry`, its port published on 127.0.0.1
 //! only. The host's CA, admin secret and a server config are copied into the container's
 //! `GLCI_HOME` with `docker cp` before it starts, so job tokens the host signs verify there and
-//! its certificate chains to the CA jobs get. Re-created when missing or when the binary, the
-//! port, the config or the CA changed (label `glci.mock`); the volume keeps the data.
+//! its certificate chains to the CA jobs get. The host's Docker credentials (`auths`,
+//! `credsStore`, `credHelpers` of `~/.docker/config.json`, resolved on the host as for jobs)
+//! go the same way, as a 0600 `config.json` of plain `auths` in the container's
+//! `DOCKER_CONFIG`, so pull-through upstreams see an authenticated client (issue 14 §5); never in
+//! argv, env, a label or a log. Re-created when missing or when the binary, the port, the
+//! config, the CA or those credentials changed (label `glci.mock`, a hash: a credential change
+//! reaches the next run); the volume keeps the data.
 //! All Docker work goes through `docker.rs`; called by `cli/run.rs`; prints nothing.
 
 use std::fmt;
@@ -17,8 +22,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::auth::base64_encode;
 use crate::config::{Config, MockNames};
 use crate::docker::{self, DockerError, ServerSpec};
+use crate::registry::proxy::credentials;
+use crate::registry::proxy::upstream::Credentials;
 
 /// The label holding what the container was made from (binary, port, config, CA).
 pub const MOCK_LABEL: &str = "glci.mock";
@@ -26,6 +34,8 @@ pub const MOCK_LABEL: &str = "glci.mock";
 const BINARY_LABEL: &str = "glci.binary";
 /// `GLCI_HOME` inside the container.
 const HOME_IN_CONTAINER: &str = "/glci-home";
+/// `DOCKER_CONFIG` inside the container: the upstream credentials, under the 0700 home.
+const DOCKER_CONFIG_IN_CONTAINER: &str = "/glci-home/docker";
 /// Where the binary sits in the image.
 const BINARY_IN_IMAGE: &str = "/glci";
 /// How long the server may take to answer `/v2/` after a start.
@@ -82,6 +92,8 @@ pub struct MockOptions<'a> {
     pub names: MockNames,
     /// The running glci binary.
     pub exe: PathBuf,
+    /// The host's Docker CLI configuration directory (`DOCKER_CONFIG`, else `~/.docker`).
+    pub docker_config_dir: Option<PathBuf>,
 }
 
 /// The running `glci-mock`.
@@ -208,7 +220,26 @@ fn home_files(options: &MockOptions<'_>) -> Result<Vec<TarFile>, MockError> {
             contents: options.config.render_for_server().into_bytes(),
             mode: 0o600,
         },
+        TarFile {
+            path: format!("{DOCKER_CONFIG_IN_CONTAINER}/config.json"),
+            contents: upstream_docker_config(&credentials::all(options.docker_config_dir.as_deref())),
+            mode: 0o600,
+        },
     ])
+}
+
+/// A Docker `config.json` holding `credentials` as plain `auths`, keyed as the host's file
+/// keys them (`https://index.docker.io/v1/` is Docker Hub, `registry-1.docker.io`, to the
+/// server's lookup): inside the container no credential helper could run.
+fn upstream_docker_config(credentials: &[(String, Credentials)]) -> Vec<u8> {
+    let auths: serde_json::Map<String, serde_json::Value> = credentials
+        .iter()
+        .map(|(key, c)| {
+            let auth = base64_encode(format!("{}:{}", c.username, c.password.expose()).as_bytes());
+            (key.clone(), serde_json::json!({ "auth": auth }))
+        })
+        .collect();
+    serde_json::json!({ "auths": auths }).to_string().into_bytes()
 }
 
 fn hex_sha256(parts: &[&[u8]]) -> String {
@@ -258,6 +289,7 @@ fn build_image(image: &str, binary_id: &str, exe: &Path, binary: &[u8]) -> Resul
     let changes = vec![
         format!("ENTRYPOINT [\"{BINARY_IN_IMAGE}\"]"),
         format!("ENV GLCI_HOME={HOME_IN_CONTAINER}"),
+        format!("ENV DOCKER_CONFIG={DOCKER_CONFIG_IN_CONTAINER}"),
         format!("LABEL {BINARY_LABEL}={binary_id}"),
         "VOLUME /registry".to_string(),
     ];
@@ -360,6 +392,26 @@ mod tests {
         for path in shared_libraries(&exe).unwrap() {
             assert!(path.is_absolute(), "{}", path.display());
         }
+    }
+
+    /// The keys stay as the host wrote them; the server's lookup maps Docker Hub's.
+    #[test]
+    fn upstream_credentials_become_plain_auths() {
+        let creds = vec![
+            (
+                "https://index.docker.io/v1/".to_string(),
+                Credentials { username: "hub".into(), password: crate::secret::Secret::new("pw1".to_string()) },
+            ),
+            (
+                "reg.test:5000".to_string(),
+                Credentials { username: "u".into(), password: crate::secret::Secret::new("p:2".to_string()) },
+            ),
+        ];
+        let json: serde_json::Value = serde_json::from_slice(&upstream_docker_config(&creds)).unwrap();
+        assert_eq!(json["auths"]["https://index.docker.io/v1/"]["auth"], base64_encode(b"hub:pw1"));
+        assert_eq!(json["auths"]["reg.test:5000"]["auth"], base64_encode(b"u:p:2"));
+        assert_eq!(credentials::key_host("https://index.docker.io/v1/"), "registry-1.docker.io");
+        assert_eq!(upstream_docker_config(&[]), br#"{"auths":{}}"#);
     }
 
     #[test]

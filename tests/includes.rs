@@ -191,3 +191,33 @@ fn spec_inputs_from_include_and_the_command_line() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), want, "{}", show(&out));
 }
+
+#[test]
+fn include_rules_changes_compare_with_the_default_branch() {
+    image();
+    let dir = project(&[
+        (
+            ".gitlab-ci.yml",
+            "include:\n  - local: docs.yml\n    rules:\n      - changes: ['docs/**/*']\n\
+             \x20 - local: src.yml\n    rules:\n      - changes: [src/*.c]\n",
+        ),
+        ("docs.yml", &format!("docs:\n{JOB}")),
+        ("src.yml", &format!("src:\n{JOB}")),
+        ("docs/a.md", "a\n"),
+        ("src/a.c", "int a;\n"),
+    ]);
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir.path()));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "first"]);
+    git(&["checkout", "-q", "-b", "feature"]);
+    std::fs::write(dir.path().join("docs/a.md"), "changed, not committed\n").expect("write");
+    let out = glci_run(dir.path(), &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(finished_jobs(&out), [("docs".to_string(), "said docs".to_string())], "{}", show(&out));
+}

@@ -3,7 +3,8 @@
 //! that image, a second run after `docker rm -f` of the mock), `--no-registry`, `--registry`
 //! against a local `docker-registry`, the files and variables a job and a DinD-style service
 //! get, `DOCKER_AUTH_CONFIG` merging (fake `~/.docker/config.json` + a credential helper on
-//! PATH), and `--push-through` into a local `docker-registry`.
+//! PATH), `--push-through` into a local `docker-registry`, and glci-mock pulling through from a
+//! `docker-registry` behind htpasswd with the host's Docker credentials.
 //!
 //! Each test has its own mock (`GLCI_MOCK_NAME`: container, volume, network), port and
 //! `GLCI_HOME`, so a user's real `glci-mock` is never touched; all of it is removed on drop.
@@ -598,4 +599,101 @@ fn job_image_is_pulled_with_the_pipelines_docker_auth_config() {
     let out = expect_success(&sandbox.run(&["--registry", "reg.test:5000", "--registry-user", "u"]));
     let _ = Command::new("docker").args(["image", "rm", &image]).output();
     assert!(out.contains(&format!("Pulling docker image {image}")) && out.contains("private-image-ran"), "{out}");
+}
+
+/// Issue 14 §5: glci-mock pulls through with the host's Docker credentials. An upstream
+/// docker-registry behind htpasswd holds an image; the host's `config.json` first has a wrong
+/// password (the pull-through is refused), then the right one, and the next `glci run`
+/// re-creates the mock with it: the image is served with the upstream's digest. The password is
+/// nowhere in `docker inspect` (container and image: labels, env, argv), the mock's log or
+/// glci's output; inside the container it is a 0600 file.
+#[test]
+fn mock_pulls_through_with_the_hosts_docker_credentials() {
+    const PASSWORD: &str = "upstream-pw-7f3a91";
+    let upstream = Distribution::start(Some(("puller", PASSWORD)));
+    let work = temp_dir();
+    let layout = common::build_oci_layout(&work.path().join("layout"));
+    run(Command::new("skopeo").args(["copy", "--quiet", "--dest-tls-verify=false"]).args([
+        "--dest-creds",
+        &format!("puller:{PASSWORD}"),
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{}/lib/app:multi", upstream.addr),
+    ]));
+    let sandbox = Sandbox::new(
+        9,
+        &format!(
+            "[registry]\nupstreams = [\"{0}\"]\n[registry.upstream_urls]\n\"{0}\" = \"http://{0}\"\n",
+            upstream.addr
+        ),
+    );
+    sandbox.pipeline(&format!("hello:\n  image: {BUSYBOX}\n  script:\n    - echo hello\n"));
+    let docker_config = work.path().join("docker-config");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    let write_credentials = |password: &str| {
+        std::fs::write(
+            docker_config.join("config.json"),
+            format!(
+                r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+                upstream.addr,
+                base64(format!("puller:{password}").as_bytes())
+            ),
+        )
+        .unwrap();
+    };
+    let glci_run = || {
+        let out = sandbox.glci().env("DOCKER_CONFIG", &docker_config).arg("run").stdin(Stdio::null()).output().unwrap();
+        expect_success(&out);
+        text(&out)
+    };
+    let token = run_stdout(sandbox.glci().args(["registry", "login", "--print"])).trim().to_string();
+    let inspect = || {
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--creds", &format!("glci-admin:{token}")])
+            .arg(format!("docker://127.0.0.1:{}/lib/app:multi", sandbox.port))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    write_credentials("wrong-password");
+    let mut outputs = glci_run();
+    let refused = inspect();
+    assert!(!refused.status.success(), "pulled through with a wrong password: {}", text(&refused));
+
+    write_credentials(PASSWORD);
+    let second = glci_run();
+    assert!(second.contains("created"), "the credential change did not re-create the mock:\n{second}");
+    outputs.push_str(&second);
+    let pulled = inspect();
+    assert!(pulled.status.success(), "pull-through with the host's credentials: {}", text(&pulled));
+    let digest = common::sha256_digest(&pulled.stdout);
+    assert_eq!(digest, common::layout_tag_digest(&layout, "multi"), "served digest");
+
+    let encoded = base64(format!("puller:{PASSWORD}").as_bytes());
+    let container = sandbox.container();
+    let image = format!("{}-mock:{}", sandbox.prefix, env!("CARGO_PKG_VERSION"));
+    let logs = Command::new("docker").args(["logs", &container]).output().unwrap();
+    let seen = [
+        ("docker inspect of the container", run_stdout(Command::new("docker").args(["inspect", &container]))),
+        ("docker inspect of the image", run_stdout(Command::new("docker").args(["image", "inspect", &image]))),
+        ("the mock's log", text(&logs)),
+        ("glci's output", outputs),
+    ];
+    for (what, shown) in &seen {
+        assert!(!shown.contains(PASSWORD) && !shown.contains(&encoded), "the upstream password is in {what}:\n{shown}");
+    }
+    let env = run_stdout(Command::new("docker").args(["inspect", "--format", "{{json .Config.Env}}", &container]));
+    assert!(env.contains("DOCKER_CONFIG=/glci-home/docker"), "{env}");
+    // Inside: a 0600 file holding the credential.
+    let copied = Command::new("docker")
+        .args(["cp", &format!("{container}:/glci-home/docker/config.json"), "-"])
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "{}", text(&copied));
+    let mut archive = tar::Archive::new(copied.stdout.as_slice());
+    let mut entry = archive.entries().unwrap().next().expect("one file").unwrap();
+    assert_eq!(entry.header().mode().unwrap() & 0o777, 0o600);
+    let mut contents = String::new();
+    std::io::Read::read_to_string(&mut entry, &mut contents).unwrap();
+    assert!(contents.contains(&encoded), "{contents}");
 }

@@ -52,8 +52,16 @@ fn write_project(yaml: &str) -> tempfile::TempDir {
     dir
 }
 
+/// `glci run --no-registry --json ARGS` in `dir`, with a fresh `GLCI_HOME` (no variables file or
+/// config of the machine's user).
 fn glci_run(dir: &Path, args: &[&str]) -> Output {
+    let home = temp_dir();
+    glci_run_home(dir, home.path(), args)
+}
+
+fn glci_run_home(dir: &Path, home: &Path, args: &[&str]) -> Output {
     glci()
+        .env("GLCI_HOME", home)
         .args(["run", "--no-registry", "--json"])
         .args(args)
         .current_dir(dir)
@@ -371,4 +379,98 @@ fn jobs_of_one_resource_group_never_overlap_even_with_many_slots() {
     }
     let waited = events.iter().filter(|e| e["source"] == "glci" && e["line"] == "Waiting for resource: production");
     assert_eq!(waited.count(), 3, "three of the four waited\n{}", show(&out));
+}
+
+#[test]
+fn the_variables_file_sits_between_pipeline_and_command_line_with_files_and_scopes() {
+    images();
+    let yaml = r#"
+variables:
+  PLAIN: pipeline
+  OVERRIDE: pipeline
+default:
+  image: glci-test/busybox:e2e
+prod:
+  environment: production
+  script:
+    - echo "plain=$PLAIN override=$OVERRIDE url=$URL"
+    - 'echo "config at $CONFIG"'
+    - cat "$CONFIG"
+other:
+  script:
+    - echo "url=$URL"
+"#;
+    let dir = write_project(yaml);
+    std::fs::write(
+        dir.path().join(".glci-variables.yml"),
+        "PLAIN: from-file\nOVERRIDE: file\nCONFIG:\n  type: file\n  value: |\n    line one\n    line two\n\
+         URL:\n  values:\n    production: https://prod\n    '*': http://any\n",
+    )
+    .expect("write the variables file");
+    let out = glci_run(dir.path(), &["--env", "OVERRIDE=cli", "--project", "g/vars"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    let prod = trace(&events, "prod");
+    assert!(prod.iter().any(|l| l == "plain=from-file override=cli url=https://prod"), "{prod:#?}");
+    assert!(prod.iter().any(|l| l == "config at /builds/g/vars.tmp/CONFIG"), "{prod:#?}");
+    let after_cat = position(&prod, "$ cat \"$CONFIG\"");
+    assert_eq!(prod[after_cat + 1..after_cat + 3], ["line one", "line two"], "{prod:#?}");
+    assert!(trace(&events, "other").iter().any(|l| l == "url=http://any"));
+
+    // A bad variables file is a configuration error naming its line.
+    std::fs::write(dir.path().join(".glci-variables.yml"), "A: 1\nB:\n  type: secret\n  value: x\n").expect("write");
+    let out = glci_run(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".glci-variables.yml:3: B.type"), "{}", show(&out));
+}
+
+fn position(lines: &[String], needle: &str) -> usize {
+    lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no line with {needle:?} in {lines:#?}"))
+}
+
+#[test]
+fn a_job_without_image_uses_the_default_image_and_an_empty_service_is_left_out() {
+    images();
+    let yaml = "variables:\n  DB: ''\nj:\n  services: [$DB]\n  script:\n    - echo in default image\n";
+    let dir = write_project(yaml);
+    // Without a default image: the clear configuration error, naming the job's line.
+    let out = glci_run(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(".gitlab-ci.yml:3: j.image"), "{}", show(&out));
+
+    let out = glci_run(dir.path(), &["--default-image", BUSYBOX]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    assert!(trace(&events, "j").iter().any(|l| l == "in default image"));
+    let notes = notes(&events, "j");
+    assert!(
+        notes.iter().any(|l| l == "NOTE: service `$DB` is empty after variable expansion: left out, as GitLab does"),
+        "{notes:#?}"
+    );
+    assert!(notes.iter().any(|l| l == &format!("Using docker image {BUSYBOX}")), "{notes:#?}");
+
+    // `[run] default_image` in the config does the same.
+    let home = temp_dir();
+    std::fs::write(home.path().join("config.toml"), format!("[run]\ndefault_image = \"{BUSYBOX}\"\n")).expect("config");
+    let out = glci_run_home(dir.path(), home.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn a_delayed_job_waits_start_in_then_runs_and_says_so() {
+    images();
+    let yaml =
+        "later:\n  image: glci-test/busybox:e2e\n  when: delayed\n  start_in: 2 seconds\n  script:\n    - echo ran\n";
+    let dir = write_project(yaml);
+    let started = std::time::Instant::now();
+    let out = glci_run(dir.path(), &[]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(took >= std::time::Duration::from_secs(2), "ran after {took:?}");
+    let events = events(&out);
+    let notes = notes(&events, "later");
+    assert_eq!(notes.first().map(String::as_str), Some("Delayed job: starts in 2s (when: delayed)"), "{notes:#?}");
+    assert_eq!(trace(&events, "later").last().map(String::as_str), Some("ran"));
+    let finished = finished(&events, "later");
+    assert_eq!((finished["status"].as_str(), finished["delayed_ms"].as_u64()), (Some("success"), Some(2000)));
 }

@@ -25,6 +25,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// One value per process, parsed once: boxing `RunArgs` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the pipeline of .gitlab-ci.yml (or the jobs named) in Docker containers.
     Run(run::RunArgs),

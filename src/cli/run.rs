@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// A value for an input of the pipeline file's `spec: inputs` header (repeatable).
     #[arg(long = "input", value_name = "NAME=VALUE")]
     pub input: Vec<String>,
+    /// Remote includes from the include cache only; one that is not cached is an error.
+    #[arg(long)]
+    pub offline: bool,
     /// Variables from a file of KEY=VALUE lines (`--env` wins over it).
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Option<PathBuf>,
@@ -72,6 +75,9 @@ pub struct RunArgs {
     /// [default: the tag HEAD is at, if any].
     #[arg(long, value_name = "NAME", conflicts_with = "branch")]
     pub tag: Option<String>,
+    /// The image of jobs that name none and have no `default: image` [default: `[run] default_image`].
+    #[arg(long, value_name = "IMAGE")]
+    pub default_image: Option<String>,
     /// Run as a branch pipeline for branch NAME (CI_COMMIT_BRANCH) [default: the checked-out branch].
     #[arg(long, value_name = "NAME")]
     pub branch: Option<String>,
@@ -221,12 +227,23 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         pipeline_id,
         predefined,
         created_at: crate::auth::rfc3339(std::time::SystemTime::now()),
+        project_variables: variables_files(&home, &project_dir)?,
+        default_image: match &args.default_image {
+            Some(image) if image.trim().is_empty() => return Err(usage("--default-image: an image name, not empty")),
+            Some(image) => Some(image.clone()),
+            None => config.run.default_image.clone(),
+        },
         changes: Default::default(),
     };
+    let instance = gitlab_instance(config, &facts, &home, args.offline);
+    let changes_against = args.changes_against.as_deref();
     if args.preview {
-        return preview(&file, &facts, &inputs, args.json);
+        let (yaml, value) =
+            with_sources(&file, &facts, &inputs, &instance, changes_against, |sources| parse::preview(&file, sources))?;
+        print_stdout(&if args.json { format!("{value}\n") } else { yaml });
+        return Ok(());
     }
-    let pipeline = load_pipeline(&file, &facts, &inputs)?;
+    let pipeline = load_pipeline(&file, &facts, &inputs, &instance, changes_against)?;
     for note in &pipeline.notes {
         stderr_line(&format!("note: {note}"));
     }
@@ -263,7 +280,13 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     crate::docker::server_version().map_err(|e| CliError::Failed(format!("the Docker daemon does not answer: {e}")))?;
     if matches!(wiring.as_ref().map(RegistryWiring::is_embedded), Some(true)) {
         let exe = current_exe().map_err(|e| CliError::Failed(format!("cannot find the glci binary: {e}")))?;
-        let options = mock::MockOptions { home: &home, config, names: mock_names(&process_env), exe };
+        let options = mock::MockOptions {
+            home: &home,
+            config,
+            names: mock_names(&process_env),
+            exe,
+            docker_config_dir: docker_config_dir(&process_env),
+        };
         let mock = mock::ensure(&options).map_err(|e| {
             CliError::Failed(format!(
                 "starting the embedded registry ({}): {e} (glci run --no-registry runs without it)",
@@ -333,6 +356,18 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     }
 }
 
+/// The variables files (issue 15), `$GLCI_HOME/variables.yml` then the project's
+/// `.glci-variables.yml` (the project's win, as project variables over group ones on GitLab).
+fn variables_files(home: &Path, project_dir: &Path) -> Result<Vec<crate::pipeline::model::ProjectVariable>, CliError> {
+    let mut out = Vec::new();
+    for path in [home.join("variables.yml"), project_dir.join(".glci-variables.yml")] {
+        if let Some(vars) = parse::load_variables_file(&path).map_err(|e| usage(e.to_string()))? {
+            out.extend(vars);
+        }
+    }
+    Ok(out)
+}
+
 /// A `--tag`/`--branch` value must be a name git accepts for a ref.
 fn check_ref_name(flag: &str, name: &str) -> Result<(), CliError> {
     let bad = name.is_empty()
@@ -400,29 +435,71 @@ fn changed_paths(
 
 /// Parses the pipeline file; `include:` reads the project's files and sees the variables GitLab
 /// gives it.
-/// `--preview`: the composed configuration on stdout, YAML or JSON.
-fn preview(file: &Path, facts: &plan::RunFacts, inputs: &[(String, String)], json: bool) -> Result<(), CliError> {
-    let include_vars = predefined::include_variables(file, facts);
-    let lookup = |name: &str| include_vars.get(name).map(String::from);
-    let read = |path: &Path| std::fs::read_to_string(path);
-    let sources =
-        parse::Sources { project: &facts.project_dir, read: &read, files: &facts.files, variables: &lookup, inputs };
-    let (yaml, value) = parse::preview(file, &sources).map_err(|e| usage(e.to_string()))?;
-    print_stdout(&if json { format!("{value}\n") } else { yaml });
-    Ok(())
-}
-
 fn load_pipeline(
     file: &Path,
     facts: &plan::RunFacts,
     inputs: &[(String, String)],
+    instance: &crate::gitlab::Instance,
+    changes_against: Option<&str>,
 ) -> Result<crate::pipeline::model::Pipeline, CliError> {
+    with_sources(file, facts, inputs, instance, changes_against, |sources| parse::load_with(file, sources))
+}
+
+/// Calls `use_sources` with what the parser reads includes from (files, fetches, variables,
+/// changes): for loading the pipeline, or for `--preview`.
+fn with_sources<T>(
+    file: &Path,
+    facts: &plan::RunFacts,
+    inputs: &[(String, String)],
+    instance: &crate::gitlab::Instance,
+    changes_against: Option<&str>,
+    use_sources: impl FnOnce(&parse::Sources) -> Result<T, parse::PipelineError>,
+) -> Result<T, CliError> {
     let include_vars = predefined::include_variables(file, facts);
     let lookup = |name: &str| include_vars.get(name).map(String::from);
     let read = |path: &Path| std::fs::read_to_string(path);
-    let sources =
-        parse::Sources { project: &facts.project_dir, read: &read, files: &facts.files, variables: &lookup, inputs };
-    parse::load_with(file, &sources).map_err(|e| usage(e.to_string()))
+    let fetch = |source: &parse::Source| instance.fetch(source);
+    // `rules: changes` of includes: the same comparison as the jobs' (see `changed_paths`).
+    let dir = &facts.project_dir;
+    let in_git = crate::git::toplevel(dir).is_some();
+    let changed = |reference: Option<&str>| -> Result<Option<Vec<String>>, String> {
+        if !in_git {
+            return Ok(None);
+        }
+        let sha = match reference.or(changes_against) {
+            Some(reference) => crate::git::resolve_commit(dir, reference)
+                .ok_or_else(|| format!("`{reference}` is no branch, tag or commit of this repository"))?,
+            None => match crate::git::change_base(dir, &facts.git) {
+                Some((sha, _)) => sha,
+                None => return Ok(None),
+            },
+        };
+        crate::git::changed_paths(dir, &sha).map(Some)
+    };
+    let sources = parse::Sources {
+        project: &facts.project_dir,
+        read: &read,
+        files: &facts.files,
+        variables: &lookup,
+        inputs,
+        fetch: Some(&fetch),
+        changed: &changed,
+    };
+    let pipeline = use_sources(&sources).map_err(|e| usage(e.to_string()));
+    for note in instance.take_notes() {
+        stderr_line(&format!("warning: {note}"));
+    }
+    pipeline
+}
+
+/// The GitLab instance remote includes come from: `[gitlab] url`, else the host of the
+/// `origin` remote, else gitlab.com.
+fn gitlab_instance(config: &Config, facts: &plan::RunFacts, home: &Path, offline: bool) -> crate::gitlab::Instance {
+    let url = config.gitlab.url.clone().unwrap_or_else(|| {
+        let host = facts.git.remote_url.as_deref().and_then(crate::git::host_from_remote);
+        format!("https://{}", host.unwrap_or_else(|| "gitlab.com".into()))
+    });
+    crate::gitlab::Instance::new(&url, config.gitlab.token.clone(), home, offline)
 }
 
 /// `--input NAME=VALUE`s, in order (a later one for the same name wins).

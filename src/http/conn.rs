@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::idle::{Conn, HEAD_TIMEOUT};
+use super::sending::{Rest, Sending};
 use super::slots::{Slot, Transfer, Transfers};
 use super::transport::{Plain, Transport};
 use super::{clean_reason, reason_phrase, Body, Handler, Request, Response};
@@ -96,17 +97,36 @@ pub struct Serving<'a> {
 /// request in the poller; `None` once it is closed.
 pub fn serve(conn: Conn, ctx: &Serving<'_>) -> Option<Conn> {
     // TCP_NODELAY and the write timeout were set once, at accept (`prepare`).
+    let plain = |after: After<Plain>| match after {
+        After::Idle(plain) => Conn::Plain(plain),
+        After::Sending(plain, rest, keep_alive) => Conn::Sending(Box::new(Sending { plain, rest, keep_alive })),
+    };
     match conn {
-        Conn::Fresh(stream) => serve_transport(Plain::new(stream), "http", ctx).map(Conn::Plain),
-        Conn::Plain(plain) => serve_transport(plain, "http", ctx).map(Conn::Plain),
+        Conn::Fresh(stream) => serve_transport(Plain::new(stream), "http", ctx).map(plain),
+        Conn::Plain(p) => serve_transport(p, "http", ctx).map(plain),
         // Its handshake (and this request's head) were done in the poller (`handshake.rs`).
-        Conn::Tls(tls) => serve_transport(*tls, "https", ctx).map(|t| Conn::Tls(Box::new(t))),
+        Conn::Tls(tls) => serve_transport(*tls, "https", ctx).and_then(|after| match after {
+            After::Idle(tls) => Some(Conn::Tls(Box::new(tls))),
+            // A TLS send never stalls out to the poller (`Tls::send_file` blocks).
+            After::Sending(..) => None,
+        }),
+        // Only ever in the poller, which finishes the response before a worker sees it again.
+        Conn::Sending(_) => None,
     }
 }
 
+/// What `serve_transport` leaves for the poller.
+enum After<T> {
+    /// Waiting for its next request.
+    Idle(T),
+    /// The rest of a response the client stopped reading; then idle if `keep_alive`.
+    Sending(T, Rest, bool),
+}
+
 /// Serves requests on `transport` while they keep coming without a pause. Returns the
-/// transport when the client may send another request later (keep-alive, nothing buffered).
-fn serve_transport<T: Transport>(transport: T, scheme: &'static str, ctx: &Serving<'_>) -> Option<T> {
+/// transport when the client may send another request later (keep-alive, nothing buffered),
+/// or when the rest of a response is left for the poller to send.
+fn serve_transport<T: Transport>(transport: T, scheme: &'static str, ctx: &Serving<'_>) -> Option<After<T>> {
     let Serving { handler, shutdown, limits, log, .. } = *ctx;
     let mut reader = BufReader::with_capacity(64 * 1024, transport);
     loop {
@@ -187,9 +207,16 @@ fn serve_transport<T: Transport>(transport: T, scheme: &'static str, ctx: &Servi
             path: &head.path,
             status,
             bytes_in,
-            bytes_out: *written.as_ref().unwrap_or(&0),
+            bytes_out: written.as_ref().map(|w| w.bytes).unwrap_or(0),
             elapsed: started.elapsed(),
         });
+        if let Ok(Written { stalled: Some(rest), .. }) = written {
+            // The client stopped reading: the poller sends the rest, this worker moves on.
+            let pipelined = reader.buffer().to_vec();
+            let mut transport = reader.into_inner();
+            transport.unread(&pipelined);
+            return Some(After::Sending(transport, rest, keep_alive));
+        }
         if written.is_err() || !keep_alive {
             reader.get_mut().close();
             if !body_done {
@@ -201,7 +228,7 @@ fn serve_transport<T: Transport>(transport: T, scheme: &'static str, ctx: &Servi
             let next = if (ctx.may_keep_warm)() { next_within(&mut reader, KEEP_WARM) } else { Next::Quiet };
             match next {
                 Next::Request => {}
-                Next::Quiet => return Some(reader.into_inner()),
+                Next::Quiet => return Some(After::Idle(reader.into_inner())),
                 Next::Closed => return None,
             }
         }
@@ -548,11 +575,23 @@ fn plain_error(status: u16, message: &str) -> Response {
     Response::json(status, &serde_json::json!({"errors": [{"code": "UNSUPPORTED", "message": message}]}))
 }
 
-/// Writes the response; for HEAD only the head, with the body's length. Returns body bytes sent.
-fn write_response<T: Transport>(stream: &mut T, method: &str, response: Response, keep_alive: bool) -> io::Result<u64> {
-    let sent = write_response_unflushed(stream, method, response, keep_alive)?;
+/// A response written, or begun: the body bytes sent, and what is left when the client
+/// stopped reading a file body (`sending.rs`).
+struct Written {
+    bytes: u64,
+    stalled: Option<Rest>,
+}
+
+/// Writes the response; for HEAD only the head, with the body's length.
+fn write_response<T: Transport>(
+    stream: &mut T,
+    method: &str,
+    response: Response,
+    keep_alive: bool,
+) -> io::Result<Written> {
+    let written = write_response_unflushed(stream, method, response, keep_alive)?;
     stream.flush()?;
-    Ok(sent)
+    Ok(written)
 }
 
 fn write_response_unflushed<T: Transport>(
@@ -560,7 +599,8 @@ fn write_response_unflushed<T: Transport>(
     method: &str,
     response: Response,
     keep_alive: bool,
-) -> io::Result<u64> {
+) -> io::Result<Written> {
+    let sent = |bytes: u64| Ok(Written { bytes, stalled: None });
     use std::fmt::Write as _;
     let Response { status, headers, body, reason } = response;
     let reason = match reason {
@@ -596,19 +636,19 @@ fn write_response_unflushed<T: Transport>(
     head.push_str("\r\n");
     if method == "HEAD" || no_body_status {
         stream.write_all(head.as_bytes())?;
-        return Ok(0);
+        return sent(0);
     }
     match body {
         Body::Empty => {
             stream.write_all(head.as_bytes())?;
-            Ok(0)
+            sent(0)
         }
         Body::Bytes(bytes) => {
             head.reserve(bytes.len());
             let mut out = head.into_bytes();
             out.extend_from_slice(&bytes);
             stream.write_all(&out)?;
-            Ok(bytes.len() as u64)
+            sent(bytes.len() as u64)
         }
         Body::File { file, len } if len <= INLINE_FILE_BYTES => {
             // From the file's current position, like `send_file` (a range may have seeked it).
@@ -617,12 +657,13 @@ fn write_response_unflushed<T: Transport>(
             out.resize(start + len as usize, 0);
             (&file).read_exact(&mut out[start..])?;
             stream.write_all(&out)?;
-            Ok(len)
+            sent(len)
         }
         Body::File { file, len } => {
             stream.write_all(head.as_bytes())?;
-            stream.send_file(&file, len)?;
-            Ok(len)
+            let stalled = stream.send_file(file, len)?;
+            // Bytes the socket took on this worker; the poller sends the rest.
+            Ok(Written { bytes: len - stalled.as_ref().map_or(0, Rest::left), stalled })
         }
         Body::Reader { mut reader, len: Some(len) } => {
             stream.write_all(head.as_bytes())?;
@@ -630,7 +671,7 @@ fn write_response_unflushed<T: Transport>(
             if sent != len {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream shorter than announced"));
             }
-            Ok(sent)
+            Ok(Written { bytes: sent, stalled: None })
         }
         Body::Reader { mut reader, len: None } => {
             debug_assert!(chunked);
@@ -639,7 +680,7 @@ fn write_response_unflushed<T: Transport>(
             io::copy(&mut reader, &mut writer)?;
             writer.inner.write_all(b"0\r\n\r\n")?;
             writer.inner.flush()?;
-            Ok(writer.sent)
+            Ok(Written { bytes: writer.sent, stalled: None })
         }
     }
 }

@@ -7,6 +7,9 @@
 //! connection that includes its handshake (`handshake.rs` drives rustls here, non-blocking):
 //! a client stalling mid-ClientHello costs a descriptor, not a worker (issue 14).
 //!
+//! A plain-HTTP file response whose client stopped reading is finished here too (`sending.rs`),
+//! on writability, so a client that never reads a blob holds no worker either.
+//!
 //! When every worker is busy and the hand-over queue is full, connections whose request is ready
 //! wait in a short local queue; beyond that they are answered 503 with `Retry-After`.
 
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::handshake::{self, Progress};
+use super::sending::{self, Sending};
 use super::transport::{recv_now, Plain, Tls};
 use super::{error_response, head_complete};
 
@@ -41,6 +45,8 @@ pub enum Conn {
     Plain(Plain),
     /// A TLS connection, in its handshake or between requests.
     Tls(Box<Tls>),
+    /// The rest of a file response its client stopped reading (`sending.rs`).
+    Sending(Box<Sending>),
 }
 
 impl Conn {
@@ -49,6 +55,7 @@ impl Conn {
             Conn::Fresh(s) => s.as_raw_fd(),
             Conn::Plain(p) => p.stream.as_raw_fd(),
             Conn::Tls(t) => t.stream.sock.as_raw_fd(),
+            Conn::Sending(s) => s.plain.stream.as_raw_fd(),
         }
     }
 
@@ -56,6 +63,7 @@ impl Conn {
     fn events(&self) -> libc::c_short {
         match self {
             Conn::Tls(t) if handshake::wants_write(t) => libc::POLLIN | libc::POLLOUT,
+            Conn::Sending(_) => libc::POLLOUT,
             _ => libc::POLLIN,
         }
     }
@@ -69,6 +77,10 @@ enum Step {
     Gathering(Conn),
     /// Nothing to read after all (a spurious wake-up): keep waiting as before.
     Idle(Conn),
+    /// A response's rest went out in part: wait to send more, under the write timeout.
+    Sending(Conn),
+    /// A response finished: wait for the next request, under the idle timeout.
+    Sent(Conn),
     Close,
 }
 
@@ -103,6 +115,30 @@ fn on_readable(conn: Conn, max_head: usize, tls: Option<&crate::tls::ServerTls>)
         }
         Conn::Plain(plain) => gather(plain, max_head),
         Conn::Tls(tls) => drive_tls(tls, max_head),
+        Conn::Sending(sending) => send_rest(sending, max_head),
+    }
+}
+
+/// Sends what the socket takes of a response's rest; once it is all out, the connection waits
+/// for its next request (or closes), its socket blocking again for the workers.
+fn send_rest(mut sending: Box<Sending>, max_head: usize) -> Step {
+    match sending::send_now(&sending.plain.stream, &mut sending.rest) {
+        Ok(false) => Step::Sending(Conn::Sending(sending)),
+        Ok(true) => {
+            let Sending { plain, keep_alive, .. } = *sending;
+            if !keep_alive || plain.stream.set_nonblocking(false).is_err() {
+                let _ = plain.stream.shutdown(std::net::Shutdown::Write);
+                return Step::Close;
+            }
+            if head_complete(plain.early()) {
+                return Step::Ready(Conn::Plain(plain));
+            }
+            match gather(plain, max_head) {
+                Step::Idle(conn) => Step::Sent(conn),
+                step => step,
+            }
+        }
+        Err(_) => Step::Close,
     }
 }
 
@@ -158,7 +194,7 @@ pub struct Parking {
 impl Parking {
     /// Hands `conn` to the poller, or gives it back when the poller is gone (shutdown).
     /// The socket stays in blocking mode: the poller only polls it and reads with
-    /// `MSG_DONTWAIT`.
+    /// `MSG_DONTWAIT` (but for `Conn::Sending`, non-blocking until its response is out).
     pub fn park(&self, conn: Conn) -> Result<(), Conn> {
         match self.sender.try_send(conn) {
             Ok(()) => {
@@ -175,6 +211,8 @@ impl Parking {
 #[derive(Clone, Copy)]
 pub struct PollerLimits {
     pub idle_timeout: Duration,
+    /// A response's rest (`sending.rs`) fails after this long without progress.
+    pub write_timeout: Duration,
     pub head_timeout: Duration,
     pub max_head: usize,
     /// Connections parked at most; new ones beyond it are answered 503.
@@ -295,6 +333,14 @@ impl Poller {
                         }
                     }
                     Step::Idle(conn) => waiting.push(Waiting { conn, deadline, mid_head }),
+                    Step::Sending(conn) => {
+                        let deadline = now + self.limits.write_timeout;
+                        waiting.push(Waiting { conn, deadline, mid_head: false });
+                    }
+                    Step::Sent(conn) => {
+                        let deadline = now + self.limits.idle_timeout;
+                        waiting.push(Waiting { conn, deadline, mid_head: false });
+                    }
                     Step::Close => {}
                 }
             }
@@ -331,6 +377,8 @@ fn answer_and_close(conn: Conn, response: &str) {
     let stream = match conn {
         Conn::Fresh(stream) | Conn::Plain(Plain { stream, .. }) => stream,
         Conn::Tls(tls) => return handshake::answer_and_close(*tls, response),
+        // Mid-response: nothing more can be said on it.
+        Conn::Sending(_) => return,
     };
     // SAFETY: `response` is valid for reads of its length for the whole call.
     let _ = unsafe {
@@ -358,6 +406,7 @@ mod tests {
         let shutdown = Arc::new(AtomicBool::new(false));
         let limits = PollerLimits {
             idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             head_timeout: HEAD_TIMEOUT,
             max_head: 8192,
             max_parked: 2,
@@ -373,6 +422,8 @@ mod tests {
             assert!(parking.park(Conn::Fresh(served)).is_ok());
             clients.push(client);
         }
+        // The answer comes as soon as the poller runs; the generous wait only covers a loaded machine.
+        clients[2].set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut answer = String::new();
         let _ = clients[2].read_to_string(&mut answer);
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");

@@ -72,11 +72,14 @@ pub struct Server {
 impl Server {
     pub fn start(listener: TcpListener, handler: Arc<dyn Handler>, options: ServerOptions) -> io::Result<Server> {
         let addr = listener.local_addr()?;
+        // Every held connection is a descriptor, plus the files its requests open.
+        raise_fd_limit(options.max_connections as u64 + 1024);
         let shutdown = Arc::new(AtomicBool::new(false));
         let workers_count = options.workers.max(1);
         let (to_workers, receiver) = bounded::<Conn>(workers_count * 2);
         let poller_limits = PollerLimits {
             idle_timeout: options.limits.idle_timeout,
+            write_timeout: options.limits.write_timeout,
             head_timeout: HEAD_TIMEOUT,
             max_head: MAX_HEAD_BYTES,
             max_parked: options.max_connections.max(1),
@@ -149,6 +152,36 @@ impl Server {
             let _ = poller.join();
         }
         self.pool.join();
+    }
+}
+
+/// Raises the soft descriptor limit towards `want` (at most the hard limit), as Go's runtime
+/// does for every server: a fresh machine's soft limit of 1024 would otherwise refuse
+/// connections long before `max_connections`. Says so when the hard limit is lower.
+fn raise_fd_limit(want: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= want {
+        return;
+    }
+    let target = want.min(limit.rlim_max);
+    if target > limit.rlim_cur {
+        let raised = libc::rlimit { rlim_cur: target, rlim_max: limit.rlim_max };
+        // SAFETY: `raised` is a valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = target;
+        }
+    }
+    if limit.rlim_cur < want {
+        crate::log::warn(
+            "limits",
+            &format!(
+                "open files limited to {} (hard limit {}): fewer than {} connections can be held; raise it with ulimit -n",
+                limit.rlim_cur,
+                limit.rlim_max,
+                want - 1024
+            ),
+        );
     }
 }
 

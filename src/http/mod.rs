@@ -8,6 +8,7 @@ pub mod handshake;
 pub mod idle;
 pub mod listener;
 pub mod pool;
+pub mod sending;
 pub mod slots;
 pub mod transport;
 

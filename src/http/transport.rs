@@ -6,11 +6,17 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 
+use super::sending::{self, Rest};
+
 /// A connection's byte stream, plain or TLS.
 pub trait Transport: Read + Write {
     fn tcp(&self) -> &TcpStream;
-    /// Sends `len` bytes of `file` from its current position.
-    fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()>;
+    /// Sends `len` bytes of `file` from its current position, or, when the client stops
+    /// reading, what is left for the poller to finish (`sending.rs`; plain TCP only).
+    fn send_file(&mut self, file: std::fs::File, len: u64) -> io::Result<Option<Rest>>;
+    /// Puts bytes read ahead back in front of what comes next (a pipelined request the worker
+    /// had buffered when it handed the connection on).
+    fn unread(&mut self, bytes: &[u8]);
     /// Ends the stream cleanly (TLS close_notify, then FIN).
     fn close(&mut self);
     /// True when request bytes already sit in user space (read from the socket but not yet
@@ -34,6 +40,14 @@ impl Early {
 
     fn extend(&mut self, more: &[u8]) {
         self.bytes.extend_from_slice(more);
+    }
+
+    fn unread(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            let mut all = bytes.to_vec();
+            all.extend_from_slice(self.pending());
+            *self = Early { bytes: all, read: 0 };
+        }
     }
 
     /// Moves pending bytes into `buf`; 0 when none are pending.
@@ -101,8 +115,11 @@ impl Transport for Plain {
     fn tcp(&self) -> &TcpStream {
         &self.stream
     }
-    fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()> {
-        send_file(&self.stream, file, len)
+    fn send_file(&mut self, file: std::fs::File, len: u64) -> io::Result<Option<Rest>> {
+        sending::send_file_or_stall(&self.stream, file, len)
+    }
+    fn unread(&mut self, bytes: &[u8]) {
+        self.early.unread(bytes);
     }
     fn close(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Write);
@@ -172,8 +189,12 @@ impl Transport for Tls {
     fn tcp(&self) -> &TcpStream {
         &self.stream.sock
     }
-    fn send_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<()> {
-        // Encryption needs the bytes in user space: copy in record-sized pieces.
+    fn unread(&mut self, bytes: &[u8]) {
+        self.early.unread(bytes);
+    }
+    fn send_file(&mut self, file: std::fs::File, len: u64) -> io::Result<Option<Rest>> {
+        // Encryption needs the bytes in user space: copy in record-sized pieces, blocking (a
+        // worker's send under TLS is bounded by the transfer slots instead).
         let mut buf = vec![0u8; 64 * 1024];
         let mut reader = file.take(len);
         let mut left = len;
@@ -185,7 +206,8 @@ impl Transport for Tls {
             self.stream.write_all(&buf[..n])?;
             left -= n as u64;
         }
-        self.stream.flush()
+        self.stream.flush()?;
+        Ok(None)
     }
     fn close(&mut self) {
         self.stream.conn.send_close_notify();
@@ -254,31 +276,4 @@ impl Write for NoWait<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// Sends `len` bytes of `file` from its current position with sendfile(2): the bytes go from
-/// the page cache to the socket without passing through user space. (std's `io::copy` did not
-/// pick its sendfile path for `Take<File>` here: strace showed 8 KiB read/sendto pairs.)
-fn send_file(stream: &TcpStream, file: &std::fs::File, len: u64) -> io::Result<()> {
-    use std::io::Seek;
-    use std::os::unix::io::AsRawFd;
-    let mut offset = (&*file).stream_position()? as libc::off_t;
-    let mut left = len;
-    while left > 0 {
-        let count = left.min(1 << 30) as usize;
-        // SAFETY: both descriptors are open for the duration of the call; `offset` is ours.
-        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut offset, count) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
-        }
-        left -= n as u64;
-    }
-    Ok(())
 }

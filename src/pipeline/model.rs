@@ -41,7 +41,7 @@ pub struct Variable {
     pub value: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Image {
     pub name: String,
     /// `image: {entrypoint: [...]}`; `Some(vec![])` means "no entrypoint" (`[""]` in YAML).
@@ -176,6 +176,8 @@ pub struct RunKeys {
     /// The `coverage:` pattern, without its slashes (checked to compile).
     pub coverage: Option<String>,
     pub resource_group: Option<String>,
+    /// `when: delayed` + `start_in`: how long the job waits once it may run.
+    pub start_in: Option<Duration>,
     /// Keys GitLab accepts that mean nothing locally: one note each, `file:line: key: why`.
     pub notes: Vec<String>,
 }
@@ -263,4 +265,52 @@ pub struct Cache {
     /// Accepted: there are no protected branches locally.
     pub unprotect: bool,
     pub location: Location,
+}
+
+/// A variable of the variables file (issue 15): a project/group CI/CD variable on GitLab.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectVariable {
+    pub name: String,
+    /// `type: file`: the job gets the path of a file holding the value.
+    pub file: bool,
+    /// `(environment scope, value)`; `*` is every job.
+    pub values: Vec<(String, String)>,
+}
+
+impl ProjectVariable {
+    /// The value for a job in `environment` (`None`: no `environment:`), as GitLab picks
+    /// among scopes: the exact name, else the most specific (longest) matching wildcard, else
+    /// `*`. A job without an environment only sees `*`.
+    pub fn value_for(&self, environment: Option<&str>) -> Option<&str> {
+        let matching = self.values.iter().filter(|(scope, _)| match environment {
+            _ if scope == "*" => true,
+            Some(env) => scope_matches(scope, env),
+            None => false,
+        });
+        let best = matching.max_by_key(|(scope, _)| {
+            let exact = environment == Some(scope.as_str());
+            (exact, scope.len())
+        });
+        best.map(|(_, value)| value.as_str())
+    }
+}
+
+/// An environment scope: `*` matches any run of characters, the rest literally.
+fn scope_matches(scope: &str, name: &str) -> bool {
+    let parts: Vec<&str> = scope.split('*').collect();
+    if parts.len() == 1 {
+        return scope == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name[first.len()..].ends_with(last) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
 }

@@ -105,10 +105,14 @@ pub fn duration(d: Duration) -> String {
 }
 
 fn status_text(report: &JobReport) -> String {
-    if report.status == JobStatus::Failed && report.allowed_failure {
+    let status = if report.status == JobStatus::Failed && report.allowed_failure {
         "failed (allowed)".to_string()
     } else {
         report.status.as_str().to_string()
+    };
+    match report.delayed {
+        Some(delay) => format!("{status} (delayed {})", duration(delay)),
+        None => status,
     }
 }
 
@@ -248,6 +252,7 @@ fn report_json(r: &JobReport) -> serde_json::Value {
         "attempts": r.attempts,
         "reason": r.reason,
         "coverage": r.coverage.as_ref().and_then(|c| c.parse::<f64>().ok()),
+        "delayed_ms": r.delayed.map(|d| d.as_millis() as u64),
     })
 }
 
@@ -300,6 +305,7 @@ mod tests {
             attempts: 1,
             reason: None,
             coverage: None,
+            delayed: None,
         }
     }
 

@@ -14,7 +14,8 @@ pub use super::changes::ChangedPaths;
 use super::decide;
 use super::error::PipelineError;
 use super::model::{
-    AllowFailure, Artifacts, Cache, Environment, Image, Job, Location, Need, Pipeline, Service, Variable, When,
+    AllowFailure, Artifacts, Cache, Environment, Image, Job, Location, Need, Pipeline, ProjectVariable, Service,
+    Variable, When,
 };
 use super::predefined::{job_predefined, pipeline_variables};
 pub use super::predefined::{project_path_from_dir, validate_project_path};
@@ -49,6 +50,12 @@ pub struct RunFacts {
     pub changes: ChangedPaths,
     /// When the pipeline was created (RFC 3339 UTC): `CI_PIPELINE_CREATED_AT`.
     pub created_at: String,
+    /// The variables file's (`$GLCI_HOME/variables.yml`, then `.glci-variables.yml`; later
+    /// wins): above the pipeline's variables, below the command line's.
+    pub project_variables: Vec<ProjectVariable>,
+    /// `--default-image` / `[run] default_image`: the image of a job that names none (the
+    /// runner's configured default image).
+    pub default_image: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -130,6 +137,12 @@ pub struct PlannedJob {
     pub coverage: Option<String>,
     /// `resource_group:`, expanded: jobs of one group never run at once.
     pub resource_group: Option<String>,
+    /// `type: file` variables: (path in the container, contents); the variable holds the path.
+    pub file_variables: Vec<(String, String)>,
+    /// Said in the job's log when it starts (what was left out and why).
+    pub notes: Vec<String>,
+    /// `when: delayed`: waits this long once it may run.
+    pub start_in: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -234,6 +247,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             (inherited(&global, job), false),
             (inherited(&workflow_vars, job), false),
             (set_of(&job.variables), false),
+            (project_layer(facts, None), false),
             (cli.clone(), true),
         ];
         let vars = variables::resolve(&layers);
@@ -416,21 +430,35 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         let index = pipeline.jobs.iter().position(|j| j.name == job.name).unwrap_or(i);
         let id = job_id(facts.pipeline_id, index);
         let predefined = job_predefined(&pipeline_vars, job, id, when != RunWhen::Manual && c.when == When::Manual);
-        let vars = variables::resolve(&[
+        let mut layers = vec![
             (predefined, true),
             (inherited(&global, job), false),
             (inherited(&workflow_vars, job), false),
             (set_of(&job.variables), false),
             (c.rule_variables.clone(), false),
             (cli.clone(), true),
-        ]);
+        ];
+        // The variables file's values follow the job's environment (its scope), so the name
+        // is found first, without them.
+        let environment_name = job.run_keys.environment.as_ref().map(|e| {
+            let vars = variables::resolve(&layers);
+            variables::expand(&e.name, &|n: &str| vars.get(n).map(String::from))
+        });
+        layers.insert(layers.len() - 1, (project_layer(facts, environment_name.as_deref()), false));
+        let vars = variables::resolve(&layers);
         let lookup = |name: &str| vars.get(name).map(String::from);
-        let image = job.image.as_ref().map(|img| Image { name: variables::expand(&img.name, &lookup), ..img.clone() });
+        let default_image = facts.default_image.as_ref().map(|name| Image { name: name.clone(), ..Image::default() });
+        let image = job
+            .image
+            .as_ref()
+            .or(default_image.as_ref())
+            .map(|img| Image { name: variables::expand(&img.name, &lookup), ..img.clone() });
         if image.as_ref().is_none_or(|i| i.name.trim().is_empty()) && when != RunWhen::Manual {
             return Err(error_at(
                 &job.location,
                 format!("{}.image", job.name),
-                "no image: set `image:` on the job or under `default:` (glci runs every job in a container)",
+                "no image: set `image:` on the job or under `default:`, or a default image with --default-image or \
+                 `[run] default_image` (glci runs every job in a container)",
             ));
         }
         let mut variables = vars.clone();
@@ -438,7 +466,22 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             variables.set("CI_JOB_IMAGE", image.name.clone());
         }
         let environment = job.run_keys.environment.as_ref().map(|e| environment_variables(e, &mut variables));
-        let services = job.services.iter().map(|s| plan_service(s, &variables)).collect();
+        let file_variables =
+            file_variables(facts, environment_name.as_deref(), &cli, &plan.project_dir_in_job, &mut variables);
+        let mut notes = Vec::new();
+        let mut services = Vec::new();
+        for written in &job.services {
+            let service = plan_service(written, &variables);
+            // GitLab leaves out a service whose name expands to nothing.
+            if service.image.trim().is_empty() {
+                notes.push(format!(
+                    "NOTE: service `{}` is empty after variable expansion: left out, as GitLab does",
+                    written.name
+                ));
+            } else {
+                services.push(service);
+            }
+        }
         let mut waits_for: Vec<usize> = waits[i].iter().filter_map(|w| position.get(w).copied()).collect();
         waits_for.sort_unstable();
         let artifacts_from: Vec<usize> = match (&job.dependencies, &c.needs) {
@@ -490,9 +533,50 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             environment,
             coverage: job.run_keys.coverage.clone(),
             resource_group: job.run_keys.resource_group.as_ref().map(|g| variables::expand(g, &lookup)),
+            file_variables,
+            notes,
+            start_in: job.run_keys.start_in,
         });
     }
     Ok(plan)
+}
+
+/// The variables file's values for a job in `environment` (issue 15).
+fn project_layer(facts: &RunFacts, environment: Option<&str>) -> VarSet {
+    let mut set = VarSet::new();
+    for variable in &facts.project_variables {
+        if let Some(value) = variable.value_for(environment) {
+            set.set(&variable.name, value.to_string());
+        }
+    }
+    set
+}
+
+/// `type: file` variables of the variables file that the command line does not override: each
+/// becomes the path of a file beside the project (`<CI_PROJECT_DIR>.tmp/NAME`, where the runner
+/// writes them), holding the value.
+fn file_variables(
+    facts: &RunFacts,
+    environment: Option<&str>,
+    cli: &VarSet,
+    project_dir: &str,
+    variables: &mut VarSet,
+) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let all = &facts.project_variables;
+    for (i, variable) in all.iter().enumerate().filter(|(_, v)| v.file) {
+        // A later definition of the name (the project's over $GLCI_HOME's) decides alone.
+        let overridden = all[i + 1..].iter().any(|later| later.name == variable.name);
+        if overridden || cli.get(&variable.name).is_some() || variable.value_for(environment).is_none() {
+            continue;
+        }
+        let Some(contents) = variables.get(&variable.name).map(String::from) else { continue };
+        let path = format!("{project_dir}.tmp/{}", variable.name);
+        variables.set(&variable.name, path.clone());
+        files.retain(|(p, _): &(String, String)| *p != path);
+        files.push((path, contents));
+    }
+    files
 }
 
 /// `environment:` expanded with the job's variables, and its `CI_ENVIRONMENT_*` set in them

@@ -7,7 +7,7 @@
 //! ([`sha256_digest`], [`DigestWriter`]), deterministic pseudo-random content
 //! ([`Pattern`], [`pattern`]) and Docker CLI helpers ([`DockerImages`]).
 //! The raw HTTP/1.1 client is [`http`]; registry storage fixtures are
-//! [`store_fixture`].
+//! [`store_fixture`]; a stand-in GitLab instance for remote includes is [`gitlab_server`].
 //!
 //! Rules (STYLE.md §6): no bind-then-drop ports and no sleep-polling: the
 //! server binds `127.0.0.1:0` and prints `listening on ADDR`, which we wait for.
@@ -20,6 +20,7 @@
 
 pub mod consistency;
 pub mod faulty_upstream;
+pub mod gitlab_server;
 pub mod http;
 pub mod store_fixture;
 

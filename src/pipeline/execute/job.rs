@@ -82,6 +82,7 @@ pub(crate) fn run_job(run: &Run<'_>, index: usize, slot: usize) -> JobReport {
             attempts: attempt,
             reason: result.reason,
             coverage: result.coverage,
+            delayed: None,
         };
     }
 }
@@ -156,6 +157,9 @@ fn attempt_steps(
     for (name, value) in &wiring.variables {
         variables.set(name, value.clone());
     }
+    for note in &job.notes {
+        run.log(&job.name, LogSource::Glci, note.clone());
+    }
     run.log(&job.name, LogSource::Glci, format!("Using docker image {}", image.name));
     ensure_image(run, job, &image.name)?;
 
@@ -195,6 +199,10 @@ fn attempt_steps(
     let mut wiring = wiring;
     wiring.files.extend(run.wiring.prepare(&container, job, None)?);
 
+    // `type: file` variables: their files, written beside the project as the runner does.
+    for (path, contents) in &job.file_variables {
+        wiring.files.push(ExtraFile { path: path.clone(), contents: contents.clone().into_bytes(), mode: 0o644 });
+    }
     let project_dir = &run.plan.project_dir_in_job;
     let mut step_commands = job.before_script.clone();
     step_commands.extend(job.script.iter().cloned());

@@ -122,6 +122,8 @@ pub struct JobReport {
     pub reason: Option<String>,
     /// The percentage `coverage:` found in the log (the number as written, e.g. `81.50`).
     pub coverage: Option<String>,
+    /// `when: delayed`: how long it waited before it started.
+    pub delayed: Option<Duration>,
 }
 
 /// Where a log line came from.
@@ -273,6 +275,7 @@ fn not_run(job: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
         attempts: 0,
         reason: Some(reason.to_string()),
         coverage: None,
+        delayed: None,
     }
 }
 
@@ -357,7 +360,10 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                             slots[slot] = true;
                             let tx = done_tx.clone();
                             scope.spawn(move || {
-                                let report = job::run_job(run, i, slot);
+                                let report = match job.start_in {
+                                    Some(delay) => delayed(run, job, delay, || job::run_job(run, i, slot)),
+                                    None => job::run_job(run, i, slot),
+                                };
                                 let _ = tx.send((i, slot, report));
                             });
                         }
@@ -392,6 +398,15 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
         .zip(jobs)
         .map(|(r, j)| r.unwrap_or_else(|| not_run(j, JobStatus::Canceled, "the run stopped before it")))
         .collect()
+}
+
+/// `when: delayed`: waits `delay` (an interrupt cuts it short: the job is canceled), then runs.
+fn delayed(run: &Run<'_>, job: &PlannedJob, delay: Duration, start: impl FnOnce() -> JobReport) -> JobReport {
+    run.log(&job.name, LogSource::Glci, format!("Delayed job: starts in {} (when: delayed)", job::human(delay)));
+    if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) = run.cancel.receiver().recv_timeout(delay) {
+        return not_run(job, JobStatus::Canceled, "interrupted while delayed");
+    }
+    JobReport { delayed: Some(delay), ..start() }
 }
 
 /// Whether a running job holds resource group `group`.

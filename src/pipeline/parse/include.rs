@@ -13,10 +13,13 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use sha2::Digest;
+
 use super::compose::merge_maps;
 use super::inputs::{self, Given};
-use super::read::Field;
+use super::read::{self, Field};
 use super::yaml::{self, Entry, Map, Node, Value};
+use crate::pipeline::changes::{self, ChangedPaths};
 use crate::pipeline::error::PipelineError;
 use crate::pipeline::{glob, rules, variables};
 
@@ -37,11 +40,38 @@ pub struct Sources<'a> {
     pub variables: &'a dyn Fn(&str) -> Option<String>,
     /// `glci run --input name=value`: the main file's inputs.
     pub inputs: &'a [(String, String)],
+    /// Fetches what is not in the work tree (`remote`, `template`, `project`, `component`);
+    /// `None`: such includes are errors.
+    pub fetch: Option<Fetch<'a>>,
+    /// For `rules: changes`: the paths changed against the run's base (`None`) or a
+    /// `compare_to` ref; `Ok(None)` when nothing is known (every `changes` holds).
+    pub changed: Changed<'a>,
+}
+
+/// See [`Sources::changed`].
+pub type Changed<'r> = &'r dyn Fn(Option<&str>) -> Result<Option<Vec<String>>, String>;
+
+/// Nothing is known about changes: every `rules: changes` holds (outside git, as on GitLab).
+pub fn nothing_known(_: Option<&str>) -> Result<Option<Vec<String>>, String> {
+    Ok(None)
+}
+
+/// Fetches a file named by a non-local include; the error is one line for the user.
+pub type Fetch<'r> = &'r dyn Fn(&Source) -> Result<Fetched, String>;
+
+/// A fetched file.
+pub struct Fetched {
+    pub text: String,
+    /// What errors in it are reported against (its URL, or `group/project@ref:path`).
+    pub name: String,
+    /// The project and ref it came from, for its own `local:` includes (`project`, `component`);
+    /// `None` for remote files and templates, whose `local:` includes read this project.
+    pub project: Option<(String, String)>,
 }
 
 /// Where one include entry points, its variables expanded.
 #[derive(Clone, Debug, PartialEq)]
-enum Source {
+pub enum Source {
     /// Project-relative, no leading `/`.
     Local(String),
     Remote(String),
@@ -51,7 +81,16 @@ enum Source {
         reference: Option<String>,
         file: String,
     },
+    /// `<host>/<group>/<project>/<name>@<version>`.
     Component(String),
+}
+
+/// The file whose includes are being expanded: of this project (`local` is its path when it
+/// was included as a local file), or of another project at a ref.
+#[derive(Clone, Debug)]
+enum Origin {
+    Here { local: Option<String> },
+    Project { project: String, reference: String },
 }
 
 /// One include entry, where it was written.
@@ -62,6 +101,8 @@ struct Located<'n> {
     key: String,
     /// Its `inputs:`, when it has them.
     inputs: Option<Field<'n>>,
+    /// `integrity: sha256-<base64>` of a `remote` file.
+    integrity: Option<String>,
 }
 
 /// The top-level map of `root` (the main file) with every include merged in, depth first:
@@ -71,7 +112,7 @@ pub fn includes(root: Node, sources: &Sources) -> Result<Map, PipelineError> {
         return Err(PipelineError::whole_file(&root.file, "the file is empty (no jobs)"));
     }
     let mut state = Expander { sources, count: 0, stack: vec![root.file.to_path_buf()] };
-    state.expand(root, None)
+    state.expand(root, &Origin::Here { local: None })
 }
 
 struct Expander<'a> {
@@ -82,9 +123,8 @@ struct Expander<'a> {
 }
 
 impl Expander<'_> {
-    /// `node`'s map with its includes merged in; `local` is its project-relative path when it
-    /// was itself included as a local file (a wildcard never includes its own file).
-    fn expand(&mut self, node: Node, local: Option<&str>) -> Result<Map, PipelineError> {
+    /// `node`'s map with its includes merged in.
+    fn expand(&mut self, node: Node, origin: &Origin) -> Result<Map, PipelineError> {
         let mut map = match node.value {
             Value::Map(map) => map,
             Value::Null => Map::default(),
@@ -97,30 +137,55 @@ impl Expander<'_> {
             return Ok(map);
         };
         let mut merged = Map::default();
-        for located in self.locations(&include, local)? {
+        for located in self.locations(&include, origin)? {
             let at = |message: String| PipelineError::new(&located.node.file, located.line, &located.key, message);
-            let Source::Local(path) = &located.source else {
-                return Err(at(format!("{}: {}", describe(&located.source), "remote includes are not supported yet")));
+            let (text, id, next) = match &located.source {
+                Source::Local(path) => {
+                    let full = self.sources.project.join(path);
+                    let text = (self.sources.read)(&full).map_err(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => at(format!("local file `{path}` does not exist")),
+                        _ => at(format!("cannot read included file {path}: {e}")),
+                    });
+                    (text, full, Origin::Here { local: Some(path.clone()) })
+                }
+                other => {
+                    let Some(fetch) = self.sources.fetch else {
+                        return Err(at(format!("{}: no GitLab instance to fetch it from", describe(other))));
+                    };
+                    let fetched = fetch(other).map_err(|m| at(format!("{}: {m}", describe(other))));
+                    let next = match fetched.as_ref().ok().and_then(|f| f.project.clone()) {
+                        Some((project, reference)) => Origin::Project { project, reference },
+                        None => Origin::Here { local: None },
+                    };
+                    let id =
+                        PathBuf::from(fetched.as_ref().map(|f| f.name.clone()).unwrap_or_else(|_| describe(other)));
+                    (fetched.map(|f| f.text), id, next)
+                }
             };
-            let full = self.sources.project.join(path);
-            if let Some(start) = self.stack.iter().position(|f| *f == full) {
+            if let Some(start) = self.stack.iter().position(|f| *f == id) {
                 let chain: Vec<String> =
-                    self.stack[start..].iter().chain([&full]).map(|f| f.display().to_string()).collect();
+                    self.stack[start..].iter().chain([&id]).map(|f| f.display().to_string()).collect();
                 return Err(at(format!("include loop: {}", chain.join(" → "))));
             }
             self.count += 1;
             if self.count > MAX_INCLUDES {
                 return Err(at(format!("Maximum of {MAX_INCLUDES} nested includes are allowed")));
             }
-            let text = (self.sources.read)(&full).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => at(format!("local file `{path}` does not exist")),
-                _ => at(format!("cannot read included file {path}: {e}")),
-            })?;
-            let file: Rc<Path> = Rc::from(full.as_path());
+            let text = text?;
+            if let Some(want) = &located.integrity {
+                let have = format!("sha256-{}", base64(&sha2::Sha256::digest(text.as_bytes())));
+                if have != *want {
+                    return Err(at(format!(
+                        "{}: integrity check failed: the file is {have}",
+                        describe(&located.source)
+                    )));
+                }
+            }
+            let file: Rc<Path> = Rc::from(id.as_path());
             let given = Given::Include(located.inputs.clone(), &located.node.file, located.line, &located.key);
             let included = with_inputs(&text, &file, given, self.sources.variables)?;
-            self.stack.push(full);
-            let expanded = self.expand(included, Some(path))?;
+            self.stack.push(id);
+            let expanded = self.expand(included, &next)?;
             self.stack.pop();
             merged = merge_maps(merged, expanded);
         }
@@ -128,7 +193,7 @@ impl Expander<'_> {
     }
 
     /// The entries of `include:` that its rules keep, wildcards expanded, in order.
-    fn locations<'n>(&self, include: &'n Entry, local: Option<&str>) -> Result<Vec<Located<'n>>, PipelineError> {
+    fn locations<'n>(&self, include: &'n Entry, origin: &Origin) -> Result<Vec<Located<'n>>, PipelineError> {
         let field = Field::entry("", include);
         let items: Vec<Field<'n>> = match &include.value.value {
             Value::Seq(items) => items
@@ -140,12 +205,12 @@ impl Expander<'_> {
         };
         let mut out = Vec::new();
         for item in items {
-            out.extend(self.entry(item, local)?);
+            out.extend(self.entry(item, origin)?);
         }
         Ok(out)
     }
 
-    fn entry<'n>(&self, item: Field<'n>, local: Option<&str>) -> Result<Vec<Located<'n>>, PipelineError> {
+    fn entry<'n>(&self, item: Field<'n>, origin: &Origin) -> Result<Vec<Located<'n>>, PipelineError> {
         let vars = self.sources.variables;
         let expand = |text: &str| variables::expand(text, vars);
         let inputs = match &item.node.value {
@@ -158,6 +223,7 @@ impl Expander<'_> {
             line: at.line,
             key: at.key.clone(),
             inputs: inputs.clone(),
+            integrity: None,
         };
         match &item.node.value {
             // GitLab expands a string entry's variables first, then tells a URL from a path.
@@ -167,7 +233,7 @@ impl Expander<'_> {
                     return Ok(vec![located(Source::Remote(text), &item)]);
                 }
                 return self
-                    .local(&item, &text, local, &expand)
+                    .local(&item, &text, origin, &expand)
                     .map(|v| v.into_iter().map(|s| located(s, &item)).collect());
             }
             Value::Map(_) => {}
@@ -190,7 +256,7 @@ impl Expander<'_> {
             "cache",
             "integrity",
         ])?;
-        if !self.rules_keep(&item)? {
+        if !self.rules_keep(&item, origin)? {
             return Ok(Vec::new());
         }
         let kinds: Vec<&str> = ["local", "remote", "template", "project", "component"]
@@ -219,7 +285,7 @@ impl Expander<'_> {
                 let field = value("local")?;
                 let path = string("local")?;
                 return self
-                    .local(&field, &path, local, &expand)
+                    .local(&field, &path, origin, &expand)
                     .map(|v| v.into_iter().map(|s| located(s, &field)).collect());
             }
             "remote" => vec![Source::Remote(expand(&string("remote")?))],
@@ -244,7 +310,15 @@ impl Expander<'_> {
             }
         };
         let at = value(kind)?;
-        Ok(sources.into_iter().map(|s| located(s, &at)).collect())
+        let integrity = match item.get("integrity")? {
+            Some(field) if kind != "remote" => return Err(field.error("`integrity` is for `remote` includes only")),
+            Some(field) => match field.string()? {
+                sri if sri.starts_with("sha256-") => Some(sri),
+                _ => return Err(field.error("expected `sha256-<base64 digest>`")),
+            },
+            None => None,
+        };
+        Ok(sources.into_iter().map(|s| Located { integrity: integrity.clone(), ..located(s, &at) }).collect())
     }
 
     /// A `local` path: leading `/` dropped; a wildcard expanded against the project's files (as
@@ -253,10 +327,23 @@ impl Expander<'_> {
         &self,
         field: &Field,
         path: &str,
-        including: Option<&str>,
+        origin: &Origin,
         expand: &dyn Fn(&str) -> String,
     ) -> Result<Vec<Source>, PipelineError> {
         let relative = path.trim_start_matches('/');
+        let including = match origin {
+            Origin::Here { local } => local.as_deref(),
+            Origin::Project { project, .. } if relative.contains('*') => {
+                return Err(
+                    field.error(format!("{path}: wildcard paths in a file of project `{project}` are not supported"))
+                );
+            }
+            Origin::Project { project, reference } => {
+                let file = expand(relative).trim_start_matches('/').to_owned();
+                let reference = Some(reference.clone());
+                return Ok(vec![Source::Project { project: project.clone(), reference, file }]);
+            }
+        };
         if relative.contains('*') {
             let pattern = WildcardPath::new(relative);
             let mut matched: Vec<&String> =
@@ -277,15 +364,17 @@ impl Expander<'_> {
 
     /// `rules:` of an include entry: kept when the first rule that matches is not `when: never`;
     /// dropped when none matches. No `rules`: kept.
-    fn rules_keep(&self, item: &Field) -> Result<bool, PipelineError> {
+    fn rules_keep(&self, item: &Field, origin: &Origin) -> Result<bool, PipelineError> {
         let Some(rules) = item.get("rules")? else {
             return Ok(true);
         };
         for rule in rules.items("a list of rules")? {
             rule.map()?;
             rule.check_keys(&["if", "exists", "changes", "when"])?;
-            if let Some(changes) = rule.get("changes")? {
-                return Err(changes.error("`rules: changes` in `include` is not supported yet"));
+            if let (Some(changes), Origin::Project { project, .. }) = (rule.get("changes")?, origin) {
+                return Err(
+                    changes.error(format!("`rules: changes` in a file of project `{project}` is not supported"))
+                );
             }
             let when = match rule.get("when")? {
                 None => true,
@@ -295,6 +384,9 @@ impl Expander<'_> {
                     _ => return Err(when.error("`when` in include rules is `never` or `always`")),
                 },
             };
+            if let (Some(exists), Origin::Project { project, .. }) = (rule.get("exists")?, origin) {
+                return Err(exists.error(format!("`rules: exists` in a file of project `{project}` is not supported")));
+            }
             if self.rule_matches(&rule)? {
                 return Ok(when);
             }
@@ -308,6 +400,11 @@ impl Expander<'_> {
             let expr = rules::parse_condition(&condition.string()?)
                 .map_err(|e| condition.error(format!("invalid expression: {e}")))?;
             if !rules::evaluate(&expr, vars) {
+                return Ok(false);
+            }
+        }
+        if let Some(field) = rule.get("changes")? {
+            if !self.changes_hold(&field)? {
                 return Ok(false);
             }
         }
@@ -329,6 +426,38 @@ impl Expander<'_> {
     }
 }
 
+impl Expander<'_> {
+    /// `rules: changes` of an include, as GitLab's `Clause::Changes` evaluates it for jobs.
+    fn changes_hold(&self, field: &Field) -> Result<bool, PipelineError> {
+        let clause = read::changes(field)?;
+        let vars = self.sources.variables;
+        let mut changed = ChangedPaths::default();
+        let known = |result: Result<Option<Vec<String>>, String>| result.map_err(|e| field.error(e));
+        match &clause.compare_to {
+            None => changed.default = known((self.sources.changed)(None))?,
+            Some((reference, _)) => {
+                let reference = changes::expand_existing(reference, vars);
+                match (self.sources.changed)(Some(&reference)) {
+                    Ok(Some(paths)) => {
+                        changed.against.insert(reference, Ok(paths));
+                    }
+                    Ok(None) => {}
+                    Err(reason) => {
+                        changed.against.insert(reference, Err(reason));
+                    }
+                }
+            }
+        }
+        changes::holds(&clause, &changed, vars).map_err(|e| {
+            let message = format!("compare_to `{}`: {}", e.reference, e.reason);
+            match &clause.compare_to {
+                Some((_, at)) => PipelineError::new(&at.file, at.line, format!("{}.compare_to", field.key), message),
+                None => field.error(message),
+            }
+        })
+    }
+}
+
 /// A file's content with its `spec: inputs` (if any) filled in from `given`.
 pub fn with_inputs(
     text: &str,
@@ -343,6 +472,23 @@ pub fn with_inputs(
         Some(_) => inputs::interpolate(content, &values, variables, ""),
         None => Ok(content),
     }
+}
+
+/// Standard base64 with padding (RFC 4648), as Subresource Integrity writes digests.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn is_url(text: &str) -> bool {

@@ -19,7 +19,15 @@ fn compose_with(text: &str, table: &[(&str, &str)], vars: &[(&str, &str)]) -> Re
     let files: Vec<String> = table.iter().map(|(p, _)| p.to_string()).collect();
     let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let lookup = move |name: &str| vars.get(name).cloned();
-    let sources = Sources { project: Path::new("/p"), read: &read, files: &files, variables: &lookup, inputs: &[] };
+    let sources = Sources {
+        project: Path::new("/p"),
+        read: &read,
+        files: &files,
+        variables: &lookup,
+        inputs: &[],
+        fetch: None,
+        changed: &nothing_known,
+    };
     includes(tree(text), &sources)
 }
 
@@ -192,13 +200,12 @@ fn rules_keep_or_drop_an_include() {
 #[test]
 fn include_errors() {
     let cases = [
-        ("include:\n  remote: https://x/y.yml\n", 2, "include.remote", "not supported yet"),
+        ("include:\n  remote: https://x/y.yml\n", 2, "include.remote", "no GitLab instance to fetch it from"),
         ("include:\n  - local: a.yml\n  - template: Auto-DevOps.gitlab-ci.yml\n", 3, "include[1].template", "template"),
         ("include:\n  - project: g/p\n    file: x.yml\n", 2, "include[0].project", "project `g/p` file `x.yml`"),
         ("include:\n  - project: g/p\n", 2, "include[0]", "missing `file`"),
         ("include:\n  local: a.yml\n  rules:\n    - if: $X = 1\n", 4, "include.rules[0].if", "invalid expression"),
         ("include:\n  local: a.yml\n  rules:\n    - when: manual\n", 4, "include.rules[0].when", "`never` or `always`"),
-        ("include:\n  local: a.yml\n  rules:\n    - changes: [x]\n", 4, "include.rules[0].changes", "not supported"),
         ("include:\n  local: a.yml\n  rules:\n    - needs: [x]\n", 4, "include.rules[0].needs", "unknown key"),
         ("include:\n  locale: a.yml\n", 2, "include.locale", "unknown key"),
         ("include:\n  local: a.yml\n  inputs: {a: 1}\n", 3, "include.inputs", "Given inputs not defined"),
@@ -226,4 +233,93 @@ fn include_errors() {
 fn empty_main_file_is_an_error() {
     let e = compose("# nothing\n", &[]).unwrap_err();
     assert_eq!(e.to_string(), "/p/.gitlab-ci.yml: the file is empty (no jobs)");
+}
+
+#[test]
+fn base64_as_subresource_integrity_writes_it() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+}
+
+#[test]
+fn remote_files_through_the_fetcher_with_integrity() {
+    let body = "r:\n  script: x\n";
+    let fetch = |source: &Source| match source {
+        Source::Remote(url) if url == "https://h/r.yml" => {
+            Ok(Fetched { text: body.to_string(), name: url.clone(), project: None })
+        }
+        other => Err(format!("no {other:?}")),
+    };
+    let read = |_: &Path| -> io::Result<String> { Err(io::Error::from(io::ErrorKind::NotFound)) };
+    let lookup = |_: &str| None;
+    let sources = Sources {
+        project: Path::new("/p"),
+        read: &read,
+        files: &[],
+        variables: &lookup,
+        inputs: &[],
+        fetch: Some(&fetch),
+        changed: &nothing_known,
+    };
+    let digest = format!("sha256-{}", base64(&sha2::Sha256::digest(body.as_bytes())));
+    let text = format!("include:\n  - remote: https://h/r.yml\n    integrity: '{digest}'\n");
+    assert_eq!(keys(&includes(tree(&text), &sources).unwrap()), ["r"]);
+    let text = "include:\n  - remote: https://h/r.yml\n    integrity: 'sha256-AAAA'\n";
+    let e = includes(tree(text), &sources).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(2), "include[0].remote"));
+    assert!(e.message.contains("integrity check failed"), "{e}");
+    let e = includes(tree("include:\n  - remote: https://h/none.yml\n"), &sources).unwrap_err();
+    assert_eq!(e.message, "remote `https://h/none.yml`: no Remote(\"https://h/none.yml\")");
+    // A file of the instance is named by what the fetcher calls it.
+    let e = includes(
+        tree("include: https://h/r.yml\n"),
+        &Sources {
+            fetch: Some(&|_: &Source| {
+                Ok(Fetched { text: "- x\n".into(), name: "https://h/r.yml".into(), project: None })
+            }),
+            ..sources
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.file, Path::new("https://h/r.yml"));
+}
+
+#[test]
+fn rules_changes_keep_an_include_when_a_matching_file_changed() {
+    let table = [("a.yml", "a: {}\n"), ("b.yml", "b: {}\n"), ("c.yml", "c: {}\n")];
+    let contents: HashMap<PathBuf, String> =
+        table.iter().map(|(p, t)| (Path::new("/p").join(p), t.to_string())).collect();
+    let read = move |path: &Path| contents.get(path).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound));
+    let changed = |reference: Option<&str>| match reference {
+        None => Ok(Some(vec!["src/main.rs".to_string(), "Dockerfile".to_string()])),
+        Some("refs/heads/stable") => Ok(Some(vec!["docs/x.md".to_string()])),
+        Some(other) => Err(format!("`{other}`: no such branch, tag or commit in this repository")),
+    };
+    let lookup = |_: &str| None;
+    let sources = Sources {
+        project: Path::new("/p"),
+        read: &read,
+        files: &[],
+        variables: &lookup,
+        inputs: &[],
+        fetch: None,
+        changed: &changed,
+    };
+    let text = "include:\n\
+        \x20 - local: a.yml\n    rules:\n      - changes: ['src/**/*.{rs,toml}']\n\
+        \x20 - local: b.yml\n    rules:\n      - changes: {paths: [Dockerfile], compare_to: refs/heads/stable}\n\
+        \x20 - local: c.yml\n    rules:\n      - changes: {paths: ['docs/*'], compare_to: refs/heads/stable}\n";
+    assert_eq!(keys(&includes(tree(text), &sources).unwrap()), ["a", "c"]);
+    let text =
+        "include:\n  - local: a.yml\n    rules:\n      - changes:\n          paths: [x]\n          compare_to: nope\n";
+    let e = includes(tree(text), &sources).unwrap_err();
+    assert_eq!((e.line, e.key.as_str()), (Some(6), "include[0].rules[0].changes.compare_to"));
+    assert!(e.message.contains("compare_to `nope`: `nope`: no such branch"), "{e}");
+    // Nothing known (no git): every `changes` holds, as on GitLab.
+    let sources = Sources { changed: &nothing_known, ..sources };
+    let text = "include:\n  - local: b.yml\n    rules:\n      - changes: [nothing.txt]\n";
+    assert_eq!(keys(&includes(tree(text), &sources).unwrap()), ["b"]);
 }

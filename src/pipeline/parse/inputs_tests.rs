@@ -22,7 +22,15 @@ fn parse(
     let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let lookup = move |name: &str| vars.get(name).cloned();
     let inputs: Vec<(String, String)> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let sources = Sources { project: Path::new("/p"), read: &read, files: &files, variables: &lookup, inputs: &inputs };
+    let sources = Sources {
+        project: Path::new("/p"),
+        read: &read,
+        files: &files,
+        variables: &lookup,
+        inputs: &inputs,
+        fetch: None,
+        changed: &crate::pipeline::parse::include::nothing_known,
+    };
     parse_sources(main, Path::new("/p/.gitlab-ci.yml"), &sources)
 }
 

@@ -20,7 +20,7 @@ use crate::pipeline::model::{AllowFailure, Artifacts, Cache, Image, Instance, Jo
 pub const DEFAULT_STAGE: &str = "test";
 
 /// Job keys glci reads.
-const USED_KEYS: [&str; 25] = [
+const USED_KEYS: [&str; 26] = [
     "after_script",
     "allow_failure",
     "artifacts",
@@ -43,13 +43,14 @@ const USED_KEYS: [&str; 25] = [
     "script",
     "services",
     "stage",
+    "start_in",
     "timeout",
     "variables",
     "when",
 ];
 
 /// Job keys accepted and ignored: they have no local meaning.
-const IGNORED_KEYS: [&str; 11] = [
+const IGNORED_KEYS: [&str; 10] = [
     "dast_configuration",
     "hooks",
     "id_tokens",
@@ -59,7 +60,6 @@ const IGNORED_KEYS: [&str; 11] = [
     "pages",
     "publish",
     "release",
-    "start_in",
     "tags",
 ];
 
@@ -220,6 +220,8 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
     let mut own = Defaults::default();
     let mut script = None;
     let mut allow_failure = None;
+    let mut delayed_at: Option<Field> = None;
+    let mut start_in_at: Option<Field> = None;
     let mut inherit_default: Option<Option<Vec<String>>> = None;
     for entry in map.iter() {
         let f = Field::entry(name, entry);
@@ -256,7 +258,13 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             "only" => job.only = Some(policy::policy(&f)?),
             "trigger" => job.trigger = Some(trigger(&f)?),
             "except" => job.except = Some(policy::policy(&f)?),
+            // `when: delayed` runs as on_success after `start_in` (issue 15).
+            "when" if matches!(&f.node.value, Value::Str(s) if s == "delayed") => delayed_at = Some(f.clone()),
             "when" => job.when = read::when(&f, WhenIn::Job)?,
+            "start_in" => {
+                job.run_keys.start_in = Some(run_keys::start_in(&f)?);
+                start_in_at = Some(f.clone());
+            }
             "allow_failure" => allow_failure = Some(read::allow_failure(&f)?),
             "inherit" => (inherit_default, job.inherit_variables) = inherit(&f)?,
             "parallel" => parsed.parallel = Some(parallel(&f)?),
@@ -296,6 +304,11 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         }
     }
     let script = script.or_else(|| job.trigger.as_ref().map(|_| Vec::new()));
+    match (&delayed_at, &start_in_at) {
+        (Some(when), None) => return Err(when.error("`when: delayed` needs `start_in` (how long to wait)")),
+        (None, Some(start_in)) => return Err(start_in.error("`start_in` is used only with `when: delayed`")),
+        _ => {}
+    }
     let Some(script) = script else {
         return Err(field.error(format!(
             "`{name}` has no `script` (every job needs one; names starting with `.` are templates, not jobs)"
@@ -725,7 +738,9 @@ mod tests {
             ("b:\n  trigger: {branch: main}\n", 2, "b.trigger", "missing `project`"),
             ("b:\n  script: x\n  trigger: g/p\n", 2, "b.script", "runs no `script`"),
             ("build:\n  script: x\n  secrets: {}\n", 3, "build.secrets", "--env"),
-            ("build:\n  script: x\n  when: delayed\n  start_in: 1h\n", 3, "build.when", "delayed"),
+            ("build:\n  script: x\n  when: delayed\n", 3, "build.when", "needs `start_in`"),
+            ("build:\n  script: x\n  start_in: 1h\n", 3, "build.start_in", "only with `when: delayed`"),
+            ("build:\n  script: x\n  when: delayed\n  start_in: 8 days\n", 4, "build.start_in", "a week or less"),
             ("build:\n  script: x\n  stage: [a]\n", 3, "build.stage", "expected a stage name"),
             ("build: echo\n", 1, "build", "`build` is not a job: expected a map with `script`, found a string"),
             ("build:\n", 1, "build", "found null"),

@@ -23,16 +23,18 @@ mod policy;
 mod preview;
 mod read;
 mod run_keys;
+mod variables_file;
 mod yaml;
 
 pub use self::run_keys::{environment_slug, guess_tier};
+pub use self::variables_file::{load_variables_file, parse_variables_file};
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-pub use self::include::{Read, Sources, MAX_INCLUDES};
+pub use self::include::{nothing_known, Changed, Fetch, Fetched, Read, Source, Sources, MAX_INCLUDES};
 use self::job::{Defaults, ParsedJob};
 use self::read::Field;
 use self::yaml::{Entry, Map};
@@ -82,7 +84,15 @@ pub fn parse_with(text: &str, file: &Path, read: Read) -> Result<Pipeline, Pipel
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let sources = Sources { project: &project, read, files: &[], variables: &|_| None, inputs: &[] };
+    let sources = Sources {
+        project: &project,
+        read,
+        files: &[],
+        variables: &|_| None,
+        inputs: &[],
+        fetch: None,
+        changed: &include::nothing_known,
+    };
     parse_sources(text, file, &sources)
 }
 
@@ -787,7 +797,7 @@ mod tests {
             ("\nbuild:\n  stage: build\n", 2, "build", "`build` has no `script`"),
             ("build:\n  script: {a: 1}\n", 2, "build.script", "expected a string or a list of strings, found a map"),
             ("j:\n  script: x\n  only: main\n", 3, "j.only", "expected a list of refs"),
-            ("j:\n  script: x\n  when: delayed\n", 3, "j.when", "`when: delayed` is not supported"),
+            ("j:\n  script: x\n  when: delayed\n", 3, "j.when", "`when: delayed` needs `start_in`"),
             (
                 "j:\n  script: x\n  rules:\n    - if: $A = \"b\"\n",
                 4,
@@ -867,13 +877,13 @@ mod tests {
                 "include:\n  - remote: https://example.com/ci.yml\nj: {script: x}\n",
                 2,
                 "include[0].remote",
-                "not supported yet",
+                "no GitLab instance",
             ),
             (
                 "include:\n  - template: Jobs/Build.gitlab-ci.yml\nj: {script: x}\n",
                 2,
                 "include[0].template",
-                "not supported yet",
+                "no GitLab instance",
             ),
             ("j:\n  script: !reference [.nope, script]\n", 2, "j.script", "`.nope` is not defined"),
         ];

@@ -71,6 +71,23 @@ pub fn coverage(field: &Field) -> Result<String, PipelineError> {
     Ok(pattern.to_string())
 }
 
+/// `start_in:` of a delayed job: a human duration (`30 minutes`, `1 day`), a week at most.
+pub fn start_in(field: &Field) -> Result<std::time::Duration, PipelineError> {
+    let text = match &field.node.value {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => return Err(field.expected("a duration like \"30 minutes\"")),
+    };
+    match super::duration::parse_human(&text) {
+        Ok(d) if d.is_zero() => Err(field.error("`start_in` must be more than zero")),
+        Ok(d) if d > std::time::Duration::from_secs(7 * 24 * 3600) => {
+            Err(field.error(format!("`start_in: {text}`: GitLab allows a week or less")))
+        }
+        Ok(d) => Ok(d),
+        Err(e) => Err(field.error(e)),
+    }
+}
+
 /// `resource_group: NAME`.
 pub fn resource_group(field: &Field) -> Result<String, PipelineError> {
     field.name("a resource group name")

@@ -413,6 +413,23 @@ mod tests {
         assert_eq!(names(&sweep.blobs), vec!["1", "2", "8"]);
     }
 
+    /// A push in flight (layers up, no manifest yet) into a repository being cleaned: its young
+    /// layer links stay, and it is not reported as a repository removed (it had no image).
+    #[test]
+    fn a_push_in_flight_keeps_its_layers_and_is_not_a_removed_repository() {
+        let mut inv = inventory();
+        let mut pushing = Repository::default();
+        layer(&mut pushing, &d('8'), YOUNG);
+        layer(&mut pushing, &d('f'), YOUNG);
+        inv.repositories.insert("a/pushing".parse().unwrap(), pushing);
+        let plans = plan_removals(&inv, Some(&"a".parse().unwrap()), t(START), t(CUTOFF));
+        let pushing = plan(&plans, "a/pushing");
+        assert!(!pushing.whole && pushing.layers.is_empty());
+        assert_eq!(pushing.kept_layers, 2);
+        let sweep = plan_sweep(&inv, t(CUTOFF), &plans).unwrap();
+        assert!(!names(&sweep.blobs).contains(&"8".to_string()), "an old blob a push just linked was swept");
+    }
+
     #[test]
     fn full_clean_with_zero_grace_leaves_nothing_old() {
         let inv = inventory();

@@ -1,0 +1,259 @@
+//! `glci run` with `include: remote`, `template`, `project` and `component` (issue 17), served
+//! by a stand-in GitLab instance on 127.0.0.1 at GitLab's API paths (tests/common/gitlab_server.rs),
+//! named by `[gitlab] url` in a test `GLCI_HOME`. Covers the cache (a second run with the server
+//! stopped, `--offline`), the token (sent to the instance only, never printed) and the errors:
+//! offline miss, unreachable server, missing file, include loop, bad input type, each with file,
+//! line and key. Jobs run in `glci-test/busybox:e2e` (imported once, as in run_e2e.rs).
+
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use common::gitlab_server::GitlabServer;
+use common::{build_busybox_rootfs, glci, need_docker_daemon, run, temp_dir};
+use serde_json::Value;
+
+const IMAGE: &str = "glci-test/busybox:e2e";
+const TOKEN: &str = "glpat-test-sekrit-1234";
+
+fn image() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        need_docker_daemon();
+        let present =
+            Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success());
+        if !present {
+            let dir = temp_dir();
+            let tar = build_busybox_rootfs(&dir.path().join("rootfs.tar"));
+            run(Command::new("docker").args(["import", "--change", "EXPOSE 8080"]).arg(&tar).arg(IMAGE));
+        }
+    });
+}
+
+fn job(name: &str) -> String {
+    format!("{name}:\n  image: {IMAGE}\n  script: [echo \"said {name}\"]\n")
+}
+
+/// `(target, body)` pairs of a GitLab with projects `g/lib` (branch `main`, tag `v1`),
+/// `g/comps` (releases 1.0.0, 1.2.0, 2.0.0-rc1) and the template `Jobs/Lint.gitlab-ci.yml`.
+fn routes() -> HashMap<String, String> {
+    let raw = |project: &str, file: &str, reference: &str| {
+        format!(
+            "/api/v4/projects/{}/repository/files/{}/raw?ref={reference}",
+            project.replace('/', "%2F"),
+            file.replace('/', "%2F")
+        )
+    };
+    let mut r = HashMap::new();
+    r.insert(raw("g/lib", "ci/build.yml", "main"), format!("include:\n  - local: ci/common.yml\n{}", job("lib-build")));
+    r.insert(raw("g/lib", "ci/common.yml", "main"), job("lib-common"));
+    r.insert(raw("g/lib", "ci/loop-a.yml", "main"), "include: ci/loop-b.yml\n".into());
+    r.insert(raw("g/lib", "ci/loop-b.yml", "main"), "include: /ci/loop-a.yml\n".into());
+    r.insert(raw("g/lib", "ci/tagged.yml", "v1"), job("lib-tagged"));
+    r.insert("/api/v4/projects/g%2Flib/repository/tags/v1".into(), "{\"name\":\"v1\"}".into());
+    r.insert("/remote/r.yml".into(), job("remote-job"));
+    r.insert(
+        raw("gitlab-org/gitlab", "lib/gitlab/ci/templates/Jobs/Lint.gitlab-ci.yml", "master"),
+        job("template-lint"),
+    );
+    r.insert(
+        "/api/v4/projects/g%2Fcomps/releases?per_page=100".into(),
+        "[{\"tag_name\":\"2.0.0-rc1\"},{\"tag_name\":\"1.2.0\"},{\"tag_name\":\"1.0.0\"}]".into(),
+    );
+    r.insert("/api/v4/projects/g%2Fcomps/repository/tags/1.2.0".into(), "{\"name\":\"1.2.0\"}".into());
+    r.insert(
+        raw("g/comps", "templates/greet/template.yml", "1.2.0"),
+        format!(
+            "spec:\n  inputs:\n    who:\n      default: world\n---\n\"greet-$[[ inputs.who ]]\":\n  image: {IMAGE}\n  \
+             script:\n    - echo \"said greet-$[[ inputs.who ]]\"\n"
+        ),
+    );
+    r
+}
+
+struct Setup {
+    home: tempfile::TempDir,
+    project: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(url: &str, pipeline: &str) -> Setup {
+        let home = temp_dir();
+        std::fs::write(
+            home.path().join("config.toml"),
+            format!("[gitlab]\nurl = \"{url}\"\ntoken = \"$TEST_GITLAB_TOKEN\"\n"),
+        )
+        .expect("write config");
+        let project = temp_dir();
+        std::fs::write(project.path().join(".gitlab-ci.yml"), pipeline).expect("write pipeline");
+        Setup { home, project }
+    }
+
+    fn pipeline(&self, text: &str) {
+        std::fs::write(self.project.path().join(".gitlab-ci.yml"), text).expect("write pipeline");
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        glci()
+            .args(["run", "--no-registry"])
+            .args(args)
+            .current_dir(self.project.path())
+            .env("GLCI_HOME", self.home.path())
+            .env("TEST_GITLAB_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .output()
+            .expect("start glci")
+    }
+
+    fn file(&self) -> String {
+        self.project.path().join(".gitlab-ci.yml").display().to_string()
+    }
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn succeeded(out: &Output) -> Vec<String> {
+    assert_eq!(out.status.code(), Some(0), "{}", show(out));
+    let all = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !all.contains(TOKEN) && !String::from_utf8_lossy(&out.stderr).contains(TOKEN),
+        "token shown: {}",
+        show(out)
+    );
+    let events: Vec<Value> = all.lines().map(|l| serde_json::from_str(l).expect("JSON event")).collect();
+    let mut jobs: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "job_finished" && e["status"] == "success")
+        .filter_map(|e| e["job"].as_str().map(String::from))
+        .collect();
+    let said: Vec<String> = events
+        .iter()
+        .filter(|e| e["event"] == "log")
+        .filter_map(|e| e["line"].as_str()?.strip_prefix("said ").map(String::from))
+        .collect();
+    jobs.sort();
+    let mut said_sorted = said.clone();
+    said_sorted.sort();
+    assert_eq!(jobs, said_sorted, "every job printed its own name: {}", show(out));
+    jobs
+}
+
+/// The stderr of a configuration error (exit 2, one line).
+fn config_error(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{}", show(out));
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+    assert_eq!(stderr.lines().count(), 1, "{}", show(out));
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+    stderr
+}
+
+#[test]
+fn remote_template_project_and_component_includes_run_then_come_from_the_cache() {
+    image();
+    let mut server = GitlabServer::start(routes());
+    let host = server.addr.clone();
+    let pipeline = format!(
+        "include:\n\
+         \x20 - remote: '{url}/remote/r.yml'\n\
+         \x20 - template: Jobs/Lint.gitlab-ci.yml\n\
+         \x20 - project: g/lib\n    ref: main\n    file: [ci/build.yml]\n\
+         \x20 - project: g/lib\n    ref: v1\n    file: /ci/tagged.yml\n\
+         \x20 - component: {host}/g/comps/greet@~latest\n    inputs:\n      who: team\n\
+         own:\n  image: {IMAGE}\n  script: [echo \"said own\"]\n",
+        url = server.url()
+    );
+    let setup = Setup::new(&server.url(), &pipeline);
+    let want = ["greet-team", "lib-build", "lib-common", "lib-tagged", "own", "remote-job", "template-lint"];
+    let first = setup.run(&["--json"]);
+    assert_eq!(first.status.code(), Some(0), "{}\nserver saw: {:#?}", show(&first), server.targets());
+    assert_eq!(succeeded(&first), want);
+
+    // The token goes to the instance's API, never to a `remote` URL.
+    let seen = server.seen.lock().expect("lock").clone();
+    assert!(seen.iter().any(|s| s.target.starts_with("/api/v4/")), "{seen:?}");
+    for s in &seen {
+        let want = if s.target.starts_with("/api/v4/") { Some(TOKEN) } else { None };
+        assert_eq!(s.token.as_deref(), want, "{s:?}");
+    }
+
+    // Second run, the server gone: everything comes from the cache (fresh for 5 minutes).
+    let stopped_url = server.url();
+    server.stop();
+    let out = setup.run(&["--json"]);
+    assert_eq!(succeeded(&out), want);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", show(&out));
+    // Cached copies older than the re-check interval: files at a branch are asked for again,
+    // and with the instance out of reach the stale copies are used, with a note each.
+    let cache = setup.home.path().join("include-cache");
+    for entry in std::fs::read_dir(&cache).expect("the include cache") {
+        run(Command::new("touch").args(["-d", "10 minutes ago"]).arg(entry.expect("entry").path()));
+    }
+    let out = setup.run(&["--json"]);
+    assert_eq!(succeeded(&out), want);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("warning: using the cached copy of {stopped_url}/remote/r.yml: cannot reach")),
+        "{}",
+        show(&out)
+    );
+    assert!(stderr.contains("ci%2Fbuild.yml/raw?ref=main"), "{}", show(&out));
+    assert!(!stderr.contains("ref=v1") && !stderr.contains("ref=1.2.0"), "tags are never asked again: {}", show(&out));
+    assert_eq!(succeeded(&setup.run(&["--json", "--offline"])), want);
+
+    // An include never fetched: with --offline, and with the server unreachable.
+    setup.pipeline(&format!("include:\n  - project: g/lib\n    ref: main\n    file: ci/other.yml\n{}", job("own")));
+    let e = config_error(&setup.run(&["--offline"]));
+    let want = format!(
+        "glci: error: {}:2: include[0].project: project `g/lib` file `ci/other.yml`: not in the include cache, and --offline forbids fetching {stopped_url}/api/v4/projects/g%2Flib/repository/files/ci%2Fother.yml/raw?ref=main",
+        setup.file()
+    );
+    assert_eq!(e, want);
+    let e = config_error(&setup.run(&[]));
+    assert!(e.starts_with(&format!("glci: error: {}:2: include[0].project: project `g/lib` file `ci/other.yml`: cannot reach {stopped_url}/api/v4/", setup.file())), "{e}");
+}
+
+#[test]
+fn remote_include_errors_name_file_line_and_key() {
+    let server = GitlabServer::start(routes());
+    let host = server.addr.clone();
+    let setup = Setup::new(&server.url(), "");
+    let cases = [
+        (
+            "j:\n  script: x\ninclude:\n  - project: g/lib\n    file: ci/none.yml\n    ref: main\n".to_string(),
+            ":4: include[0].project: project `g/lib` file `ci/none.yml`: file `ci/none.yml` of project `g/lib` at `main` does not exist (or is not visible with [gitlab] token)".to_string(),
+        ),
+        (
+            "include:\n  - project: g/lib\n    ref: main\n    file: ci/loop-a.yml\n".to_string(),
+            ":1: include: include loop: g/lib@main:ci/loop-a.yml → g/lib@main:ci/loop-b.yml → g/lib@main:ci/loop-a.yml".to_string(),
+        ),
+        (
+            format!("include:\n  - component: {host}/g/comps/greet@1\n    inputs:\n      who: 42\n"),
+            ":4: include[0].inputs.who: `who` input: provided value is not a string".to_string(),
+        ),
+        (
+            format!("include:\n  - component: {host}/g/comps/greet@3\n"),
+            format!(":2: include[0].component: component `{host}/g/comps/greet@3`: project `g/comps` has no release matching `3`"),
+        ),
+        (
+            "include:\n  - component: gitlab.com/g/comps/greet@1.0.0\n".to_string(),
+            format!(":2: include[0].component: component `gitlab.com/g/comps/greet@1.0.0`: the host `gitlab.com` is not the GitLab instance `{host}` ([gitlab] url)"),
+        ),
+    ];
+    for (pipeline, want) in cases {
+        setup.pipeline(&pipeline);
+        let e = config_error(&setup.run(&[]));
+        let file = if want.contains("include loop") { "g/lib@main:ci/loop-b.yml".to_string() } else { setup.file() };
+        assert_eq!(e, format!("glci: error: {file}{want}"), "{pipeline}");
+    }
+}
