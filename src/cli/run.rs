@@ -236,10 +236,14 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         changes: Default::default(),
     };
     let instance = gitlab_instance(config, &facts, &home, args.offline);
+    let changes_against = args.changes_against.as_deref();
     if args.preview {
-        return preview(&file, &facts, &inputs, &instance, args.changes_against.as_deref(), args.json);
+        let (yaml, value) =
+            with_sources(&file, &facts, &inputs, &instance, changes_against, |sources| parse::preview(&file, sources))?;
+        print_stdout(&if args.json { format!("{value}\n") } else { yaml });
+        return Ok(());
     }
-    let pipeline = load_pipeline(&file, &facts, &inputs, &instance, args.changes_against.as_deref())?;
+    let pipeline = load_pipeline(&file, &facts, &inputs, &instance, changes_against)?;
     for note in &pipeline.notes {
         stderr_line(&format!("note: {note}"));
     }
@@ -429,21 +433,6 @@ fn changed_paths(
     Ok(out)
 }
 
-/// `--preview`: the composed configuration on stdout, YAML or JSON.
-fn preview(
-    file: &Path,
-    facts: &plan::RunFacts,
-    inputs: &[(String, String)],
-    instance: &crate::gitlab::Instance,
-    changes_against: Option<&str>,
-    json: bool,
-) -> Result<(), CliError> {
-    let (yaml, value) =
-        with_sources(file, facts, inputs, instance, changes_against, |sources| parse::preview(file, sources))?;
-    print_stdout(&if json { format!("{value}\n") } else { yaml });
-    Ok(())
-}
-
 /// Parses the pipeline file; `include:` reads the project's files and sees the variables GitLab
 /// gives it.
 fn load_pipeline(
@@ -456,16 +445,15 @@ fn load_pipeline(
     with_sources(file, facts, inputs, instance, changes_against, |sources| parse::load_with(file, sources))
 }
 
-/// Runs `compose` with what `include:` may read: the project's files, the variables GitLab
-/// gives includes, the instance's remote files and the `rules: changes` comparison. The
-/// instance's notes (e.g. a stale cache used) go to stderr either way.
+/// Calls `use_sources` with what the parser reads includes from (files, fetches, variables,
+/// changes): for loading the pipeline, or for `--preview`.
 fn with_sources<T>(
     file: &Path,
     facts: &plan::RunFacts,
     inputs: &[(String, String)],
     instance: &crate::gitlab::Instance,
     changes_against: Option<&str>,
-    compose: impl FnOnce(&parse::Sources) -> Result<T, crate::pipeline::error::PipelineError>,
+    use_sources: impl FnOnce(&parse::Sources) -> Result<T, parse::PipelineError>,
 ) -> Result<T, CliError> {
     let include_vars = predefined::include_variables(file, facts);
     let lookup = |name: &str| include_vars.get(name).map(String::from);
@@ -497,11 +485,11 @@ fn with_sources<T>(
         fetch: Some(&fetch),
         changed: &changed,
     };
-    let composed = compose(&sources).map_err(|e| usage(e.to_string()));
+    let pipeline = use_sources(&sources).map_err(|e| usage(e.to_string()));
     for note in instance.take_notes() {
         stderr_line(&format!("warning: {note}"));
     }
-    composed
+    pipeline
 }
 
 /// The GitLab instance remote includes come from: `[gitlab] url`, else the host of the

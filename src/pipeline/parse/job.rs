@@ -255,11 +255,11 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
                 job.dependencies = Some(deps.into_iter().map(|(dep, _, _)| dep).collect());
             }
             "rules" => job.rules = read::rules(&f, false)?,
-            // `when: delayed` runs as on_success after `start_in` (issue 15).
-            "when" if matches!(&f.node.value, Value::Str(s) if s == "delayed") => delayed_at = Some(f.clone()),
             "only" => job.only = Some(policy::policy(&f)?),
             "trigger" => job.trigger = Some(trigger(&f)?),
             "except" => job.except = Some(policy::policy(&f)?),
+            // `when: delayed` runs as on_success after `start_in` (issue 15).
+            "when" if matches!(&f.node.value, Value::Str(s) if s == "delayed") => delayed_at = Some(f.clone()),
             "when" => job.when = read::when(&f, WhenIn::Job)?,
             "start_in" => {
                 job.run_keys.start_in = Some(run_keys::start_in(&f)?);
@@ -290,11 +290,6 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             }
         }
     }
-    match (&delayed_at, &start_in_at) {
-        (Some(when), None) => return Err(when.error("`when: delayed` needs `start_in` (how long to wait)")),
-        (None, Some(start_in)) => return Err(start_in.error("`start_in` is used only with `when: delayed`")),
-        _ => {}
-    }
     if !job.rules.is_empty() || map.get("rules").is_some() {
         for key in ["only", "except"] {
             if let Some(entry) = map.get(key) {
@@ -309,6 +304,11 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         }
     }
     let script = script.or_else(|| job.trigger.as_ref().map(|_| Vec::new()));
+    match (&delayed_at, &start_in_at) {
+        (Some(when), None) => return Err(when.error("`when: delayed` needs `start_in` (how long to wait)")),
+        (None, Some(start_in)) => return Err(start_in.error("`start_in` is used only with `when: delayed`")),
+        _ => {}
+    }
     let Some(script) = script else {
         return Err(field.error(format!(
             "`{name}` has no `script` (every job needs one; names starting with `.` are templates, not jobs)"
