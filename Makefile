@@ -16,9 +16,10 @@ build:
 deps:
 	scripts/deps.sh
 
-## test: deps, then unit + integration tests (tests/clients.rs needs skopeo and dockerd)
+## test: deps, then unit + integration tests (tests/clients.rs needs skopeo and dockerd);
+##       tests/dockerd_restart.rs stops and starts dockerd, so only here (GLCI_TEST_RESTART_DOCKERD)
 test: deps
-	$(CARGO) test --all-targets
+	GLCI_TEST_RESTART_DOCKERD=1 $(CARGO) test --all-targets
 
 ## lint: formatting and clippy, warnings are errors
 lint:

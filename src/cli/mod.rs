@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod composed;
 pub mod config;
 pub mod error;
 pub mod output;
@@ -28,7 +29,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the pipeline of .gitlab-ci.yml (or the jobs named) in Docker containers.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Run the registry server in the foreground.
     Serve(serve::ServeArgs),
     /// Work with the embedded registry.
@@ -63,7 +64,7 @@ pub fn main() -> i32 {
 fn run(cli: Cli) -> Result<(), CliError> {
     let config = crate::config::Config::load_from_process_env()?;
     match cli.command {
-        Command::Run(args) => run::run(args, &config),
+        Command::Run(args) => run::run(*args, &config),
         Command::Serve(args) => serve::run(args, &config),
         Command::Registry(command) => registry::run(command, &config),
         Command::Cache(command) => cache::run(command),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{print_stdout, CliError};
+use super::{composed, print_stdout, CliError};
 use crate::auth::Auth;
 use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, process_env, Config};
 use crate::mock;
@@ -85,6 +85,14 @@ pub struct RunArgs {
     /// merge base with the default branch; on the default branch, the previous commit].
     #[arg(long, value_name = "REF")]
     pub changes_against: Option<String>,
+    /// List every job (stage, when, needs, allow_failure, whether its rules keep it and why)
+    /// instead of running the pipeline; with --json one object per line.
+    #[arg(long, conflicts_with = "preview")]
+    pub list: bool,
+    /// Print the composed configuration (includes merged, extends and !reference resolved) as
+    /// GitLab's full configuration view shows it, instead of running; --json prints it as JSON.
+    #[arg(long)]
+    pub preview: bool,
 }
 
 fn usage(message: impl Into<String>) -> CliError {
@@ -228,7 +236,13 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         changes: Default::default(),
     };
     let instance = gitlab_instance(config, &facts, &home, args.offline);
+    if args.preview {
+        return preview(&file, &facts, &inputs, &instance, args.changes_against.as_deref(), args.json);
+    }
     let pipeline = load_pipeline(&file, &facts, &inputs, &instance, args.changes_against.as_deref())?;
+    for note in &pipeline.notes {
+        stderr_line(&format!("note: {note}"));
+    }
     // Keys GitLab accepts that mean nothing here: said once each, not silently dropped.
     let mut said = std::collections::BTreeSet::new();
     for note in pipeline.jobs.iter().flat_map(|j| &j.run_keys.notes) {
@@ -238,12 +252,21 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     }
     let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
     let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
+    for note in &plan.notes {
+        stderr_line(&format!("note: {note}"));
+    }
+    if args.list {
+        print_stdout(&if args.json { composed::list_json(&plan) } else { composed::list_text(&plan) });
+    }
     if let Some(at) = &plan.excluded_by_workflow {
         stderr_line(&format!(
             "no pipeline: `workflow: rules` ({}:{}) do not let this one run",
             at.file.display(),
             at.line.max(1)
         ));
+        return Ok(());
+    }
+    if args.list {
         return Ok(());
     }
     if plan.jobs.is_empty() {
@@ -406,6 +429,21 @@ fn changed_paths(
     Ok(out)
 }
 
+/// `--preview`: the composed configuration on stdout, YAML or JSON.
+fn preview(
+    file: &Path,
+    facts: &plan::RunFacts,
+    inputs: &[(String, String)],
+    instance: &crate::gitlab::Instance,
+    changes_against: Option<&str>,
+    json: bool,
+) -> Result<(), CliError> {
+    let (yaml, value) =
+        with_sources(file, facts, inputs, instance, changes_against, |sources| parse::preview(file, sources))?;
+    print_stdout(&if json { format!("{value}\n") } else { yaml });
+    Ok(())
+}
+
 /// Parses the pipeline file; `include:` reads the project's files and sees the variables GitLab
 /// gives it.
 fn load_pipeline(
@@ -415,6 +453,20 @@ fn load_pipeline(
     instance: &crate::gitlab::Instance,
     changes_against: Option<&str>,
 ) -> Result<crate::pipeline::model::Pipeline, CliError> {
+    with_sources(file, facts, inputs, instance, changes_against, |sources| parse::load_with(file, sources))
+}
+
+/// Runs `compose` with what `include:` may read: the project's files, the variables GitLab
+/// gives includes, the instance's remote files and the `rules: changes` comparison. The
+/// instance's notes (e.g. a stale cache used) go to stderr either way.
+fn with_sources<T>(
+    file: &Path,
+    facts: &plan::RunFacts,
+    inputs: &[(String, String)],
+    instance: &crate::gitlab::Instance,
+    changes_against: Option<&str>,
+    compose: impl FnOnce(&parse::Sources) -> Result<T, crate::pipeline::error::PipelineError>,
+) -> Result<T, CliError> {
     let include_vars = predefined::include_variables(file, facts);
     let lookup = |name: &str| include_vars.get(name).map(String::from);
     let read = |path: &Path| std::fs::read_to_string(path);
@@ -445,11 +497,11 @@ fn load_pipeline(
         fetch: Some(&fetch),
         changed: &changed,
     };
-    let pipeline = parse::load_with(file, &sources).map_err(|e| usage(e.to_string()));
+    let composed = compose(&sources).map_err(|e| usage(e.to_string()));
     for note in instance.take_notes() {
         stderr_line(&format!("warning: {note}"));
     }
-    pipeline
+    composed
 }
 
 /// The GitLab instance remote includes come from: `[gitlab] url`, else the host of the

@@ -72,10 +72,12 @@ pub fn expand_existing(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> S
     variables::expand(text, &keep)
 }
 
-/// Every `changes:` clause of the pipeline: workflow rules, then each job's rules.
+/// Every `changes:` clause of the pipeline: workflow rules, each job's rules, `only`/`except`.
 pub fn clauses(pipeline: &Pipeline) -> impl Iterator<Item = &Changes> {
     let jobs = pipeline.jobs.iter().flat_map(|job| job.rules.iter());
-    pipeline.workflow_rules.iter().chain(jobs).filter_map(|rule| rule.changes.as_ref())
+    let rules = pipeline.workflow_rules.iter().chain(jobs).filter_map(|rule| rule.changes.as_ref());
+    let policies = pipeline.jobs.iter().flat_map(|job| job.only.iter().chain(job.except.iter()));
+    rules.chain(policies.filter_map(|policy| policy.changes.as_ref()))
 }
 
 /// Every `compare_to` ref written in the pipeline (job and workflow rules, `only`/`except`),

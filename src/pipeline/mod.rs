@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod cache_store;
 pub mod changes;
+pub mod decide;
 pub mod error;
 pub mod execute;
 pub mod glob;

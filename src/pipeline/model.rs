@@ -29,6 +29,9 @@ pub struct Pipeline {
     pub jobs: Vec<Job>,
     /// `workflow: name` as written (variables expanded by `plan` into `CI_PIPELINE_NAME`).
     pub name: Option<String>,
+    /// What was left out and why, one `file:line: key: message` each (cross-project `needs`):
+    /// `cli` shows them as notes.
+    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +113,8 @@ pub struct Rule {
     pub location: Location,
     /// `changes:` (a list of globs or `{paths, compare_to}`); `None` = no `changes` clause.
     pub changes: Option<Changes>,
+    /// `needs:` of a job rule: when the rule matches, they replace the job's `needs`.
+    pub needs: Option<Vec<Need>>,
 }
 
 /// `rules: changes` (also `only/except: changes`): true when a file matching one of `paths`
@@ -149,10 +154,19 @@ pub struct Job {
     pub retry: u32,
     /// Set on each job made from a `parallel:` job (which is not itself in `Pipeline::jobs`).
     pub instance: Option<Instance>,
+    /// `inherit: variables`: `None` takes every global variable (`true`), `Some(names)` only
+    /// those (`false` is an empty list).
+    pub inherit_variables: Option<Vec<String>>,
+    /// `only:` / `except:` (never together with `rules`).
+    pub only: Option<Policy>,
+    pub except: Option<Policy>,
     /// `cache:` (its own or `default:`'s), up to four.
     pub cache: Vec<Cache>,
     /// `environment`, `coverage`, `resource_group` (issue 15).
     pub run_keys: RunKeys,
+    /// `trigger: project` (a multi-project pipeline): the downstream project's path. Such a job
+    /// runs no container; `decide` leaves it out with the reason.
+    pub trigger: Option<String>,
 }
 
 /// The job keys that shape how a job runs, not what it runs (issue 15).
@@ -177,6 +191,21 @@ pub struct Environment {
     pub action: Option<String>,
     /// `deployment_tier`; guessed from the name when `None`, as GitLab does.
     pub tier: Option<String>,
+}
+
+/// `only:` or `except:`: the array form is `refs`; each key present is one condition (`only`
+/// needs all of them, `except` excludes on any), as GitLab's `Gitlab::Ci::Build::Policy`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Ref patterns: names, `/regex/`, keywords (`branches`, `tags`, `merge_requests`,
+    /// `schedules`, ...), each optionally `@group/project`.
+    pub refs: Option<Vec<String>>,
+    /// `variables:` expressions; one that holds satisfies it.
+    pub variables: Option<Vec<super::rules::Expr>>,
+    pub changes: Option<Changes>,
+    /// `kubernetes: active`.
+    pub kubernetes: bool,
+    pub location: Location,
 }
 
 /// One of the jobs `parallel: N` or `parallel: matrix` makes of a job: `build 1/2`, or

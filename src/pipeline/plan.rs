@@ -1,6 +1,7 @@
 //! Pure: a parsed [`Pipeline`] plus the facts of this run (project, git, command-line variables,
 //! jobs named) → an ordered [`Plan`]: which jobs run, what each waits for, whose artifacts it
-//! gets, its final variables and images. Evaluates `workflow: rules` and job `rules`, validates
+//! gets, its final variables and images. Evaluates `workflow: rules` and (through `decide`) job
+//! `rules`/`only`/`except`, keeping each job's decision for `--list`; validates
 //! `needs`/`dependencies` (unknown jobs, later stages, cycles). No I/O: the project's file list
 //! (for `rules: exists`) comes in as data. Called by `cli::run`; `execute` runs the result.
 
@@ -9,17 +10,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::cache;
-use super::changes;
 pub use super::changes::ChangedPaths;
+use super::decide;
 use super::error::PipelineError;
-use super::glob;
 use super::model::{
-    AllowFailure, Artifacts, Cache, Environment, Image, Job, Location, Pipeline, ProjectVariable, Rule, Service,
+    AllowFailure, Artifacts, Cache, Environment, Image, Job, Location, Need, Pipeline, ProjectVariable, Service,
     Variable, When,
 };
 use super::predefined::{job_predefined, pipeline_variables};
 pub use super::predefined::{project_path_from_dir, validate_project_path};
-use super::rules;
 use super::variables::{self, VarSet};
 
 /// GitLab's default job timeout (a project setting there; one hour by default).
@@ -72,6 +71,23 @@ pub struct Plan {
     pub excluded_by_workflow: Option<Location>,
     /// `workflow: name`, expanded (`CI_PIPELINE_NAME`).
     pub name: Option<String>,
+    /// Every job of the pipeline in file order, with what its rules decided (`glci run --list`).
+    pub decisions: Vec<JobDecision>,
+    /// Jobs shown as skipped with the reason (`trigger: project`), for `cli` to say.
+    pub notes: Vec<String>,
+}
+
+/// One job as its rules (or `only`/`except`) left it, kept or not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobDecision {
+    pub name: String,
+    pub stage: String,
+    /// `Never`: not in the pipeline.
+    pub when: When,
+    pub allow_failure: AllowFailure,
+    /// `None`: stage order.
+    pub needs: Option<Vec<String>>,
+    pub reason: String,
 }
 
 /// Whether a job runs, and on what condition.
@@ -157,52 +173,6 @@ fn cli_set(facts: &RunFacts) -> VarSet {
     set
 }
 
-/// Whether one rule matches: its `if` holds, one of its `exists` globs names a file and one of
-/// its `changes` globs a changed file (GitLab's clauses, all of them must hold).
-/// `key` names the rule in errors (`build.rules[1]`).
-fn rule_matches(rule: &Rule, vars: &VarSet, facts: &RunFacts, key: &str) -> Result<bool, PipelineError> {
-    let lookup = |name: &str| vars.get(name).map(String::from);
-    if let Some(condition) = &rule.condition {
-        if !rules::evaluate(condition, &lookup) {
-            return Ok(false);
-        }
-    }
-    let exists = rule.exists.is_empty()
-        || rule.exists.iter().any(|pattern| {
-            let pattern = variables::expand(pattern, &lookup);
-            glob::expand_braces(&pattern).iter().any(|p| facts.files.iter().any(|f| glob::matches(p, f)))
-        });
-    if !exists {
-        return Ok(false);
-    }
-    match &rule.changes {
-        None => Ok(true),
-        Some(clause) => changes::holds(clause, &facts.changes, &lookup).map_err(|e| {
-            let at = clause.compare_to.as_ref().map_or(&rule.location, |(_, at)| at);
-            error_at(
-                at,
-                format!("{key}.changes.compare_to"),
-                format!("`{}` is not a valid ref: {}", e.reference, e.reason),
-            )
-        }),
-    }
-}
-
-/// The first rule that matches, if any.
-fn first_match<'r>(
-    rules: &'r [Rule],
-    vars: &VarSet,
-    facts: &RunFacts,
-    owner: &str,
-) -> Result<Option<&'r Rule>, PipelineError> {
-    for (i, rule) in rules.iter().enumerate() {
-        if rule_matches(rule, vars, facts, &format!("{owner}.rules[{i}]"))? {
-            return Ok(Some(rule));
-        }
-    }
-    Ok(None)
-}
-
 /// A job that passed its rules, before selection.
 struct Candidate<'p> {
     job: &'p Job,
@@ -210,6 +180,8 @@ struct Candidate<'p> {
     allow_failure: AllowFailure,
     /// Rule variables (raw).
     rule_variables: VarSet,
+    /// The job's `needs`, or its matching rule's.
+    needs: Option<Vec<Need>>,
 }
 
 fn error_at(location: &Location, key: impl Into<String>, message: impl Into<String>) -> PipelineError {
@@ -231,13 +203,15 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         jobs: Vec::new(),
         excluded_by_workflow: None,
         name: None,
+        decisions: Vec::new(),
+        notes: Vec::new(),
     };
 
     // workflow: rules decide whether there is a pipeline at all, and add variables.
     let mut workflow_vars = VarSet::new();
     if !pipeline.workflow_rules.is_empty() {
         let vars = variables::resolve(&[(pipeline_vars.clone(), true), (global.clone(), false), (cli.clone(), true)]);
-        match first_match(&pipeline.workflow_rules, &vars, facts, "workflow")? {
+        match decide::first_match(&pipeline.workflow_rules, &vars, facts, "workflow")?.map(|(_, r)| r) {
             Some(rule) if rule.when != Some(When::Never) => workflow_vars = set_of(&rule.variables),
             Some(rule) => {
                 plan.excluded_by_workflow = Some(rule.location.clone());
@@ -270,33 +244,43 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         let predefined = job_predefined(&pipeline_vars, job, job_id(facts.pipeline_id, index), false);
         let layers = [
             (predefined, true),
-            (global.clone(), false),
-            (workflow_vars.clone(), false),
+            (inherited(&global, job), false),
+            (inherited(&workflow_vars, job), false),
             (set_of(&job.variables), false),
             (project_layer(facts, None), false),
             (cli.clone(), true),
         ];
         let vars = variables::resolve(&layers);
-        let (when, allow_failure, rule_variables) = if job.rules.is_empty() {
-            (job.when, job.allow_failure.clone(), VarSet::new())
-        } else {
-            match first_match(&job.rules, &vars, facts, &job.name)? {
-                None => (When::Never, AllowFailure::No, VarSet::new()),
-                Some(rule) => {
-                    let allow = match rule.allow_failure {
-                        Some(true) => AllowFailure::Yes,
-                        Some(false) => AllowFailure::No,
-                        None => job.allow_failure.clone(),
-                    };
-                    (rule.when.unwrap_or(job.when), allow, set_of(&rule.variables))
-                }
-            }
-        };
-        if when == When::Never {
+        let decision = decide::job(job, &vars, facts, !pipeline.workflow_rules.is_empty())?;
+        let needs = expand_instances(decision.needs.clone(), pipeline);
+        plan.decisions.push(JobDecision {
+            name: job.name.clone(),
+            stage: job.stage.clone(),
+            when: decision.when,
+            allow_failure: decision.allow_failure.clone(),
+            needs: needs.as_ref().map(|n| n.iter().map(|n| n.job.clone()).collect()),
+            reason: decision.reason.clone(),
+        });
+        if job.trigger.is_some() && decision.reason.starts_with("trigger:") {
+            plan.notes.push(format!(
+                "{}:{}: {}: {}",
+                job.location.file.display(),
+                job.location.line,
+                job.name,
+                decision.reason
+            ));
+        }
+        if decision.when == When::Never {
             excluded.insert(job.name.as_str(), job);
             continue;
         }
-        candidates.push(Candidate { job, when, allow_failure, rule_variables });
+        candidates.push(Candidate {
+            job,
+            when: decision.when,
+            allow_failure: decision.allow_failure,
+            rule_variables: decision.rule_variables,
+            needs,
+        });
     }
 
     let by_name: HashMap<&str, usize> = candidates.iter().enumerate().map(|(i, c)| (c.job.name.as_str(), i)).collect();
@@ -316,7 +300,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
     for c in &candidates {
         let job = c.job;
         let mine = stage_of(c);
-        let list = match &job.needs {
+        let list = match &c.needs {
             Some(needs) => {
                 let mut list = Vec::new();
                 for need in needs {
@@ -336,6 +320,8 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
                             list.push(i);
                         }
                         None if need.optional => {}
+                        // A skipped trigger job: its reason is shown, the need is dropped.
+                        None if excluded.get(need.job.as_str()).is_some_and(|j| j.trigger.is_some()) => {}
                         None if excluded.contains_key(need.job.as_str()) => {
                             return Err(error_at(
                                 &job.location,
@@ -411,7 +397,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
                 continue;
             }
             let c = &candidates[i];
-            let via_needs = c.job.needs.is_some();
+            let via_needs = c.needs.is_some();
             for &w in &waits[i] {
                 // Without `needs`, a manual job of an earlier stage does not block (GitLab's
                 // manual jobs are allowed to fail), so it is not pulled in.
@@ -446,8 +432,8 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         let predefined = job_predefined(&pipeline_vars, job, id, when != RunWhen::Manual && c.when == When::Manual);
         let mut layers = vec![
             (predefined, true),
-            (global.clone(), false),
-            (workflow_vars.clone(), false),
+            (inherited(&global, job), false),
+            (inherited(&workflow_vars, job), false),
             (set_of(&job.variables), false),
             (c.rule_variables.clone(), false),
             (cli.clone(), true),
@@ -498,7 +484,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         }
         let mut waits_for: Vec<usize> = waits[i].iter().filter_map(|w| position.get(w).copied()).collect();
         waits_for.sort_unstable();
-        let artifacts_from: Vec<usize> = match (&job.dependencies, &job.needs) {
+        let artifacts_from: Vec<usize> = match (&job.dependencies, &c.needs) {
             (Some(deps), _) => {
                 deps.iter().filter_map(|d| by_name.get(d.as_str())).filter_map(|d| position.get(d)).copied().collect()
             }
@@ -536,7 +522,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             after_script: job.after_script.clone(),
             variables,
             waits_for,
-            uses_needs: job.needs.is_some(),
+            uses_needs: c.needs.is_some(),
             artifacts_from,
             when,
             allow_failure: c.allow_failure.clone(),
@@ -631,6 +617,41 @@ fn expand_artifacts(artifacts: &Artifacts, lookup: &dyn Fn(&str) -> Option<Strin
         exclude: artifacts.exclude.iter().map(relative).collect(),
         ..artifacts.clone()
     }
+}
+
+/// The global (or workflow-rule) variables `job` takes: `inherit: variables` (GitLab applies
+/// it to both, merged, before the job's own).
+fn inherited(set: &VarSet, job: &Job) -> VarSet {
+    match &job.inherit_variables {
+        None => set.clone(),
+        Some(names) => {
+            let mut out = VarSet::new();
+            for (name, value) in set.iter().filter(|(name, _)| names.iter().any(|n| n == name)) {
+                out.set(name, value.to_string());
+            }
+            out
+        }
+    }
+}
+
+/// `rules: needs` naming a `parallel:` job by its written name → all its instances (the job's
+/// own `needs` were expanded by `parse`).
+fn expand_instances(needs: Option<Vec<Need>>, pipeline: &Pipeline) -> Option<Vec<Need>> {
+    let needs = needs?;
+    let mut out = Vec::with_capacity(needs.len());
+    for need in needs {
+        if pipeline.job(&need.job).is_some() {
+            out.push(need);
+            continue;
+        }
+        let instances: Vec<&Job> = pipeline.jobs.iter().filter(|j| is_instance_of(j, &need.job)).collect();
+        if instances.is_empty() {
+            out.push(need);
+            continue;
+        }
+        out.extend(instances.into_iter().map(|j| Need { job: j.name.clone(), ..need.clone() }));
+    }
+    Some(out)
 }
 
 /// Whether `job` is one of the instances of the `parallel:` job written as `name`.

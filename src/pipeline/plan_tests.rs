@@ -4,6 +4,7 @@ use super::*;
 use std::path::Path;
 
 use crate::pipeline::model::{Need, Rule};
+use crate::pipeline::rules;
 
 fn loc(line: usize) -> Location {
     Location { file: PathBuf::from("/p/.gitlab-ci.yml"), line }
@@ -29,8 +30,12 @@ fn job(name: &str, stage: &str) -> Job {
         timeout: None,
         retry: 0,
         instance: None,
+        inherit_variables: None,
+        only: None,
+        except: None,
         cache: Vec::new(),
         run_keys: Default::default(),
+        trigger: None,
     }
 }
 
@@ -51,6 +56,7 @@ fn rule(condition: Option<&str>, when: Option<When>) -> Rule {
         variables: vec![],
         location: loc(20),
         changes: None,
+        needs: None,
     }
 }
 
@@ -62,6 +68,7 @@ fn pipeline(jobs: Vec<Job>) -> Pipeline {
         workflow_rules: vec![],
         jobs,
         name: None,
+        notes: vec![],
     }
 }
 
@@ -340,6 +347,131 @@ fn workflow_name_is_ci_pipeline_name_with_workflow_variables() {
     assert_eq!(planned(&plan, "b").variables.get("CI_PIPELINE_NAME"), Some("nightly pipeline for feature/Thing"));
     p.name = None;
     assert_eq!(planned(&super::plan(&p, &facts()).expect("plans"), "b").variables.get("CI_PIPELINE_NAME"), None);
+}
+
+#[test]
+fn rules_needs_replace_the_jobs_needs_when_the_rule_matches() {
+    let build = job("build", "build");
+    let mut lint = job("lint", "build");
+    lint.instance = Some(crate::pipeline::model::Instance { base: "lint".into(), index: 1, total: 1 });
+    lint.name = "lint 1/1".into();
+    let mut test = job("test", "test");
+    test.needs = Some(vec![need("build")]);
+    test.rules = vec![Rule { needs: Some(vec![need("lint")]), ..rule(Some("$FAST"), None) }, rule(None, None)];
+    let p = pipeline(vec![build, lint, test]);
+    let plan = plan(&p, &facts()).expect("plans");
+    let test = planned(&plan, "test");
+    assert_eq!(test.waits_for.iter().map(|&i| plan.jobs[i].name.as_str()).collect::<Vec<_>>(), ["build"]);
+    let mut f = facts();
+    f.cli_variables = vec![("FAST".into(), "1".into())];
+    let plan = super::plan(&p, &f).expect("plans");
+    let test = planned(&plan, "test");
+    assert_eq!(
+        test.waits_for.iter().map(|&i| plan.jobs[i].name.as_str()).collect::<Vec<_>>(),
+        ["lint 1/1"],
+        "the rule's needs, a parallel job's name meaning its instances"
+    );
+    let decision = plan.decisions.iter().find(|d| d.name == "test").expect("decided");
+    assert_eq!(decision.needs, Some(vec!["lint 1/1".to_string()]));
+    assert!(decision.reason.starts_with("rule 1 (/p/.gitlab-ci.yml:20) matched"), "{}", decision.reason);
+
+    let mut p = p;
+    p.jobs[2].rules[0].needs = Some(vec![need("nope")]);
+    let e = super::plan(&p, &f).expect_err("unknown need");
+    assert!(e.to_string().contains("needs `nope`, which is not a job of this pipeline"), "{e}");
+}
+
+#[test]
+fn inherit_variables_picks_the_global_and_workflow_variables_a_job_takes() {
+    let all = job("all", "build");
+    let mut none = job("none", "build");
+    none.inherit_variables = Some(vec![]);
+    let mut some = job("some", "build");
+    some.inherit_variables = Some(vec!["A".into(), "W".into()]);
+    some.variables = vec![var("B", "own")];
+    let mut p = pipeline(vec![all, none, some]);
+    p.variables = vec![var("A", "a"), var("B", "b")];
+    let mut w = rule(None, None);
+    w.variables = vec![var("W", "w"), var("X", "x")];
+    p.workflow_rules = vec![w];
+    let plan = plan(&p, &facts()).expect("plans");
+    let get = |job: &str, name: &str| planned(&plan, job).variables.get(name).map(String::from);
+    assert_eq!(
+        [get("all", "A"), get("all", "B"), get("all", "W")],
+        [Some("a".into()), Some("b".into()), Some("w".into())]
+    );
+    assert_eq!([get("none", "A"), get("none", "B"), get("none", "W")], [None, None, None]);
+    assert_eq!(get("none", "CI_PROJECT_PATH").as_deref(), Some("group/sub/my-proj"), "predefined ones stay");
+    assert_eq!(
+        [get("some", "A"), get("some", "B"), get("some", "W"), get("some", "X")],
+        [Some("a".into()), Some("own".into()), Some("w".into()), None]
+    );
+}
+
+fn policy(refs: Option<&[&str]>) -> crate::pipeline::model::Policy {
+    crate::pipeline::model::Policy {
+        refs: refs.map(|r| r.iter().map(|s| s.to_string()).collect()),
+        variables: None,
+        changes: None,
+        kubernetes: false,
+        location: loc(40),
+    }
+}
+
+#[test]
+fn only_and_except_as_gitlab_evaluates_them() {
+    let plain = job("plain", "build");
+    let mut release = job("release", "build");
+    release.only = Some(policy(Some(&["/^release\\//", "main"])));
+    let mut not_main = job("not-main", "build");
+    not_main.except = Some(policy(Some(&["main"])));
+    let mut mr = job("mr", "build");
+    mr.only = Some(policy(Some(&["merge_requests"])));
+    let mut vars = job("vars", "build");
+    vars.only = Some(crate::pipeline::model::Policy {
+        variables: Some(vec![rules::parse_condition("$DEPLOY == 'yes'").expect("parses")]),
+        ..policy(Some(&["branches"]))
+    });
+    let mut changed = job("changed", "build");
+    changed.only = Some(crate::pipeline::model::Policy { changes: changes(&["src/**/*"], None), ..policy(None) });
+    let mut k8s = job("k8s", "build");
+    k8s.only = Some(crate::pipeline::model::Policy { kubernetes: true, ..policy(None) });
+    let mut no_k8s = job("no-k8s", "build");
+    no_k8s.except = Some(crate::pipeline::model::Policy { kubernetes: true, ..policy(None) });
+    let p = pipeline(vec![plain, release, not_main, mr, vars, changed, k8s, no_k8s]);
+
+    let mut f = facts();
+    f.changes.default = Some(vec!["README.md".into()]);
+    assert_eq!(names(&plan(&p, &f).expect("plans")), ["plain", "not-main", "no-k8s"]);
+
+    f.git.branch = Some("release/1.0".into());
+    f.cli_variables = vec![("DEPLOY".into(), "yes".into())];
+    f.changes.default = Some(vec!["src/a/b.rs".into()]);
+    assert_eq!(names(&plan(&p, &f).expect("plans")), ["plain", "release", "not-main", "vars", "changed", "no-k8s"]);
+
+    f.git.branch = Some("main".into());
+    let planned_main = plan(&p, &f).expect("plans");
+    assert_eq!(names(&planned_main), ["plain", "release", "vars", "changed", "no-k8s"]);
+    let reason = |name: &str| planned_main.decisions.iter().find(|d| d.name == name).expect("decided").reason.clone();
+    assert_eq!(reason("not-main"), "except: refs [main] (branch `main`, source push)");
+    assert_eq!(reason("mr"), "only: refs [merge_requests] (branch `main`, source push)");
+    assert_eq!(reason("k8s"), "only: kubernetes: active (never locally)");
+    assert_eq!(reason("plain"), "no rules");
+
+    // A merge request pipeline: GitLab's default `only: [branches, tags]` leaves out the jobs
+    // without rules, `only` (and `except`-only ones too)...
+    f.cli_variables = vec![("CI_PIPELINE_SOURCE".into(), "merge_request_event".into())];
+    let mr_plan = plan(&p, &f).expect("plans");
+    assert_eq!(names(&mr_plan), ["mr", "changed"]);
+    let reason = mr_plan.decisions.iter().find(|d| d.name == "plain").expect("decided").reason.clone();
+    assert_eq!(
+        reason,
+        "default only: [branches, tags]: refs [branches, tags] (merge request `main`, source merge_request)"
+    );
+    // ...unless the pipeline has workflow rules, which drop that default.
+    let mut p = p;
+    p.workflow_rules = vec![rule(None, None)];
+    assert_eq!(names(&plan(&p, &f).expect("plans")), ["plain", "not-main", "mr", "changed", "no-k8s"]);
 }
 
 #[test]

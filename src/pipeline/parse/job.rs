@@ -1,12 +1,15 @@
 //! One job's map (after `include`, `extends` and `!reference`) → [`Job`], with `default:`
 //! applied; also reads `default:` itself into [`Defaults`]. Owns the list of job keys: which
 //! are used, which are accepted and ignored because they mean nothing locally (`tags`,
-//! `environment`, ...), and which are refused with a hint (`only`/`except`, `trigger`,
-//! `secrets`). Also makes the instances of a `parallel:` job ([`instances`]). Pure.
+//! `environment`, ...), and which are refused with a hint (`secrets`, `run`,
+//! `trigger: include`). Also makes
+//! the instances of a `parallel:` job ([`instances`]). Pure.
 
 use std::time::Duration;
 
 use super::cache;
+use super::needs;
+use super::policy;
 use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
 use super::run_keys;
 use super::yaml::{Entry, Value};
@@ -17,7 +20,7 @@ use crate::pipeline::model::{AllowFailure, Artifacts, Cache, Image, Instance, Jo
 pub const DEFAULT_STAGE: &str = "test";
 
 /// Job keys glci reads.
-const USED_KEYS: [&str; 23] = [
+const USED_KEYS: [&str; 26] = [
     "after_script",
     "allow_failure",
     "artifacts",
@@ -26,11 +29,14 @@ const USED_KEYS: [&str; 23] = [
     "coverage",
     "dependencies",
     "environment",
+    "except",
     "extends",
     "image",
     "inherit",
     "needs",
+    "only",
     "parallel",
+    "trigger",
     "resource_group",
     "retry",
     "rules",
@@ -60,8 +66,6 @@ const IGNORED_KEYS: [&str; 10] = [
 /// Job keys GitLab knows that glci refuses, and why.
 fn unsupported(key: &str) -> Option<&'static str> {
     Some(match key {
-        "only" | "except" => "`only`/`except` are not supported: use `rules` instead",
-        "trigger" => "trigger jobs (downstream pipelines) cannot run locally: remove the job or hide it (`.name`)",
         "secrets" => "`secrets` (external secret providers) are not supported: pass values with --env",
         "run" => "`run` (CI steps) is not supported",
         _ => return None,
@@ -148,6 +152,12 @@ pub struct ParsedJob {
     pub dependencies_at: Vec<(usize, String)>,
     /// `parallel:`, until [`instances`] expands it.
     pub parallel: Option<Parallel>,
+    /// For each of `job.needs`: the `parallel: matrix` values it selects, with the job named.
+    pub needs_matrix: Vec<Option<(String, Combo)>>,
+    /// The matrix values of this instance of a `parallel: matrix` job.
+    pub matrix: Combo,
+    /// Notes on what was left out (`file:line: key: why`).
+    pub notes: Vec<String>,
 }
 
 /// A job's `parallel:`.
@@ -190,8 +200,12 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         timeout: None,
         retry: 0,
         instance: None,
+        inherit_variables: None,
+        only: None,
+        except: None,
         cache: Vec::new(),
         run_keys: Default::default(),
+        trigger: None,
     };
     let mut parsed = ParsedJob {
         job: job.clone(),
@@ -199,6 +213,9 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         needs_at: Vec::new(),
         dependencies_at: Vec::new(),
         parallel: None,
+        needs_matrix: Vec::new(),
+        matrix: Vec::new(),
+        notes: Vec::new(),
     };
     let mut own = Defaults::default();
     let mut script = None;
@@ -226,9 +243,11 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             }
             "variables" => job.variables = read::variables(&f)?,
             "needs" => {
-                let needs = read::needs(&f)?;
-                parsed.needs_at = needs.iter().map(|(_, line, key)| (*line, key.clone())).collect();
-                job.needs = Some(needs.into_iter().map(|(need, _, _)| need).collect());
+                let read = needs::needs(&f)?;
+                parsed.notes.extend(read.notes);
+                parsed.needs_at = read.needs.iter().map(|n| (n.line, n.key.clone())).collect();
+                parsed.needs_matrix = read.needs.iter().map(|n| n.matrix.clone()).collect();
+                job.needs = Some(read.needs.into_iter().map(|n| n.need).collect());
             }
             "dependencies" => {
                 let deps = read::dependencies(&f)?;
@@ -238,13 +257,16 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             "rules" => job.rules = read::rules(&f, false)?,
             // `when: delayed` runs as on_success after `start_in` (issue 15).
             "when" if matches!(&f.node.value, Value::Str(s) if s == "delayed") => delayed_at = Some(f.clone()),
+            "only" => job.only = Some(policy::policy(&f)?),
+            "trigger" => job.trigger = Some(trigger(&f)?),
+            "except" => job.except = Some(policy::policy(&f)?),
             "when" => job.when = read::when(&f, WhenIn::Job)?,
             "start_in" => {
                 job.run_keys.start_in = Some(run_keys::start_in(&f)?);
                 start_in_at = Some(f.clone());
             }
             "allow_failure" => allow_failure = Some(read::allow_failure(&f)?),
-            "inherit" => inherit_default = inherit(&f)?,
+            "inherit" => (inherit_default, job.inherit_variables) = inherit(&f)?,
             "parallel" => parsed.parallel = Some(parallel(&f)?),
             "environment" => {
                 let (environment, notes) = run_keys::environment(&f)?;
@@ -273,6 +295,20 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         (None, Some(start_in)) => return Err(start_in.error("`start_in` is used only with `when: delayed`")),
         _ => {}
     }
+    if !job.rules.is_empty() || map.get("rules").is_some() {
+        for key in ["only", "except"] {
+            if let Some(entry) = map.get(key) {
+                // GitLab: "config key may not be used with `rules`: only".
+                return Err(Field::entry(name, entry).error(format!("`{key}` may not be used with `rules`")));
+            }
+        }
+    }
+    if job.trigger.is_some() {
+        if let Some(entry) = map.get("script") {
+            return Err(Field::entry(name, entry).error("a `trigger` job runs no `script` (GitLab refuses both)"));
+        }
+    }
+    let script = script.or_else(|| job.trigger.as_ref().map(|_| Vec::new()));
     let Some(script) = script else {
         return Err(field.error(format!(
             "`{name}` has no `script` (every job needs one; names starting with `.` are templates, not jobs)"
@@ -296,6 +332,40 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         allow_failure.unwrap_or(if job.when == When::Manual { AllowFailure::Yes } else { AllowFailure::No });
     parsed.job = job;
     Ok(parsed)
+}
+
+/// `trigger:` a project path or `{project, branch, strategy, forward}`: the downstream project.
+/// Child pipelines (`trigger: include`) are refused: they are not run locally yet.
+fn trigger(field: &Field) -> Result<String, PipelineError> {
+    if let Value::Str(_) = field.node.value {
+        return field.name("a project path");
+    }
+    field.check_keys(&["project", "branch", "strategy", "forward", "include"])?;
+    if let Some(include) = field.get("include")? {
+        return Err(include.error(
+            "child pipelines (`trigger: include`) are not supported yet: run the child's file on its own \
+             with `glci run -f FILE`",
+        ));
+    }
+    let project = field.get("project")?.ok_or_else(|| field.error("missing `project` (or `include`)"))?;
+    if let Some(branch) = field.get("branch")? {
+        branch.string()?;
+    }
+    if let Some(strategy) = field.get("strategy")? {
+        let value = strategy.string()?;
+        if !["depend", "mirror"].contains(&value.as_str()) {
+            return Err(strategy.error(format!("unknown value {value:?} (use depend or mirror)")));
+        }
+    }
+    if let Some(forward) = field.get("forward")? {
+        forward.check_keys(&["yaml_variables", "pipeline_variables"])?;
+        for key in ["yaml_variables", "pipeline_variables"] {
+            if let Some(f) = forward.get(key)? {
+                f.boolean()?;
+            }
+        }
+    }
+    project.name("a project path")
 }
 
 /// `parallel:` a number of jobs (1 to 200) or `{matrix: [...]}`.
@@ -330,6 +400,7 @@ pub fn instances(mut parsed: ParsedJob) -> Vec<ParsedJob> {
     let mut out = Vec::with_capacity(named.len());
     for (index, (name, combo)) in (1..).zip(named) {
         let mut instance = parsed.clone();
+        instance.matrix = combo.clone();
         let job = &mut instance.job;
         job.name = name;
         job.instance = Some(Instance { base: base.clone(), index, total });
@@ -344,21 +415,29 @@ pub fn instances(mut parsed: ParsedJob) -> Vec<ParsedJob> {
     out
 }
 
-/// `inherit:`; returns which `default:` keys the job takes: `None` all of them (unchanged),
-/// `Some(None)` all, `Some(Some(list))` only those (an empty list for `default: false`).
-fn inherit(field: &Field) -> Result<Option<Option<Vec<String>>>, PipelineError> {
+/// Which `default:` keys and global variables a job takes.
+type Inherit = (Option<Option<Vec<String>>>, Option<Vec<String>>);
+
+/// `inherit:`; returns which `default:` keys the job takes (`None` all of them, unchanged;
+/// `Some(None)` all; `Some(Some(list))` only those, an empty list for `default: false`) and
+/// which global variables (`None` all; `Some(list)` only those, empty for `variables: false`).
+fn inherit(field: &Field) -> Result<Inherit, PipelineError> {
     field.check_keys(&["default", "variables"])?;
-    if let Some(variables) = field.get("variables")? {
-        if !matches!(variables.node.value, Value::Bool(true)) {
-            return Err(variables.error("`inherit: variables` is not supported yet (only `true`)"));
-        }
-    }
-    let Some(default) = field.get("default")? else {
-        return Ok(None);
+    let variables = match field.get("variables")? {
+        None => None,
+        Some(f) => match &f.node.value {
+            Value::Bool(true) => None,
+            Value::Bool(false) => Some(Vec::new()),
+            Value::Seq(_) => Some(f.strings()?),
+            _ => return Err(f.expected("true, false or a list of variable names")),
+        },
     };
-    match &default.node.value {
-        Value::Bool(true) => Ok(Some(None)),
-        Value::Bool(false) => Ok(Some(Some(Vec::new()))),
+    let Some(default) = field.get("default")? else {
+        return Ok((None, variables));
+    };
+    let default = match &default.node.value {
+        Value::Bool(true) => Some(None),
+        Value::Bool(false) => Some(Some(Vec::new())),
         Value::Seq(_) => {
             let keys = default.strings()?;
             if let Some(bad) =
@@ -366,10 +445,11 @@ fn inherit(field: &Field) -> Result<Option<Option<Vec<String>>>, PipelineError> 
             {
                 return Err(default.error(format!("`{bad}` is not a `default:` key")));
             }
-            Ok(Some(Some(keys)))
+            Some(Some(keys))
         }
-        _ => Err(default.expected("true, false or a list of default keys")),
-    }
+        _ => return Err(default.expected("true, false or a list of default keys")),
+    };
+    Ok((default, variables))
 }
 
 #[cfg(test)]
@@ -485,9 +565,14 @@ mod tests {
         let j = job_with("j:\n  script: x\n  inherit: {default: [image]}\n", &d).unwrap().job;
         assert_eq!((j.image.map(|i| i.name), j.before_script.len()), (Some("ruby".into()), 0));
         let j = job_with("j:\n  script: x\n  inherit: {default: true, variables: true}\n", &d).unwrap().job;
-        assert_eq!(j.before_script, ["setup"]);
-        let e = job_with("j:\n  script: x\n  inherit:\n    variables: false\n", &d).unwrap_err();
+        assert_eq!((j.before_script, j.inherit_variables), (vec!["setup".to_string()], None));
+        let j = job_with("j:\n  script: x\n  inherit:\n    variables: false\n", &d).unwrap().job;
+        assert_eq!((j.image.map(|i| i.name), j.inherit_variables), (Some("ruby".into()), Some(vec![])));
+        let j = job_with("j:\n  script: x\n  inherit: {variables: [A, B]}\n", &d).unwrap().job;
+        assert_eq!(j.inherit_variables, Some(vec!["A".to_string(), "B".to_string()]));
+        let e = job_with("j:\n  script: x\n  inherit:\n    variables: {A: 1}\n", &d).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (Some(4), "j.inherit.variables"));
+        assert!(e.message.contains("true, false or a list of variable names"), "{e}");
         let e = job_with("j:\n  script: x\n  inherit: {default: [imag]}\n", &d).unwrap_err();
         assert!(e.message.contains("`imag` is not a `default:` key"), "{e}");
     }
@@ -590,8 +675,8 @@ mod tests {
                 "build.scripts",
                 "unknown key (accepted: after_script, allow_failure",
             ),
-            ("build:\n  script: x\n  only: [main]\n", 3, "build.only", "use `rules` instead"),
-            ("build:\n  script: x\n  except: [main]\n", 3, "build.except", "use `rules` instead"),
+            ("build:\n  script: x\n  rules: []\n  only: [main]\n", 4, "build.only", "may not be used with `rules`"),
+            ("build:\n  script: x\n  except: [main]\n  rules: [{when: always}]\n", 3, "build.except", "with `rules`"),
             ("build:\n  script: x\n  parallel: 0\n", 3, "build.parallel", "`parallel` takes 1 to 200 jobs, not 0"),
             ("build:\n  script: x\n  parallel: 201\n", 3, "build.parallel", "takes 1 to 200 jobs, not 201"),
             ("build:\n  script: x\n  parallel: -2\n", 3, "build.parallel", "not -2"),
@@ -648,7 +733,10 @@ mod tests {
                 "build.parallel.matrix[0].A B",
                 "invalid variable name",
             ),
-            ("build:\n  trigger: other/project\n", 2, "build.trigger", "downstream pipelines"),
+            ("b:\n  trigger: {include: child.yml}\n", 2, "b.trigger.include", "child pipelines (`trigger: include`)"),
+            ("b:\n  trigger: {project: g/p, strategy: wait}\n", 2, "b.trigger.strategy", "use depend or mirror"),
+            ("b:\n  trigger: {branch: main}\n", 2, "b.trigger", "missing `project`"),
+            ("b:\n  script: x\n  trigger: g/p\n", 2, "b.script", "runs no `script`"),
             ("build:\n  script: x\n  secrets: {}\n", 3, "build.secrets", "--env"),
             ("build:\n  script: x\n  when: delayed\n", 3, "build.when", "needs `start_in`"),
             ("build:\n  script: x\n  start_in: 1h\n", 3, "build.start_in", "only with `when: delayed`"),
@@ -664,6 +752,6 @@ mod tests {
         }
         // The accepted list names the ignored keys too.
         let e = job_err("build:\n  script: x\n  scripts: y\n");
-        assert!(e.message.contains("tags") && e.message.contains("when") && !e.message.contains("only"), "{e}");
+        assert!(e.message.contains("tags") && e.message.contains("when") && !e.message.contains("secrets"), "{e}");
     }
 }

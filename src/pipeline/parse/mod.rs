@@ -1,6 +1,7 @@
 //! `.gitlab-ci.yml` → [`Pipeline`]: [`load`] a file or [`parse_str`] a text. Every problem is a
 //! [`PipelineError`] naming file, line and key (`cli` exits 2 on it). Pure but for reading the
-//! file and its `include: local` files; no environment, no Docker, no output.
+//! file: included files, variables, changes and remote fetches come through the caller's
+//! [`Sources`]; no environment, no Docker, no network, no output.
 //!
 //! Steps, in GitLab's order: YAML → `yaml::Node` tree (anchors, `<<` merges, lines kept);
 //! `include`: included files merged (rules, wildcards, variables, through the caller's
@@ -18,6 +19,9 @@ mod duration;
 mod include;
 mod inputs;
 mod job;
+mod needs;
+mod policy;
+mod preview;
 mod read;
 mod run_keys;
 mod variables_file;
@@ -95,11 +99,24 @@ pub fn parse_with(text: &str, file: &Path, read: Read) -> Result<Pipeline, Pipel
 
 /// Parses `text` as if read from `file`, its includes resolved through `sources`.
 pub fn parse_sources(text: &str, file: &Path, sources: &Sources) -> Result<Pipeline, PipelineError> {
+    build(&composed(text, file, sources)?, file)
+}
+
+fn composed(text: &str, file: &Path, sources: &Sources) -> Result<Map, PipelineError> {
     let name: Rc<Path> = Rc::from(file);
     let root = include::with_inputs(text, &name, inputs::Given::CommandLine(sources.inputs, file), sources.variables)?;
     let map = include::includes(root, sources)?;
-    let map = compose::references(compose::extends(map)?)?;
-    build(&map, file)
+    compose::references(compose::extends(map)?)
+}
+
+/// The composed configuration of `file` (includes merged, `extends` and `!reference`
+/// resolved), as GitLab's full-configuration YAML and as JSON; checked as [`load_with`] checks
+/// it, so a broken pipeline is an error here too.
+pub fn preview(file: &Path, sources: &Sources) -> Result<(String, serde_json::Value), PipelineError> {
+    let text = fs::read_to_string(file).map_err(|e| PipelineError::whole_file(file, format!("cannot read: {e}")))?;
+    let map = composed(&text, file, sources)?;
+    build(&map, file)?;
+    Ok((preview::yaml(&map), preview::json(&map)))
 }
 
 fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
@@ -147,8 +164,10 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
     if jobs.is_empty() {
         return Err(PipelineError::whole_file(file, "no jobs (names starting with `.` are templates, not jobs)"));
     }
+    let notes = jobs.iter().filter(|p| p.job.instance.as_ref().is_none_or(|i| i.index == 1));
+    let notes: Vec<String> = notes.flat_map(|p| p.notes.iter().cloned()).collect();
     let jobs = validate(jobs, &stages)?;
-    Ok(Pipeline { file: file.to_path_buf(), stages, variables, workflow_rules, jobs, name })
+    Ok(Pipeline { file: file.to_path_buf(), stages, variables, workflow_rules, jobs, name, notes })
 }
 
 /// `stages` (or the old `types`), `.pre` first and `.post` last; GitLab's default when absent.
@@ -291,12 +310,14 @@ fn validate(mut parsed: Vec<ParsedJob>, stages: &[String]) -> Result<Vec<Job>, P
 }
 
 /// `needs`/`dependencies` naming a `parallel:` job by its written name → all its instances
-/// (each keeping the line and key of the entry that named it).
+/// (each keeping the line and key of the entry that named it); a `needs: parallel: matrix`
+/// combination that names no instance, such as `{ARCH: x64}` of a matrix over `OS` and `ARCH`,
+/// → every instance with those values.
 fn expand_parallel_references(parsed: &mut [ParsedJob]) {
-    let mut instances: HashMap<String, Vec<String>> = HashMap::new();
+    let mut instances: HashMap<String, Vec<(String, read::Combo)>> = HashMap::new();
     for p in parsed.iter() {
         if let Some(instance) = &p.job.instance {
-            instances.entry(instance.base.clone()).or_default().push(p.job.name.clone());
+            instances.entry(instance.base.clone()).or_default().push((p.job.name.clone(), p.matrix.clone()));
         }
     }
     if instances.is_empty() {
@@ -304,16 +325,34 @@ fn expand_parallel_references(parsed: &mut [ParsedJob]) {
     }
     let names: std::collections::HashSet<String> = parsed.iter().map(|p| p.job.name.clone()).collect();
     let of = |name: &str| instances.get(name).filter(|_| !names.contains(name));
+    let selected = |need: &Need, matrix: Option<&(String, read::Combo)>| -> Option<Vec<String>> {
+        if names.contains(&need.job) {
+            return None;
+        }
+        if let Some((base, combo)) = matrix {
+            let picked: Vec<String> = instances
+                .get(base)?
+                .iter()
+                .filter(|(_, values)| combo.iter().all(|pair| values.contains(pair)))
+                .map(|(name, _)| name.clone())
+                .collect();
+            return (!picked.is_empty()).then_some(picked);
+        }
+        Some(of(&need.job)?.iter().map(|(name, _)| name.clone()).collect())
+    };
     for p in parsed.iter_mut() {
+        let matrices = std::mem::take(&mut p.needs_matrix);
         if let Some(needs) = &mut p.job.needs {
             let mut kept = Vec::new();
             let mut kept_at = Vec::new();
-            for (need, at) in needs.drain(..).zip(p.needs_at.drain(..)) {
-                match of(&need.job) {
+            for (i, (need, at)) in needs.drain(..).zip(p.needs_at.drain(..)).enumerate() {
+                match selected(&need, matrices.get(i).and_then(Option::as_ref)) {
                     Some(list) => {
                         for name in list {
-                            kept.push(Need { job: name.clone(), ..need.clone() });
-                            kept_at.push(at.clone());
+                            if !kept.iter().any(|n: &Need| n.job == name) {
+                                kept.push(Need { job: name, ..need.clone() });
+                                kept_at.push(at.clone());
+                            }
                         }
                     }
                     None => {
@@ -331,7 +370,7 @@ fn expand_parallel_references(parsed: &mut [ParsedJob]) {
             for (dep, at) in deps.drain(..).zip(p.dependencies_at.drain(..)) {
                 match of(&dep) {
                     Some(list) => {
-                        kept.extend(list.iter().cloned());
+                        kept.extend(list.iter().map(|(name, _)| name.clone()));
                         kept_at.extend(list.iter().map(|_| at.clone()));
                     }
                     None => {
@@ -692,6 +731,35 @@ mod tests {
     }
 
     #[test]
+    fn partial_matrix_selectors_pick_every_instance_with_those_values() {
+        let p = parse(
+            "stages: [build, test]\nb:\n  stage: build\n  script: x\n  parallel:\n    matrix:\n      \
+             - {OS: [linux, mac], ARCH: [x64, arm]}\n\
+             t:\n  stage: test\n  script: x\n  needs:\n    - job: b\n      parallel:\n        \
+             matrix:\n          - {ARCH: x64}\n          - {OS: mac, ARCH: arm}\n",
+        );
+        let needs: Vec<&str> = p.job("t").unwrap().needs.iter().flatten().map(|n| n.job.as_str()).collect();
+        assert_eq!(needs, ["b: [linux, x64]", "b: [mac, x64]", "b: [mac, arm]"]);
+        let e = parse_err(
+            "b:\n  script: x\n  parallel:\n    matrix:\n      - {OS: [linux, mac], ARCH: [x64]}\n\
+             t:\n  script: x\n  needs:\n    - job: b\n      parallel: {matrix: [{ARCH: riscv}]}\n",
+        );
+        assert_eq!((e.line, e.key.as_str()), (Some(9), "t.needs[0]"));
+        assert!(e.message.contains("`b: [riscv]` is not an instance of the parallel job `b`"), "{e}");
+    }
+
+    #[test]
+    fn cross_project_needs_become_notes_once_per_job() {
+        let p = parse(
+            "a: {script: x}\nb:\n  script: x\n  parallel: 2\n  needs:\n    - a\n    \
+             - {project: g/lib, job: build, ref: main}\n",
+        );
+        assert_eq!(p.jobs[1].needs.as_ref().map(Vec::len), Some(1));
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert!(p.notes[0].starts_with("/p/.gitlab-ci.yml:7: b.needs[1]: left out: `needs: project`"), "{:?}", p.notes);
+    }
+
+    #[test]
     fn needs_in_the_same_stage_are_allowed() {
         let p = parse("a: {script: x, needs: [b]}\nb: {script: x}\n");
         assert_eq!(p.jobs[0].needs.as_ref().map(Vec::len), Some(1));
@@ -729,7 +797,7 @@ mod tests {
             ),
             ("\nbuild:\n  stage: build\n", 2, "build", "`build` has no `script`"),
             ("build:\n  script: {a: 1}\n", 2, "build.script", "expected a string or a list of strings, found a map"),
-            ("j:\n  script: x\n  only: [main]\n", 3, "j.only", "use `rules`"),
+            ("j:\n  script: x\n  only: main\n", 3, "j.only", "expected a list of refs"),
             ("j:\n  script: x\n  when: delayed\n", 3, "j.when", "`when: delayed` needs `start_in`"),
             (
                 "j:\n  script: x\n  rules:\n    - if: $A = \"b\"\n",

@@ -1,5 +1,5 @@
 //! Typed readers for the values of `.gitlab-ci.yml` keys: a [`Field`] (a node with its dotted
-//! key and line) → a model value (`Image`, `Service`, `Need`, `Artifacts`, `Rule`, durations...)
+//! key and line) → a model value (`Image`, `Service`, `Artifacts`, `Rule`, durations...)
 //! or a [`PipelineError`] naming file, line and key. Shared by the job, `default` and top-level
 //! readers in `job.rs` and `mod.rs`. Pure.
 
@@ -9,7 +9,7 @@ use super::duration;
 use super::yaml::{Entry, Map, Node, Value};
 use crate::pipeline::error::PipelineError;
 use crate::pipeline::model::{
-    AllowFailure, Artifacts, ArtifactsWhen, Changes, Image, Location, Need, Rule, Service, Variable, When,
+    AllowFailure, Artifacts, ArtifactsWhen, Changes, Image, Location, Rule, Service, Variable, When,
 };
 use crate::pipeline::rules;
 
@@ -246,48 +246,6 @@ fn service(field: &Field) -> Result<Service, PipelineError> {
     }
 }
 
-/// `needs:` a list of job names or `{job, artifacts, optional, parallel: {matrix}}`, each with
-/// its line; a need with `parallel: matrix` becomes one need per instance it selects.
-pub fn needs(field: &Field) -> Result<Vec<(Need, usize, String)>, PipelineError> {
-    let items = field.items("a list of jobs")?;
-    let mut out = Vec::new();
-    for item in &items {
-        out.extend(need(item)?.into_iter().map(|n| (n, item.line, item.key.clone())));
-    }
-    Ok(out)
-}
-
-fn need(field: &Field) -> Result<Vec<Need>, PipelineError> {
-    match &field.node.value {
-        Value::Str(_) => Ok(vec![Need { job: field.name("a job name")?, artifacts: true, optional: false }]),
-        Value::Map(map) => {
-            for unsupported in ["pipeline", "project"] {
-                if let Some(entry) = map.get(unsupported) {
-                    let f = Field::entry(&field.key, entry);
-                    return Err(f.error("needs from other pipelines or projects are not supported locally"));
-                }
-            }
-            field.check_keys(&["job", "artifacts", "optional", "ref", "parallel"])?;
-            let job = field.get("job")?.ok_or_else(|| field.error("missing `job`"))?.name("a job name")?;
-            let artifacts = field.get("artifacts")?.map(|f| f.boolean()).transpose()?.unwrap_or(true);
-            let optional = field.get("optional")?.map(|f| f.boolean()).transpose()?.unwrap_or(false);
-            let Some(parallel) = field.get("parallel")? else {
-                return Ok(vec![Need { job, artifacts, optional }]);
-            };
-            if !matches!(parallel.node.value, Value::Map(_)) {
-                return Err(parallel.expected("{matrix: [...]}"));
-            }
-            parallel.check_keys(&["matrix"])?;
-            let matrix = parallel.get("matrix")?.ok_or_else(|| parallel.error("missing `matrix`"))?;
-            Ok(self::matrix(&matrix)?
-                .iter()
-                .map(|combo| Need { job: instance_name(&job, combo), artifacts, optional })
-                .collect())
-        }
-        _ => Err(field.expected("a job name or {job, artifacts, optional}")),
-    }
-}
-
 /// Most jobs `parallel:` may make of one job (GitLab's limit).
 pub const MAX_PARALLEL: usize = 200;
 
@@ -488,13 +446,10 @@ fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
     if !matches!(field.node.value, Value::Map(_)) {
         return Err(field.expected("a rule (a map with if, exists, when, ...)"));
     }
-    if let Some(needs) = field.get("needs")? {
-        return Err(needs.error("`rules: needs` is not supported yet"));
-    }
     let allowed: &[&str] = if workflow {
         &["if", "exists", "changes", "when", "variables", "auto_cancel"]
     } else {
-        &["if", "exists", "changes", "when", "allow_failure", "variables", "start_in", "interruptible"]
+        &["if", "exists", "changes", "when", "allow_failure", "variables", "start_in", "interruptible", "needs"]
     };
     field.check_keys(allowed)?;
     let condition = match field.get("if")? {
@@ -510,7 +465,8 @@ fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
     if let Some(f) = field.get("auto_cancel")? {
         auto_cancel(&f)?;
     }
-    Ok(Rule { condition, exists, when, allow_failure, variables, location: field.location(), changes })
+    let needs = field.get("needs")?.map(|f| super::needs::rule_needs(&f)).transpose()?;
+    Ok(Rule { condition, exists, when, allow_failure, variables, location: field.location(), changes, needs })
 }
 
 /// `auto_cancel:` (of `workflow:` or a workflow rule): `on_new_commit` and `on_job_failure`,
@@ -702,60 +658,6 @@ mod tests {
     }
 
     #[test]
-    fn need_forms() {
-        let n =
-            with_field("k:\n  - a\n  - {job: b, artifacts: false}\n  - job: c\n    optional: true\n", needs).unwrap();
-        let got: Vec<(Need, usize)> = n.into_iter().map(|(n, line, _)| (n, line)).collect();
-        assert_eq!(
-            got,
-            [
-                (Need { job: "a".into(), artifacts: true, optional: false }, 2),
-                (Need { job: "b".into(), artifacts: false, optional: false }, 3),
-                (Need { job: "c".into(), artifacts: true, optional: true }, 4),
-            ]
-        );
-        assert!(with_field("k: []", needs).unwrap().is_empty());
-        let cases = [
-            ("k: a", "job.k", "expected a list of jobs"),
-            ("k: [{artifacts: true}]", "job.k[0]", "missing `job`"),
-            ("k: [{job: a, pipeline: $X}]", "job.k[0].pipeline", "other pipelines"),
-            ("k: [{job: a, project: g/p, ref: main}]", "job.k[0].project", "other pipelines"),
-            ("k: [{job: a, parallel: {matrix: []}}]", "job.k[0].parallel.matrix", "the matrix is empty"),
-            ("k: [{job: a, parallel: 2}]", "job.k[0].parallel", "expected {matrix: [...]}, found a number"),
-            ("k: [{job: a, parallel: {}}]", "job.k[0].parallel", "missing `matrix`"),
-            ("k: [{job: a, parallel: {matrix: [{}]}}]", "job.k[0].parallel.matrix[0]", "empty matrix entry"),
-            ("k: [{job: a, artifact: false}]", "job.k[0].artifact", "unknown key"),
-            ("k: [1]", "job.k[0]", "expected a job name"),
-        ];
-        for (text, key, want) in cases {
-            let e = err(text, needs);
-            assert_eq!(e.key, key, "{text}: {e}");
-            assert!(e.message.contains(want), "{text}: {e}");
-        }
-    }
-
-    #[test]
-    fn needs_with_parallel_matrix_name_the_instances() {
-        let n = with_field(
-            "k:\n  - job: build\n    artifacts: false\n    parallel:\n      matrix:\n        \
-             - {OS: linux, ARCH: [amd64, arm64]}\n        - {OS: mac, ARCH: arm64}\n  - test\n",
-            needs,
-        )
-        .unwrap();
-        let got: Vec<(&str, bool, usize, &str)> =
-            n.iter().map(|(n, line, key)| (n.job.as_str(), n.artifacts, *line, key.as_str())).collect();
-        assert_eq!(
-            got,
-            [
-                ("build: [linux, amd64]", false, 2, "job.k[0]"),
-                ("build: [linux, arm64]", false, 2, "job.k[0]"),
-                ("build: [mac, arm64]", false, 2, "job.k[0]"),
-                ("test", true, 8, "job.k[1]"),
-            ]
-        );
-    }
-
-    #[test]
     fn artifact_forms() {
         let a = with_field(
             "k:\n  paths: [dist/, '*.log']\n  exclude: [dist/tmp]\n  when: always\n  expire_in: 1 week\n  \
@@ -862,7 +764,8 @@ mod tests {
             ("k:\n  - when: manual\n", true, 2, "job.k[0].when", "workflow rules take"),
             ("k:\n  - allow_failure: true\n", true, 2, "job.k[0].allow_failure", "unknown key"),
             ("k:\n  - iff: $A\n", false, 2, "job.k[0].iff", "unknown key (accepted: if, exists, changes"),
-            ("k:\n  - needs: [a]\n", false, 2, "job.k[0].needs", "not supported yet"),
+            ("k:\n  - needs: a\n", false, 2, "job.k[0].needs", "expected a list of jobs"),
+            ("k:\n  - needs: [a]\n", true, 2, "job.k[0].needs", "unknown key"),
             ("k:\n  - $A\n", false, 2, "job.k[0]", "expected a rule"),
             ("k:\n  - exists: {project: g/p, paths: [a]}\n", false, 2, "job.k[0].exists.project", "another project"),
             ("k: {if: $A}\n", false, 1, "job.k", "expected a list of rules"),
