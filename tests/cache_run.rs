@@ -12,25 +12,14 @@
 mod common;
 
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
-use common::{build_busybox_rootfs, glci, need_docker_daemon, run, temp_dir, unique_name};
+use common::{glci, run, temp_dir, unique_name};
 use serde_json::Value;
 
-const IMAGE: &str = "glci-test/busybox:e2e";
+const IMAGE: &str = common::BUSYBOX_IMAGE;
 
 fn image() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        need_docker_daemon();
-        let present =
-            Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success());
-        if !present {
-            let dir = temp_dir();
-            let tar = build_busybox_rootfs(&dir.path().join("rootfs.tar"));
-            run(Command::new("docker").args(["import", "--change", "EXPOSE 8080"]).arg(&tar).arg(IMAGE));
-        }
-    });
+    common::busybox_image();
 }
 
 /// A project dir with `.gitlab-ci.yml` = `pipeline`, a GLCI_HOME, and a unique project path.

@@ -14,31 +14,16 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{build_busybox_rootfs, glci, need_docker_daemon, run, run_stdout, temp_dir};
+use common::{glci, run_stdout, temp_dir};
 use serde_json::Value;
 
-/// The image every fixture names.
-const IMAGE: &str = "glci-test/busybox:e2e";
-
-/// Imports [`IMAGE`] once per test binary, unless the engine has it already (the rootfs is
-/// deterministic, so an image left by an earlier run is the same).
+/// The image every fixture names (`glci-test/busybox:e2e`), imported once.
 fn image() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        need_docker_daemon();
-        let present =
-            Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success());
-        if !present {
-            let dir = temp_dir();
-            let tar = build_busybox_rootfs(&dir.path().join("rootfs.tar"));
-            // EXPOSE 8080: glci waits for a service's exposed ports, as GitLab does.
-            run(Command::new("docker").args(["import", "--change", "EXPOSE 8080"]).arg(&tar).arg(IMAGE));
-        }
-    });
+    common::busybox_image();
 }
 
 /// Copies `fixtures/pipelines/<name>` into a fresh temp dir (outside any git work tree, so the

@@ -9,26 +9,13 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
-use common::{build_busybox_rootfs, glci, need_docker_daemon, run, temp_dir};
+use common::{glci, temp_dir};
 use serde_json::Value;
 
-/// The image every pipeline here names (shared with run_e2e.rs: same deterministic rootfs).
-const IMAGE: &str = "glci-test/busybox:e2e";
-
+/// The image every pipeline here names (`glci-test/busybox:e2e`, shared with run_e2e.rs).
 fn image() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        need_docker_daemon();
-        let present =
-            Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success());
-        if !present {
-            let dir = temp_dir();
-            let tar = build_busybox_rootfs(&dir.path().join("rootfs.tar"));
-            run(Command::new("docker").args(["import", "--change", "EXPOSE 8080"]).arg(&tar).arg(IMAGE));
-        }
-    });
+    common::busybox_image();
 }
 
 /// A git repository in a fresh temp dir, on branch `main`.

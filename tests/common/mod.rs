@@ -378,6 +378,26 @@ pub fn docker(args: &[&str]) -> String {
     run_stdout(Command::new("docker").args(args))
 }
 
+/// The busybox image the `glci run` tests' pipelines name, built from the busybox rootfs recipe.
+pub const BUSYBOX_IMAGE: &str = "glci-test/busybox:e2e";
+
+/// Imports [`BUSYBOX_IMAGE`] once per test binary, unless the engine has it already (the rootfs
+/// is deterministic, so an image left by an earlier run is the same).
+pub fn busybox_image() {
+    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    READY.get_or_init(|| {
+        need_docker_daemon();
+        let present =
+            Command::new("docker").args(["image", "inspect", BUSYBOX_IMAGE]).output().is_ok_and(|o| o.status.success());
+        if !present {
+            let dir = temp_dir();
+            let tar = build_busybox_rootfs(&dir.path().join("rootfs.tar"));
+            // EXPOSE 8080: glci waits for a service's exposed ports, as GitLab does.
+            run(Command::new("docker").args(["import", "--change", "EXPOSE 8080"]).arg(&tar).arg(BUSYBOX_IMAGE));
+        }
+    });
+}
+
 /// The IPv4 address containers on Docker's default bridge reach the host at, found in a way that
 /// holds on every daemon: the bridge network's gateway when its IPAM config names one, else the
 /// first host address of its subnet (Debian's 20.10 engine records only the subnet), else the
