@@ -249,7 +249,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     }
     // Keys GitLab accepts that mean nothing here: said once each, not silently dropped.
     let mut said = std::collections::BTreeSet::new();
-    for note in pipeline.jobs.iter().flat_map(|j| &j.run_keys.notes) {
+    let artifact_notes = pipeline.jobs.iter().flat_map(|j| j.artifacts.iter().flat_map(|a| &a.notes));
+    for note in pipeline.jobs.iter().flat_map(|j| &j.run_keys.notes).chain(artifact_notes) {
         if said.insert(note.clone()) {
             stderr_line(&format!("note: {note}"));
         }

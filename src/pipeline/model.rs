@@ -100,6 +100,9 @@ pub struct Artifacts {
     pub expire_in: Option<String>,
     /// `reports: dotenv:` files (relative to the project): variables for later jobs.
     pub dotenv: Vec<String>,
+    /// Forms accepted that glci does not act on yet (`untracked: true`), one note each, with
+    /// `file:line: key`, for `cli` to say once.
+    pub notes: Vec<String>,
 }
 
 /// One entry of `rules:` (job or workflow).

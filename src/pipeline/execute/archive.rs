@@ -316,6 +316,7 @@ mod tests {
             when: ArtifactsWhen::OnSuccess,
             expire_in: None,
             dotenv: vec![],
+            notes: vec![],
         }
     }
 

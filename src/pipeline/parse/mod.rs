@@ -533,6 +533,7 @@ mod tests {
                 when: ArtifactsWhen::OnSuccess,
                 expire_in: Some("1 hour".into()),
                 dotenv: vec![],
+                notes: vec![],
             })
         );
         assert_eq!((build.needs.as_ref(), build.when, build.retry), (None, When::OnSuccess, 0));

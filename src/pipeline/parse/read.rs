@@ -344,8 +344,16 @@ pub fn artifacts(field: &Field) -> Result<Artifacts, PipelineError> {
         },
     };
     let expire_in = field.get("expire_in")?.map(|f| f.string()).transpose()?;
+    let mut notes = Vec::new();
     if let Some(untracked) = field.get("untracked")? {
-        untracked.boolean()?;
+        if untracked.boolean()? {
+            notes.push(format!(
+                "{}:{}: {}: accepted, but glci does not collect untracked files yet (only `paths`)",
+                untracked.node.file.display(),
+                untracked.line,
+                untracked.key
+            ));
+        }
     }
     if let Some(name) = field.get("name")? {
         name.string()?;
@@ -358,7 +366,7 @@ pub fn artifacts(field: &Field) -> Result<Artifacts, PipelineError> {
             Some(f) => f.strings()?,
         },
     };
-    Ok(Artifacts { paths, exclude, when, expire_in, dotenv })
+    Ok(Artifacts { paths, exclude, when, expire_in, dotenv, notes })
 }
 
 /// Which `when:` values a place accepts.
@@ -681,8 +689,17 @@ mod tests {
                 when: ArtifactsWhen::Always,
                 expire_in: Some("1 week".into()),
                 dotenv: vec![],
+                notes: vec![],
             }
         );
+        let a = with_field("k: {paths: [a], untracked: true}", artifacts).unwrap();
+        assert_eq!(a.notes.len(), 1, "untracked: true is said, not dropped silently");
+        assert!(
+            a.notes[0].contains("k.untracked: accepted, but glci does not collect untracked files"),
+            "{:?}",
+            a.notes
+        );
+        assert!(with_field("k: {paths: [a], untracked: false}", artifacts).unwrap().notes.is_empty());
         let a = with_field("k: {reports: {dotenv: x.env}}", artifacts).unwrap();
         assert!(a.paths.is_empty());
         assert_eq!(a.dotenv, ["x.env"]);
