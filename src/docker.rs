@@ -183,6 +183,10 @@ pub struct ContainerSpec {
     /// A `KEY=VALUE` file (0600): variables never go into argv, where `ps` would show them.
     pub env_file: Option<std::path::PathBuf>,
     pub privileged: bool,
+    /// `--user`: name or uid[:gid] (`image: docker: user`).
+    pub user: Option<String>,
+    /// `--platform` (`image: docker: platform`).
+    pub platform: Option<String>,
 }
 
 /// How a privileged container is run: `--privileged`, or, where the host's capability
@@ -292,6 +296,12 @@ pub fn create(spec: &ContainerSpec) -> Result<String, DockerError> {
     }
     if spec.privileged {
         args.extend(privileged_args().iter().cloned());
+    }
+    if let Some(user) = &spec.user {
+        args.extend(["--user".into(), user.clone()]);
+    }
+    if let Some(platform) = &spec.platform {
+        args.extend(["--platform".into(), platform.clone()]);
     }
     let mut command = spec.command.clone();
     if let Some(entrypoint) = &spec.entrypoint {

@@ -16,10 +16,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use common::{build_busybox_rootfs, fixture_path, glci, need, need_docker_daemon, run, temp_dir};
+use common::{fixture_path, glci, need, need_docker_daemon, run, temp_dir};
 use serde_json::Value;
 
-const BUSYBOX: &str = "glci-test/busybox:e2e";
+const BUSYBOX: &str = common::BUSYBOX_IMAGE;
 const BASH: &str = "glci-test/bash:e2e";
 
 /// Imports `image` from the rootfs `build` makes, once per test binary, unless the engine has
@@ -37,7 +37,8 @@ fn import_once(image: &str, build: impl FnOnce(&Path) -> std::path::PathBuf) {
 fn images() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
-        import_once(BUSYBOX, build_busybox_rootfs);
+        // The same image (with its EXPOSE) as the other `glci run` test binaries.
+        common::busybox_image();
         need("ldd");
         import_once(BASH, |path| {
             run(Command::new("bash").arg(fixture_path("images/bash-rootfs.sh")).arg(path));
@@ -473,4 +474,29 @@ fn a_delayed_job_waits_start_in_then_runs_and_says_so() {
     assert_eq!(trace(&events, "later").last().map(String::as_str), Some("ran"));
     let finished = finished(&events, "later");
     assert_eq!((finished["status"].as_str(), finished["delayed_ms"].as_u64()), (Some("success"), Some(2000)));
+}
+
+#[test]
+fn image_docker_user_and_platform_reach_the_container() {
+    images();
+    let native = match std::env::consts::ARCH {
+        "aarch64" => "linux/arm64",
+        _ => "linux/amd64",
+    };
+    let foreign = if native == "linux/amd64" { "linux/arm64" } else { "linux/amd64" };
+    let yaml = format!(
+        "as-user:\n  image: {{name: {BUSYBOX}, docker: {{user: '1234:2345', platform: {native}}}}}\n  \
+         script: [id -u, id -g]\n\
+         foreign:\n  image: {{name: {BUSYBOX}, docker: {{platform: {foreign}}}}}\n  script: [echo ran]\n"
+    );
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &[]);
+    let events = events(&out);
+    assert_eq!(finished(&events, "as-user")["status"], "success", "{}", show(&out));
+    let lines = trace(&events, "as-user");
+    assert!(lines.iter().any(|l| l == "1234") && lines.iter().any(|l| l == "2345"), "{lines:#?}");
+    // The local image is the host's platform only: asking for another one reaches docker, which
+    // cannot find (or, offline, pull) it, so the job fails instead of running the wrong image.
+    assert_eq!(finished(&events, "foreign")["status"], "failed", "{}", show(&out));
+    assert!(!trace(&events, "foreign").iter().any(|l| l == "ran"), "{}", show(&out));
 }

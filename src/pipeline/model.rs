@@ -46,6 +46,10 @@ pub struct Image {
     pub name: String,
     /// `image: {entrypoint: [...]}`; `Some(vec![])` means "no entrypoint" (`[""]` in YAML).
     pub entrypoint: Option<Vec<String>>,
+    /// `image: {docker: {user: U}}`: the user (name or uid[:gid]) the job's container runs as.
+    pub user: Option<String>,
+    /// `image: {docker: {platform: P}}`: the platform (`linux/arm64`) the image is run for.
+    pub platform: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

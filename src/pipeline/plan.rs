@@ -456,11 +456,12 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
         let vars = variables::resolve(&layers);
         let lookup = |name: &str| vars.get(name).map(String::from);
         let default_image = facts.default_image.as_ref().map(|name| Image { name: name.clone(), ..Image::default() });
-        let image = job
-            .image
-            .as_ref()
-            .or(default_image.as_ref())
-            .map(|img| Image { name: variables::expand(&img.name, &lookup), ..img.clone() });
+        let image = job.image.as_ref().or(default_image.as_ref()).map(|img| Image {
+            name: variables::expand(&img.name, &lookup),
+            user: img.user.as_ref().map(|u| variables::expand(u, &lookup)),
+            platform: img.platform.as_ref().map(|p| variables::expand(p, &lookup)),
+            ..img.clone()
+        });
         let image_missing = image.as_ref().is_none_or(|i| i.name.trim().is_empty()) && when != RunWhen::Manual;
         let mut variables = vars.clone();
         if let Some(image) = &image {

@@ -15,7 +15,7 @@ fn job(name: &str, stage: &str) -> Job {
         name: name.into(),
         location: loc(10),
         stage: stage.into(),
-        image: Some(Image { name: "busybox:1".into(), entrypoint: None }),
+        image: Some(Image { name: "busybox:1".into(), ..Image::default() }),
         services: vec![],
         before_script: vec![],
         script: vec![format!("echo {name}")],
@@ -144,7 +144,7 @@ fn variables_layer_global_job_rule_cli_and_expand_in_images() {
     let mut p = pipeline(vec![]);
     p.variables = vec![var("TAG", "global"), var("REPO", "glci-test/busybox"), var("ONLY_GLOBAL", "g-$TAG")];
     let mut build = job("build", "build");
-    build.image = Some(Image { name: "$REPO:${TAG}".into(), entrypoint: None });
+    build.image = Some(Image { name: "$REPO:${TAG}".into(), ..Image::default() });
     build.variables = vec![var("TAG", "job"), var("FROM_JOB", "$CI_PROJECT_NAME-$TAG")];
     let mut r = rule(Some("$TAG == 'job'"), None);
     r.variables = vec![var("RULED", "yes"), var("TAG", "1")];

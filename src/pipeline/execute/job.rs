@@ -196,6 +196,8 @@ fn attempt_steps(
         command: script::shell_command(),
         env_file: Some(env_file),
         privileged: wiring.privileged,
+        user: image.user.clone(),
+        platform: image.platform.clone(),
     };
     let container = create_container(&spec, &wiring.networks, created)?;
     let mut wiring = wiring;
@@ -315,6 +317,8 @@ fn start_service(
         command: service.command.clone().unwrap_or_default(),
         env_file: Some(env_file),
         privileged: wiring.privileged,
+        user: None,
+        platform: None,
     };
     let container = create_container(&spec, &wiring.networks, created)?;
     let mut files = wiring.files.clone();

@@ -512,7 +512,7 @@ mod tests {
              coverage: /x/\n  resource_group: r\n",
         );
         assert_eq!(j.stage, "build");
-        assert_eq!(j.image, Some(Image { name: "alpine".into(), entrypoint: None }));
+        assert_eq!(j.image, Some(Image { name: "alpine".into(), ..Image::default() }));
         assert_eq!(j.services.len(), 1);
         assert_eq!((j.before_script, j.script, j.after_script), (vec!["b".into()], vec!["s".into()], vec!["a".into()]));
         assert_eq!(j.variables, [Variable { name: "A".into(), value: "1".into() }]);

@@ -507,7 +507,7 @@ mod tests {
         assert!(p.workflow_rules.is_empty());
         let names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(names, ["build", "test:unit", "test:flaky", "deploy"]);
-        let busybox = Some(Image { name: "busybox:latest".into(), entrypoint: None });
+        let busybox = Some(Image { name: "busybox:latest".into(), ..Image::default() });
         let default_before = strings(&["echo \"$GREETING from $CI_JOB_NAME\""]);
 
         let build = p.job("build").unwrap();

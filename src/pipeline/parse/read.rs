@@ -199,12 +199,19 @@ fn variable(name: &str, field: &Field) -> Result<Variable, PipelineError> {
 /// `image:` a name or `{name, entrypoint}`.
 pub fn image(field: &Field) -> Result<Image, PipelineError> {
     match &field.node.value {
-        Value::Str(_) => Ok(Image { name: field.name("an image name")?, entrypoint: None }),
+        Value::Str(_) => Ok(Image { name: field.name("an image name")?, ..Image::default() }),
         Value::Map(_) => {
             field.check_keys(&["name", "entrypoint", "docker", "pull_policy"])?;
             let name = field.get("name")?.ok_or_else(|| field.error("missing `name`"))?.name("an image name")?;
             let entrypoint = field.get("entrypoint")?.map(|f| command(&f)).transpose()?;
-            Ok(Image { name, entrypoint })
+            let (mut user, mut platform) = (None, None);
+            if let Some(docker) = field.get("docker")? {
+                // GitLab's `image:docker`: `platform` and `user`, both strings.
+                docker.check_keys(&["platform", "user"])?;
+                user = docker.get("user")?.map(|f| f.name("a user name or uid")).transpose()?;
+                platform = docker.get("platform")?.map(|f| f.name("a platform such as linux/arm64")).transpose()?;
+            }
+            Ok(Image { name, entrypoint, user, platform })
         }
         _ => Err(field.expected("an image name or {name, entrypoint}")),
     }
@@ -630,12 +637,16 @@ mod tests {
     #[test]
     fn images() {
         let i = with_field("k: alpine:3", image).unwrap();
-        assert_eq!(i, Image { name: "alpine:3".into(), entrypoint: None });
+        assert_eq!(i, Image { name: "alpine:3".into(), ..Image::default() });
         let i = with_field("k: {name: x, entrypoint: ['']}", image).unwrap();
         assert_eq!(i.entrypoint, Some(vec![]));
         let i = with_field("k: {name: x, entrypoint: [/bin/sh, -c], pull_policy: always}", image).unwrap();
         assert_eq!(i.entrypoint, Some(vec!["/bin/sh".into(), "-c".into()]));
+        let i = with_field("k: {name: x, docker: {user: '1234', platform: linux/arm64}}", image).unwrap();
+        assert_eq!((i.user.as_deref(), i.platform.as_deref()), (Some("1234"), Some("linux/arm64")));
         let cases = [
+            ("k: {name: x, docker: {user: 1234}}", "job.k.docker.user", "expected a user name or uid"),
+            ("k: {name: x, docker: {arch: arm}}", "job.k.docker.arch", "unknown key"),
             ("k: 3", "job.k", "expected an image name or {name, entrypoint}, found a number"),
             ("k: ''", "job.k", "expected an image name, found an empty string"),
             ("k: {entrypoint: [a]}", "job.k", "missing `name`"),
