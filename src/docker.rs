@@ -140,7 +140,14 @@ fn spawn_failed(args: &[&str], e: &std::io::Error) -> DockerError {
 
 /// Runs `docker ARGS` in its own process group; stdout on success.
 fn run_grouped(args: &[&str]) -> Result<String, DockerError> {
+    run_grouped_with_env(args, &[])
+}
+
+/// [`run_grouped`] with `env` added to the docker CLI's environment (values never in argv; the
+/// error names the command only).
+fn run_grouped_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<String, DockerError> {
     let output = command(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -187,6 +194,9 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     /// `--platform` (`image: docker: platform`).
     pub platform: Option<String>,
+    /// Values of the `env_file`'s bare `NAME` lines (multi-line ones, which the file format cannot
+    /// hold): set in the docker CLI's own environment, where docker reads them from. Never argv.
+    pub client_env: Vec<(String, Secret)>,
 }
 
 /// How a privileged container is run: `--privileged`, or, where the host's capability
@@ -317,7 +327,8 @@ pub fn create(spec: &ContainerSpec) -> Result<String, DockerError> {
     args.push(spec.image.clone());
     args.extend(command);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_grouped(&args).map(|out| out.trim().to_string())
+    let env: Vec<(&str, &str)> = spec.client_env.iter().map(|(name, value)| (name.as_str(), value.expose())).collect();
+    run_grouped_with_env(&args, &env).map(|out| out.trim().to_string())
 }
 
 /// `docker start CONTAINER` (detached: services).

@@ -500,3 +500,64 @@ fn image_docker_user_and_platform_reach_the_container() {
     assert_eq!(finished(&events, "foreign")["status"], "failed", "{}", show(&out));
     assert!(!trace(&events, "foreign").iter().any(|l| l == "ran"), "{}", show(&out));
 }
+
+/// A busybox image whose `ENTRYPOINT` prints `$MULTI` and `$ONE` before it runs the job's
+/// command, made once per test binary with `docker commit`.
+const ENTRYPOINT_IMAGE: &str = "glci-test/entrypoint-env:e2e";
+
+fn entrypoint_image() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        images();
+        let dir = temp_dir();
+        let script = dir.path().join("entry.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho 'entrypoint: MULTI begin'\nprintf '%s\\n' \"$MULTI\"\necho 'entrypoint: MULTI end'\n\
+             echo \"entrypoint: ONE=$ONE\"\nexec \"$@\"\n",
+        )
+        .expect("write entry.sh");
+        run(Command::new("chmod").arg("755").arg(&script));
+        let builder = common::unique_name("glci-w3-entry");
+        run(Command::new("docker").args(["create", "--name", &builder, BUSYBOX, "true"]));
+        run(Command::new("docker").arg("cp").arg(&script).arg(format!("{builder}:/entry.sh")));
+        run(Command::new("docker").args([
+            "commit",
+            "--change",
+            r#"ENTRYPOINT ["/entry.sh"]"#,
+            &builder,
+            ENTRYPOINT_IMAGE,
+        ]));
+        run(Command::new("docker").args(["rm", "-f", &builder]));
+    });
+}
+
+#[test]
+fn the_images_entrypoint_sees_every_variable_multi_line_ones_included() {
+    entrypoint_image();
+    let yaml = format!(
+        "variables:\n  MULTI: \"first line\\nsecond 'quoted' $$line\\n\"\n  ONE: single\n  DOCKER_ODD: \"x\\ny\"\n\
+         entry:\n  image: {ENTRYPOINT_IMAGE}\n  script:\n    - 'printf \"script: %s\\n\" \"$MULTI\"'\n    \
+         - 'printf \"odd: %s\\n\" \"$DOCKER_ODD\"'\n"
+    );
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &[]);
+    let events = events(&out);
+    assert_eq!(finished(&events, "entry")["status"], "success", "{}", show(&out));
+    let lines = trace(&events, "entry");
+    let begin = position(&lines, "entrypoint: MULTI begin");
+    assert_eq!(
+        lines[begin..begin + 5],
+        ["entrypoint: MULTI begin", "first line", "second 'quoted' $line", "", "entrypoint: MULTI end"],
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "entrypoint: ONE=single"), "{lines:#?}");
+    // The script still gets them all, the one the docker CLI would read too.
+    assert!(lines.iter().any(|l| l == "script: first line"), "{lines:#?}");
+    assert!(lines.iter().any(|l| l == "odd: x"), "{lines:#?}");
+    let notes = notes(&events, "entry");
+    assert!(
+        notes.iter().any(|n| n.contains("DOCKER_ODD has a multi-line value") && n.contains("ENTRYPOINT does not")),
+        "{notes:#?}"
+    );
+}

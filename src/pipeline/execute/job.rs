@@ -185,7 +185,7 @@ fn attempt_steps(
         return Ok(Attempt::canceled());
     }
 
-    let env_file = write_env_file(run, base, "job", &variables)?;
+    let env = write_env_file(run, &job.name, base, "job", &variables)?;
     let spec = ContainerSpec {
         name: base.to_string(),
         image: image.name.clone(),
@@ -194,10 +194,11 @@ fn attempt_steps(
         network_aliases: Vec::new(),
         entrypoint: image.entrypoint.clone(),
         command: script::shell_command(),
-        env_file: Some(env_file),
+        env_file: Some(env.path),
         privileged: wiring.privileged,
         user: image.user.clone(),
         platform: image.platform.clone(),
+        client_env: env.client_env,
     };
     let container = create_container(&spec, &wiring.networks, created)?;
     let mut wiring = wiring;
@@ -306,7 +307,7 @@ fn start_service(
     for (key, value) in &wiring.variables {
         variables.set(key, value.clone());
     }
-    let env_file = write_env_file(run, name, "service", &variables)?;
+    let env = write_env_file(run, &job.name, name, "service", &variables)?;
     let spec = ContainerSpec {
         name: name.to_string(),
         image: service.image.clone(),
@@ -315,10 +316,11 @@ fn start_service(
         network_aliases: service.aliases.clone(),
         entrypoint: service.entrypoint.clone(),
         command: service.command.clone().unwrap_or_default(),
-        env_file: Some(env_file),
+        env_file: Some(env.path),
         privileged: wiring.privileged,
         user: None,
         platform: None,
+        client_env: env.client_env,
     };
     let container = create_container(&spec, &wiring.networks, created)?;
     let mut files = wiring.files.clone();
@@ -410,9 +412,28 @@ fn wait_for_service(
     }
 }
 
-/// Writes a 0600 `--env-file` under the run's work dir (variables never go into argv).
-fn write_env_file(run: &Run<'_>, base: &str, what: &str, variables: &VarSet) -> Result<std::path::PathBuf, String> {
+/// A container's environment as `docker create` gets it: a 0600 `--env-file` under the run's
+/// work dir, and the multi-line values for the docker CLI's own environment (variables never go
+/// into argv, where `ps` would show them). Multi-line variables the docker CLI itself would read
+/// reach only the script, said once in the job's log.
+struct EnvFile {
+    path: std::path::PathBuf,
+    client_env: Vec<(String, crate::secret::Secret)>,
+}
+
+fn write_env_file(run: &Run<'_>, job: &str, base: &str, what: &str, variables: &VarSet) -> Result<EnvFile, String> {
     use std::os::unix::fs::OpenOptionsExt;
+    let env = script::container_env(variables);
+    for name in &env.script_only {
+        run.log(
+            job,
+            LogSource::Glci,
+            format!(
+                "NOTE: {name} has a multi-line value and is a name the docker CLI reads itself: the {what}'s script \
+                 gets it, its image's ENTRYPOINT does not"
+            ),
+        );
+    }
     let dir = run.options.work_dir.join("env").join(base);
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let path = dir.join(format!("{what}.env"));
@@ -423,8 +444,9 @@ fn write_env_file(run: &Run<'_>, base: &str, what: &str, variables: &VarSet) -> 
         .mode(0o600)
         .open(&path)
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    file.write_all(script::env_file(variables).as_bytes()).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    Ok(path)
+    file.write_all(env.file.as_bytes()).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let client_env = env.from_client.into_iter().map(|(name, value)| (name, value.into())).collect();
+    Ok(EnvFile { path, client_env })
 }
 
 fn script_file(text: String) -> ExtraFile {
