@@ -495,9 +495,20 @@ pub fn image_exists(image: &str) -> Result<bool, DockerError> {
     }
 }
 
-/// `docker pull IMAGE` in the run's process group discipline (see [`command`]).
-pub fn pull_image(image: &str) -> Result<(), DockerError> {
-    run_grouped(&["pull", "--quiet", image]).map(|_| ())
+/// `docker pull [--platform P] IMAGE` in the run's process group discipline (see [`command`]).
+pub fn pull_image(image: &str, platform: Option<&str>) -> Result<(), DockerError> {
+    run_grouped(&pull_args(&[], image, platform)).map(|_| ())
+}
+
+/// `[PREFIX..] pull --quiet [--platform P] IMAGE`.
+fn pull_args<'a>(prefix: &[&'a str], image: &'a str, platform: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = prefix.to_vec();
+    args.extend(["pull", "--quiet"]);
+    if let Some(platform) = platform {
+        args.extend(["--platform", platform]);
+    }
+    args.push(image);
+    args
 }
 
 /// `docker network create --label ... NAME`.
@@ -679,9 +690,9 @@ pub fn create_server(spec: &ServerSpec) -> Result<String, DockerError> {
 
 /// `docker --config DIR pull IMAGE`: a pull with the credentials of `DIR/config.json` (written
 /// by the caller, 0600), so secrets never reach argv and the user's own config is untouched.
-pub fn pull_with_config(config_dir: &std::path::Path, image: &str) -> Result<(), DockerError> {
+pub fn pull_with_config(config_dir: &std::path::Path, image: &str, platform: Option<&str>) -> Result<(), DockerError> {
     let dir = config_dir.display().to_string();
-    run_grouped(&["--config", &dir, "pull", "--quiet", image]).map(|_| ())
+    run_grouped(&pull_args(&["--config", &dir], image, platform)).map(|_| ())
 }
 
 /// `docker-credential-<helper> list`: the server names a credential store holds.

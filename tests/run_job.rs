@@ -561,3 +561,82 @@ fn the_images_entrypoint_sees_every_variable_multi_line_ones_included() {
         "{notes:#?}"
     );
 }
+
+/// Pushes [`BUSYBOX`] to `server` as `repo:1` and an index `repo:index` whose only entry is that
+/// manifest for the host's platform; the host keeps neither. Returns the index's name.
+fn push_single_platform_index(server: &common::ServeProcess, repo: &str, native: &str) -> String {
+    let addr = server.addr.to_string();
+    let single = format!("{addr}/{repo}:1");
+    run(Command::new("docker").args(["tag", BUSYBOX, &single]));
+    run(Command::new("docker").args(["push", "--quiet", &single]));
+    run(Command::new("docker").args(["image", "rm", &single]));
+    let manifest = common::consistency::get_manifest(&addr, repo, "1").expect("GET the manifest");
+    assert_eq!(manifest.status, 200, "{}", String::from_utf8_lossy(&manifest.body));
+    let media_type = manifest.header("content-type").expect("Content-Type").to_string();
+    let (os, arch) = native.split_once('/').expect("os/arch");
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [{
+            "mediaType": media_type,
+            "digest": common::sha256_digest(&manifest.body),
+            "size": manifest.body.len(),
+            "platform": {"os": os, "architecture": arch},
+        }],
+    })
+    .to_string();
+    let put = common::http::Request::new(&addr, "PUT", &format!("/v2/{repo}/manifests/index"))
+        .header("Content-Type", "application/vnd.docker.distribution.manifest.list.v2+json")
+        .body(index)
+        .close()
+        .send();
+    assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
+    format!("{addr}/{repo}:index")
+}
+
+#[test]
+fn docker_platform_reaches_the_pull_and_pull_policies_are_tried_in_order() {
+    images();
+    let native = match std::env::consts::ARCH {
+        "aarch64" => "linux/arm64",
+        _ => "linux/amd64",
+    };
+    let foreign = if native == "linux/amd64" { "linux/arm64" } else { "linux/amd64" };
+    let server = common::ServeProcess::start();
+    let image = push_single_platform_index(&server, &common::unique_name("w3-platform"), native);
+    let absent = format!("{}/w3/absent:1", server.addr);
+    let yaml = format!(
+        "stages: [first, second]\n\
+         foreign:\n  stage: first\n  allow_failure: true\n  \
+         image: {{name: '{image}', docker: {{platform: {foreign}}}, pull_policy: always}}\n  script: [echo ran]\n\
+         never:\n  stage: first\n  allow_failure: true\n  image: {{name: '{absent}', pull_policy: never}}\n  \
+         script: [echo ran]\n\
+         native:\n  stage: second\n  \
+         image: {{name: '{image}', docker: {{platform: {native}}}, pull_policy: [never, if-not-present]}}\n  \
+         services:\n    - name: '{image}'\n      alias: svc\n      docker: {{user: '1234', platform: {native}}}\n      \
+         command: [sh, -c, 'id -u > /tmp/uid && exec httpd -f -p 8080 -h /tmp']\n  \
+         script: ['wget -qO- http://svc:8080/uid']\n"
+    );
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &[]);
+    let _ = Command::new("docker").args(["image", "rm", &image]).output();
+    server.stop();
+    let events = events(&out);
+    // The index has no entry for the foreign platform: only a pull with --platform says so.
+    let foreign_job = finished(&events, "foreign");
+    assert_eq!(foreign_job["status"], "failed", "{}", show(&out));
+    assert!(!trace(&events, "foreign").iter().any(|l| l == "ran"), "{}", show(&out));
+    let reason = foreign_job["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("no matching manifest") && reason.contains(foreign), "{reason}\n{}", show(&out));
+    let never = finished(&events, "never");
+    assert_eq!(never["status"], "failed", "{}", show(&out));
+    assert!(never["reason"].as_str().unwrap_or_default().contains("pull policy is `never`"), "{}", show(&out));
+    assert!(!notes(&events, "never").iter().any(|n| n.starts_with("Pulling docker image")), "{}", show(&out));
+    // `never` fails (the host lacks it), then `if-not-present` pulls the native entry; the
+    // service runs as its `docker: user`.
+    assert_eq!(finished(&events, "native")["status"], "success", "{}", show(&out));
+    let native_notes = notes(&events, "native");
+    assert!(native_notes.iter().any(|n| n.contains("Failed to pull image with policy \"never\"")), "{native_notes:#?}");
+    assert!(native_notes.iter().any(|n| n == "Attempt #2: Trying \"if-not-present\" pull policy"), "{native_notes:#?}");
+    assert_eq!(trace(&events, "native").last().map(String::as_str), Some("1234"), "{}", show(&out));
+}

@@ -50,9 +50,30 @@ pub struct Image {
     pub user: Option<String>,
     /// `image: {docker: {platform: P}}`: the platform (`linux/arm64`) the image is run for.
     pub platform: Option<String>,
+    /// `image: pull_policy`: tried in order (empty: `if-not-present`, glci's default).
+    pub pull_policy: Vec<PullPolicy>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `pull_policy:` of an image or service (GitLab's `always`, `if-not-present`, `never`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    /// The name GitLab spells it with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfNotPresent => "if-not-present",
+            PullPolicy::Never => "never",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Service {
     pub name: String,
     /// `alias`, possibly several separated by commas as GitLab allows.
@@ -60,6 +81,12 @@ pub struct Service {
     pub entrypoint: Option<Vec<String>>,
     pub command: Option<Vec<String>>,
     pub variables: Vec<Variable>,
+    /// `services: [{docker: {user: U}}]`: the user the service container runs as.
+    pub user: Option<String>,
+    /// `services: [{docker: {platform: P}}]`.
+    pub platform: Option<String>,
+    /// `services: [{pull_policy: ...}]`, as for images.
+    pub pull_policy: Vec<PullPolicy>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -152,7 +152,7 @@ pub struct PlannedJob {
     pub start_in: Option<Duration>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PlannedService {
     /// Expanded image name.
     pub image: String,
@@ -162,6 +162,10 @@ pub struct PlannedService {
     pub command: Option<Vec<String>>,
     /// The job's variables with the service's own on top.
     pub variables: VarSet,
+    /// `docker: user` and `docker: platform`, variables expanded.
+    pub user: Option<String>,
+    pub platform: Option<String>,
+    pub pull_policy: Vec<crate::pipeline::model::PullPolicy>,
 }
 
 fn set_of(vars: &[Variable]) -> VarSet {
@@ -773,6 +777,9 @@ fn plan_service(service: &Service, job_vars: &VarSet) -> PlannedService {
         aliases,
         entrypoint: service.entrypoint.clone(),
         command: service.command.clone(),
+        user: service.user.as_ref().map(|u| variables::expand(u, &lookup)),
+        platform: service.platform.as_ref().map(|p| variables::expand(p, &lookup)),
+        pull_policy: service.pull_policy.clone(),
         variables,
     }
 }

@@ -545,8 +545,9 @@ fn services_get_aliases_and_variables() {
             entrypoint: None,
             command: Some(vec!["postgres".into()]),
             variables: vec![var("POSTGRES_DB", "$DB")],
+            ..Service::default()
         },
-        Service { name: "redis:7@sha256:abc".into(), alias: None, entrypoint: None, command: None, variables: vec![] },
+        Service { name: "redis:7@sha256:abc".into(), ..Service::default() },
     ];
     let plan = plan(&pipeline(vec![b]), &facts()).expect("plans");
     let s = &planned(&plan, "b").services;

@@ -20,7 +20,7 @@ use super::dotenv;
 use super::script;
 use super::{failure_allowed, JobReport, JobStatus, LogSource, Run, Wiring};
 use crate::docker::{self, ContainerSpec};
-use crate::pipeline::model::ArtifactsWhen;
+use crate::pipeline::model::{ArtifactsWhen, PullPolicy};
 use crate::pipeline::plan::{PlannedJob, PlannedService};
 use crate::pipeline::variables::VarSet;
 
@@ -163,7 +163,7 @@ fn attempt_steps(
         run.log(&job.name, LogSource::Glci, note.clone());
     }
     run.log(&job.name, LogSource::Glci, format!("Using docker image {}", image.name));
-    ensure_image(run, job, &image.name)?;
+    ensure_image(run, job, &image.name, image.platform.as_deref(), &image.pull_policy)?;
 
     let network = if job.services.is_empty() {
         None
@@ -281,15 +281,58 @@ fn attempt_steps(
     Ok(attempt)
 }
 
-/// Pulls `image` unless the host has it (GitLab's `if-not-present` policy).
-fn ensure_image(run: &Run<'_>, job: &PlannedJob, image: &str) -> Result<(), String> {
-    if docker::image_exists(image).map_err(|e| e.to_string())? {
-        return Ok(());
+/// Makes sure the host has `image` by its `pull_policy`, tried in order as the runner's pull
+/// manager does (executors/docker/internal/pull/manager.go; none given: `if-not-present`,
+/// glci's default), pulling with `--platform` when `docker: platform` is set.
+fn ensure_image(
+    run: &Run<'_>,
+    job: &PlannedJob,
+    image: &str,
+    platform: Option<&str>,
+    policies: &[PullPolicy],
+) -> Result<(), String> {
+    const DEFAULT: [PullPolicy; 1] = [PullPolicy::IfNotPresent];
+    let policies = if policies.is_empty() { &DEFAULT[..] } else { policies };
+    let mut failure = String::new();
+    for (i, policy) in policies.iter().enumerate() {
+        if i > 0 {
+            run.log(
+                &job.name,
+                LogSource::Glci,
+                format!("Attempt #{}: Trying \"{}\" pull policy", i + 1, policy.as_str()),
+            );
+        }
+        let result = match policy {
+            PullPolicy::IfNotPresent | PullPolicy::Never
+                if docker::image_exists(image).map_err(|e| e.to_string())? =>
+            {
+                Ok(())
+            }
+            PullPolicy::Never => Err(format!("{image} is not on this host and the pull policy is `never`")),
+            PullPolicy::IfNotPresent | PullPolicy::Always => pull(run, job, image, platform),
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if policies.len() == 1 => return Err(e),
+            Err(e) => {
+                run.log(
+                    &job.name,
+                    LogSource::Glci,
+                    format!("WARNING: Failed to pull image with policy \"{}\": {e}", policy.as_str()),
+                );
+                failure = e;
+            }
+        }
     }
+    let names: Vec<&str> = policies.iter().map(|p| p.as_str()).collect();
+    Err(format!("failed to pull image {image} with specified policies [{}]: {failure}", names.join(" ")))
+}
+
+fn pull(run: &Run<'_>, job: &PlannedJob, image: &str, platform: Option<&str>) -> Result<(), String> {
     run.log(&job.name, LogSource::Glci, format!("Pulling docker image {image} ..."));
-    match run.wiring.pull(job, image) {
+    match run.wiring.pull(job, image, platform) {
         Some(result) => result,
-        None => docker::pull_image(image).map_err(|e| format!("pulling {image}: {}", e.stderr.trim())),
+        None => docker::pull_image(image, platform).map_err(|e| format!("pulling {image}: {}", e.stderr.trim())),
     }
 }
 
@@ -301,7 +344,7 @@ fn start_service(
     network: &str,
     created: &mut Created,
 ) -> Result<String, String> {
-    ensure_image(run, job, &service.image)?;
+    ensure_image(run, job, &service.image, service.platform.as_deref(), &service.pull_policy)?;
     let wiring: Wiring = run.wiring.service(job, service);
     let mut variables = service.variables.clone();
     for (key, value) in &wiring.variables {
@@ -318,8 +361,8 @@ fn start_service(
         command: service.command.clone().unwrap_or_default(),
         env_file: Some(env.path),
         privileged: wiring.privileged,
-        user: None,
-        platform: None,
+        user: service.user.clone(),
+        platform: service.platform.clone(),
         client_env: env.client_env,
     };
     let container = create_container(&spec, &wiring.networks, created)?;

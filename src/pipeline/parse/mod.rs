@@ -550,7 +550,7 @@ mod tests {
                 alias: Some("cache".into()),
                 entrypoint: None,
                 command: Some(strings(&["sh", "-c", "while true; do echo pong | nc -l -p 6379; done"])),
-                variables: vec![],
+                ..Service::default()
             }]
         );
         assert_eq!(

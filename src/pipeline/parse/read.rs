@@ -9,7 +9,7 @@ use super::duration;
 use super::yaml::{Entry, Map, Node, Value};
 use crate::pipeline::error::PipelineError;
 use crate::pipeline::model::{
-    AllowFailure, Artifacts, ArtifactsWhen, Changes, Image, Location, Rule, Service, Variable, When,
+    AllowFailure, Artifacts, ArtifactsWhen, Changes, Image, Location, PullPolicy, Rule, Service, Variable, When,
 };
 use crate::pipeline::rules;
 
@@ -196,25 +196,66 @@ fn variable(name: &str, field: &Field) -> Result<Variable, PipelineError> {
     Ok(Variable { name, value })
 }
 
-/// `image:` a name or `{name, entrypoint}`.
+/// `image:` a name or `{name, entrypoint, docker, kubernetes, pull_policy}` (GitLab's
+/// `Imageable` entry and `executor_opts.json` schema).
 pub fn image(field: &Field) -> Result<Image, PipelineError> {
     match &field.node.value {
         Value::Str(_) => Ok(Image { name: field.name("an image name")?, ..Image::default() }),
         Value::Map(_) => {
-            field.check_keys(&["name", "entrypoint", "docker", "pull_policy"])?;
+            field.check_keys(&["name", "entrypoint", "docker", "kubernetes", "pull_policy"])?;
             let name = field.get("name")?.ok_or_else(|| field.error("missing `name`"))?.name("an image name")?;
             let entrypoint = field.get("entrypoint")?.map(|f| command(&f)).transpose()?;
-            let (mut user, mut platform) = (None, None);
-            if let Some(docker) = field.get("docker")? {
-                // GitLab's `image:docker`: `platform` and `user`, both strings.
-                docker.check_keys(&["platform", "user"])?;
-                user = docker.get("user")?.map(|f| f.name("a user name or uid")).transpose()?;
-                platform = docker.get("platform")?.map(|f| f.name("a platform such as linux/arm64")).transpose()?;
-            }
-            Ok(Image { name, entrypoint, user, platform })
+            let (user, platform) = executor_options(field)?;
+            let pull_policy = field.get("pull_policy")?.map(|f| pull_policy(&f)).transpose()?.unwrap_or_default();
+            Ok(Image { name, entrypoint, user, platform, pull_policy })
         }
         _ => Err(field.expected("an image name or {name, entrypoint}")),
     }
+}
+
+/// GitLab's `docker:` options of an image or service: `platform` (1 to 64 characters) and
+/// `user` (1 to 255), both strings. `kubernetes: {user}` is checked (a string or a number) and
+/// left to `mod.rs`'s note: it is for the Kubernetes executor.
+fn executor_options(field: &Field) -> Result<(Option<String>, Option<String>), PipelineError> {
+    if let Some(kubernetes) = field.get("kubernetes")? {
+        kubernetes.check_keys(&["user"])?;
+        if let Some(user) = kubernetes.get("user")? {
+            if !matches!(user.node.value, Value::Int(_)) {
+                user.name("a user name or uid")?;
+            }
+        }
+    }
+    let Some(docker) = field.get("docker")? else { return Ok((None, None)) };
+    docker.check_keys(&["platform", "user"])?;
+    let bounded = |key: &str, what: &str, max: usize| -> Result<Option<String>, PipelineError> {
+        let Some(f) = docker.get(key)? else { return Ok(None) };
+        let value = f.name(what)?;
+        if value.chars().count() > max {
+            return Err(f.error(format!("longer than {max} characters")));
+        }
+        Ok(Some(value))
+    };
+    Ok((bounded("user", "a user name or uid", 255)?, bounded("platform", "a platform such as linux/arm64", 64)?))
+}
+
+/// `pull_policy:` one of `always`, `if-not-present`, `never`, or a non-empty list of them.
+fn pull_policy(field: &Field) -> Result<Vec<PullPolicy>, PipelineError> {
+    let items = match &field.node.value {
+        Value::Seq(_) => field.items("a list of pull policies")?,
+        _ => vec![field.clone()],
+    };
+    if items.is_empty() {
+        return Err(field.error("no pull policy (use always, if-not-present or never)"));
+    }
+    items
+        .iter()
+        .map(|item| match item.string()?.as_str() {
+            "always" => Ok(PullPolicy::Always),
+            "if-not-present" => Ok(PullPolicy::IfNotPresent),
+            "never" => Ok(PullPolicy::Never),
+            other => Err(item.error(format!("unknown pull policy {other:?} (use always, if-not-present or never)"))),
+        })
+        .collect()
 }
 
 /// `entrypoint`/`command`: a list of strings; `[""]` means none.
@@ -233,21 +274,26 @@ pub fn services(field: &Field) -> Result<Vec<Service>, PipelineError> {
 
 fn service(field: &Field) -> Result<Service, PipelineError> {
     match &field.node.value {
-        Value::Str(_) => Ok(Service {
-            name: field.name("an image name")?,
-            alias: None,
-            entrypoint: None,
-            command: None,
-            variables: Vec::new(),
-        }),
+        Value::Str(_) => Ok(Service { name: field.name("an image name")?, ..Service::default() }),
         Value::Map(_) => {
-            field.check_keys(&["name", "alias", "entrypoint", "command", "variables", "pull_policy", "docker"])?;
+            field.check_keys(&[
+                "name",
+                "alias",
+                "entrypoint",
+                "command",
+                "variables",
+                "pull_policy",
+                "docker",
+                "kubernetes",
+            ])?;
             let name = field.get("name")?.ok_or_else(|| field.error("missing `name`"))?.name("an image name")?;
             let alias = field.get("alias")?.map(|f| f.name("an alias")).transpose()?;
             let entrypoint = field.get("entrypoint")?.map(|f| command(&f)).transpose()?;
             let cmd = field.get("command")?.map(|f| command(&f)).transpose()?;
             let variables = field.get("variables")?.map(|f| variables(&f)).transpose()?.unwrap_or_default();
-            Ok(Service { name, alias, entrypoint, command: cmd, variables })
+            let (user, platform) = executor_options(field)?;
+            let pull_policy = field.get("pull_policy")?.map(|f| pull_policy(&f)).transpose()?.unwrap_or_default();
+            Ok(Service { name, alias, entrypoint, command: cmd, variables, user, platform, pull_policy })
         }
         _ => Err(field.expected("an image name or {name, alias, ...}")),
     }
@@ -635,6 +681,20 @@ mod tests {
     }
 
     #[test]
+    fn services_take_docker_options_and_pull_policies() {
+        let list = with_field(
+            "k: [redis:7, {name: pg, docker: {user: '999', platform: linux/arm64}, pull_policy: never}]",
+            services,
+        )
+        .unwrap();
+        assert_eq!(list[0], Service { name: "redis:7".into(), ..Service::default() });
+        assert_eq!((list[1].user.as_deref(), list[1].platform.as_deref()), (Some("999"), Some("linux/arm64")));
+        assert_eq!(list[1].pull_policy, [PullPolicy::Never]);
+        let e = err("k: [{name: pg, docker: {privileged: true}}]", services);
+        assert_eq!(e.key, "job.k[0].docker.privileged", "{e}");
+    }
+
+    #[test]
     fn images() {
         let i = with_field("k: alpine:3", image).unwrap();
         assert_eq!(i, Image { name: "alpine:3".into(), ..Image::default() });
@@ -644,7 +704,20 @@ mod tests {
         assert_eq!(i.entrypoint, Some(vec!["/bin/sh".into(), "-c".into()]));
         let i = with_field("k: {name: x, docker: {user: '1234', platform: linux/arm64}}", image).unwrap();
         assert_eq!((i.user.as_deref(), i.platform.as_deref()), (Some("1234"), Some("linux/arm64")));
+        let i =
+            with_field("k: {name: x, pull_policy: [never, if-not-present], kubernetes: {user: 1000}}", image).unwrap();
+        assert_eq!(i.pull_policy, [PullPolicy::Never, PullPolicy::IfNotPresent]);
+        let i = with_field("k: {name: x, pull_policy: always}", image).unwrap();
+        assert_eq!(i.pull_policy, [PullPolicy::Always]);
+        let long = "a".repeat(65);
+        let too_long = format!("k: {{name: x, docker: {{platform: {long}}}}}");
         let cases = [
+            (too_long.as_str(), "job.k.docker.platform", "longer than 64 characters"),
+            ("k: {name: x, pull_policy: sometimes}", "job.k.pull_policy", "unknown pull policy \"sometimes\""),
+            ("k: {name: x, pull_policy: [always, 3]}", "job.k.pull_policy[1]", "expected a string"),
+            ("k: {name: x, pull_policy: []}", "job.k.pull_policy", "no pull policy"),
+            ("k: {name: x, kubernetes: {uid: 1}}", "job.k.kubernetes.uid", "unknown key"),
+            ("k: {name: x, docker: {user: ''}}", "job.k.docker.user", "empty string"),
             ("k: {name: x, docker: {user: 1234}}", "job.k.docker.user", "expected a user name or uid"),
             ("k: {name: x, docker: {arch: arm}}", "job.k.docker.arch", "unknown key"),
             ("k: 3", "job.k", "expected an image name or {name, entrypoint}, found a number"),
@@ -668,10 +741,7 @@ mod tests {
             services,
         )
         .unwrap();
-        assert_eq!(
-            s[0],
-            Service { name: "postgres:16".into(), alias: None, entrypoint: None, command: None, variables: vec![] }
-        );
+        assert_eq!(s[0], Service { name: "postgres:16".into(), ..Service::default() });
         assert_eq!(s[1].alias.as_deref(), Some("cache,kv"));
         assert_eq!(s[1].command, Some(vec!["redis-server".into(), "--port".into(), "6380".into()]));
         assert_eq!(s[1].entrypoint, Some(vec![]));
