@@ -640,3 +640,23 @@ fn docker_platform_reaches_the_pull_and_pull_policies_are_tried_in_order() {
     assert!(native_notes.iter().any(|n| n == "Attempt #2: Trying \"if-not-present\" pull policy"), "{native_notes:#?}");
     assert_eq!(trace(&events, "native").last().map(String::as_str), Some("1234"), "{}", show(&out));
 }
+
+#[test]
+fn retry_when_and_exit_codes_choose_which_failures_are_retried() {
+    images();
+    let yaml = format!(
+        "default:\n  image: {BUSYBOX}\n\
+         other-reason:\n  retry: {{max: 2, when: runner_system_failure}}\n  script: ['exit 1']\n\
+         listed-code:\n  retry: {{max: 1, exit_codes: [3]}}\n  script: ['exit 3']\n\
+         other-code:\n  retry: {{max: 2, exit_codes: 3}}\n  script: ['exit 4']\n\
+         script-failure:\n  retry: {{max: 1, when: [script_failure]}}\n  script: ['exit 5']\n"
+    );
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &[]);
+    let events = events(&out);
+    for (job, attempts) in [("other-reason", 1), ("listed-code", 2), ("other-code", 1), ("script-failure", 2)] {
+        let finished = finished(&events, job);
+        assert_eq!(finished["status"], "failed", "{job}: {}", show(&out));
+        assert_eq!(finished["attempts"], attempts, "{job}: {}", show(&out));
+    }
+}

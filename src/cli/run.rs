@@ -323,6 +323,19 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
                 let secrets = secrets.lock().unwrap_or_else(|p| p.into_inner());
                 execute::Event::Log { job, source, line: wiring::mask(&line, &secrets) }
             }
+            // A failure's reason may quote docker's or a command's words: masked the same way.
+            (execute::Event::JobFinished(mut report), Some(secrets)) => {
+                let secrets = secrets.lock().unwrap_or_else(|p| p.into_inner());
+                report.reason = report.reason.map(|r| wiring::mask(&r, &secrets));
+                execute::Event::JobFinished(report)
+            }
+            (execute::Event::PipelineFinished { status, duration, mut jobs }, Some(secrets)) => {
+                let secrets = secrets.lock().unwrap_or_else(|p| p.into_inner());
+                for report in &mut jobs {
+                    report.reason = report.reason.take().map(|r| wiring::mask(&r, &secrets));
+                }
+                execute::Event::PipelineFinished { status, duration, jobs }
+            }
             (event, _) => event,
         };
         if json {

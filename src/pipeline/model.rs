@@ -216,6 +216,32 @@ pub struct RunKeys {
     pub start_in: Option<Duration>,
     /// Keys GitLab accepts that mean nothing locally: one note each, `file:line: key: why`.
     pub notes: Vec<String>,
+    /// `retry: {when, exit_codes}`: which failures the `retry` attempts are for.
+    pub retry_on: RetryOn,
+}
+
+/// `retry: {when, exit_codes}` as GitLab's `Gitlab::Ci::Build::AutoRetry` reads them: a failure
+/// is retried when its reason is in `when` (or `when` has `always`), or its exit code is in
+/// `exit_codes`; without `when`, `when` is `[always]` unless `exit_codes` is given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    pub when: Option<Vec<String>>,
+    pub exit_codes: Option<Vec<i32>>,
+}
+
+impl RetryOn {
+    /// Whether a failure of `reason` (GitLab's failure reason name) with `exit_code` is retried.
+    pub fn allows(&self, reason: &str, exit_code: Option<i32>) -> bool {
+        let default: &[String] = &[];
+        let when = match (&self.when, &self.exit_codes) {
+            (Some(when), _) => when.as_slice(),
+            (None, Some(_)) => default,
+            (None, None) => return true,
+        };
+        let by_reason = when.iter().any(|w| w == reason || w == "always");
+        let by_code = matches!((&self.exit_codes, exit_code), (Some(codes), Some(code)) if codes.contains(&code));
+        by_reason || by_code
+    }
 }
 
 /// `environment:`, not yet expanded.

@@ -150,6 +150,8 @@ pub struct PlannedJob {
     pub notes: Vec<String>,
     /// `when: delayed`: waits this long once it may run.
     pub start_in: Option<Duration>,
+    /// Which failures `retry` is for.
+    pub retry_on: crate::pipeline::model::RetryOn,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -559,6 +561,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             file_variables,
             notes,
             start_in: job.run_keys.start_in,
+            retry_on: job.run_keys.retry_on.clone(),
         });
     }
     Ok(plan)

@@ -41,15 +41,34 @@ struct Attempt {
     exit_code: Option<i32>,
     reason: Option<String>,
     coverage: Option<String>,
+    /// Killed at the job's `timeout`.
+    timed_out: bool,
 }
 
 impl Attempt {
     fn failed(reason: impl Into<String>) -> Attempt {
-        Attempt { status: JobStatus::Failed, exit_code: None, reason: Some(reason.into()), coverage: None }
+        Attempt {
+            status: JobStatus::Failed,
+            exit_code: None,
+            reason: Some(reason.into()),
+            coverage: None,
+            timed_out: false,
+        }
     }
 
     fn canceled() -> Attempt {
-        Attempt { status: JobStatus::Canceled, exit_code: None, reason: Some("interrupted".into()), coverage: None }
+        Attempt { status: JobStatus::Canceled, reason: Some("interrupted".into()), ..Attempt::failed("") }
+    }
+
+    /// A failure's reason by GitLab's name (`retry: when`): `job_execution_timeout`,
+    /// `script_failure` when the script exited non-zero, else `runner_system_failure` (what
+    /// failed was glci or docker: an image, a service, a copy).
+    fn failure_reason(&self) -> &'static str {
+        match (self.exit_code, self.timed_out) {
+            (_, true) => "job_execution_timeout",
+            (Some(_), false) => "script_failure",
+            (None, false) => "runner_system_failure",
+        }
     }
 }
 
@@ -61,7 +80,10 @@ pub(crate) fn run_job(run: &Run<'_>, index: usize, slot: usize) -> JobReport {
     let mut attempt = 1;
     loop {
         let result = run_attempt(run, index, attempt, slot);
-        let retry = result.status == JobStatus::Failed && attempt <= job.retry && !run.cancel.is_canceled();
+        let retry = result.status == JobStatus::Failed
+            && attempt <= job.retry
+            && job.retry_on.allows(result.failure_reason(), result.exit_code)
+            && !run.cancel.is_canceled();
         if retry {
             run.log(
                 &job.name,
@@ -222,14 +244,13 @@ fn attempt_steps(
     let coverage = Coverage::new(job.coverage.as_deref());
     let phase = run_phase(run, &job.name, &container, job.timeout, &coverage)?;
     let mut attempt = match phase {
-        Phase::Exited(0) => Attempt { status: JobStatus::Success, exit_code: Some(0), reason: None, coverage: None },
-        Phase::Exited(code) => Attempt {
-            status: JobStatus::Failed,
-            exit_code: Some(code),
-            reason: Some(format!("exit code {code}")),
-            coverage: None,
-        },
-        Phase::TimedOut => Attempt::failed(format!("execution took longer than {}", human(job.timeout))),
+        Phase::Exited(0) => {
+            Attempt { status: JobStatus::Success, exit_code: Some(0), reason: None, ..Attempt::failed("") }
+        }
+        Phase::Exited(code) => Attempt { exit_code: Some(code), ..Attempt::failed(format!("exit code {code}")) },
+        Phase::TimedOut => {
+            Attempt { timed_out: true, ..Attempt::failed(format!("execution took longer than {}", human(job.timeout))) }
+        }
         Phase::Canceled => return Ok(Attempt::canceled()),
     };
 

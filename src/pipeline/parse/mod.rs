@@ -8,11 +8,13 @@
 //! [`Sources`]); `compose`: `extends`, `!reference`; then the top-level keys read here
 //! (`stages`, `variables`, `default`, `workflow`, the deprecated global `image`/`services`/
 //! `before_script`/`after_script`/`cache`), every other key a job (`job.rs`; `.hidden` ones are
-//! templates and skipped); last, the checks that need the whole pipeline: each job's stage is
+//! templates and skipped; `accepted.rs` checks and notes the keys that mean nothing locally);
+//! last, the checks that need the whole pipeline: each job's stage is
 //! in `stages`, `needs`/`dependencies` name jobs of this pipeline in allowed stages, `needs`
 //! has no cycle. Jobs keep the merged order: those of included files first (GitLab's deep
 //! merge puts the including file over them), then the file's own.
 
+mod accepted;
 mod cache;
 mod compose;
 mod duration;
@@ -141,8 +143,10 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
             defaults.set(key, &field(entry))?;
         }
     }
+    let mut accepted = Vec::new();
     if let Some(entry) = map.get("default") {
         let default = Defaults::read(&field(entry))?;
+        accepted = accepted::of_default(&field(entry))?;
         defaults = Defaults {
             image: default.image.or(defaults.image),
             services: default.services.or(defaults.services),
@@ -164,8 +168,9 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
     if jobs.is_empty() {
         return Err(PipelineError::whole_file(file, "no jobs (names starting with `.` are templates, not jobs)"));
     }
-    let notes = jobs.iter().filter(|p| p.job.instance.as_ref().is_none_or(|i| i.index == 1));
-    let notes: Vec<String> = notes.flat_map(|p| p.notes.iter().cloned()).collect();
+    let firsts = || jobs.iter().filter(|p| p.job.instance.as_ref().is_none_or(|i| i.index == 1));
+    let mut notes: Vec<String> = firsts().flat_map(|p| p.notes.iter().cloned()).collect();
+    notes.extend(accepted::summarize(accepted.iter().chain(firsts().flat_map(|p| &p.accepted))));
     let jobs = validate(jobs, &stages)?;
     Ok(Pipeline { file: file.to_path_buf(), stages, variables, workflow_rules, jobs, name, notes })
 }
