@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::parse::{Fetched, Source};
+use crate::pipeline::parse::{ComponentContext, Fetched, Source};
 use crate::secret::Secret;
 
 /// How long a file at a branch (or any ref that may move) is used before it is fetched again.
@@ -77,7 +77,7 @@ impl Instance {
             Source::Local(path) => Err(format!("{path} is a local file")),
             Source::Remote(url) => {
                 let text = self.cached(url, false, false).map_err(|f| self.explain(f, &format!("`{url}`")))?;
-                Ok(Fetched { text, name: url.clone(), project: None })
+                Ok(Fetched { text, name: url.clone(), project: None, component: None })
             }
             Source::Template(name) => {
                 let path = format!("{TEMPLATES_DIR}/{name}");
@@ -85,7 +85,12 @@ impl Instance {
                 let text = self.cached(&url, true, false).map_err(|f| {
                     self.explain(f, &format!("template `{name}` ({TEMPLATES_PROJECT}:{path} at {TEMPLATES_REF})"))
                 })?;
-                Ok(Fetched { text, name: format!("{TEMPLATES_PROJECT}@{TEMPLATES_REF}:{path}"), project: None })
+                Ok(Fetched {
+                    text,
+                    name: format!("{TEMPLATES_PROJECT}@{TEMPLATES_REF}:{path}"),
+                    project: None,
+                    component: None,
+                })
             }
             Source::Project { project, reference, file } => {
                 let file = file.trim_start_matches('/');
@@ -99,6 +104,7 @@ impl Instance {
                     text,
                     name: format!("{project}@{reference}:{file}"),
                     project: Some((project.clone(), reference)),
+                    component: None,
                 })
             }
             Source::Component(address) => self.component(address),
@@ -115,7 +121,8 @@ impl Instance {
             return Err("expected `<host>/<project path>/<name>@<version>`".into());
         }
         let host = parts.remove(0);
-        let name = parts.pop().expect("three parts at least");
+        let component = parts.pop().expect("three parts at least");
+        let name = component;
         let project = parts.join("/");
         let own_host = self.url.split_once("://").map(|(_, h)| h).unwrap_or(&self.url);
         if host != own_host {
@@ -129,7 +136,14 @@ impl Instance {
             match self.cached(&url, true, immutable) {
                 Ok(text) => {
                     let name = format!("{project}@{reference}:{file}");
-                    return Ok(Fetched { text, name, project: Some((project.clone(), reference)) });
+                    let context = ComponentContext {
+                        name: component.to_owned(),
+                        sha: self.commit_sha(&project, &reference, immutable),
+                        version: semver(&reference).map(|_| reference.clone()),
+                        reference: version.to_owned(),
+                    };
+                    let project = Some((project.clone(), reference));
+                    return Ok(Fetched { text, name, project, component: Some(context) });
                 }
                 Err(Failure::NotFound) => {}
                 // A 404 of the first form is not cached: with the instance out of reach the
@@ -169,6 +183,18 @@ impl Instance {
             Some((_, tag)) => Ok(tag.to_owned()),
             None => Err(format!("project `{project}` has no release matching `{version}`")),
         }
+    }
+
+    /// The commit `reference` of `project` is at (`/repository/commits/:ref`), for
+    /// `$[[ component.sha ]]`; `None` when it cannot be asked (the template may not need it).
+    fn commit_sha(&self, project: &str, reference: &str, fixed: bool) -> Option<String> {
+        if reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(reference.to_ascii_lowercase());
+        }
+        let url = format!("{}/api/v4/projects/{}/repository/commits/{}", self.url, encode(project), encode(reference));
+        let text = self.cached(&url, true, fixed).ok()?;
+        let commit: serde_json::Value = serde_json::from_str(&text).ok()?;
+        commit["id"].as_str().filter(|id| id.len() == 40).map(str::to_owned)
     }
 
     /// Whether `reference` cannot move: a full commit SHA, or a tag of `project` (asked once).

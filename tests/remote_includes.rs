@@ -246,3 +246,69 @@ fn remote_include_errors_name_file_line_and_key() {
         assert_eq!(e, format!("glci: error: {file}{want}"), "{pipeline}");
     }
 }
+
+#[test]
+fn a_components_template_reads_its_name_sha_version_and_reference() {
+    image();
+    let raw = |file: &str, reference: &str| {
+        format!("/api/v4/projects/g%2Fcomps/repository/files/{}/raw?ref={reference}", file.replace('/', "%2F"))
+    };
+    let template = format!(
+        "spec:\n  component: [name, sha, version, reference]\n---\nctx-job:\n  image: {IMAGE}\n  script:\n    \
+         - echo \"ctx $[[ component.name ]] v=$[[ component.version ]] r=$[[ component.reference ]] $[[ component.sha ]]\"\n"
+    );
+    let released = "0123456789abcdef0123456789abcdef01234567";
+    let branch = "89abcdef0123456789abcdef0123456789abcdef";
+    let mut routes = routes();
+    routes.insert(raw("templates/ctx.yml", "1.2.0"), template.clone());
+    routes.insert(raw("templates/ctx.yml", "main"), template);
+    routes.insert("/api/v4/projects/g%2Fcomps/repository/commits/1.2.0".into(), format!("{{\"id\":\"{released}\"}}"));
+    routes.insert("/api/v4/projects/g%2Fcomps/repository/commits/main".into(), format!("{{\"id\":\"{branch}\"}}"));
+    let server = GitlabServer::start(routes);
+    let host = server.addr.clone();
+    // `@1` resolves to release 1.2.0; a branch has no version (null: empty inside a text).
+    for (reference, want) in
+        [("1", format!("ctx ctx v=1.2.0 r=1 {released}")), ("main", format!("ctx ctx v= r=main {branch}"))]
+    {
+        let setup = Setup::new(&server.url(), &format!("include:\n  - component: {host}/g/comps/ctx@{reference}\n"));
+        let out = setup.run(&["--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON event")).collect();
+        assert!(
+            lines.iter().any(|e| e["event"] == "log" && e["source"] == "job" && e["line"] == want.as_str()),
+            "wanted {want:?}: {}",
+            show(&out)
+        );
+    }
+}
+
+#[test]
+fn component_blocks_outside_a_component_or_undeclared_name_their_line() {
+    let setup = Setup::new("http://127.0.0.1:9", "include: ci/t.yml\n");
+    let dir = setup.project.path().join("ci");
+    std::fs::create_dir_all(&dir).expect("mkdir ci");
+    let cases = [
+        (
+            "spec:\n  component: [name]\n---\nj:\n  script: [\"echo $[[ component.name ]]\"]\n",
+            ":5: j.script[0]",
+            "not included with `include: component`",
+        ),
+        (
+            "spec:\n  component: [name]\n---\nj:\n  script: [\"echo $[[ component.sha ]]\"]\n",
+            ":5: j.script[0]",
+            "not declared in the header's `spec: component`",
+        ),
+        (
+            "spec:\n  component: [path]\n---\nj:\n  script: [x]\n",
+            ":2: spec.component[0]",
+            "unknown component field \"path\"",
+        ),
+    ];
+    for (text, at, words) in cases {
+        std::fs::write(dir.join("t.yml"), text).expect("write ci/t.yml");
+        let e = config_error(&setup.run(&["--list"]));
+        let file = dir.join("t.yml").display().to_string();
+        assert!(e.contains(&format!("{file}{at}: ")) && e.contains(words), "{text}: {e}");
+    }
+}

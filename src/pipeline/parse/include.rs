@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use sha2::Digest;
 
+use super::component::ComponentContext;
 use super::compose::merge_maps;
 use super::inputs::{self, Given};
 use super::read::Field;
@@ -66,6 +67,8 @@ pub struct Fetched {
     /// The project and ref it came from, for its own `local:` includes (`project`, `component`);
     /// `None` for remote files and templates, whose `local:` includes read this project.
     pub project: Option<(String, String)>,
+    /// For `include: component`: what `$[[ component.* ]]` reads.
+    pub component: Option<ComponentContext>,
 }
 
 /// Where one include entry points, its variables expanded.
@@ -138,6 +141,7 @@ impl Expander<'_> {
         let mut merged = Map::default();
         for located in self.locations(&include, origin)? {
             let at = |message: String| PipelineError::new(&located.node.file, located.line, &located.key, message);
+            let mut context = None;
             let (text, id, next) = match &located.source {
                 Source::Local(path) => {
                     let full = self.sources.project.join(path);
@@ -158,6 +162,7 @@ impl Expander<'_> {
                     };
                     let id =
                         PathBuf::from(fetched.as_ref().map(|f| f.name.clone()).unwrap_or_else(|_| describe(other)));
+                    context = fetched.as_ref().ok().and_then(|f| f.component.clone());
                     (fetched.map(|f| f.text), id, next)
                 }
             };
@@ -182,7 +187,7 @@ impl Expander<'_> {
             }
             let file: Rc<Path> = Rc::from(id.as_path());
             let given = Given::Include(located.inputs.clone(), &located.node.file, located.line, &located.key);
-            let included = with_inputs(&text, &file, given, self.sources.variables)?;
+            let included = with_inputs_for(&text, &file, given, self.sources.variables, context.as_ref())?;
             self.stack.push(id);
             let expanded = self.expand(included, &next)?;
             self.stack.pop();
@@ -369,11 +374,22 @@ pub fn with_inputs(
     given: Given,
     variables: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Node, PipelineError> {
+    with_inputs_for(text, file, given, variables, None)
+}
+
+/// [`with_inputs`] for a file that may be a component's template (`component`: its context).
+pub fn with_inputs_for(
+    text: &str,
+    file: &Rc<Path>,
+    given: Given,
+    variables: &dyn Fn(&str) -> Option<String>,
+    component: Option<&ComponentContext>,
+) -> Result<Node, PipelineError> {
     let (spec, content) = inputs::split(yaml::load_all(text, file)?, file)?;
     let values = inputs::resolve(spec.as_ref(), given)?;
     let content = content.unwrap_or_else(|| Node { value: Value::Null, file: Rc::clone(file), line: 1 });
     match spec {
-        Some(_) => inputs::interpolate(content, &values, variables, ""),
+        Some(spec) => inputs::interpolate_with(content, &spec, &values, component, variables),
         None => Ok(content),
     }
 }

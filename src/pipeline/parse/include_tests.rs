@@ -249,7 +249,7 @@ fn remote_files_through_the_fetcher_with_integrity() {
     let body = "r:\n  script: x\n";
     let fetch = |source: &Source| match source {
         Source::Remote(url) if url == "https://h/r.yml" => {
-            Ok(Fetched { text: body.to_string(), name: url.clone(), project: None })
+            Ok(Fetched { text: body.to_string(), name: url.clone(), project: None, component: None })
         }
         other => Err(format!("no {other:?}")),
     };
@@ -278,7 +278,7 @@ fn remote_files_through_the_fetcher_with_integrity() {
         tree("include: https://h/r.yml\n"),
         &Sources {
             fetch: Some(&|_: &Source| {
-                Ok(Fetched { text: "- x\n".into(), name: "https://h/r.yml".into(), project: None })
+                Ok(Fetched { text: "- x\n".into(), name: "https://h/r.yml".into(), project: None, component: None })
             }),
             ..sources
         },

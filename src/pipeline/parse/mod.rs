@@ -16,6 +16,7 @@
 
 mod accepted;
 mod cache;
+mod component;
 mod compose;
 mod duration;
 mod include;
@@ -37,6 +38,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use self::component::ComponentContext;
 pub use self::include::{nothing_known, Changed, Fetch, Fetched, Read, Source, Sources, MAX_INCLUDES};
 use self::job::{Defaults, ParsedJob};
 use self::read::Field;
