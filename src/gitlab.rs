@@ -1,7 +1,8 @@
 //! The GitLab instance remote `include:`s are read from (issue 17), over HTTP with ureq, and the
 //! cache of what was read, under `$GLCI_HOME/include-cache/`. Owns which URL each include form
 //! is (GitLab's repository files API `/api/v4/projects/:id/repository/files/:path/raw?ref=`
-//! for `project`, `component` and `template`, the URL itself for `remote`), how a component's
+//! for `project`, `component` and `template`, the URL itself for `remote`, the tree API for a
+//! project's file list), how a component's
 //! version is resolved (`~latest`, partial versions: the project's releases), and when a cached
 //! file is fetched again: a file at a commit SHA or a tag once, anything else (a branch, a
 //! remote URL, a template, a `~latest` lookup) after [`RECHECK`]; with the instance out of
@@ -108,7 +109,37 @@ impl Instance {
                 })
             }
             Source::Component(address) => self.component(address),
+            Source::Files { project, reference } => self.files(project, reference),
         }
+    }
+
+    /// Every file of `project` at `reference`, one path per line: the repository tree API
+    /// (`/repository/tree?recursive=true`), page by page, cached like a file at that ref.
+    fn files(&self, project: &str, reference: &str) -> Result<Fetched, String> {
+        const PER_PAGE: usize = 100;
+        const MAX_PAGES: usize = 1000;
+        let immutable = self.is_fixed(project, reference);
+        let mut paths = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let url = format!(
+                "{}/api/v4/projects/{}/repository/tree?ref={}&recursive=true&per_page={PER_PAGE}&page={page}",
+                self.url,
+                encode(project),
+                encode(reference)
+            );
+            let what = format!("the file list of project `{project}` at `{reference}`");
+            let text = self.cached(&url, true, immutable).map_err(|f| self.explain(f, &what))?;
+            let entries: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{what} is not JSON: {e}"))?;
+            let entries = entries.as_array().ok_or_else(|| format!("{what} is not a JSON list"))?;
+            paths.extend(
+                entries.iter().filter(|e| e["type"] == "blob").filter_map(|e| e["path"].as_str()).map(str::to_owned),
+            );
+            if entries.len() < PER_PAGE {
+                break;
+            }
+        }
+        Ok(Fetched { text: paths.join("\n"), name: format!("{project}@{reference}"), project: None, component: None })
     }
 
     /// `<host>/<group>/<project>/<name>@<version>`: `templates/<name>.yml`, else

@@ -312,3 +312,36 @@ fn component_blocks_outside_a_component_or_undeclared_name_their_line() {
         assert!(e.contains(&format!("{file}{at}: ")) && e.contains(words), "{text}: {e}");
     }
 }
+
+#[test]
+fn wildcards_and_rules_exists_in_a_project_file_look_at_that_projects_tree() {
+    image();
+    let raw =
+        |file: &str| format!("/api/v4/projects/g%2Flib/repository/files/{}/raw?ref=main", file.replace('/', "%2F"));
+    let mut routes = routes();
+    routes.insert(
+        raw("ci/entry.yml"),
+        "include:\n  - local: ci/parts/*.yml\n  - local: ci/common.yml\n    rules:\n      - exists: [ci/marker]\n  \
+         - local: ci/dropped.yml\n    rules:\n      - exists: [only-here.txt]\n"
+            .into(),
+    );
+    routes.insert(raw("ci/parts/a.yml"), job("part-a"));
+    routes.insert(raw("ci/dropped.yml"), job("dropped"));
+    let tree: Vec<Value> = ["ci/entry.yml", "ci/common.yml", "ci/marker", "ci/parts/a.yml", "ci/dropped.yml"]
+        .iter()
+        .map(|p| serde_json::json!({"type": "blob", "path": p}))
+        .chain([serde_json::json!({"type": "tree", "path": "ci/parts"})])
+        .collect();
+    routes.insert(
+        "/api/v4/projects/g%2Flib/repository/tree?ref=main&recursive=true&per_page=100&page=1".into(),
+        Value::Array(tree).to_string(),
+    );
+    let server = GitlabServer::start(routes);
+    let setup = Setup::new(
+        &server.url(),
+        &format!("include:\n  - project: g/lib\n    ref: main\n    file: ci/entry.yml\n{}", job("own")),
+    );
+    std::fs::write(setup.project.path().join("only-here.txt"), "").expect("write only-here.txt");
+    let out = setup.run(&["--json"]);
+    assert_eq!(succeeded(&out), ["lib-common", "own", "part-a"], "server saw {:#?}", server.targets());
+}

@@ -85,6 +85,12 @@ pub enum Source {
     },
     /// `<host>/<group>/<project>/<name>@<version>`.
     Component(String),
+    /// The files of a project at a ref, for wildcard `local:` paths and `rules: exists` in a
+    /// file of that project: fetched as one path per line.
+    Files {
+        project: String,
+        reference: String,
+    },
 }
 
 /// The file whose includes are being expanded: of this project (`local` is its path when it
@@ -337,10 +343,17 @@ impl Expander<'_> {
         let relative = path.trim_start_matches('/');
         let including = match origin {
             Origin::Here { local } => local.as_deref(),
-            Origin::Project { project, .. } if relative.contains('*') => {
-                return Err(
-                    field.error(format!("{path}: wildcard paths in a file of project `{project}` are not supported"))
-                );
+            // GitLab searches the including file's project at its ref for the wildcard.
+            Origin::Project { project, reference } if relative.contains('*') => {
+                let pattern = WildcardPath::new(relative);
+                let mut matched: Vec<String> =
+                    self.project_files(project, reference, field)?.into_iter().filter(|f| pattern.matches(f)).collect();
+                matched.sort();
+                let reference = Some(reference.clone());
+                return Ok(matched
+                    .into_iter()
+                    .map(|file| Source::Project { project: project.clone(), reference: reference.clone(), file })
+                    .collect());
             }
             Origin::Project { project, reference } => {
                 let file = expand(relative).trim_start_matches('/').to_owned();
@@ -364,6 +377,16 @@ impl Expander<'_> {
             return Err(field.error(format!("{relative}: a local include cannot leave the project (`..`)")));
         }
         Ok(vec![Source::Local(relative.to_owned())])
+    }
+
+    /// The files of `project` at `reference`, through the fetcher (errors at `field`).
+    fn project_files(&self, project: &str, reference: &str, field: &Field) -> Result<Vec<String>, PipelineError> {
+        let source = Source::Files { project: project.to_owned(), reference: reference.to_owned() };
+        let Some(fetch) = self.sources.fetch else {
+            return Err(field.error(format!("{}: no GitLab instance to fetch it from", describe(&source))));
+        };
+        let fetched = fetch(&source).map_err(|m| field.error(format!("{}: {m}", describe(&source))))?;
+        Ok(fetched.text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
     }
 }
 
@@ -422,6 +445,7 @@ fn describe(source: &Source) -> String {
         Source::Template(name) => format!("template `{name}`"),
         Source::Project { project, file, .. } => format!("project `{project}` file `{file}`"),
         Source::Component(address) => format!("component `{address}`"),
+        Source::Files { project, reference } => format!("the files of project `{project}` at `{reference}`"),
     }
 }
 
