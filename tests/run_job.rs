@@ -660,3 +660,23 @@ fn retry_when_and_exit_codes_choose_which_failures_are_retried() {
         assert_eq!(finished["attempts"], attempts, "{job}: {}", show(&out));
     }
 }
+
+#[test]
+fn a_rules_when_delayed_waits_its_start_in_then_runs() {
+    images();
+    let yaml = format!(
+        "later:\n  image: {BUSYBOX}\n  rules:\n    - if: $NOT_SET\n      when: never\n    \
+         - when: delayed\n      start_in: 1 second\n  script: [echo ran]\n"
+    );
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &[]);
+    let events = events(&out);
+    let finished = finished(&events, "later");
+    assert_eq!(
+        (finished["status"].as_str(), finished["delayed_ms"].as_u64()),
+        (Some("success"), Some(1000)),
+        "{}",
+        show(&out)
+    );
+    assert!(trace(&events, "later").iter().any(|l| l == "ran"), "{}", show(&out));
+}

@@ -24,6 +24,8 @@ pub struct Decision {
     pub needs: Option<Vec<Need>>,
     /// Why, for `glci run --list`: `rule 2 (.gitlab-ci.yml:14) matched`, `no rule matched`...
     pub reason: String,
+    /// `when: delayed`: how long the job waits (the job's own `start_in`, or the rule's).
+    pub start_in: Option<std::time::Duration>,
 }
 
 fn error_at(location: &Location, key: impl Into<String>, message: impl Into<String>) -> PipelineError {
@@ -58,6 +60,7 @@ fn job_rules(job: &Job, vars: &VarSet, facts: &RunFacts, workflow_rules: bool) -
         rule_variables: VarSet::new(),
         needs: job.needs.clone(),
         reason,
+        start_in: job.run_keys.start_in,
     };
     if !job.rules.is_empty() {
         let Some((i, rule)) = first_match(&job.rules, vars, facts, &job.name)? else {
@@ -76,6 +79,7 @@ fn job_rules(job: &Job, vars: &VarSet, facts: &RunFacts, workflow_rules: bool) -
             rule_variables: set_of(&rule.variables),
             needs,
             reason: format!("rule {} ({at}) matched", i + 1),
+            start_in: rule.start_in,
         });
     }
     if job.only.is_none() && job.except.is_none() && workflow_rules {

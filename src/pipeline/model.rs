@@ -151,6 +151,8 @@ pub struct Rule {
     pub changes: Option<Changes>,
     /// `needs:` of a job rule: when the rule matches, they replace the job's `needs`.
     pub needs: Option<Vec<Need>>,
+    /// `when: delayed` + `start_in` of a job rule: the job runs (`on_success`) after this wait.
+    pub start_in: Option<Duration>,
 }
 
 /// `rules: changes` (also `only/except: changes`): true when a file matching one of `paths`

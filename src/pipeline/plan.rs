@@ -195,6 +195,8 @@ struct Candidate<'p> {
     rule_variables: VarSet,
     /// The job's `needs`, or its matching rule's.
     needs: Option<Vec<Need>>,
+    /// `when: delayed` (the job's or its rule's): the wait.
+    start_in: Option<Duration>,
 }
 
 fn error_at(location: &Location, key: impl Into<String>, message: impl Into<String>) -> PipelineError {
@@ -294,6 +296,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             allow_failure: decision.allow_failure,
             rule_variables: decision.rule_variables,
             needs,
+            start_in: decision.start_in,
         });
     }
 
@@ -560,7 +563,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             resource_group: job.run_keys.resource_group.as_ref().map(|g| variables::expand(g, &lookup)),
             file_variables,
             notes,
-            start_in: job.run_keys.start_in,
+            start_in: c.start_in,
             retry_on: job.run_keys.retry_on.clone(),
         });
     }

@@ -57,6 +57,7 @@ fn rule(condition: Option<&str>, when: Option<When>) -> Rule {
         location: loc(20),
         changes: None,
         needs: None,
+        start_in: None,
     }
 }
 

@@ -606,7 +606,24 @@ fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
     };
     let exists = field.get("exists")?.map(|f| exists(&f)).transpose()?.unwrap_or_default();
     let place = if workflow { WhenIn::WorkflowRule } else { WhenIn::JobRule };
-    let when = field.get("when")?.map(|f| when(&f, place)).transpose()?;
+    // A job rule's `when: delayed` runs the job on_success after its `start_in` (GitLab's
+    // Rules::Rule entry: start_in with delayed only, a week at most).
+    let delayed =
+        !workflow && matches!(field.get("when")?, Some(f) if matches!(&f.node.value, Value::Str(s) if s == "delayed"));
+    let when = match field.get("when")? {
+        Some(_) if delayed => Some(When::OnSuccess),
+        Some(f) => Some(when(&f, place)?),
+        None => None,
+    };
+    let start_in = match (field.get("start_in")?, delayed) {
+        (Some(f), true) => Some(super::run_keys::start_in(&f)?),
+        (Some(f), false) => return Err(f.error("`start_in` is used only with `when: delayed`")),
+        (None, true) => {
+            let at = field.get("when")?.unwrap_or_else(|| field.clone());
+            return Err(at.error("`when: delayed` needs `start_in` (how long to wait)"));
+        }
+        (None, false) => None,
+    };
     let allow_failure = field.get("allow_failure")?.map(|f| f.boolean()).transpose()?;
     let variables = field.get("variables")?.map(|f| variables(&f)).transpose()?.unwrap_or_default();
     let changes = field.get("changes")?.map(|f| changes(&f)).transpose()?;
@@ -614,7 +631,7 @@ fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
         auto_cancel(&f)?;
     }
     let needs = field.get("needs")?.map(|f| super::needs::rule_needs(&f)).transpose()?;
-    Ok(Rule { condition, exists, when, allow_failure, variables, location: field.location(), changes, needs })
+    Ok(Rule { condition, exists, when, allow_failure, variables, location: field.location(), changes, needs, start_in })
 }
 
 /// `auto_cancel:` (of `workflow:` or a workflow rule): `on_new_commit` and `on_job_failure`,
@@ -887,6 +904,12 @@ mod tests {
             assert_eq!(with_field(&format!("k: {text}"), |f| when(f, WhenIn::Job)).unwrap(), want);
         }
         assert!(err("k: delayed", |f| when(f, WhenIn::Job)).message.contains("`when: delayed` is not supported"));
+        let rules_of = |text: &str| with_field(text, |f| rules(f, false));
+        let r = rules_of("k: [{if: $X, when: delayed, start_in: 10 minutes}]").unwrap();
+        assert_eq!((r[0].when, r[0].start_in), (Some(When::OnSuccess), Some(Duration::from_secs(600))));
+        assert_eq!(rules_of("k: [{when: delayed}]").unwrap_err().key, "job.k[0].when");
+        assert_eq!(rules_of("k: [{when: manual, start_in: 1 minute}]").unwrap_err().key, "job.k[0].start_in");
+        assert!(rules_of("k: [{when: delayed, start_in: 2 weeks}]").unwrap_err().message.contains("a week or less"));
         assert!(err("k: sometimes", |f| when(f, WhenIn::Job)).message.contains("unknown value \"sometimes\""));
         assert!(err("k: manual", |f| when(f, WhenIn::WorkflowRule)).message.contains("workflow rules take"));
         assert_eq!(with_field("k: never", |f| when(f, WhenIn::WorkflowRule)).unwrap(), When::Never);
