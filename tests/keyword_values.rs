@@ -75,6 +75,16 @@ fn values_gitlab_rejects_exit_2_naming_file_line_and_key() {
         ("dependencies: x", "4: j.dependencies", "expected a list of job names"),
         ("extends: 3", "4: j.extends", "expected a job name or a list"),
         ("environment: {name: x, action: deploy}", "4: j.environment.action", "not an action"),
+        ("environment: 'review/a:b'", "4: j.environment", "an environment name can contain only"),
+        ("environment: {name: /prod}", "4: j.environment.name", "does not start or end with '/'"),
+        ("environment: {name: x, on_stop: [stop]}", "4: j.environment.on_stop", "expected a job name"),
+        ("environment: {name: x, auto_stop_in: soon}", "4: j.environment.auto_stop_in", "invalid duration"),
+        ("environment: {name: x, kubernetes: ns}", "4: j.environment.kubernetes", "expected a map"),
+        ("artifacts: {public: true, access: all}", "4: j.artifacts.public", "mutually exclusive"),
+        ("artifacts: {access: everyone}", "4: j.artifacts.access", "should be one of"),
+        ("artifacts: {reports: {bogus: a}}", "4: j.artifacts.reports.bogus", "unknown report type"),
+        ("artifacts: {expose_as: 'a/b', paths: [x]}", "4: j.artifacts.expose_as", "only letters"),
+        ("rules: [{when: delayed}]", "4: j.rules[0].when", "needs `start_in`"),
         ("start_in: 1 minute", "4: j.start_in", "only with `when: delayed`"),
         ("rules: [{when: always}]\nwhen: delayed\nstart_in: 1 minute", "6: j.start_in", "may not be used with `rules`"),
         ("secrets: {A: {vault: x}}", "4: j.secrets", "not supported"),
@@ -135,7 +145,8 @@ fn keys_without_local_meaning_are_said_once_per_key() {
                 test:\n  image: busybox\n  tags: [linux]\n  script: [x]\n  interruptible: false\n  \
                 hooks: {pre_get_sources_script: [echo hi]}\n  identity: google_cloud\n  pages: true\n  \
                 publish: public\n  manual_confirmation: sure?\n  dast_configuration: {site_profile: s}\n\
-                old:\n  image: busybox\n  type: deploy\n  script: [x]\nstages: [test, deploy]\n";
+                old:\n  image: busybox\n  type: deploy\n  script: [x]\n  \
+                artifacts: {paths: [r.xml], public: false, reports: {junit: r.xml}}\nstages: [test, deploy]\n";
     let out = list(yaml);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -152,6 +163,8 @@ fn keys_without_local_meaning_are_said_once_per_key() {
         (".gitlab-ci.yml:18: test.publish: accepted", ""),
         (".gitlab-ci.yml:19: test.manual_confirmation: accepted", ""),
         (".gitlab-ci.yml:20: test.dast_configuration: accepted", ""),
+        (".gitlab-ci.yml:25: old.artifacts.public: accepted, but glci keeps artifacts on this machine", ""),
+        (".gitlab-ci.yml:25: old.artifacts.reports.junit: accepted, but glci reads only `reports: dotenv`", ""),
     ];
     for (start, end) in expected {
         let found: Vec<&&str> = notes.iter().filter(|n| n.contains(start)).collect();

@@ -1,6 +1,7 @@
 //! Job and `default:` keys GitLab accepts that mean nothing on a local run: `tags`,
 //! `interruptible`, `hooks`, `id_tokens`, `identity`, `release`, `pages`, `publish`,
-//! `manual_confirmation`, `dast_configuration`, and `kubernetes:` of an image or service. Each
+//! `manual_confirmation`, `dast_configuration`, `kubernetes:` of an image or service, and the
+//! `artifacts:` keys `expose_as`, `public`, `access` and `reports` (but `dotenv`). Each
 //! value is checked as GitLab's config entries check it (lib/gitlab/ci/config/entry/*.rb: a bad
 //! one is an error naming file, line and key, exit 2), then said in ONE note per key for the
 //! whole pipeline ([`summarize`]), never silently dropped. Pure; `job.rs` and `mod.rs` call it.
@@ -31,6 +32,47 @@ const KEYS: [(&str, &str); 10] = [
     ("release", "glci creates no releases"),
     ("tags", "runner tags choose a runner; glci runs every job on this machine"),
 ];
+
+/// `artifacts:` keys that mean nothing locally, with why.
+const ARTIFACT_KEYS: [(&str, &str); 3] = [
+    ("access", "glci keeps artifacts on this machine: who may download them means nothing here"),
+    ("expose_as", "glci has no merge request page to show artifacts on"),
+    ("public", "glci keeps artifacts on this machine: who may download them means nothing here"),
+];
+
+/// GitLab's `artifacts: reports` types (entry/reports.rb); glci reads `dotenv` only.
+const REPORTS: [&str; 27] = [
+    "accessibility",
+    "annotations",
+    "api_fuzzing",
+    "browser_performance",
+    "cluster_applications",
+    "cluster_image_scanning",
+    "cobertura",
+    "codequality",
+    "container_scanning",
+    "coverage_fuzzing",
+    "coverage_report",
+    "cyclonedx",
+    "dast",
+    "dependency_scanning",
+    "dotenv",
+    "junit",
+    "license_scanning",
+    "load_performance",
+    "lsif",
+    "metrics",
+    "performance",
+    "repository_xray",
+    "requirements",
+    "requirements_v2",
+    "sast",
+    "secret_detection",
+    "terraform",
+];
+
+const REPORTS_WHY: &str = "glci reads only `reports: dotenv`; other reports are not shown (list their files in \
+                           `paths` to keep them)";
 
 /// What `kubernetes:` of an image or service is for.
 const KUBERNETES_WHY: &str = "it is for GitLab's Kubernetes executor; glci runs jobs in Docker";
@@ -88,6 +130,72 @@ pub fn kubernetes(field: &Field) -> Result<Vec<AcceptedNote>, PipelineError> {
     Ok(notes)
 }
 
+/// The `artifacts:` keys GitLab checks that glci does not use (entry/artifacts.rb): `expose_as`
+/// (a name of letters, digits, `-`, `_`, spaces, at most 100, with `paths` and no `*` in them),
+/// `public` (true/false), `access` (`all`, `developer`, `maintainer`, `none`; not with
+/// `public`), `reports` (GitLab's types: paths, or `coverage_report: {coverage_format, path}`).
+pub fn artifacts(field: &Field) -> Result<Vec<AcceptedNote>, PipelineError> {
+    let Value::Map(_) = field.node.value else { return Ok(Vec::new()) };
+    let mut notes = Vec::new();
+    if let Some(expose) = field.get("expose_as")? {
+        let name = expose.string()?;
+        let valid = name.chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_')
+            && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' '));
+        if !valid || name.chars().count() > 100 {
+            return Err(expose.error("can contain only letters, digits, '-', '_' and spaces (at most 100)"));
+        }
+        let paths = field.get("paths")?.ok_or_else(|| expose.error("`expose_as` needs `paths`"))?;
+        for path in paths.items("a list of strings")? {
+            if path.string()?.contains('*') {
+                return Err(path.error("can't contain '*' when used with 'expose_as'"));
+            }
+        }
+    }
+    if let Some(public) = field.get("public")? {
+        public.boolean()?;
+        if field.get("access")?.is_some() {
+            return Err(public.error("`public` and `access` are mutually exclusive"));
+        }
+    }
+    if let Some(access) = field.get("access")? {
+        let value = access.string()?;
+        if !["all", "developer", "maintainer", "none"].contains(&value.as_str()) {
+            return Err(access.error(format!("{value:?} should be one of: all, developer, maintainer, none")));
+        }
+    }
+    for (key, why) in ARTIFACT_KEYS {
+        if let Some(f) = field.get(key)? {
+            notes.push(note(key, &f, why));
+        }
+    }
+    if let Some(reports) = field.get("reports")? {
+        let mut others = None;
+        for entry in reports.map()?.iter() {
+            let report = Field::entry(&reports.key, entry);
+            if !REPORTS.contains(&entry.key.as_str()) {
+                return Err(report.error(format!("unknown report type (GitLab's: {})", REPORTS.join(", "))));
+            }
+            if entry.key == "coverage_report" {
+                report.check_keys(&["coverage_format", "path"])?;
+                let format = report.get("coverage_format")?.ok_or_else(|| report.error("missing `coverage_format`"))?;
+                if !["cobertura", "jacoco"].contains(&format.string()?.as_str()) {
+                    return Err(format.error("should be cobertura or jacoco"));
+                }
+                report.get("path")?.ok_or_else(|| report.error("missing `path`"))?.string()?;
+            } else if !matches!(report.node.value, Value::Str(_)) {
+                report.strings()?;
+            }
+            if entry.key != "dotenv" && others.is_none() {
+                others = Some(report);
+            }
+        }
+        if let Some(first) = others {
+            notes.push(note("reports", &first, REPORTS_WHY));
+        }
+    }
+    Ok(notes)
+}
+
 /// The notes of a `default:` map (its keys were checked against the `default:` list already).
 pub fn of_default(field: &Field) -> Result<Vec<AcceptedNote>, PipelineError> {
     let mut notes = Vec::new();
@@ -95,6 +203,7 @@ pub fn of_default(field: &Field) -> Result<Vec<AcceptedNote>, PipelineError> {
         let f = Field::entry(&field.key, entry);
         match entry.key.as_str() {
             "image" | "services" => notes.extend(kubernetes(&f)?),
+            "artifacts" => notes.extend(artifacts(&f)?),
             key => notes.extend(check(key, &f)?),
         }
     }
@@ -287,6 +396,51 @@ mod tests {
         ];
         for (text, key, want) in bad {
             let e = checked(text).expect_err(text);
+            assert_eq!(e.key, key, "{text}: {e}");
+            assert!(e.message.contains(want), "{text}: {e}");
+        }
+    }
+
+    fn artifacts_of(text: &str) -> Result<Vec<AcceptedNote>, PipelineError> {
+        let m = map(text);
+        let entry = m.iter().next().expect("one key");
+        artifacts(&Field::entry("j", entry))
+    }
+
+    #[test]
+    fn artifact_keys_are_checked_and_noted() {
+        let notes = artifacts_of(
+            "artifacts: {paths: [out/report.html], expose_as: 'Test report', access: developer, \
+             reports: {dotenv: a.env, junit: [r.xml], coverage_report: {coverage_format: cobertura, path: c.xml}}}",
+        )
+        .unwrap();
+        let keys: Vec<&str> = notes.iter().map(|n| n.key).collect();
+        assert_eq!(keys, ["access", "expose_as", "reports"]);
+        assert_eq!(notes[2].at, "ci.yml:1: j.artifacts.reports.junit");
+        assert!(artifacts_of("artifacts: {reports: {dotenv: a.env}}").unwrap().is_empty());
+        let bad = [
+            ("artifacts: {expose_as: 'a/b', paths: [x]}", "j.artifacts.expose_as", "only letters"),
+            ("artifacts: {expose_as: report}", "j.artifacts.expose_as", "needs `paths`"),
+            ("artifacts: {expose_as: report, paths: ['*.html']}", "j.artifacts.paths[0]", "can't contain '*'"),
+            ("artifacts: {public: maybe}", "j.artifacts.public", "expected true or false"),
+            ("artifacts: {public: true, access: all}", "j.artifacts.public", "mutually exclusive"),
+            ("artifacts: {access: everyone}", "j.artifacts.access", "should be one of"),
+            ("artifacts: {reports: {junit: 3}}", "j.artifacts.reports.junit", "list of strings"),
+            ("artifacts: {reports: {bogus: a}}", "j.artifacts.reports.bogus", "unknown report type"),
+            (
+                "artifacts: {reports: {coverage_report: {path: c.xml}}}",
+                "j.artifacts.reports.coverage_report",
+                "coverage_format",
+            ),
+            (
+                "artifacts: {reports: {coverage_report: {coverage_format: lcov, path: c}}}",
+                "j.artifacts.reports.coverage_report.coverage_format",
+                "cobertura or jacoco",
+            ),
+            ("artifacts: {reports: [junit]}", "j.artifacts.reports", "expected a map"),
+        ];
+        for (text, key, want) in bad {
+            let e = artifacts_of(text).expect_err(text);
             assert_eq!(e.key, key, "{text}: {e}");
             assert!(e.message.contains(want), "{text}: {e}");
         }

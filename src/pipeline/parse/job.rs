@@ -243,8 +243,10 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             }
             "image" | "services" | "before_script" | "after_script" | "artifacts" | "timeout" | "retry" | "cache" => {
                 own.set(key, &f)?;
-                if matches!(key, "image" | "services") {
-                    parsed.accepted.extend(accepted::kubernetes(&f)?);
+                match key {
+                    "image" | "services" => parsed.accepted.extend(accepted::kubernetes(&f)?),
+                    "artifacts" => parsed.accepted.extend(accepted::artifacts(&f)?),
+                    _ => {}
                 }
             }
             "stage" => {
