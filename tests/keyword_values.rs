@@ -85,6 +85,7 @@ fn values_gitlab_rejects_exit_2_naming_file_line_and_key() {
         ("artifacts: {reports: {bogus: a}}", "4: j.artifacts.reports.bogus", "unknown report type"),
         ("artifacts: {expose_as: 'a/b', paths: [x]}", "4: j.artifacts.expose_as", "only letters"),
         ("rules: [{when: delayed}]", "4: j.rules[0].when", "needs `start_in`"),
+        ("rules: [{interruptible: maybe}]", "4: j.rules[0].interruptible", "expected true or false"),
         ("start_in: 1 minute", "4: j.start_in", "only with `when: delayed`"),
         ("rules: [{when: always}]\nwhen: delayed\nstart_in: 1 minute", "6: j.start_in", "may not be used with `rules`"),
         ("secrets: {A: {vault: x}}", "4: j.secrets", "not supported"),
@@ -119,6 +120,17 @@ fn values_gitlab_rejects_exit_2_naming_file_line_and_key() {
         }
     }
     assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+#[test]
+fn a_job_name_longer_than_255_characters_is_refused() {
+    let name = "n".repeat(256);
+    let out = list(&format!("{name}:\n  image: busybox\n  script: [x]\n"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!(".gitlab-ci.yml:1: {name}: a job name is at most 255 characters")), "{stderr}");
+    let out = list(&format!("{}:\n  image: busybox\n  script: [x]\n", "n".repeat(255)));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -186,6 +186,10 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             entry.value.value.kind()
         )));
     };
+    // GitLab's Processable: `validates :name, length: { maximum: 255 }`.
+    if name.chars().count() > 255 {
+        return Err(field.error("a job name is at most 255 characters"));
+    }
     let mut job = Job {
         name: name.to_owned(),
         location: field.location(),

@@ -625,6 +625,10 @@ fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
         (None, false) => None,
     };
     let allow_failure = field.get("allow_failure")?.map(|f| f.boolean()).transpose()?;
+    // Means nothing locally (glci cancels no pipeline), but GitLab checks it is a boolean.
+    if let Some(f) = field.get("interruptible")? {
+        f.boolean()?;
+    }
     let variables = field.get("variables")?.map(|f| variables(&f)).transpose()?.unwrap_or_default();
     let changes = field.get("changes")?.map(|f| changes(&f)).transpose()?;
     if let Some(f) = field.get("auto_cancel")? {
