@@ -189,3 +189,22 @@ fn keys_without_local_meaning_are_said_once_per_key() {
     let old = stdout.lines().find(|l| l.starts_with("old ")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(old.split_whitespace().nth(1) == Some("deploy"), "{old}");
 }
+
+#[test]
+fn workflow_auto_cancel_is_said_once() {
+    let out = list(
+        "workflow:\n  auto_cancel: {on_new_commit: interruptible}\n  rules:\n    - when: always\n      \
+         auto_cancel: {on_job_failure: all}\nj:\n  image: busybox\n  script: [x]\n",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let notes: Vec<&str> = stderr.lines().filter(|l| l.starts_with("glci: note: ")).collect();
+    assert_eq!(notes.len(), 1, "{stderr}");
+    assert!(
+        notes[0].ends_with(
+            ".gitlab-ci.yml:2: workflow.auto_cancel: accepted, but glci cancels no pipeline when another starts or a \
+             job fails (and in 1 other place)"
+        ),
+        "{stderr}"
+    );
+}

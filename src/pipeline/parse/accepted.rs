@@ -1,7 +1,8 @@
 //! Job and `default:` keys GitLab accepts that mean nothing on a local run: `tags`,
 //! `interruptible`, `hooks`, `id_tokens`, `identity`, `release`, `pages`, `publish`,
 //! `manual_confirmation`, `dast_configuration`, `kubernetes:` of an image or service, and the
-//! `artifacts:` keys `expose_as`, `public`, `access` and `reports` (but `dotenv`). Each
+//! `artifacts:` keys `expose_as`, `public`, `access` and `reports` (but `dotenv`), and
+//! `workflow: auto_cancel`. Each
 //! value is checked as GitLab's config entries check it (lib/gitlab/ci/config/entry/*.rb: a bad
 //! one is an error naming file, line and key, exit 2), then said in ONE note per key for the
 //! whole pipeline ([`summarize`]), never silently dropped. Pure; `job.rs` and `mod.rs` call it.
@@ -191,6 +192,25 @@ pub fn artifacts(field: &Field) -> Result<Vec<AcceptedNote>, PipelineError> {
         }
         if let Some(first) = others {
             notes.push(note("reports", &first, REPORTS_WHY));
+        }
+    }
+    Ok(notes)
+}
+
+/// `workflow: auto_cancel` and a workflow rule's `auto_cancel` (values checked by `read`):
+/// a local run is never canceled by a newer pipeline.
+pub fn of_workflow(field: &Field) -> Result<Vec<AcceptedNote>, PipelineError> {
+    const WHY: &str = "glci cancels no pipeline when another starts or a job fails";
+    let Value::Map(_) = field.node.value else { return Ok(Vec::new()) };
+    let mut notes = Vec::new();
+    if let Some(f) = field.get("auto_cancel")? {
+        notes.push(note("auto_cancel", &f, WHY));
+    }
+    if let Some(rules) = field.get("rules")? {
+        for rule in rules.items("a list of rules")? {
+            if let Some(f) = rule.get("auto_cancel").ok().flatten() {
+                notes.push(note("auto_cancel", &f, WHY));
+            }
         }
     }
     Ok(notes)
@@ -444,6 +464,19 @@ mod tests {
             assert_eq!(e.key, key, "{text}: {e}");
             assert!(e.message.contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn workflow_auto_cancel_is_noted_once() {
+        let m = map("workflow:\n  auto_cancel: {on_new_commit: none}\n  rules:\n    - if: $X\n      auto_cancel: {on_job_failure: all}\n    - when: always\n");
+        let entry = m.iter().next().expect("workflow");
+        let notes = of_workflow(&Field::entry("", entry)).unwrap();
+        let said = summarize(&notes);
+        assert_eq!(
+            said,
+            ["ci.yml:2: workflow.auto_cancel: accepted, but glci cancels no pipeline when another starts or a job fails \
+              (and in 1 other place)"]
+        );
     }
 
     #[test]

@@ -145,10 +145,13 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
             defaults.set(key, &field(entry))?;
         }
     }
-    let mut accepted = Vec::new();
+    let mut accepted = match map.get("workflow") {
+        Some(entry) => accepted::of_workflow(&field(entry))?,
+        None => Vec::new(),
+    };
     if let Some(entry) = map.get("default") {
         let default = Defaults::read(&field(entry))?;
-        accepted = accepted::of_default(&field(entry))?;
+        accepted.extend(accepted::of_default(&field(entry))?);
         defaults = Defaults {
             image: default.image.or(defaults.image),
             services: default.services.or(defaults.services),
