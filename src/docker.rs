@@ -287,6 +287,15 @@ pub fn privileged_needs_fallback() -> bool {
 
 /// `docker create …`: the new container's id.
 pub fn create(spec: &ContainerSpec) -> Result<String, DockerError> {
+    let args = create_args(spec);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(&str, &str)> = spec.client_env.iter().map(|(name, value)| (name.as_str(), value.expose())).collect();
+    run_grouped_with_env(&args, &env).map(|out| out.trim().to_string())
+}
+
+/// The argv of `docker create` for `spec`: no variable's value is in it (they are in the env
+/// file, or in the CLI's environment for `client_env`).
+fn create_args(spec: &ContainerSpec) -> Vec<String> {
     let mut args: Vec<String> = vec!["create".into(), "--name".into(), spec.name.clone()];
     for (key, value) in &spec.labels {
         args.push("--label".into());
@@ -326,9 +335,7 @@ pub fn create(spec: &ContainerSpec) -> Result<String, DockerError> {
     }
     args.push(spec.image.clone());
     args.extend(command);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let env: Vec<(&str, &str)> = spec.client_env.iter().map(|(name, value)| (name.as_str(), value.expose())).collect();
-    run_grouped_with_env(&args, &env).map(|out| out.trim().to_string())
+    args
 }
 
 /// `docker start CONTAINER` (detached: services).
@@ -710,4 +717,49 @@ pub fn credential_helper_list(helper: &str) -> Result<Vec<String>, DockerError> 
     let answer: std::collections::BTreeMap<String, String> =
         serde_json::from_slice(&output.stdout).map_err(|_| failed("answer is not JSON".into(), None))?;
     Ok(answer.into_keys().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_args_hold_no_variable_values() {
+        let spec = ContainerSpec {
+            name: "glci-1-0-job".into(),
+            image: "busybox".into(),
+            command: vec!["sh".into(), "-c".into(), "echo".into()],
+            env_file: Some("/tmp/w/env/job.env".into()),
+            platform: Some("linux/arm64".into()),
+            user: Some("1234".into()),
+            client_env: vec![("MULTI".into(), Secret::new("line one\nsecret two".into()))],
+            ..ContainerSpec::default()
+        };
+        let args = create_args(&spec);
+        assert_eq!(
+            args,
+            [
+                "create",
+                "--name",
+                "glci-1-0-job",
+                "--env-file",
+                "/tmp/w/env/job.env",
+                "--user",
+                "1234",
+                "--platform",
+                "linux/arm64",
+                "busybox",
+                "sh",
+                "-c",
+                "echo"
+            ]
+        );
+        assert!(!args.iter().any(|a| a.contains("secret") || a.contains("MULTI")), "{args:?}");
+        assert!(!format!("{spec:?}").contains("secret two"), "Debug masks the values");
+        assert_eq!(
+            pull_args(&["--config", "/d"], "img:1", Some("linux/arm64")),
+            ["--config", "/d", "pull", "--quiet", "--platform", "linux/arm64", "img:1"]
+        );
+        assert_eq!(pull_args(&[], "img:1", None), ["pull", "--quiet", "img:1"]);
+    }
 }
