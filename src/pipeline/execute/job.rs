@@ -1,4 +1,5 @@
-//! One job: its attempts (`retry`), each in a container of its own: image pulled when missing,
+//! One job: its attempts (`retry`, for the failures `retry: when/exit_codes` name), each in a
+//! container of its own: image pulled by its `pull_policy` (`execute::pull`),
 //! services started as sidecars on a network of the job's (with their aliases), the project and
 //! the artifacts it depends on copied in, `cache:` restored (`execute::cache`), `before_script` and
 //! `script` run by the image's shell (bash, else sh: `script::shell_command`) under a watchdog
@@ -17,10 +18,11 @@ use super::archive::{self, ArtifactWriter, ExtraFile};
 use super::cache;
 use super::coverage;
 use super::dotenv;
+use super::pull::ensure_image;
 use super::script;
 use super::{failure_allowed, JobReport, JobStatus, LogSource, Run, Wiring};
 use crate::docker::{self, ContainerSpec};
-use crate::pipeline::model::{ArtifactsWhen, PullPolicy};
+use crate::pipeline::model::ArtifactsWhen;
 use crate::pipeline::plan::{PlannedJob, PlannedService};
 use crate::pipeline::variables::VarSet;
 
@@ -300,61 +302,6 @@ fn attempt_steps(
     }
     attempt.coverage = coverage.found();
     Ok(attempt)
-}
-
-/// Makes sure the host has `image` by its `pull_policy`, tried in order as the runner's pull
-/// manager does (executors/docker/internal/pull/manager.go; none given: `if-not-present`,
-/// glci's default), pulling with `--platform` when `docker: platform` is set.
-fn ensure_image(
-    run: &Run<'_>,
-    job: &PlannedJob,
-    image: &str,
-    platform: Option<&str>,
-    policies: &[PullPolicy],
-) -> Result<(), String> {
-    const DEFAULT: [PullPolicy; 1] = [PullPolicy::IfNotPresent];
-    let policies = if policies.is_empty() { &DEFAULT[..] } else { policies };
-    let mut failure = String::new();
-    for (i, policy) in policies.iter().enumerate() {
-        if i > 0 {
-            run.log(
-                &job.name,
-                LogSource::Glci,
-                format!("Attempt #{}: Trying \"{}\" pull policy", i + 1, policy.as_str()),
-            );
-        }
-        let result = match policy {
-            PullPolicy::IfNotPresent | PullPolicy::Never
-                if docker::image_exists(image).map_err(|e| e.to_string())? =>
-            {
-                Ok(())
-            }
-            PullPolicy::Never => Err(format!("{image} is not on this host and the pull policy is `never`")),
-            PullPolicy::IfNotPresent | PullPolicy::Always => pull(run, job, image, platform),
-        };
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) if policies.len() == 1 => return Err(e),
-            Err(e) => {
-                run.log(
-                    &job.name,
-                    LogSource::Glci,
-                    format!("WARNING: Failed to pull image with policy \"{}\": {e}", policy.as_str()),
-                );
-                failure = e;
-            }
-        }
-    }
-    let names: Vec<&str> = policies.iter().map(|p| p.as_str()).collect();
-    Err(format!("failed to pull image {image} with specified policies [{}]: {failure}", names.join(" ")))
-}
-
-fn pull(run: &Run<'_>, job: &PlannedJob, image: &str, platform: Option<&str>) -> Result<(), String> {
-    run.log(&job.name, LogSource::Glci, format!("Pulling docker image {image} ..."));
-    match run.wiring.pull(job, image, platform) {
-        Some(result) => result,
-        None => docker::pull_image(image, platform).map_err(|e| format!("pulling {image}: {}", e.stderr.trim())),
-    }
 }
 
 fn start_service(

@@ -10,6 +10,7 @@ mod cache;
 mod coverage;
 mod dotenv;
 mod job;
+mod pull;
 mod script;
 
 use std::path::PathBuf;

@@ -12,6 +12,7 @@ use super::cache;
 use super::needs;
 use super::policy;
 use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
+use super::retry;
 use super::run_keys;
 use super::yaml::{Entry, Value};
 use crate::pipeline::error::PipelineError;
@@ -117,7 +118,7 @@ impl Defaults {
             "after_script" => self.after_script = Some(read::script(field)?),
             "artifacts" => self.artifacts = Some(read::artifacts(field)?),
             "timeout" => self.timeout = Some(read::timeout(field)?),
-            "retry" => self.retry = Some(read::retry(field)?),
+            "retry" => self.retry = Some(retry::retry(field)?),
             "cache" => self.cache = Some(cache::caches(field)?),
             _ => {}
         }

@@ -26,6 +26,7 @@ mod needs;
 mod policy;
 mod preview;
 mod read;
+mod retry;
 mod run_keys;
 mod variables_file;
 mod yaml;
