@@ -5,10 +5,12 @@
 //!
 //! Steps, in GitLab's order: YAML → `yaml::Node` tree (anchors, `<<` merges, lines kept);
 //! `include`: included files merged (rules, wildcards, variables, through the caller's
-//! [`Sources`]); `compose`: `extends`, `!reference`; then the top-level keys read here
+//! [`Sources`]; `spec:` headers filled by `inputs.rs`, a component's context by
+//! `component.rs`); `compose`: `extends`, `!reference`; then the top-level keys read here
 //! (`stages`, `variables`, `default`, `workflow`, the deprecated global `image`/`services`/
 //! `before_script`/`after_script`/`cache`), every other key a job (`job.rs`; `.hidden` ones are
-//! templates and skipped; `accepted.rs` checks and notes the keys that mean nothing locally);
+//! templates and skipped; `accepted.rs` checks and notes the keys that mean nothing locally,
+//! `retry.rs` reads `retry:`);
 //! last, the checks that need the whole pipeline: each job's stage is
 //! in `stages`, `needs`/`dependencies` name jobs of this pipeline in allowed stages, `needs`
 //! has no cycle. Jobs keep the merged order: those of included files first (GitLab's deep
