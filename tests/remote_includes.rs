@@ -345,3 +345,33 @@ fn wildcards_and_rules_exists_in_a_project_file_look_at_that_projects_tree() {
     let out = setup.run(&["--json"]);
     assert_eq!(succeeded(&out), ["lib-common", "own", "part-a"], "server saw {:#?}", server.targets());
 }
+
+#[test]
+fn a_jobs_rules_exists_project_looks_at_that_projects_files() {
+    let mut routes = routes();
+    let tree: Vec<Value> =
+        ["ci/marker", "src/lib.rs"].iter().map(|p| serde_json::json!({"type": "blob", "path": p})).collect();
+    routes.insert(
+        "/api/v4/projects/g%2Flib/repository/tree?ref=v1&recursive=true&per_page=100&page=1".into(),
+        Value::Array(tree).to_string(),
+    );
+    let server = GitlabServer::start(routes);
+    let pipeline = format!(
+        "variables:\n  LIB: g/lib\nfound:\n  image: {IMAGE}\n  script: [x]\n  rules:\n    \
+         - exists: {{paths: ['ci/*'], project: $LIB, ref: v1}}\n\
+         missing:\n  image: {IMAGE}\n  script: [x]\n  rules:\n    - exists: {{paths: [Cargo.toml], project: g/lib, ref: v1}}\n"
+    );
+    let setup = Setup::new(&server.url(), &pipeline);
+    let out = setup.run(&["--list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = |job: &str| stdout.lines().find(|l| l.starts_with(&format!("{job} "))).unwrap_or_default().to_string();
+    assert!(row("found").contains("yes: rule 1"), "{}", show(&out));
+    assert!(row("missing").contains("no: no rule matched"), "{}", show(&out));
+    // A project the instance does not know: exit 2 naming the rule.
+    setup.pipeline(&format!(
+        "j:\n  image: {IMAGE}\n  script: [x]\n  rules:\n    - exists: {{paths: [a], project: g/none}}\n"
+    ));
+    let e = config_error(&setup.run(&["--list"]));
+    assert!(e.contains(".gitlab-ci.yml:5: j.rules[0].exists.project: `g/none` at `HEAD`: "), "{e}");
+}

@@ -148,10 +148,31 @@ fn rule_matches(rule: &Rule, vars: &VarSet, facts: &RunFacts, key: &str) -> Resu
             return Ok(false);
         }
     }
+    // `exists: {project, ref}` looks at that project's files (Rules::Rule::Clause::Exists
+    // with a changed context), asked for through the facts.
+    let elsewhere = match &rule.exists_in {
+        None => None,
+        Some((project, reference)) => {
+            let project = variables::expand(project, &lookup);
+            let reference = reference.as_ref().map_or_else(|| "HEAD".to_string(), |r| variables::expand(r, &lookup));
+            let problem = |why: String| {
+                error_at(
+                    &rule.location,
+                    format!("{key}.exists.project"),
+                    format!("`{project}` at `{reference}`: {why}"),
+                )
+            };
+            let Some(list) = &facts.project_files.0 else {
+                return Err(problem("no GitLab instance to ask for its files".into()));
+            };
+            Some(list(&project, &reference).map_err(problem)?)
+        }
+    };
+    let files = elsewhere.as_deref().unwrap_or(&facts.files);
     let exists = rule.exists.is_empty()
         || rule.exists.iter().any(|pattern| {
             let pattern = variables::expand(pattern, &lookup);
-            glob::expand_braces(&pattern).iter().any(|p| facts.files.iter().any(|f| glob::matches(p, f)))
+            glob::expand_braces(&pattern).iter().any(|p| files.iter().any(|f| glob::matches(p, f)))
         });
     if !exists {
         return Ok(false);

@@ -153,6 +153,9 @@ pub struct Rule {
     pub needs: Option<Vec<Need>>,
     /// `when: delayed` + `start_in` of a job rule: the job runs (`on_success`) after this wait.
     pub start_in: Option<Duration>,
+    /// `exists: {paths, project, ref}`: the project (and ref, default `HEAD`) whose files
+    /// `exists` looks at, variables not yet expanded; `None`: this project's.
+    pub exists_in: Option<(String, Option<String>)>,
 }
 
 /// `rules: changes` (also `only/except: changes`): true when a file matching one of `paths`

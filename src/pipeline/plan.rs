@@ -56,6 +56,22 @@ pub struct RunFacts {
     /// `--default-image` / `[run] default_image`: the image of a job that names none (the
     /// runner's configured default image).
     pub default_image: Option<String>,
+    /// Lists another project's files at a ref, for a job's `rules: exists: {project, ref}`
+    /// (`cli` asks the GitLab instance); `None`: such a rule is an error.
+    pub project_files: ProjectFiles,
+}
+
+/// `(project, ref)` → the project's files at that ref, or why they cannot be had.
+pub type ProjectFilesFn = dyn Fn(&str, &str) -> Result<Vec<String>, String> + Send + Sync;
+
+/// See [`RunFacts::project_files`].
+#[derive(Clone, Default)]
+pub struct ProjectFiles(pub Option<std::sync::Arc<ProjectFilesFn>>);
+
+impl std::fmt::Debug for ProjectFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ProjectFiles(instance)" } else { "ProjectFiles(none)" })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -58,6 +58,7 @@ fn rule(condition: Option<&str>, when: Option<When>) -> Rule {
         changes: None,
         needs: None,
         start_in: None,
+        exists_in: None,
     }
 }
 

@@ -506,7 +506,7 @@ fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
         None => None,
         Some(f) => Some(rules::parse_condition(&f.string()?).map_err(|e| f.error(format!("invalid expression: {e}")))?),
     };
-    let exists = field.get("exists")?.map(|f| exists(&f)).transpose()?.unwrap_or_default();
+    let (exists, exists_in) = field.get("exists")?.map(|f| exists(&f)).transpose()?.unwrap_or_default();
     let place = if workflow { WhenIn::WorkflowRule } else { WhenIn::JobRule };
     // A job rule's `when: delayed` runs the job on_success after its `start_in` (GitLab's
     // Rules::Rule entry: start_in with delayed only, a week at most).
@@ -537,7 +537,18 @@ fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
         auto_cancel(&f)?;
     }
     let needs = field.get("needs")?.map(|f| super::needs::rule_needs(&f)).transpose()?;
-    Ok(Rule { condition, exists, when, allow_failure, variables, location: field.location(), changes, needs, start_in })
+    Ok(Rule {
+        condition,
+        exists,
+        when,
+        allow_failure,
+        variables,
+        location: field.location(),
+        changes,
+        needs,
+        start_in,
+        exists_in,
+    })
 }
 
 /// `auto_cancel:` (of `workflow:` or a workflow rule): `on_new_commit` and `on_job_failure`,
@@ -585,17 +596,26 @@ pub fn changes(field: &Field) -> Result<Changes, PipelineError> {
 }
 
 /// `exists:` a list of globs or `{paths: [...]}`.
-fn exists(field: &Field) -> Result<Vec<String>, PipelineError> {
+/// A job rule's `exists:` globs, and the project (and ref) named by `{paths, project, ref}`.
+type Exists = (Vec<String>, Option<(String, Option<String>)>);
+
+fn exists(field: &Field) -> Result<Exists, PipelineError> {
     match &field.node.value {
         Value::Map(_) => {
-            if let Some(project) = field.get("project")? {
-                return Err(project.error("`exists` in another project is not supported locally"));
-            }
-            field.check_keys(&["paths"])?;
-            field.get("paths")?.ok_or_else(|| field.error("missing `paths`"))?.strings()
+            field.check_keys(&["paths", "project", "ref"])?;
+            let project = field.get("project")?.map(|f| f.name("a project path")).transpose()?;
+            let reference = field.get("ref")?;
+            let within = match (project, reference) {
+                (Some(project), reference) => Some((project, reference.map(|r| r.name("a ref")).transpose()?)),
+                (None, Some(reference)) => {
+                    return Err(reference.error("`ref` goes with `project` (the project whose files to look in)"))
+                }
+                (None, None) => None,
+            };
+            Ok((field.get("paths")?.ok_or_else(|| field.error("missing `paths`"))?.strings()?, within))
         }
-        Value::Str(s) => Ok(vec![s.clone()]),
-        _ => field.strings(),
+        Value::Str(s) => Ok((vec![s.clone()], None)),
+        _ => Ok((field.strings()?, None)),
     }
 }
 
@@ -846,6 +866,20 @@ mod tests {
     }
 
     #[test]
+    fn exists_may_name_another_project() {
+        let r = with_field(
+            "k: [{exists: {paths: [a], project: $P, ref: v1}}, {exists: {paths: [b], project: g/q}}]",
+            |f| rules(f, false),
+        )
+        .unwrap();
+        assert_eq!(
+            (r[0].exists.as_slice(), r[0].exists_in.clone()),
+            (&["a".to_string()][..], Some(("$P".into(), Some("v1".into()))))
+        );
+        assert_eq!(r[1].exists_in, Some(("g/q".into(), None)));
+    }
+
+    #[test]
     fn rule_forms() {
         let r = with_field(
             "k:\n  - if: $CI_COMMIT_BRANCH == \"main\"\n    when: manual\n    allow_failure: true\n    \
@@ -875,7 +909,7 @@ mod tests {
             ("k:\n  - needs: a\n", false, 2, "job.k[0].needs", "expected a list of jobs"),
             ("k:\n  - needs: [a]\n", true, 2, "job.k[0].needs", "unknown key"),
             ("k:\n  - $A\n", false, 2, "job.k[0]", "expected a rule"),
-            ("k:\n  - exists: {project: g/p, paths: [a]}\n", false, 2, "job.k[0].exists.project", "another project"),
+            ("k:\n  - exists: {ref: main, paths: [a]}\n", false, 2, "job.k[0].exists.ref", "goes with `project`"),
             ("k: {if: $A}\n", false, 1, "job.k", "expected a list of rules"),
             ("k:\n  - changes: src/a\n", false, 2, "job.k[0].changes", "expected a list of paths, found a string"),
             ("k:\n  - changes: {compare_to: main}\n", false, 2, "job.k[0].changes", "missing `paths`"),
