@@ -15,9 +15,9 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::encoding::{hex, unhex};
 use crate::registry::names::Name;
 use crate::registry::routes::Action;
-use crate::registry::storage::blobs::hex;
 use crate::secret::Secret;
 
 /// The user name `docker login` uses with the admin credential.
@@ -200,7 +200,7 @@ impl Auth {
             let mut bytes = [0u8; 32];
             getrandom::getrandom(&mut bytes).map_err(|e| err(io::Error::other(e.to_string())))?;
             // create_new + rename-free: if two processes race, the loser reads the winner's file.
-            match crate::tls::write_file(&path, hex(&bytes).as_bytes(), 0o600) {
+            match crate::durable::create_new(&path, hex(&bytes).as_bytes(), 0o600) {
                 Ok(()) => {}
                 Err(_) if path.exists() => {}
                 Err(e) => return Err(err(io::Error::other(e.to_string()))),
@@ -451,13 +451,6 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// RFC 3339 UTC timestamp for `issued_at`.
