@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::encoding::{hex, unhex};
-use crate::registry::names::Name;
+use crate::registry::names::{is_under, Name};
 use crate::registry::routes::Action;
 use crate::secret::Secret;
 
@@ -388,11 +388,6 @@ fn parse_actions(action: &str) -> Vec<Action> {
     }
 }
 
-/// True when repository `name` is `project` or below it.
-pub fn is_under(name: &str, project: &str) -> bool {
-    name == project || name.strip_prefix(project).is_some_and(|rest| rest.starts_with('/'))
-}
-
 /// Parses a `scope` parameter: `repository:group/app:pull,push` (the name may hold `:` for a
 /// registry with a port, so the type is the first field and the actions the last).
 pub fn parse_scope(scope: &str) -> Option<Access> {
@@ -563,7 +558,6 @@ mod tests {
         let s = parse_scope("repository:host:5000/a:pull").unwrap();
         assert_eq!((s.name.as_str(), s.actions.len()), ("host:5000/a", 1));
         assert!(parse_scope("nonsense").is_none());
-        assert!(is_under("a/b/c", "a/b") && !is_under("a/bc", "a/b"));
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), "2023-11-14T22:13:20Z");
     }
 }
