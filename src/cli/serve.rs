@@ -46,10 +46,10 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     }
     let home = glci_home(&process_env);
     let flag = args.storage.as_ref().map(|p| p.to_string_lossy().into_owned());
-    let choice = storage::choose(flag.as_deref(), None, &home)?;
+    let choice = storage::choose(flag.as_deref(), config.storage.url.as_deref(), &home)?;
     let options = RegistryOptions::default();
     let expiry = options.upload_expiry;
-    let (registry, _storage_lock) = open_registry(&choice, options)?;
+    let (registry, _storage_lock) = open_registry(&choice, &config.storage.s3, options)?;
     if registry.store.filesystem().is_none() && !config.registry.upstreams.is_empty() {
         return Err(CliError::Usage(
             "[registry] upstreams: pull-through is not supported on S3 storage yet (use a storage directory)".into(),
@@ -166,7 +166,11 @@ fn host_of(url: &str) -> String {
 
 /// The registry on the storage chosen, with the directory's lock (none on S3: many instances
 /// share a bucket by design).
-fn open_registry(choice: &StorageChoice, options: RegistryOptions) -> Result<(Registry, Option<StoreLock>), CliError> {
+fn open_registry(
+    choice: &StorageChoice,
+    s3: &crate::config::S3Config,
+    options: RegistryOptions,
+) -> Result<(Registry, Option<StoreLock>), CliError> {
     match choice {
         StorageChoice::Directory(dir) => {
             // Held for the server's lifetime: `glci registry … --storage` and a second server
@@ -177,7 +181,7 @@ fn open_registry(choice: &StorageChoice, options: RegistryOptions) -> Result<(Re
             Ok((registry, Some(lock)))
         }
         StorageChoice::S3 { bucket, prefix } => {
-            let (store, uploads) = storage::open_s3(bucket, prefix, &storage::S3Options::default(), &process_env)?;
+            let (store, uploads) = storage::open_s3(bucket, prefix, s3, &process_env)?;
             Ok((Registry::on(Box::new(store), Box::new(uploads), options), None))
         }
     }

@@ -6,20 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::CliError;
+use crate::config::S3Config;
 use crate::registry::s3::{self, S3Settings};
 use crate::secret::Secret;
-
-/// `[storage.s3]`: every key optional; what is missing comes from the environment.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct S3Options {
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub access_key_id: Option<Secret>,
-    pub secret_access_key: Option<Secret>,
-    pub path_style: Option<bool>,
-    /// Blob GETs answer with a redirect to a presigned URL.
-    pub redirect: bool,
-}
 
 /// The storage `glci serve` was asked for.
 #[derive(Debug, PartialEq)]
@@ -48,7 +37,7 @@ pub fn choose(flag: Option<&str>, configured: Option<&str>, home: &std::path::Pa
 /// The S3 settings: `[storage.s3]` first, then `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`,
 /// `AWS_REGION` / `AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`.
 /// Without an endpoint the bucket is on AWS in its region.
-pub fn s3_settings(bucket: &str, options: &S3Options, env: &dyn Fn(&str) -> Option<String>) -> S3Settings {
+pub fn s3_settings(bucket: &str, options: &S3Config, env: &dyn Fn(&str) -> Option<String>) -> S3Settings {
     let env_any = |names: &[&str]| names.iter().find_map(|n| env(n).filter(|v| !v.is_empty()));
     let region = options
         .region
@@ -81,7 +70,7 @@ pub const REDIRECT_VALID_FOR: Duration = Duration::from_secs(20 * 60);
 pub fn open_s3(
     bucket: &str,
     prefix: &str,
-    options: &S3Options,
+    options: &S3Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(s3::S3Store, s3::S3Uploads), CliError> {
     let settings = s3_settings(bucket, options, env);
@@ -120,17 +109,17 @@ mod tests {
             "AWS_SECRET_ACCESS_KEY" => Some("secret".to_string()),
             _ => None,
         };
-        let s = s3_settings("b", &S3Options::default(), &env);
+        let s = s3_settings("b", &S3Config::default(), &env);
         assert_eq!(
             (s.endpoint.as_str(), s.region.as_str(), s.path_style),
             ("http://127.0.0.1:9000", "eu-west-1", true)
         );
         assert_eq!(s.access_key_id, Some(Secret::from("id")));
-        let configured = S3Options {
+        let configured = S3Config {
             region: Some("r".into()),
             access_key_id: Some(Secret::from("mine")),
             path_style: Some(false),
-            ..S3Options::default()
+            ..S3Config::default()
         };
         let s = s3_settings("b", &configured, &|_| None);
         assert_eq!((s.endpoint.as_str(), s.path_style), ("https://s3.r.amazonaws.com", false));
