@@ -1,4 +1,5 @@
-//! The registry: one `handle(Request) -> Response` over the store and upload sessions.
+//! The registry: one `handle(Request) -> Response` over the store and upload sessions, either
+//! on the filesystem (`storage`, `uploads`) or in an S3 bucket (`s3`), behind `backend`'s traits.
 //! Routing is pure (`routes`), handlers are short (`api/*`), errors map once (`error`).
 //! Headers every response carries are added here, in one place.
 

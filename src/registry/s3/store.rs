@@ -174,17 +174,38 @@ impl BlobSource for S3Blob {
             return Ok(Body::Empty);
         }
         let range = (start > 0 || len < self.len).then(|| (start, start + len - 1));
-        match self.client.get(&self.key, range)? {
-            Some(reader) => Ok(Body::Reader { reader, len: Some(len) }),
-            None => Err(StoreError::Io {
-                path: self.key.clone().into(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "blob removed while being read"),
-            }),
-        }
+        // The GET starts at the first read: a HEAD (whose body is never read) costs the store
+        // nothing more than the HEAD `open_blob` made.
+        let reader = LazyGet { client: self.client, key: self.key, range, inner: None };
+        Ok(Body::Reader { reader: Box::new(reader), len: Some(len) })
     }
 
     fn redirect(&self) -> Option<String> {
         self.redirect.clone()
+    }
+}
+
+/// An object's GET, sent when first read.
+struct LazyGet {
+    client: Arc<S3Client>,
+    key: String,
+    range: Option<(u64, u64)>,
+    inner: Option<Box<dyn Read + Send>>,
+}
+
+impl Read for LazyGet {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.inner.is_none() {
+            let opened = self.client.get(&self.key, self.range).map_err(std::io::Error::other)?;
+            let reader = opened.ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} removed while being read", self.key))
+            })?;
+            self.inner = Some(reader);
+        }
+        match &mut self.inner {
+            Some(reader) => reader.read(buf),
+            None => Ok(0),
+        }
     }
 }
 
