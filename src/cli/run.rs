@@ -238,9 +238,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     let instance = gitlab_instance(config, &facts, &home, args.offline);
     let changes_against = args.changes_against.as_deref();
     if args.preview {
-        let (yaml, value) =
-            with_sources(&file, &facts, &inputs, &instance, changes_against, |sources| parse::preview(&file, sources))?;
-        print_stdout(&if args.json { format!("{value}\n") } else { yaml });
+        let preview = with_sources(&file, &facts, &inputs, &instance, changes_against, |sources| {
+            parse::preview_all(&file, sources)
+        })?;
+        print_stdout(&composed::preview_text(&preview, args.json));
         return Ok(());
     }
     let pipeline = load_pipeline(&file, &facts, &inputs, &instance, changes_against)?;
@@ -372,8 +373,11 @@ fn job_names(plan: &plan::Plan) -> Vec<String> {
     let mut names = Vec::new();
     for job in &plan.jobs {
         names.push(job.name.clone());
-        if let Some(plan::ChildPlan::Ready(child)) = job.downstream.as_ref().map(|d| &d.child) {
-            names.extend(job_names(child));
+        match job.downstream.as_ref().map(|d| &d.child) {
+            Some(plan::ChildPlan::Ready(child)) => names.extend(job_names(child)),
+            // A dynamic child's jobs are known once it is created: room for short names.
+            Some(plan::ChildPlan::Dynamic(dynamic)) => names.push(format!("{}{}", dynamic.prefix, "-".repeat(8))),
+            None => {}
         }
     }
     names

@@ -209,3 +209,7 @@ fn pipeline_needs(plan: &mut Plan, pipeline: &Pipeline, parent: Option<&Parent<'
     plan.notes.extend(notes);
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "downstream_tests.rs"]
+mod tests;

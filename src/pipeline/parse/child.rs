@@ -59,21 +59,54 @@ fn compose(
     build: Build,
     depth: usize,
 ) -> Result<Pipeline, PipelineError> {
+    let map = composed(job, include, file, sources)?;
+    tree(&map, file, sources, build, depth)
+}
+
+/// The composed configurations of `map`'s child pipelines (`depth` levels below the root),
+/// nested ones right after their parent, each with its name (`trigger`, `trigger: nested`), for
+/// `--preview`. Dynamic children have none until they are created.
+pub fn previews(
+    map: &Map,
+    file: &Path,
+    sources: &Sources,
+    build: Build,
+    prefix: &str,
+    depth: usize,
+) -> Result<Vec<(String, Map)>, PipelineError> {
+    let mut out = Vec::new();
+    if depth + 1 > MAX_DEPTH {
+        return Ok(out);
+    }
+    let (_, children) = build(map, file)?;
+    for (name, include) in children {
+        let child = composed(&name, include, file, sources)?;
+        let name = format!("{prefix}{name}");
+        let nested = previews(&child, file, sources, build, &format!("{name}: "), depth + 1)?;
+        out.push((name, child));
+        out.extend(nested);
+    }
+    Ok(out)
+}
+
+/// The composed configuration `{include: <include>}` of trigger job `job` (in `file`).
+fn composed(job: &str, include: Node, file: &Path, sources: &Sources) -> Result<Map, PipelineError> {
     let mut root = Map::default();
-    let (node_file, line) = (Rc::clone(&include.file), include.line);
+    let (written_in, line) = (include.file.to_path_buf(), include.line);
     root.insert(Entry { key: "include".into(), line, value: include });
-    let root = Node { value: Value::Map(root), file: node_file, line };
+    // The root of the child is not a file: a child may include the file that triggers it.
+    let root_name = format!("{} (trigger job `{job}`)", file.display());
+    let root = Node { value: Value::Map(root), file: Rc::from(Path::new(&root_name)), line };
     // Errors about the entries themselves are the trigger's: `job.trigger.include[0]`.
     let rekey = |e: PipelineError| {
-        if e.file == file && e.key.starts_with("include") {
+        if e.file == written_in && e.key.starts_with("include") {
             PipelineError { key: format!("{job}.trigger.{}", e.key), ..e }
         } else {
             e
         }
     };
     let map = include::includes(root, sources).map_err(rekey)?;
-    let map = compose::references(compose::extends(map)?)?;
-    tree(&map, file, sources, build, depth)
+    compose::references(compose::extends(map)?)
 }
 
 /// A dynamic child pipeline (`depth` levels below the root) from its files, in the order the

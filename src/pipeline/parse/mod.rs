@@ -127,10 +127,28 @@ fn composed(text: &str, file: &Path, sources: &Sources) -> Result<Map, PipelineE
 /// resolved), as GitLab's full-configuration YAML and as JSON; checked as [`load_with`] checks
 /// it, so a broken pipeline is an error here too.
 pub fn preview(file: &Path, sources: &Sources) -> Result<(String, serde_json::Value), PipelineError> {
+    preview_all(file, sources).map(|p| (p.yaml, p.json))
+}
+
+/// The composed configuration of a file and of its child pipelines (issue 17).
+pub struct Preview {
+    pub yaml: String,
+    pub json: serde_json::Value,
+    /// Each `trigger: include` child's (`trigger`, `trigger: nested`), nested ones after their
+    /// parent: `(name, yaml, json)`.
+    pub children: Vec<(String, String, serde_json::Value)>,
+}
+
+/// [`preview`] with the configurations of the child pipelines.
+pub fn preview_all(file: &Path, sources: &Sources) -> Result<Preview, PipelineError> {
     let text = fs::read_to_string(file).map_err(|e| PipelineError::whole_file(file, format!("cannot read: {e}")))?;
     let map = composed(&text, file, sources)?;
     child::tree(&map, file, sources, &build, 0)?;
-    Ok((preview::yaml(&map), preview::json(&map)))
+    let children = child::previews(&map, file, sources, &build, "", 0)?
+        .into_iter()
+        .map(|(name, map)| (name, preview::yaml(&map), preview::json(&map)))
+        .collect();
+    Ok(Preview { yaml: preview::yaml(&map), json: preview::json(&map), children })
 }
 
 /// The pipeline of a composed file, and each `trigger: include` job's `include:` as written
