@@ -444,3 +444,18 @@ fn masked_rendering_normalises_comma_upstreams() {
     let text = c.render_masked();
     assert!(text.contains("upstreams = [\"registry.gitlab.com\", \"registry-1.docker.io\", \"quay.io\"]"), "{text}");
 }
+
+#[test]
+fn gitlab_projects_map_paths_to_checkouts() {
+    let c = Config::parse(
+        "[gitlab.projects]\n\"group/deployer\" = \"../deployer\"\n\"g/abs\" = \"/srv/abs\"\n",
+        Path::new("/home/u/.glci/config.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(c.gitlab.projects["group/deployer"], Path::new("/home/u/.glci/../deployer"));
+    assert_eq!(c.gitlab.projects["g/abs"], Path::new("/srv/abs"));
+    assert!(c.render_masked().contains("[gitlab.projects]"), "{}", c.render_masked());
+    let e = Config::parse("[gitlab.projects]\n\"/bad\" = \"x\"\n", Path::new("c.toml"), &|_| None).unwrap_err();
+    assert_eq!(e.to_string(), "c.toml:2: gitlab.projects.\"/bad\": \"/bad\" is not a project path (group/project)");
+}
