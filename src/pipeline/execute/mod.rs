@@ -3,13 +3,15 @@
 //! every step as an [`Event`] (the CLI renders them; nothing here prints). Each container and
 //! network a run creates carries the label `glci.run=<run id>`; whatever happens (success,
 //! failure, interrupt through [`Cancel`]) they are all removed before [`execute`] returns.
-//! The registry wiring (a later issue) plugs in through [`JobWiring`].
+//! The registry wiring (a later issue) plugs in through [`JobWiring`]. Each job's artifacts are
+//! kept under `$GLCI_HOME/artifacts` (`kept`, `artifact_store`) after the run's work dir is gone.
 
 mod archive;
 mod cache;
 mod coverage;
 mod dotenv;
 mod job;
+mod kept;
 mod script;
 
 use std::path::PathBuf;
@@ -81,6 +83,10 @@ pub struct Options {
     pub work_dir: PathBuf,
     /// `cache_store::root`: the caches of every project (`$GLCI_HOME/cache`).
     pub cache_root: PathBuf,
+    /// `artifact_store::root`: the kept artifacts of every project (`$GLCI_HOME/artifacts`).
+    pub artifacts_root: PathBuf,
+    /// `glci run --artifacts-dir DIR`: each job's artifacts are copied out to `DIR/<job>/`.
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 /// A job's end state, as GitLab names them.
@@ -125,6 +131,8 @@ pub struct JobReport {
     pub coverage: Option<String>,
     /// `when: delayed`: how long it waited before it started.
     pub delayed: Option<Duration>,
+    /// Where its artifacts are kept (`$GLCI_HOME/artifacts/...`), when it has any.
+    pub artifacts: Option<PathBuf>,
 }
 
 /// Where a log line came from.
@@ -230,6 +238,12 @@ impl Run<'_> {
     pub fn artifact_path(&self, index: usize) -> PathBuf {
         self.options.work_dir.join("artifacts").join(format!("{index}.tar"))
     }
+
+    /// Where a job's `reports:` files are kept during the run (not handed to later jobs, as on
+    /// GitLab, where dependent jobs download the `archive` only).
+    pub fn report_path(&self, index: usize) -> PathBuf {
+        self.options.work_dir.join("artifacts").join(format!("{index}.reports.tar"))
+    }
 }
 
 /// What the jobs a job waits for amount to.
@@ -277,6 +291,7 @@ fn not_run(job: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
         reason: Some(reason.to_string()),
         coverage: None,
         delayed: None,
+        artifacts: None,
     }
 }
 

@@ -15,7 +15,7 @@
 
 mod cache;
 mod compose;
-mod duration;
+pub(crate) mod duration;
 mod include;
 mod inputs;
 mod job;
@@ -534,6 +534,8 @@ mod tests {
                 expire_in: Some("1 hour".into()),
                 dotenv: vec![],
                 notes: vec![],
+                untracked: false,
+                reports: vec![],
             })
         );
         assert_eq!((build.needs.as_ref(), build.when, build.retry), (None, When::OnSuccess, 0));
