@@ -150,6 +150,10 @@ pub struct PlannedJob {
     pub notes: Vec<String>,
     /// `when: delayed`: waits this long once it may run.
     pub start_in: Option<Duration>,
+    /// `environment: url` as written, when it names a variable and the job receives or writes a
+    /// dotenv report: expanded again with those variables (`execute::dotenv`): when it starts,
+    /// into `CI_ENVIRONMENT_URL`; after it, as GitLab sets an environment's URL from the job's own report.
+    pub environment_url_template: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -555,6 +559,9 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             file_variables,
             notes,
             start_in: job.run_keys.start_in,
+            environment_url_template: job.run_keys.environment.as_ref().and_then(|e| e.url.clone()).filter(|url| {
+                url.contains('$') && (gets_dotenv || job.artifacts.as_ref().is_some_and(|a| !a.dotenv.is_empty()))
+            }),
         });
     }
     Ok(plan)
