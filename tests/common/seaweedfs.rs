@@ -127,6 +127,9 @@ fn start() -> Result<SeaweedFs, String> {
                     .args(["server", "-s3", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-master.telemetry=false"])
                     // Fixed ports by default (8181, 9101): off, so binaries can run side by side.
                     .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+                    // A test machine's disk may be nearly full (the default refuses writes
+                    // below 1% free), and small volumes keep a fresh store small.
+                    .args(["-volume.minFreeSpace=256MiB", "-master.volumeSizeLimitMB=1024"])
                     .arg(format!("-dir={}", dir.display()))
                     .arg(format!("-master.port={master}"))
                     .arg(format!("-volume.port={volume}"))
