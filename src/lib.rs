@@ -38,6 +38,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod durable;
+pub mod encoding;
 pub mod git;
 pub mod gitlab;
 pub mod http;

@@ -67,6 +67,9 @@ pub struct GitlabConfig {
     pub url: Option<String>,
     /// Sent as `PRIVATE-TOKEN` to the instance, for private projects.
     pub token: Option<Secret>,
+    /// `[gitlab.projects]`: project path → a local checkout, where `trigger: project` runs that
+    /// project's pipeline (issue 17). Relative paths are from the config file's directory.
+    pub projects: BTreeMap<String, PathBuf>,
 }
 
 /// `[registry]`: the embedded registry, or the external one named by `url`.

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -117,7 +117,7 @@ struct Reader<'a> {
 const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "gitlab", "run", "storage"];
 const STORAGE_KEYS: &[&str] = &["url", "s3"];
 const S3_KEYS: &[&str] = &["endpoint", "region", "access_key_id", "secret_access_key", "path_style", "redirect"];
-const GITLAB_KEYS: &[&str] = &["url", "token"];
+const GITLAB_KEYS: &[&str] = &["url", "token", "projects"];
 const REGISTRY_KEYS: &[&str] = &[
     "url",
     "username",
@@ -236,6 +236,22 @@ impl Reader<'_> {
                     gitlab.url = Some(url.trim_end_matches('/').to_owned());
                 }
                 "token" => gitlab.token = Some(Secret::new(self.string(&at)?)),
+                "projects" => {
+                    for (project, at) in self.table(&at)? {
+                        let bad = project.is_empty() || project.starts_with('/') || project.ends_with('/');
+                        if bad || project.contains(char::is_whitespace) || project.contains("//") {
+                            return Err(
+                                self.error_at(&at, format!("{project:?} is not a project path (group/project)"))
+                            );
+                        }
+                        let dir = PathBuf::from(self.non_empty(&at)?);
+                        let dir = match self.file.parent() {
+                            Some(base) if dir.is_relative() => base.join(dir),
+                            _ => dir,
+                        };
+                        gitlab.projects.insert(project.to_owned(), dir);
+                    }
+                }
                 _ => return Err(self.unknown(&at, GITLAB_KEYS)),
             }
         }

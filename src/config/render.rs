@@ -59,7 +59,11 @@ impl Config {
                 cert_validity: format_duration(self.tls.cert_validity),
             },
             docker: RenderDocker { privileged: self.docker.privileged },
-            gitlab: RenderGitlab { url: self.gitlab.url.as_deref(), token: secret(&self.gitlab.token) },
+            gitlab: RenderGitlab {
+                url: self.gitlab.url.as_deref(),
+                token: secret(&self.gitlab.token),
+                projects: self.gitlab.projects.iter().map(|(p, d)| (p.clone(), d.display().to_string())).collect(),
+            },
             run: RenderRun { default_image: self.run.default_image.as_deref() },
             storage: (self.storage != StorageConfig::default()).then(|| {
                 let s3 = &self.storage.s3;
@@ -120,6 +124,8 @@ struct RenderGitlab<'a> {
     url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    projects: BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]

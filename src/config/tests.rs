@@ -475,3 +475,18 @@ fn storage_keys_are_checked() {
     assert_eq!(e.key, "storage.s3.bucket");
     assert_eq!(parse_err("[storage]\npath = \"/x\"\n").key, "storage.path");
 }
+
+#[test]
+fn gitlab_projects_map_paths_to_checkouts() {
+    let c = Config::parse(
+        "[gitlab.projects]\n\"group/deployer\" = \"../deployer\"\n\"g/abs\" = \"/srv/abs\"\n",
+        Path::new("/home/u/.glci/config.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(c.gitlab.projects["group/deployer"], Path::new("/home/u/.glci/../deployer"));
+    assert_eq!(c.gitlab.projects["g/abs"], Path::new("/srv/abs"));
+    assert!(c.render_masked().contains("[gitlab.projects]"), "{}", c.render_masked());
+    let e = Config::parse("[gitlab.projects]\n\"/bad\" = \"x\"\n", Path::new("c.toml"), &|_| None).unwrap_err();
+    assert_eq!(e.to_string(), "c.toml:2: gitlab.projects.\"/bad\": \"/bad\" is not a project path (group/project)");
+}
