@@ -107,26 +107,94 @@ fn remove_stale(root: &std::path::Path) {
 }
 
 fn start() -> Result<SeaweedFs, String> {
-    let weed = weed_binary()?;
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("seaweedfs");
     remove_stale(&root);
     let data = root.join(std::process::id().to_string());
-    std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
-    let dir = data.clone();
-    // The keeper: the thread `weed` is tied to (PR_SET_PDEATHSIG fires when it ends), alive
-    // for as long as the binary runs.
+    let launched = launch(&data, None)?;
+    Ok(SeaweedFs { endpoint: launched.endpoint, data })
+}
+
+/// A SeaweedFS of one test's own, which it may kill and start again on the same data and
+/// ports (the store restarted under a running registry).
+pub struct OwnSeaweedFs {
+    pub endpoint: String,
+    dir: PathBuf,
+    running: Launched,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnSeaweedFs {
+    pub fn start() -> OwnSeaweedFs {
+        let dir = tempfile::Builder::new()
+            .prefix("glci-weed")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("data");
+        let running = launch(&path, None).unwrap_or_else(|e| panic!("{e}"));
+        OwnSeaweedFs { endpoint: running.endpoint.clone(), dir: path, running, _dir: dir }
+    }
+
+    /// `kill -9`, then the same store started again; returns once it serves again.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.running = launch(&self.dir, Some(self.running.ports)).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn kill(&mut self) {
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped (the keeper
+        // reaps it and only then reports `exited`).
+        unsafe {
+            libc::kill(self.running.pid as libc::pid_t, libc::SIGKILL);
+        }
+        let _ = self.running.exited.recv();
+    }
+
+    pub fn settings(&self, bucket: &str) -> S3Settings {
+        SeaweedFs { endpoint: self.endpoint.clone(), data: self.dir.clone() }.settings(bucket)
+    }
+}
+
+impl Drop for OwnSeaweedFs {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Launched {
+    endpoint: String,
+    ports: [u16; 4],
+    pid: u32,
+    /// Disconnects once the process has exited and been reaped.
+    exited: mpsc::Receiver<()>,
+}
+
+/// Starts `weed server -s3` on `dir` (random ports, retried on a lost port race, or `fixed`)
+/// and waits for its S3 gateway's start line.
+fn launch(dir: &std::path::Path, fixed: Option<[u16; 4]>) -> Result<Launched, String> {
+    let weed = weed_binary()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<([u16; 4], u32), String>>();
+    let (exited_tx, exited) = mpsc::channel::<()>();
+    let dir = dir.to_path_buf();
+    // The keeper: the thread `weed` is tied to (PR_SET_PDEATHSIG fires when it ends); it
+    // lives until the process exits.
     std::thread::Builder::new()
         .name("seaweedfs".into())
         .spawn(move || {
+            let _exited = exited_tx;
             let mut last = String::new();
-            for attempt in 0..6 {
-                let [master, volume, filer, s3] = pick_ports(attempt);
+            let attempts = if fixed.is_some() { 1 } else { 6 };
+            for attempt in 0..attempts {
+                let ports = fixed.unwrap_or_else(|| pick_ports(attempt));
+                let [master, volume, filer, s3] = ports;
                 let mut command = Command::new(&weed);
                 command
                     .args(["server", "-s3", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-master.telemetry=false"])
                     // Fixed ports by default (8181, 9101): off, so binaries can run side by side.
                     .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+                    // A test machine's disk may be nearly full (the default refuses writes
+                    // below 1% free), and small volumes keep a fresh store small.
+                    .args(["-volume.minFreeSpace=256MiB", "-master.volumeSizeLimitMB=1024"])
                     .arg(format!("-dir={}", dir.display()))
                     .arg(format!("-master.port={master}"))
                     .arg(format!("-volume.port={volume}"))
@@ -159,7 +227,7 @@ fn start() -> Result<SeaweedFs, String> {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if !announced && line.contains(marker) && line.contains(&port_marker) {
                         announced = true;
-                        let _ = ready_tx.send(Ok(format!("http://127.0.0.1:{s3}")));
+                        let _ = ready_tx.send(Ok((ports, child.id())));
                     }
                     if !announced {
                         tail.push(line);
@@ -170,18 +238,15 @@ fn start() -> Result<SeaweedFs, String> {
                 }
                 let _ = child.wait();
                 if announced {
-                    // It was serving and stopped: the tests using it fail on their own.
-                    loop {
-                        std::thread::park();
-                    }
+                    return;
                 }
                 last = tail.join("\n");
             }
-            let _ = ready_tx.send(Err(format!("weed server did not start after 6 attempts:\n{last}")));
+            let _ = ready_tx.send(Err(format!("weed server did not start ({attempts} attempts):\n{last}")));
         })
         .map_err(|e| e.to_string())?;
-    let endpoint = ready_rx.recv().map_err(|e| e.to_string())??;
-    Ok(SeaweedFs { endpoint, data })
+    let (ports, pid) = ready_rx.recv().map_err(|e| e.to_string())??;
+    Ok(Launched { endpoint: format!("http://127.0.0.1:{}", ports[3]), ports, pid, exited })
 }
 
 /// The S3 identity the tests sign with (anonymous requests are then refused).
