@@ -1,11 +1,12 @@
 //! Pipelines: `.gitlab-ci.yml` → model (`parse`, with `rules` expressions; `changes` clauses) → an ordered plan of
-//! jobs (`plan`) → containers (`execute`).
+//! jobs (`plan`; with child pipelines: `downstream`) → containers (`execute`).
 
 pub mod cache;
 pub mod cache_store;
 pub mod changes;
 pub mod decide;
 pub mod dotenv;
+pub mod downstream;
 pub mod error;
 pub mod execute;
 pub mod glob;
