@@ -15,10 +15,11 @@ use std::time::{Duration, SystemTime};
 
 use super::client::{Entry, S3Client};
 use super::store::{verify, Keys};
+use crate::durable::new_id;
 use crate::registry::backend::UploadSessions;
 use crate::registry::names::{Algorithm, Digest, Name};
 use crate::registry::storage::{Hasher, StoreError};
-use crate::registry::uploads::{is_upload_id, new_id, Expired, UploadError};
+use crate::registry::uploads::{is_upload_id, Expired, UploadError};
 
 /// S3's limit for one `CopyObject`.
 const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
