@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::encoding::{hex, unhex};
+use crate::encoding::{base64_decode, hex, unhex};
 use crate::registry::names::{is_under, Name};
 use crate::registry::routes::Action;
 use crate::secret::Secret;
@@ -411,60 +411,6 @@ pub fn parse_basic(encoded: &str) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = B64.iter().position(|&b| b == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
-/// RFC 3339 UTC timestamp for `issued_at`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = unix(t);
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,12 +498,9 @@ mod tests {
 
     #[test]
     fn basic_scope_and_dates() {
-        assert_eq!(parse_basic(&base64_encode(b"user:pa:ss")), Some(("user".into(), "pa:ss".into())));
-        assert_eq!(base64_encode(b"ab"), "YWI=");
-        assert_eq!(base64_decode("YWI="), Some(b"ab".to_vec()));
+        assert_eq!(parse_basic(&crate::encoding::base64_encode(b"user:pa:ss")), Some(("user".into(), "pa:ss".into())));
         let s = parse_scope("repository:host:5000/a:pull").unwrap();
         assert_eq!((s.name.as_str(), s.actions.len()), ("host:5000/a", 1));
         assert!(parse_scope("nonsense").is_none());
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), "2023-11-14T22:13:20Z");
     }
 }

@@ -28,11 +28,18 @@
 //!   DOCKER_AUTH_CONFIG) and `mock` (the glci-mock registry container)
 //! ```
 //!
-//! Floors: pure parsers (`registry::names`, `registry::routes`, `registry::manifest`, `config`,
-//! `pipeline::parse`, `pipeline::rules`, `pipeline::plan`) and I/O owners (`registry::storage`,
-//! `registry::uploads`, `registry::s3`, `http`, `tls`, `docker`, `git`, `gitlab`) at the bottom; services (registry api,
-//! auth, proxy, mirror, gc, execute, mock) above them; `cli` on top. Calls go down or sideways.
-//! Nothing below `cli` prints to stdout or exits the process.
+//! Floors, from the ground up:
+//! - ground: `encoding` (hex, base64, RFC 3339), `durable` (temp + write + fsync + rename),
+//!   `secret`, `log`;
+//! - pure parsers: `registry::names`, `registry::routes`, `registry::manifest`,
+//!   `pipeline::parse`, `pipeline::rules`, `pipeline::plan`; and `config` (the schema and its
+//!   reader; also the one reader of the process environment, `config::process_env`);
+//! - I/O owners: `registry::storage`, `registry::uploads`, `registry::s3`, `http`, `tls`,
+//!   `docker`, `git`, `gitlab`;
+//! - services: registry api, `auth`, proxy, mirror, gc, execute, `mock`;
+//! - `cli` on top.
+//!
+//! Calls go down or sideways. Nothing below `cli` prints to stdout or exits the process.
 
 pub mod auth;
 pub mod cli;

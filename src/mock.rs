@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::auth::base64_encode;
 use crate::config::{Config, MockNames};
 use crate::docker::{self, DockerError, ServerSpec};
+use crate::encoding::base64_encode;
 use crate::registry::proxy::credentials;
 use crate::registry::proxy::upstream::Credentials;
 

@@ -84,7 +84,7 @@ fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
             b64 = Some(String::new());
         } else if line.starts_with("-----END CERTIFICATE") {
             let text = b64.take().expect("END without BEGIN");
-            certs.push(CertificateDer::from(glci::auth::base64_decode(&text).expect("PEM holds base64")));
+            certs.push(CertificateDer::from(glci::encoding::base64_decode(&text).expect("PEM holds base64")));
         } else if let Some(text) = b64.as_mut() {
             text.push_str(line);
         }

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::output::{age, human_bytes, print_json};
 use super::{print_stdout, CliError};
-use crate::auth::rfc3339;
 use crate::config::{glci_home, process_env};
+use crate::encoding::rfc3339;
 use crate::pipeline::cache_store::{self, CacheStore, StoredCache};
 
 #[derive(Subcommand, Debug)]

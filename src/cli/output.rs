@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use super::CliError;
+use crate::encoding::parse_rfc3339;
 use crate::registry::gc::CleanReport;
-use crate::registry::usage::{parse_rfc3339, ListReport, OriginKind, StatsReport};
+use crate::registry::usage::{ListReport, OriginKind, StatsReport};
 
 /// Writes command output to stdout; a closed pipe is not an error (like `glci config | head`).
 pub fn print_stdout(text: &str) {

@@ -231,7 +231,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         selected: args.jobs.clone(),
         pipeline_id,
         predefined,
-        created_at: crate::auth::rfc3339(std::time::SystemTime::now()),
+        created_at: crate::encoding::rfc3339(std::time::SystemTime::now()),
         project_variables: variables_files(&home, &project_dir)?,
         default_image: match &args.default_image {
             Some(image) if image.trim().is_empty() => return Err(usage("--default-image: an image name, not empty")),

@@ -70,43 +70,21 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     })
 }
 
-/// Decodes `%XX` escapes (and `+` as space in query strings). Invalid escapes stay as they are.
+/// Decodes `%XX` escapes (and `+` as space in query strings). Invalid escapes stay as they
+/// are; bytes that are not UTF-8 become U+FFFD.
 pub fn percent_decode(input: &str, plus_as_space: bool) -> String {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' if plus_as_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let input: std::borrow::Cow<'_, str> =
+        if plus_as_space && input.contains('+') { input.replace('+', " ").into() } else { input.into() };
+    percent_encoding::percent_decode_str(&input).decode_utf8_lossy().into_owned()
 }
+
+/// What a query value keeps as it is: RFC 3986's unreserved characters.
+const QUERY_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Percent-encodes a query value (everything but unreserved characters).
 pub fn percent_encode(input: &str) -> String {
-    let mut out = String::with_capacity(input.len());
-    for b in input.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(input, QUERY_VALUE).to_string()
 }
 
 /// A response body. `File` and `Reader` are streamed with `io::copy`; nothing large is held.

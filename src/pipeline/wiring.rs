@@ -20,8 +20,9 @@ use serde_json::{json, Map, Value};
 
 use super::execute::{ExtraFile, JobWiring, Wiring};
 use super::plan::{PlannedJob, PlannedService};
-use crate::auth::{base64_encode, Auth, Claims};
+use crate::auth::{Auth, Claims};
 use crate::docker;
+use crate::encoding::base64_encode;
 use crate::registry::proxy::credentials;
 use crate::registry::proxy::upstream::Credentials;
 use crate::secret::Secret;

@@ -4,7 +4,6 @@
 //! registry" documents every field, so change them only by adding fields.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -145,7 +144,7 @@ pub fn list(inv: &Inventory, project: Option<&Name>) -> ListReport {
                 size: image_size(inv, digest),
                 origin,
                 upstream,
-                updated_at: crate::auth::rfc3339(link.modified),
+                updated_at: crate::encoding::rfc3339(link.modified),
             });
         }
         // Manifests reached some other way (an index's children, a subject's referrers) are
@@ -175,7 +174,7 @@ pub fn list(inv: &Inventory, project: Option<&Name>) -> ListReport {
                 size: image_size(inv, digest),
                 origin,
                 upstream,
-                updated_at: crate::auth::rfc3339(revision.modified),
+                updated_at: crate::encoding::rfc3339(revision.modified),
             });
         }
     }
@@ -278,36 +277,11 @@ pub fn stats(inv: &Inventory) -> StatsReport {
     report
 }
 
-/// Parses the RFC 3339 UTC form `auth::rfc3339` writes (`2024-01-02T03:04:05Z`).
-pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let b = text.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    // Days from civil (H. Hinnant), the inverse of `auth::rfc3339`.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
-    u64::try_from(secs).ok().map(|s| UNIX_EPOCH + std::time::Duration::from_secs(s))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::registry::storage::inventory::{BlobFile, LayerLink, ManifestRefs, Revision, TagLink};
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     fn d(c: char) -> Digest {
         format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap()
@@ -389,14 +363,5 @@ mod tests {
         assert_eq!(s.cached_by_upstream.get("registry-1.docker.io"), Some(&200));
         assert_eq!(s.unreferenced_bytes, 7);
         assert_eq!(s.dedup_saved_bytes, 10 + 5000);
-    }
-
-    #[test]
-    fn rfc3339_round_trip() {
-        for secs in [0u64, 951_782_400, 1_700_000_000, 4_102_444_799] {
-            assert_eq!(parse_rfc3339(&crate::auth::rfc3339(t(secs))), Some(t(secs)));
-        }
-        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

@@ -180,7 +180,7 @@ fn attempt_steps(
     let wiring = run.wiring.job(job);
     let mut variables = job.variables.clone();
     // What the runner adds when it picks the job up.
-    variables.set("CI_JOB_STARTED_AT", crate::auth::rfc3339(std::time::SystemTime::now()));
+    variables.set("CI_JOB_STARTED_AT", crate::encoding::rfc3339(std::time::SystemTime::now()));
     variables.set("CI_CONCURRENT_ID", slot.to_string());
     variables.set("CI_CONCURRENT_PROJECT_ID", slot.to_string());
     for (name, value) in &wiring.variables {

@@ -79,7 +79,7 @@ pub(crate) fn keep(run: &Run<'_>, index: usize) -> Result<(), String> {
         .map_err(|e| format!("keeping the artifacts under {}: {e}", run.options.artifacts_root.display()))?;
     let until = match expiry {
         Expiry::Never => "never expire".to_string(),
-        Expiry::At(at) => format!("expire {}", crate::auth::rfc3339(at)),
+        Expiry::At(at) => format!("expire {}", crate::encoding::rfc3339(at)),
     };
     run.log(&job.name, LogSource::Glci, format!("Artifacts kept in {} ({until})", dir.display()));
     Ok(())

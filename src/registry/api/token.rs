@@ -63,7 +63,7 @@ fn token_response(token: String, expires_in: u64) -> Response {
             "token": token,
             "access_token": token,
             "expires_in": expires_in,
-            "issued_at": auth::rfc3339(SystemTime::now()),
+            "issued_at": crate::encoding::rfc3339(SystemTime::now()),
         }),
     )
 }

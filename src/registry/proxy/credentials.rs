@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::canonical_host;
 use super::upstream::{CredentialSource, Credentials};
-use crate::auth::base64_decode;
+use crate::encoding::base64_decode;
 use crate::secret::Secret;
 
 #[derive(Deserialize, Default)]

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::auth::base64_encode;
+use crate::encoding::base64_encode;
 use crate::secret::Secret;
 
 #[derive(Clone)]

@@ -1,6 +1,7 @@
 //! The filesystem store: content-addressed blobs plus per-repository links (DESIGN §4).
-//! Only this module touches the storage root. Every write is temp file → fsync → rename, so a
-//! kill at any point leaves either the old state or the new one, never half of either.
+//! Only this module and `registry::uploads` (its `uploads/` sessions) touch the storage root.
+//! Every write is temp file → fsync → rename (`durable`), so a kill at any point leaves either
+//! the old state or the new one, never half of either.
 
 pub mod blobs;
 mod catalog;
