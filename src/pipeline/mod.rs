@@ -9,6 +9,7 @@ pub mod dotenv;
 pub mod error;
 pub mod execute;
 pub mod glob;
+pub mod image_files;
 pub mod model;
 pub mod output;
 pub mod parse;

@@ -215,6 +215,7 @@ pub(crate) struct Run<'a> {
     pub wiring: &'a dyn JobWiring,
     pub events: &'a (dyn Fn(Event) + Sync),
     pub cancel: &'a Cancel,
+    pub removals: job::Removals,
 }
 
 impl Run<'_> {
@@ -299,7 +300,7 @@ pub fn execute(
     cancel: &Cancel,
 ) -> Outcome {
     let started = Instant::now();
-    let run = Run { plan, options, wiring, events, cancel };
+    let run = Run { plan, options, wiring, events, cancel, removals: job::Removals::default() };
     events(Event::PipelineStarted {
         run_id: options.run_id.clone(),
         pipeline_id: plan.pipeline_id,
@@ -308,6 +309,7 @@ pub fn execute(
     let _ = std::fs::create_dir_all(options.work_dir.join("artifacts"));
 
     let reports = schedule(&run);
+    run.removals.wait();
 
     let cleanup_errors = cleanup(&options.run_id);
     let _ = std::fs::remove_dir_all(&options.work_dir);
