@@ -14,9 +14,9 @@ use super::{composed, print_stdout, CliError};
 use crate::auth::Auth;
 use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, process_env, Config};
 use crate::mock;
-use crate::pipeline::execute::{self, Cancel, JobWiring, NoWiring, Options, PipelineStatus};
+use crate::pipeline::execute::{self, Cancel, ChildConfigs, JobWiring, NoWiring, Options, PipelineStatus};
 use crate::pipeline::wiring::{self, Registry, RegistryWiring};
-use crate::pipeline::{changes, output, parse, plan, predefined, variables};
+use crate::pipeline::{changes, downstream, output, parse, plan, predefined, variables};
 use crate::secret::Secret;
 
 #[derive(Args, Debug)]
@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// GitLab's full configuration view shows it, instead of running; --json prints it as JSON.
     #[arg(long)]
     pub preview: bool,
+    /// Copy each job's artifacts out to DIR/<job>/ as the job finishes (they are kept under
+    /// $GLCI_HOME/artifacts either way).
+    #[arg(long, value_name = "DIR")]
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 fn usage(message: impl Into<String>) -> CliError {
@@ -179,6 +183,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             .filter(|p| plan::validate_project_path(p).is_ok())
             .unwrap_or_else(|| plan::project_path_from_dir(&project_dir)),
     };
+    let artifacts_dir = args.artifacts_dir.as_deref().map(artifacts_dir).transpose()?;
     let cli_variables = command_line_variables(&args)?;
     let inputs = command_line_inputs(&args.input)?;
     let files = execute::project_files(&project_dir)
@@ -238,9 +243,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     let instance = gitlab_instance(config, &facts, &home, args.offline);
     let changes_against = args.changes_against.as_deref();
     if args.preview {
-        let (yaml, value) =
-            with_sources(&file, &facts, &inputs, &instance, changes_against, |sources| parse::preview(&file, sources))?;
-        print_stdout(&if args.json { format!("{value}\n") } else { yaml });
+        let preview = with_sources(&file, &facts, &inputs, &instance, changes_against, |sources| {
+            parse::preview_all(&file, sources)
+        })?;
+        print_stdout(&composed::preview_text(&preview, args.json));
         return Ok(());
     }
     let pipeline = load_pipeline(&file, &facts, &inputs, &instance, changes_against)?;
@@ -256,7 +262,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         }
     }
     let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
-    let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
+    let plan = downstream::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
     for note in &plan.notes {
         stderr_line(&format!("note: {note}"));
     }
@@ -311,19 +317,28 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let cache_root = crate::pipeline::cache_store::root(&home);
-    let options = Options { run_id: run_id.clone(), parallel, files, work_dir, cache_root };
-    let style =
-        output::TextStyle::new(std::io::stdout().is_terminal(), plan.jobs.iter().map(|j| j.name.clone()).collect());
+    let artifacts_root = crate::pipeline::artifact_store::root(&home);
+    // Expired artifacts of every project go at the start of a run, as GitLab's instance-wide
+    // expiry worker removes them whatever the project.
+    let expired = crate::pipeline::artifact_store::sweep(&artifacts_root, std::time::SystemTime::now());
+    if !expired.is_empty() {
+        stderr_line(&format!(
+            "artifacts: removed {} expired job artifact director{} under {}",
+            expired.len(),
+            if expired.len() == 1 { "y" } else { "ies" },
+            artifacts_root.display()
+        ));
+    }
+    let options =
+        Options { run_id: run_id.clone(), parallel, files, work_dir, cache_root, artifacts_root, artifacts_dir };
+    let style = output::TextStyle::new(std::io::stdout().is_terminal(), job_names(&plan));
     let json = args.json;
     let secrets = wiring.as_ref().map(RegistryWiring::secrets);
     let events = move |event: execute::Event| {
         // Registry passwords, tokens and DOCKER_AUTH_CONFIG never reach the output (issue 8).
-        let event = match (event, &secrets) {
-            (execute::Event::Log { job, source, line }, Some(secrets)) => {
-                let secrets = secrets.lock().unwrap_or_else(|p| p.into_inner());
-                execute::Event::Log { job, source, line: wiring::mask(&line, &secrets) }
-            }
-            (event, _) => event,
+        let event = match &secrets {
+            Some(secrets) => masked(event, &secrets.lock().unwrap_or_else(|p| p.into_inner())),
+            None => event,
         };
         if json {
             print_stdout(&format!("{}\n", output::json(&event)));
@@ -335,7 +350,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         Some(wiring) => wiring,
         None => &NoWiring,
     };
-    let outcome = execute::execute(&plan, &options, job_wiring, &events, &cancel);
+    let children = ChildLoader { file: &file, facts: &facts, instance: &instance, changes_against };
+    let outcome = execute::execute(&plan, &options, job_wiring, &children, &events, &cancel);
     signals.close();
     for problem in &outcome.cleanup_errors {
         stderr_line(&format!("warning: cleaning up run {run_id}: {problem}"));
@@ -355,6 +371,59 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             Err(CliError::Failed(format!("pipeline failed: {} failed", failed.join(", "))))
         }
     }
+}
+
+/// A log line with the secrets masked, also inside a child pipeline's event.
+fn masked(event: execute::Event, secrets: &[String]) -> execute::Event {
+    match event {
+        execute::Event::Log { job, source, line } => {
+            execute::Event::Log { job, source, line: wiring::mask(&line, secrets) }
+        }
+        execute::Event::Downstream { pipeline, event } => {
+            execute::Event::Downstream { pipeline, event: Box::new(masked(*event, secrets)) }
+        }
+        event => event,
+    }
+}
+
+/// Every job name of the plan and of its child pipelines known before the run (text prefixes).
+fn job_names(plan: &plan::Plan) -> Vec<String> {
+    let mut names = Vec::new();
+    for job in &plan.jobs {
+        names.push(job.name.clone());
+        match job.downstream.as_ref().map(|d| &d.child) {
+            Some(plan::ChildPlan::Ready(child)) => names.extend(job_names(child)),
+            // A dynamic child's jobs are known once it is created: room for short names.
+            Some(plan::ChildPlan::Dynamic(dynamic)) => names.push(format!("{}{}", dynamic.prefix, "-".repeat(8))),
+            None => {}
+        }
+    }
+    names
+}
+
+/// Composes dynamic child pipelines (issue 17) with the run's include sources.
+struct ChildLoader<'a> {
+    file: &'a Path,
+    facts: &'a plan::RunFacts,
+    instance: &'a crate::gitlab::Instance,
+    changes_against: Option<&'a str>,
+}
+
+impl ChildConfigs for ChildLoader<'_> {
+    fn load(&self, files: &[(String, String)], depth: usize) -> Result<crate::pipeline::model::Pipeline, String> {
+        with_sources(self.file, self.facts, &[], self.instance, self.changes_against, |sources| {
+            parse::parse_dynamic_child(files, sources, depth)
+        })
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// `--artifacts-dir DIR`: absolute, created when missing; a file there is a usage error.
+fn artifacts_dir(dir: &Path) -> Result<PathBuf, CliError> {
+    let absolute = std::path::absolute(dir).map_err(|e| usage(format!("--artifacts-dir {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&absolute)
+        .map_err(|e| usage(format!("--artifacts-dir {}: cannot create the directory: {e}", dir.display())))?;
+    Ok(absolute)
 }
 
 /// The variables files (issue 15), `$GLCI_HOME/variables.yml` then the project's

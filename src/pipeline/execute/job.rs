@@ -18,6 +18,7 @@ use super::archive::{self, ArtifactWriter, ExtraFile};
 use super::cache;
 use super::coverage;
 use super::dotenv;
+use super::kept;
 use super::script;
 use super::{failure_allowed, JobReport, JobStatus, LogSource, Run, Wiring};
 use crate::docker::{self, ContainerSpec};
@@ -85,6 +86,8 @@ pub(crate) fn run_job(run: &Run<'_>, index: usize, slot: usize) -> JobReport {
             reason: result.reason,
             coverage: result.coverage,
             delayed: None,
+            pipeline: None,
+            artifacts: kept::finish(run, index),
         };
     }
 }
@@ -144,7 +147,7 @@ fn run_attempt(run: &Run<'_>, index: usize, attempt: u32, slot: usize) -> Attemp
         image: image.clone(),
         attempt,
     });
-    let base = format!("glci-{}-{}-{}", run.options.run_id, index, name_part(&job.name));
+    let base = format!("glci-{}-{}-{}", run.scope(), index, name_part(&job.name));
     let base = if attempt > 1 { format!("{base}-{attempt}") } else { base };
     let mut created = Created { containers: Vec::new(), network: None };
     let result = attempt_steps(run, index, &base, slot, &mut created);
@@ -296,13 +299,23 @@ fn attempt_steps(
             ArtifactsWhen::OnFailure => attempt.status == JobStatus::Failed,
             ArtifactsWhen::Always => true,
         };
-        if wanted && !spec.paths.is_empty() {
+        if wanted && (!spec.paths.is_empty() || spec.untracked) {
             if let Err(message) = collect_artifacts(run, index, &container) {
                 attempt = Attempt::failed(format!("uploading artifacts: {message}"));
             }
         }
+        if wanted && !spec.reports.is_empty() {
+            if let Err(message) = kept::collect_reports(run, index, &container) {
+                attempt = Attempt::failed(format!("uploading reports: {message}"));
+            }
+        }
         if wanted && !spec.dotenv.is_empty() {
             if let Err(message) = dotenv::collect(run, index, &container) {
+                attempt = Attempt::failed(message);
+            }
+        }
+        if wanted {
+            if let Err(message) = kept::keep(run, index) {
                 attempt = Attempt::failed(message);
             }
         }
@@ -532,6 +545,17 @@ fn copy_in_artifacts(run: &Run<'_>, job: &PlannedJob, container: &str) -> Result
         docker::copy_into(container, "/", &mut |out| std::io::copy(&mut file, out).map(|_| ()))
             .map_err(|e| format!("artifacts of {name}: {e}"))?;
     }
+    // `needs: pipeline: $PARENT_PIPELINE_ID`: the parent pipeline's jobs' artifacts (issue 17).
+    if let Some(parent) = run.parent {
+        for &from in &job.parent_artifacts {
+            let Ok(file) = fs::File::open(parent.artifact_path(from)) else { continue };
+            let name = &parent.plan.jobs[from].name;
+            run.log(&job.name, LogSource::Glci, format!("Downloading artifacts from {name} (parent pipeline)"));
+            let mut file = std::io::BufReader::new(file);
+            docker::copy_into(container, "/", &mut |out| std::io::copy(&mut file, out).map(|_| ()))
+                .map_err(|e| format!("artifacts of {name} (parent pipeline): {e}"))?;
+        }
+    }
     Ok(())
 }
 
@@ -543,11 +567,19 @@ fn collect_artifacts(run: &Run<'_>, index: usize, container: &str) -> Result<(),
     let file = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut writer = ArtifactWriter::new(BufWriter::new(file), project_dir);
     run.log(&job.name, LogSource::Glci, "Uploading artifacts...");
+    // `untracked: true`: what git tracks in the project, the rest of the work tree is collected.
+    let tracked: std::collections::HashSet<String> = match spec.untracked {
+        true => crate::git::tracked_files(&run.plan.project_dir).unwrap_or_default().into_iter().collect(),
+        false => Default::default(),
+    };
     for source in archive::artifact_sources(spec) {
         let in_container =
             if source.is_empty() { format!("{project_dir}/.") } else { format!("{project_dir}/{source}") };
-        let copied = docker::copy_from(container, &in_container, &mut |input| writer.add_stream(input, &source, spec))
-            .map_err(|e| e.to_string())?;
+        let mut keep =
+            |rel: &str, is_dir: bool, _: Option<&str>| archive::is_artifact_or_untracked(spec, &tracked, rel, is_dir);
+        let copied =
+            docker::copy_from(container, &in_container, &mut |input| writer.add_filtered(input, &source, &mut keep))
+                .map_err(|e| e.to_string())?;
         if copied.is_none() {
             run.log(&job.name, LogSource::Glci, format!("WARNING: {source}: no matching files"));
         }
@@ -558,10 +590,14 @@ fn collect_artifacts(run: &Run<'_>, index: usize, container: &str) -> Result<(),
         let _ = fs::remove_file(&path);
         run.log(&job.name, LogSource::Glci, "WARNING: no files matched the artifacts paths");
     } else {
+        let mut what = spec.paths.clone();
+        if spec.untracked {
+            what.push("untracked files".into());
+        }
         run.log(
             &job.name,
             LogSource::Glci,
-            format!("{files} file{} saved as artifacts ({})", if files == 1 { "" } else { "s" }, spec.paths.join(", ")),
+            format!("{files} file{} saved as artifacts ({})", if files == 1 { "" } else { "s" }, what.join(", ")),
         );
     }
     Ok(())
