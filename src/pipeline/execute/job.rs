@@ -528,13 +528,17 @@ fn copy_in_project(
     .map_err(|e| e.to_string())
 }
 
-/// The artifact archives this job downloads (job name, archive), those that exist.
+/// The artifact archives this job downloads (whose, archive), those that exist: its own
+/// pipeline's jobs, then with `needs: pipeline: $PARENT_PIPELINE_ID` the parent pipeline's
+/// (issue 17).
 fn artifact_archives(run: &Run<'_>, job: &PlannedJob) -> Vec<(String, PathBuf)> {
-    job.artifacts_from
-        .iter()
-        .map(|&from| (run.plan.jobs[from].name.clone(), run.artifact_path(from)))
-        .filter(|(_, path)| path.is_file())
-        .collect()
+    let own = job.artifacts_from.iter().map(|&from| (run.plan.jobs[from].name.clone(), run.artifact_path(from)));
+    let parent = run.parent.into_iter().flat_map(|parent| {
+        job.parent_artifacts.iter().map(move |&from| {
+            (format!("{} (parent pipeline)", parent.plan.jobs[from].name), parent.artifact_path(from))
+        })
+    });
+    own.chain(parent).filter(|(_, path)| path.is_file()).collect()
 }
 
 fn copy_in_artifacts(run: &Run<'_>, job: &PlannedJob, container: &str) -> Result<(), String> {
