@@ -140,7 +140,14 @@ fn spawn_failed(args: &[&str], e: &std::io::Error) -> DockerError {
 
 /// Runs `docker ARGS` in its own process group; stdout on success.
 fn run_grouped(args: &[&str]) -> Result<String, DockerError> {
+    run_grouped_with_env(args, &[])
+}
+
+/// [`run_grouped`] with `env` added to the docker CLI's environment (values never in argv; the
+/// error names the command only).
+fn run_grouped_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<String, DockerError> {
     let output = command(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -187,6 +194,9 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     /// `--platform` (`image: docker: platform`).
     pub platform: Option<String>,
+    /// Values of the `env_file`'s bare `NAME` lines (multi-line ones, which the file format cannot
+    /// hold): set in the docker CLI's own environment, where docker reads them from. Never argv.
+    pub client_env: Vec<(String, Secret)>,
 }
 
 /// How a privileged container is run: `--privileged`, or, where the host's capability
@@ -277,6 +287,15 @@ pub fn privileged_needs_fallback() -> bool {
 
 /// `docker create …`: the new container's id.
 pub fn create(spec: &ContainerSpec) -> Result<String, DockerError> {
+    let args = create_args(spec);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(&str, &str)> = spec.client_env.iter().map(|(name, value)| (name.as_str(), value.expose())).collect();
+    run_grouped_with_env(&args, &env).map(|out| out.trim().to_string())
+}
+
+/// The argv of `docker create` for `spec`: no variable's value is in it (they are in the env
+/// file, or in the CLI's environment for `client_env`).
+fn create_args(spec: &ContainerSpec) -> Vec<String> {
     let mut args: Vec<String> = vec!["create".into(), "--name".into(), spec.name.clone()];
     for (key, value) in &spec.labels {
         args.push("--label".into());
@@ -316,8 +335,7 @@ pub fn create(spec: &ContainerSpec) -> Result<String, DockerError> {
     }
     args.push(spec.image.clone());
     args.extend(command);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_grouped(&args).map(|out| out.trim().to_string())
+    args
 }
 
 /// `docker start CONTAINER` (detached: services).
@@ -484,9 +502,20 @@ pub fn image_exists(image: &str) -> Result<bool, DockerError> {
     }
 }
 
-/// `docker pull IMAGE` in the run's process group discipline (see [`command`]).
-pub fn pull_image(image: &str) -> Result<(), DockerError> {
-    run_grouped(&["pull", "--quiet", image]).map(|_| ())
+/// `docker pull [--platform P] IMAGE` in the run's process group discipline (see [`command`]).
+pub fn pull_image(image: &str, platform: Option<&str>) -> Result<(), DockerError> {
+    run_grouped(&pull_args(&[], image, platform)).map(|_| ())
+}
+
+/// `[PREFIX..] pull --quiet [--platform P] IMAGE`.
+fn pull_args<'a>(prefix: &[&'a str], image: &'a str, platform: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = prefix.to_vec();
+    args.extend(["pull", "--quiet"]);
+    if let Some(platform) = platform {
+        args.extend(["--platform", platform]);
+    }
+    args.push(image);
+    args
 }
 
 /// `docker network create --label ... NAME`.
@@ -673,9 +702,9 @@ pub fn create_server(spec: &ServerSpec) -> Result<String, DockerError> {
 
 /// `docker --config DIR pull IMAGE`: a pull with the credentials of `DIR/config.json` (written
 /// by the caller, 0600), so secrets never reach argv and the user's own config is untouched.
-pub fn pull_with_config(config_dir: &std::path::Path, image: &str) -> Result<(), DockerError> {
+pub fn pull_with_config(config_dir: &std::path::Path, image: &str, platform: Option<&str>) -> Result<(), DockerError> {
     let dir = config_dir.display().to_string();
-    run_grouped(&["--config", &dir, "pull", "--quiet", image]).map(|_| ())
+    run_grouped(&pull_args(&["--config", &dir], image, platform)).map(|_| ())
 }
 
 /// `docker-credential-<helper> list`: the server names a credential store holds.
@@ -693,4 +722,49 @@ pub fn credential_helper_list(helper: &str) -> Result<Vec<String>, DockerError> 
     let answer: std::collections::BTreeMap<String, String> =
         serde_json::from_slice(&output.stdout).map_err(|_| failed("answer is not JSON".into(), None))?;
     Ok(answer.into_keys().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_args_hold_no_variable_values() {
+        let spec = ContainerSpec {
+            name: "glci-1-0-job".into(),
+            image: "busybox".into(),
+            command: vec!["sh".into(), "-c".into(), "echo".into()],
+            env_file: Some("/tmp/w/env/job.env".into()),
+            platform: Some("linux/arm64".into()),
+            user: Some("1234".into()),
+            client_env: vec![("MULTI".into(), Secret::new("line one\nsecret two".into()))],
+            ..ContainerSpec::default()
+        };
+        let args = create_args(&spec);
+        assert_eq!(
+            args,
+            [
+                "create",
+                "--name",
+                "glci-1-0-job",
+                "--env-file",
+                "/tmp/w/env/job.env",
+                "--user",
+                "1234",
+                "--platform",
+                "linux/arm64",
+                "busybox",
+                "sh",
+                "-c",
+                "echo"
+            ]
+        );
+        assert!(!args.iter().any(|a| a.contains("secret") || a.contains("MULTI")), "{args:?}");
+        assert!(!format!("{spec:?}").contains("secret two"), "Debug masks the values");
+        assert_eq!(
+            pull_args(&["--config", "/d"], "img:1", Some("linux/arm64")),
+            ["--config", "/d", "pull", "--quiet", "--platform", "linux/arm64", "img:1"]
+        );
+        assert_eq!(pull_args(&[], "img:1", None), ["pull", "--quiet", "img:1"]);
+    }
 }

@@ -1,7 +1,8 @@
 //! The GitLab instance remote `include:`s are read from (issue 17), over HTTP with ureq, and the
 //! cache of what was read, under `$GLCI_HOME/include-cache/`. Owns which URL each include form
 //! is (GitLab's repository files API `/api/v4/projects/:id/repository/files/:path/raw?ref=`
-//! for `project`, `component` and `template`, the URL itself for `remote`), how a component's
+//! for `project`, `component` and `template`, the URL itself for `remote`, the tree API for a
+//! project's file list), how a component's
 //! version is resolved (`~latest`, partial versions: the project's releases), and when a cached
 //! file is fetched again: a file at a commit SHA or a tag once, anything else (a branch, a
 //! remote URL, a template, a `~latest` lookup) after [`RECHECK`]; with the instance out of
@@ -19,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::encoding::hex;
-use crate::pipeline::parse::{Fetched, Source};
+use crate::pipeline::parse::{ComponentContext, Fetched, Source};
 use crate::secret::Secret;
 
 /// How long a file at a branch (or any ref that may move) is used before it is fetched again.
@@ -78,7 +79,7 @@ impl Instance {
             Source::Local(path) => Err(format!("{path} is a local file")),
             Source::Remote(url) => {
                 let text = self.cached(url, false, false).map_err(|f| self.explain(f, &format!("`{url}`")))?;
-                Ok(Fetched { text, name: url.clone(), project: None })
+                Ok(Fetched { text, name: url.clone(), project: None, component: None })
             }
             Source::Template(name) => {
                 let path = format!("{TEMPLATES_DIR}/{name}");
@@ -86,7 +87,12 @@ impl Instance {
                 let text = self.cached(&url, true, false).map_err(|f| {
                     self.explain(f, &format!("template `{name}` ({TEMPLATES_PROJECT}:{path} at {TEMPLATES_REF})"))
                 })?;
-                Ok(Fetched { text, name: format!("{TEMPLATES_PROJECT}@{TEMPLATES_REF}:{path}"), project: None })
+                Ok(Fetched {
+                    text,
+                    name: format!("{TEMPLATES_PROJECT}@{TEMPLATES_REF}:{path}"),
+                    project: None,
+                    component: None,
+                })
             }
             Source::Project { project, reference, file } => {
                 let file = file.trim_start_matches('/');
@@ -100,10 +106,41 @@ impl Instance {
                     text,
                     name: format!("{project}@{reference}:{file}"),
                     project: Some((project.clone(), reference)),
+                    component: None,
                 })
             }
             Source::Component(address) => self.component(address),
+            Source::Files { project, reference } => self.files(project, reference),
         }
+    }
+
+    /// Every file of `project` at `reference`, one path per line: the repository tree API
+    /// (`/repository/tree?recursive=true`), page by page, cached like a file at that ref.
+    fn files(&self, project: &str, reference: &str) -> Result<Fetched, String> {
+        const PER_PAGE: usize = 100;
+        const MAX_PAGES: usize = 1000;
+        let immutable = self.is_fixed(project, reference);
+        let mut paths = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let url = format!(
+                "{}/api/v4/projects/{}/repository/tree?ref={}&recursive=true&per_page={PER_PAGE}&page={page}",
+                self.url,
+                encode(project),
+                encode(reference)
+            );
+            let what = format!("the file list of project `{project}` at `{reference}`");
+            let text = self.cached(&url, true, immutable).map_err(|f| self.explain(f, &what))?;
+            let entries: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{what} is not JSON: {e}"))?;
+            let entries = entries.as_array().ok_or_else(|| format!("{what} is not a JSON list"))?;
+            paths.extend(
+                entries.iter().filter(|e| e["type"] == "blob").filter_map(|e| e["path"].as_str()).map(str::to_owned),
+            );
+            if entries.len() < PER_PAGE {
+                break;
+            }
+        }
+        Ok(Fetched { text: paths.join("\n"), name: format!("{project}@{reference}"), project: None, component: None })
     }
 
     /// `<host>/<group>/<project>/<name>@<version>`: `templates/<name>.yml`, else
@@ -116,7 +153,8 @@ impl Instance {
             return Err("expected `<host>/<project path>/<name>@<version>`".into());
         }
         let host = parts.remove(0);
-        let name = parts.pop().expect("three parts at least");
+        let component = parts.pop().expect("three parts at least");
+        let name = component;
         let project = parts.join("/");
         let own_host = self.url.split_once("://").map(|(_, h)| h).unwrap_or(&self.url);
         if host != own_host {
@@ -130,7 +168,14 @@ impl Instance {
             match self.cached(&url, true, immutable) {
                 Ok(text) => {
                     let name = format!("{project}@{reference}:{file}");
-                    return Ok(Fetched { text, name, project: Some((project.clone(), reference)) });
+                    let context = ComponentContext {
+                        name: component.to_owned(),
+                        sha: self.commit_sha(&project, &reference, immutable),
+                        version: semver(&reference).map(|_| reference.clone()),
+                        reference: version.to_owned(),
+                    };
+                    let project = Some((project.clone(), reference));
+                    return Ok(Fetched { text, name, project, component: Some(context) });
                 }
                 Err(Failure::NotFound) => {}
                 // A 404 of the first form is not cached: with the instance out of reach the
@@ -170,6 +215,18 @@ impl Instance {
             Some((_, tag)) => Ok(tag.to_owned()),
             None => Err(format!("project `{project}` has no release matching `{version}`")),
         }
+    }
+
+    /// The commit `reference` of `project` is at (`/repository/commits/:ref`), for
+    /// `$[[ component.sha ]]`; `None` when it cannot be asked (the template may not need it).
+    fn commit_sha(&self, project: &str, reference: &str, fixed: bool) -> Option<String> {
+        if reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(reference.to_ascii_lowercase());
+        }
+        let url = format!("{}/api/v4/projects/{}/repository/commits/{}", self.url, encode(project), encode(reference));
+        let text = self.cached(&url, true, fixed).ok()?;
+        let commit: serde_json::Value = serde_json::from_str(&text).ok()?;
+        commit["id"].as_str().filter(|id| id.len() == 40).map(str::to_owned)
     }
 
     /// Whether `reference` cannot move: a full commit SHA, or a tag of `project` (asked once).

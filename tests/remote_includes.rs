@@ -246,3 +246,132 @@ fn remote_include_errors_name_file_line_and_key() {
         assert_eq!(e, format!("glci: error: {file}{want}"), "{pipeline}");
     }
 }
+
+#[test]
+fn a_components_template_reads_its_name_sha_version_and_reference() {
+    image();
+    let raw = |file: &str, reference: &str| {
+        format!("/api/v4/projects/g%2Fcomps/repository/files/{}/raw?ref={reference}", file.replace('/', "%2F"))
+    };
+    let template = format!(
+        "spec:\n  component: [name, sha, version, reference]\n---\nctx-job:\n  image: {IMAGE}\n  script:\n    \
+         - echo \"ctx $[[ component.name ]] v=$[[ component.version ]] r=$[[ component.reference ]] $[[ component.sha ]]\"\n"
+    );
+    let released = "0123456789abcdef0123456789abcdef01234567";
+    let branch = "89abcdef0123456789abcdef0123456789abcdef";
+    let mut routes = routes();
+    routes.insert(raw("templates/ctx.yml", "1.2.0"), template.clone());
+    routes.insert(raw("templates/ctx.yml", "main"), template);
+    routes.insert("/api/v4/projects/g%2Fcomps/repository/commits/1.2.0".into(), format!("{{\"id\":\"{released}\"}}"));
+    routes.insert("/api/v4/projects/g%2Fcomps/repository/commits/main".into(), format!("{{\"id\":\"{branch}\"}}"));
+    let server = GitlabServer::start(routes);
+    let host = server.addr.clone();
+    // `@1` resolves to release 1.2.0; a branch has no version (null: empty inside a text).
+    for (reference, want) in
+        [("1", format!("ctx ctx v=1.2.0 r=1 {released}")), ("main", format!("ctx ctx v= r=main {branch}"))]
+    {
+        let setup = Setup::new(&server.url(), &format!("include:\n  - component: {host}/g/comps/ctx@{reference}\n"));
+        let out = setup.run(&["--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("JSON event")).collect();
+        assert!(
+            lines.iter().any(|e| e["event"] == "log" && e["source"] == "job" && e["line"] == want.as_str()),
+            "wanted {want:?}: {}",
+            show(&out)
+        );
+    }
+}
+
+#[test]
+fn component_blocks_outside_a_component_or_undeclared_name_their_line() {
+    let setup = Setup::new("http://127.0.0.1:9", "include: ci/t.yml\n");
+    let dir = setup.project.path().join("ci");
+    std::fs::create_dir_all(&dir).expect("mkdir ci");
+    let cases = [
+        (
+            "spec:\n  component: [name]\n---\nj:\n  script: [\"echo $[[ component.name ]]\"]\n",
+            ":5: j.script[0]",
+            "not included with `include: component`",
+        ),
+        (
+            "spec:\n  component: [name]\n---\nj:\n  script: [\"echo $[[ component.sha ]]\"]\n",
+            ":5: j.script[0]",
+            "not declared in the header's `spec: component`",
+        ),
+        (
+            "spec:\n  component: [path]\n---\nj:\n  script: [x]\n",
+            ":2: spec.component[0]",
+            "unknown component field \"path\"",
+        ),
+    ];
+    for (text, at, words) in cases {
+        std::fs::write(dir.join("t.yml"), text).expect("write ci/t.yml");
+        let e = config_error(&setup.run(&["--list"]));
+        let file = dir.join("t.yml").display().to_string();
+        assert!(e.contains(&format!("{file}{at}: ")) && e.contains(words), "{text}: {e}");
+    }
+}
+
+#[test]
+fn wildcards_and_rules_exists_in_a_project_file_look_at_that_projects_tree() {
+    image();
+    let raw =
+        |file: &str| format!("/api/v4/projects/g%2Flib/repository/files/{}/raw?ref=main", file.replace('/', "%2F"));
+    let mut routes = routes();
+    routes.insert(
+        raw("ci/entry.yml"),
+        "include:\n  - local: ci/parts/*.yml\n  - local: ci/common.yml\n    rules:\n      - exists: [ci/marker]\n  \
+         - local: ci/dropped.yml\n    rules:\n      - exists: [only-here.txt]\n"
+            .into(),
+    );
+    routes.insert(raw("ci/parts/a.yml"), job("part-a"));
+    routes.insert(raw("ci/dropped.yml"), job("dropped"));
+    let tree: Vec<Value> = ["ci/entry.yml", "ci/common.yml", "ci/marker", "ci/parts/a.yml", "ci/dropped.yml"]
+        .iter()
+        .map(|p| serde_json::json!({"type": "blob", "path": p}))
+        .chain([serde_json::json!({"type": "tree", "path": "ci/parts"})])
+        .collect();
+    routes.insert(
+        "/api/v4/projects/g%2Flib/repository/tree?ref=main&recursive=true&per_page=100&page=1".into(),
+        Value::Array(tree).to_string(),
+    );
+    let server = GitlabServer::start(routes);
+    let setup = Setup::new(
+        &server.url(),
+        &format!("include:\n  - project: g/lib\n    ref: main\n    file: ci/entry.yml\n{}", job("own")),
+    );
+    std::fs::write(setup.project.path().join("only-here.txt"), "").expect("write only-here.txt");
+    let out = setup.run(&["--json"]);
+    assert_eq!(succeeded(&out), ["lib-common", "own", "part-a"], "server saw {:#?}", server.targets());
+}
+
+#[test]
+fn a_jobs_rules_exists_project_looks_at_that_projects_files() {
+    let mut routes = routes();
+    let tree: Vec<Value> =
+        ["ci/marker", "src/lib.rs"].iter().map(|p| serde_json::json!({"type": "blob", "path": p})).collect();
+    routes.insert(
+        "/api/v4/projects/g%2Flib/repository/tree?ref=v1&recursive=true&per_page=100&page=1".into(),
+        Value::Array(tree).to_string(),
+    );
+    let server = GitlabServer::start(routes);
+    let pipeline = format!(
+        "variables:\n  LIB: g/lib\nfound:\n  image: {IMAGE}\n  script: [x]\n  rules:\n    \
+         - exists: {{paths: ['ci/*'], project: $LIB, ref: v1}}\n\
+         missing:\n  image: {IMAGE}\n  script: [x]\n  rules:\n    - exists: {{paths: [Cargo.toml], project: g/lib, ref: v1}}\n"
+    );
+    let setup = Setup::new(&server.url(), &pipeline);
+    let out = setup.run(&["--list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = |job: &str| stdout.lines().find(|l| l.starts_with(&format!("{job} "))).unwrap_or_default().to_string();
+    assert!(row("found").contains("yes: rule 1"), "{}", show(&out));
+    assert!(row("missing").contains("no: no rule matched"), "{}", show(&out));
+    // A project the instance does not know: exit 2 naming the rule.
+    setup.pipeline(&format!(
+        "j:\n  image: {IMAGE}\n  script: [x]\n  rules:\n    - exists: {{paths: [a], project: g/none}}\n"
+    ));
+    let e = config_error(&setup.run(&["--list"]));
+    assert!(e.contains(".gitlab-ci.yml:5: j.rules[0].exists.project: `g/none` at `HEAD`: "), "{e}");
+}

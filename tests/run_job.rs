@@ -500,3 +500,186 @@ fn image_docker_user_and_platform_reach_the_container() {
     assert_eq!(finished(&events, "foreign")["status"], "failed", "{}", show(&out));
     assert!(!trace(&events, "foreign").iter().any(|l| l == "ran"), "{}", show(&out));
 }
+
+/// A busybox image whose `ENTRYPOINT` prints `$MULTI` and `$ONE` before it runs the job's
+/// command, made once per test binary with `docker commit`.
+const ENTRYPOINT_IMAGE: &str = "glci-test/entrypoint-env:e2e";
+
+fn entrypoint_image() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        images();
+        let dir = temp_dir();
+        let script = dir.path().join("entry.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho 'entrypoint: MULTI begin'\nprintf '%s\\n' \"$MULTI\"\necho 'entrypoint: MULTI end'\n\
+             echo \"entrypoint: ONE=$ONE\"\nexec \"$@\"\n",
+        )
+        .expect("write entry.sh");
+        run(Command::new("chmod").arg("755").arg(&script));
+        let builder = common::unique_name("glci-w3-entry");
+        run(Command::new("docker").args(["create", "--name", &builder, BUSYBOX, "true"]));
+        run(Command::new("docker").arg("cp").arg(&script).arg(format!("{builder}:/entry.sh")));
+        run(Command::new("docker").args([
+            "commit",
+            "--change",
+            r#"ENTRYPOINT ["/entry.sh"]"#,
+            &builder,
+            ENTRYPOINT_IMAGE,
+        ]));
+        run(Command::new("docker").args(["rm", "-f", &builder]));
+    });
+}
+
+#[test]
+fn the_images_entrypoint_sees_every_variable_multi_line_ones_included() {
+    entrypoint_image();
+    let yaml = format!(
+        "variables:\n  MULTI: \"first line\\nsecond 'quoted' $$line\\n\"\n  ONE: single\n  DOCKER_ODD: \"x\\ny\"\n\
+         entry:\n  image: {ENTRYPOINT_IMAGE}\n  script:\n    - 'printf \"script: %s\\n\" \"$MULTI\"'\n    \
+         - 'printf \"odd: %s\\n\" \"$DOCKER_ODD\"'\n"
+    );
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &[]);
+    let events = events(&out);
+    assert_eq!(finished(&events, "entry")["status"], "success", "{}", show(&out));
+    let lines = trace(&events, "entry");
+    let begin = position(&lines, "entrypoint: MULTI begin");
+    assert_eq!(
+        lines[begin..begin + 5],
+        ["entrypoint: MULTI begin", "first line", "second 'quoted' $line", "", "entrypoint: MULTI end"],
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "entrypoint: ONE=single"), "{lines:#?}");
+    // The script still gets them all, the one the docker CLI would read too.
+    assert!(lines.iter().any(|l| l == "script: first line"), "{lines:#?}");
+    assert!(lines.iter().any(|l| l == "odd: x"), "{lines:#?}");
+    let notes = notes(&events, "entry");
+    assert!(
+        notes.iter().any(|n| n.contains("DOCKER_ODD has a multi-line value") && n.contains("ENTRYPOINT does not")),
+        "{notes:#?}"
+    );
+}
+
+/// Pushes [`BUSYBOX`] to `server` as `repo:1` and an index `repo:index` whose only entry is that
+/// manifest for the host's platform; the host keeps neither. Returns the index's name.
+fn push_single_platform_index(server: &common::ServeProcess, repo: &str, native: &str) -> String {
+    let addr = server.addr.to_string();
+    let single = format!("{addr}/{repo}:1");
+    run(Command::new("docker").args(["tag", BUSYBOX, &single]));
+    run(Command::new("docker").args(["push", "--quiet", &single]));
+    run(Command::new("docker").args(["image", "rm", &single]));
+    let manifest = common::consistency::get_manifest(&addr, repo, "1").expect("GET the manifest");
+    assert_eq!(manifest.status, 200, "{}", String::from_utf8_lossy(&manifest.body));
+    let media_type = manifest.header("content-type").expect("Content-Type").to_string();
+    let (os, arch) = native.split_once('/').expect("os/arch");
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [{
+            "mediaType": media_type,
+            "digest": common::sha256_digest(&manifest.body),
+            "size": manifest.body.len(),
+            "platform": {"os": os, "architecture": arch},
+        }],
+    })
+    .to_string();
+    let put = common::http::Request::new(&addr, "PUT", &format!("/v2/{repo}/manifests/index"))
+        .header("Content-Type", "application/vnd.docker.distribution.manifest.list.v2+json")
+        .body(index)
+        .close()
+        .send();
+    assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
+    format!("{addr}/{repo}:index")
+}
+
+#[test]
+fn docker_platform_reaches_the_pull_and_pull_policies_are_tried_in_order() {
+    images();
+    let native = match std::env::consts::ARCH {
+        "aarch64" => "linux/arm64",
+        _ => "linux/amd64",
+    };
+    let foreign = if native == "linux/amd64" { "linux/arm64" } else { "linux/amd64" };
+    let server = common::ServeProcess::start();
+    let image = push_single_platform_index(&server, &common::unique_name("w3-platform"), native);
+    let absent = format!("{}/w3/absent:1", server.addr);
+    let yaml = format!(
+        "stages: [first, second]\n\
+         foreign:\n  stage: first\n  allow_failure: true\n  \
+         image: {{name: '{image}', docker: {{platform: {foreign}}}, pull_policy: always}}\n  script: [echo ran]\n\
+         never:\n  stage: first\n  allow_failure: true\n  image: {{name: '{absent}', pull_policy: never}}\n  \
+         script: [echo ran]\n\
+         native:\n  stage: second\n  \
+         image: {{name: '{image}', docker: {{platform: {native}}}, pull_policy: [never, if-not-present]}}\n  \
+         services:\n    - name: '{image}'\n      alias: svc\n      docker: {{user: '1234', platform: {native}}}\n      \
+         command: [sh, -c, 'id -u > /tmp/uid && exec httpd -f -p 8080 -h /tmp']\n  \
+         script: ['wget -qO- http://svc:8080/uid']\n"
+    );
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &[]);
+    let _ = Command::new("docker").args(["image", "rm", &image]).output();
+    server.stop();
+    let events = events(&out);
+    // The index has no entry for the foreign platform: only a pull with --platform says so.
+    let foreign_job = finished(&events, "foreign");
+    assert_eq!(foreign_job["status"], "failed", "{}", show(&out));
+    assert!(!trace(&events, "foreign").iter().any(|l| l == "ran"), "{}", show(&out));
+    let reason = foreign_job["reason"].as_str().unwrap_or_default();
+    // dockerd's own store says "no matching manifest for linux/arm64 ..."; the containerd
+    // image store "no match for platform in manifest".
+    let no_entry = reason.contains("no matching manifest") || reason.contains("no match for platform");
+    assert!(reason.starts_with("pulling ") && no_entry, "{reason}\n{}", show(&out));
+    let never = finished(&events, "never");
+    assert_eq!(never["status"], "failed", "{}", show(&out));
+    assert!(never["reason"].as_str().unwrap_or_default().contains("pull policy is `never`"), "{}", show(&out));
+    assert!(!notes(&events, "never").iter().any(|n| n.starts_with("Pulling docker image")), "{}", show(&out));
+    // `never` fails (the host lacks it), then `if-not-present` pulls the native entry; the
+    // service runs as its `docker: user`.
+    assert_eq!(finished(&events, "native")["status"], "success", "{}", show(&out));
+    let native_notes = notes(&events, "native");
+    assert!(native_notes.iter().any(|n| n.contains("Failed to pull image with policy \"never\"")), "{native_notes:#?}");
+    assert!(native_notes.iter().any(|n| n == "Attempt #2: Trying \"if-not-present\" pull policy"), "{native_notes:#?}");
+    assert_eq!(trace(&events, "native").last().map(String::as_str), Some("1234"), "{}", show(&out));
+}
+
+#[test]
+fn retry_when_and_exit_codes_choose_which_failures_are_retried() {
+    images();
+    let yaml = format!(
+        "default:\n  image: {BUSYBOX}\n\
+         other-reason:\n  retry: {{max: 2, when: runner_system_failure}}\n  script: ['exit 1']\n\
+         listed-code:\n  retry: {{max: 1, exit_codes: [3]}}\n  script: ['exit 3']\n\
+         other-code:\n  retry: {{max: 2, exit_codes: 3}}\n  script: ['exit 4']\n\
+         script-failure:\n  retry: {{max: 1, when: [script_failure]}}\n  script: ['exit 5']\n"
+    );
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &[]);
+    let events = events(&out);
+    for (job, attempts) in [("other-reason", 1), ("listed-code", 2), ("other-code", 1), ("script-failure", 2)] {
+        let finished = finished(&events, job);
+        assert_eq!(finished["status"], "failed", "{job}: {}", show(&out));
+        assert_eq!(finished["attempts"], attempts, "{job}: {}", show(&out));
+    }
+}
+
+#[test]
+fn a_rules_when_delayed_waits_its_start_in_then_runs() {
+    images();
+    let yaml = format!(
+        "later:\n  image: {BUSYBOX}\n  rules:\n    - if: $NOT_SET\n      when: never\n    \
+         - when: delayed\n      start_in: 1 second\n  script: [echo ran]\n"
+    );
+    let dir = write_project(&yaml);
+    let out = glci_run(dir.path(), &[]);
+    let events = events(&out);
+    let finished = finished(&events, "later");
+    assert_eq!(
+        (finished["status"].as_str(), finished["delayed_ms"].as_u64()),
+        (Some("success"), Some(1000)),
+        "{}",
+        show(&out)
+    );
+    assert!(trace(&events, "later").iter().any(|l| l == "ran"), "{}", show(&out));
+}

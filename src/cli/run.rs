@@ -239,6 +239,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             None => config.run.default_image.clone(),
         },
         changes: Default::default(),
+        project_files: Default::default(),
     };
     let instance = gitlab_instance(config, &facts, &home, args.offline);
     let changes_against = args.changes_against.as_deref();
@@ -261,8 +262,26 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             stderr_line(&format!("note: {note}"));
         }
     }
-    let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
-    let plan = downstream::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
+    // A job's `rules: exists: {project}` asks the instance for that project's files.
+    let lister = std::sync::Arc::new(gitlab_instance(config, &facts, &home, args.offline));
+    let project_files = plan::ProjectFiles(Some({
+        let lister = lister.clone();
+        std::sync::Arc::new(move |project: &str, reference: &str| {
+            let source = parse::Source::Files { project: project.to_owned(), reference: reference.to_owned() };
+            let fetched = lister.fetch(&source)?;
+            Ok(fetched.text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+        })
+    }));
+    let facts = plan::RunFacts {
+        changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?,
+        project_files,
+        ..facts
+    };
+    let plan = downstream::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()));
+    for note in lister.take_notes() {
+        stderr_line(&format!("warning: {note}"));
+    }
+    let plan = plan?;
     for note in &plan.notes {
         stderr_line(&format!("note: {note}"));
     }
@@ -381,6 +400,17 @@ fn masked(event: execute::Event, secrets: &[String]) -> execute::Event {
         }
         execute::Event::Downstream { pipeline, event } => {
             execute::Event::Downstream { pipeline, event: Box::new(masked(*event, secrets)) }
+        }
+        // A failure's reason may quote docker's or a command's words: masked the same way.
+        execute::Event::JobFinished(mut report) => {
+            report.reason = report.reason.map(|r| wiring::mask(&r, secrets));
+            execute::Event::JobFinished(report)
+        }
+        execute::Event::PipelineFinished { status, duration, mut jobs } => {
+            for report in &mut jobs {
+                report.reason = report.reason.take().map(|r| wiring::mask(&r, secrets));
+            }
+            execute::Event::PipelineFinished { status, duration, jobs }
         }
         event => event,
     }

@@ -24,6 +24,8 @@ pub struct Decision {
     pub needs: Option<Vec<Need>>,
     /// Why, for `glci run --list`: `rule 2 (.gitlab-ci.yml:14) matched`, `no rule matched`...
     pub reason: String,
+    /// `when: delayed`: how long the job waits (the job's own `start_in`, or the rule's).
+    pub start_in: Option<std::time::Duration>,
 }
 
 fn error_at(location: &Location, key: impl Into<String>, message: impl Into<String>) -> PipelineError {
@@ -58,6 +60,7 @@ fn job_rules(job: &Job, vars: &VarSet, facts: &RunFacts, workflow_rules: bool) -
         rule_variables: VarSet::new(),
         needs: job.needs.clone(),
         reason,
+        start_in: job.run_keys.start_in,
     };
     if !job.rules.is_empty() {
         let Some((i, rule)) = first_match(&job.rules, vars, facts, &job.name)? else {
@@ -76,6 +79,7 @@ fn job_rules(job: &Job, vars: &VarSet, facts: &RunFacts, workflow_rules: bool) -
             rule_variables: set_of(&rule.variables),
             needs,
             reason: format!("rule {} ({at}) matched", i + 1),
+            start_in: rule.start_in,
         });
     }
     if job.only.is_none() && job.except.is_none() && workflow_rules {
@@ -144,10 +148,31 @@ fn rule_matches(rule: &Rule, vars: &VarSet, facts: &RunFacts, key: &str) -> Resu
             return Ok(false);
         }
     }
+    // `exists: {project, ref}` looks at that project's files (Rules::Rule::Clause::Exists
+    // with a changed context), asked for through the facts.
+    let elsewhere = match &rule.exists_in {
+        None => None,
+        Some((project, reference)) => {
+            let project = variables::expand(project, &lookup);
+            let reference = reference.as_ref().map_or_else(|| "HEAD".to_string(), |r| variables::expand(r, &lookup));
+            let problem = |why: String| {
+                error_at(
+                    &rule.location,
+                    format!("{key}.exists.project"),
+                    format!("`{project}` at `{reference}`: {why}"),
+                )
+            };
+            let Some(list) = &facts.project_files.0 else {
+                return Err(problem("no GitLab instance to ask for its files".into()));
+            };
+            Some(list(&project, &reference).map_err(problem)?)
+        }
+    };
+    let files = elsewhere.as_deref().unwrap_or(&facts.files);
     let exists = rule.exists.is_empty()
         || rule.exists.iter().any(|pattern| {
             let pattern = variables::expand(pattern, &lookup);
-            glob::expand_braces(&pattern).iter().any(|p| facts.files.iter().any(|f| glob::matches(p, f)))
+            glob::expand_braces(&pattern).iter().any(|p| files.iter().any(|f| glob::matches(p, f)))
         });
     if !exists {
         return Ok(false);

@@ -24,7 +24,12 @@ fn load_with(main: &str, table: &[(&str, &str)], templates: &[(&str, &str)]) -> 
     let fetch = move |source: &Source| match source {
         Source::Template(name) => templates
             .get(name)
-            .map(|text| Fetched { text: text.clone(), name: format!("template {name}"), project: None })
+            .map(|text| Fetched {
+                text: text.clone(),
+                name: format!("template {name}"),
+                project: None,
+                component: None,
+            })
             .ok_or_else(|| "no such template".to_string()),
         _ => Err("not served here".to_string()),
     };

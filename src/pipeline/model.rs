@@ -50,9 +50,30 @@ pub struct Image {
     pub user: Option<String>,
     /// `image: {docker: {platform: P}}`: the platform (`linux/arm64`) the image is run for.
     pub platform: Option<String>,
+    /// `image: pull_policy`: tried in order (empty: `if-not-present`, glci's default).
+    pub pull_policy: Vec<PullPolicy>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `pull_policy:` of an image or service (GitLab's `always`, `if-not-present`, `never`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    /// The name GitLab spells it with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfNotPresent => "if-not-present",
+            PullPolicy::Never => "never",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Service {
     pub name: String,
     /// `alias`, possibly several separated by commas as GitLab allows.
@@ -60,6 +81,12 @@ pub struct Service {
     pub entrypoint: Option<Vec<String>>,
     pub command: Option<Vec<String>>,
     pub variables: Vec<Variable>,
+    /// `services: [{docker: {user: U}}]`: the user the service container runs as.
+    pub user: Option<String>,
+    /// `services: [{docker: {platform: P}}]`.
+    pub platform: Option<String>,
+    /// `services: [{pull_policy: ...}]`, as for images.
+    pub pull_policy: Vec<PullPolicy>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +157,11 @@ pub struct Rule {
     pub changes: Option<Changes>,
     /// `needs:` of a job rule: when the rule matches, they replace the job's `needs`.
     pub needs: Option<Vec<Need>>,
+    /// `when: delayed` + `start_in` of a job rule: the job runs (`on_success`) after this wait.
+    pub start_in: Option<Duration>,
+    /// `exists: {paths, project, ref}`: the project (and ref, default `HEAD`) whose files
+    /// `exists` looks at, variables not yet expanded; `None`: this project's.
+    pub exists_in: Option<(String, Option<String>)>,
 }
 
 /// `rules: changes` (also `only/except: changes`): true when a file matching one of `paths`
@@ -251,6 +283,32 @@ pub struct RunKeys {
     pub start_in: Option<Duration>,
     /// Keys GitLab accepts that mean nothing locally: one note each, `file:line: key: why`.
     pub notes: Vec<String>,
+    /// `retry: {when, exit_codes}`: which failures the `retry` attempts are for.
+    pub retry_on: RetryOn,
+}
+
+/// `retry: {when, exit_codes}` as GitLab's `Gitlab::Ci::Build::AutoRetry` reads them: a failure
+/// is retried when its reason is in `when` (or `when` has `always`), or its exit code is in
+/// `exit_codes`; without `when`, `when` is `[always]` unless `exit_codes` is given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    pub when: Option<Vec<String>>,
+    pub exit_codes: Option<Vec<i32>>,
+}
+
+impl RetryOn {
+    /// Whether a failure of `reason` (GitLab's failure reason name) with `exit_code` is retried.
+    pub fn allows(&self, reason: &str, exit_code: Option<i32>) -> bool {
+        let default: &[String] = &[];
+        let when = match (&self.when, &self.exit_codes) {
+            (Some(when), _) => when.as_slice(),
+            (None, Some(_)) => default,
+            (None, None) => return true,
+        };
+        let by_reason = when.iter().any(|w| w == reason || w == "always");
+        let by_code = matches!((&self.exit_codes, exit_code), (Some(codes), Some(code)) if codes.contains(&code));
+        by_reason || by_code
+    }
 }
 
 /// `environment:`, not yet expanded.

@@ -56,6 +56,22 @@ pub struct RunFacts {
     /// `--default-image` / `[run] default_image`: the image of a job that names none (the
     /// runner's configured default image).
     pub default_image: Option<String>,
+    /// Lists another project's files at a ref, for a job's `rules: exists: {project, ref}`
+    /// (`cli` asks the GitLab instance); `None`: such a rule is an error.
+    pub project_files: ProjectFiles,
+}
+
+/// `(project, ref)` → the project's files at that ref, or why they cannot be had.
+pub type ProjectFilesFn = dyn Fn(&str, &str) -> Result<Vec<String>, String> + Send + Sync;
+
+/// See [`RunFacts::project_files`].
+#[derive(Clone, Default)]
+pub struct ProjectFiles(pub Option<std::sync::Arc<ProjectFilesFn>>);
+
+impl std::fmt::Debug for ProjectFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ProjectFiles(instance)" } else { "ProjectFiles(none)" })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -150,6 +166,8 @@ pub struct PlannedJob {
     pub notes: Vec<String>,
     /// `when: delayed`: waits this long once it may run.
     pub start_in: Option<Duration>,
+    /// Which failures `retry` is for.
+    pub retry_on: crate::pipeline::model::RetryOn,
     /// A trigger job (issue 17): the downstream pipeline it creates instead of a container
     /// (filled in by `downstream::plan`).
     pub downstream: Option<Box<PlannedDownstream>>,
@@ -202,7 +220,7 @@ impl PartialEq for DynamicChild {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PlannedService {
     /// Expanded image name.
     pub image: String,
@@ -212,6 +230,10 @@ pub struct PlannedService {
     pub command: Option<Vec<String>>,
     /// The job's variables with the service's own on top.
     pub variables: VarSet,
+    /// `docker: user` and `docker: platform`, variables expanded.
+    pub user: Option<String>,
+    pub platform: Option<String>,
+    pub pull_policy: Vec<crate::pipeline::model::PullPolicy>,
 }
 
 fn set_of(vars: &[Variable]) -> VarSet {
@@ -239,6 +261,8 @@ struct Candidate<'p> {
     rule_variables: VarSet,
     /// The job's `needs`, or its matching rule's.
     needs: Option<Vec<Need>>,
+    /// `when: delayed` (the job's or its rule's): the wait.
+    start_in: Option<Duration>,
 }
 
 fn error_at(location: &Location, key: impl Into<String>, message: impl Into<String>) -> PipelineError {
@@ -338,6 +362,7 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             allow_failure: decision.allow_failure,
             rule_variables: decision.rule_variables,
             needs,
+            start_in: decision.start_in,
         });
     }
 
@@ -606,7 +631,8 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             resource_group: job.run_keys.resource_group.as_ref().map(|g| variables::expand(g, &lookup)),
             file_variables,
             notes,
-            start_in: job.run_keys.start_in,
+            start_in: c.start_in,
+            retry_on: job.run_keys.retry_on.clone(),
             downstream: None,
             parent_artifacts: Vec::new(),
             environment_url_template: job.run_keys.environment.as_ref().and_then(|e| e.url.clone()).filter(|url| {
@@ -830,6 +856,9 @@ fn plan_service(service: &Service, job_vars: &VarSet) -> PlannedService {
         aliases,
         entrypoint: service.entrypoint.clone(),
         command: service.command.clone(),
+        user: service.user.as_ref().map(|u| variables::expand(u, &lookup)),
+        platform: service.platform.as_ref().map(|p| variables::expand(p, &lookup)),
+        pull_policy: service.pull_policy.clone(),
         variables,
     }
 }

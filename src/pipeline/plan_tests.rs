@@ -59,6 +59,8 @@ fn rule(condition: Option<&str>, when: Option<When>) -> Rule {
         location: loc(20),
         changes: None,
         needs: None,
+        start_in: None,
+        exists_in: None,
     }
 }
 
@@ -547,8 +549,9 @@ fn services_get_aliases_and_variables() {
             entrypoint: None,
             command: Some(vec!["postgres".into()]),
             variables: vec![var("POSTGRES_DB", "$DB")],
+            ..Service::default()
         },
-        Service { name: "redis:7@sha256:abc".into(), alias: None, entrypoint: None, command: None, variables: vec![] },
+        Service { name: "redis:7@sha256:abc".into(), ..Service::default() },
     ];
     let plan = plan(&pipeline(vec![b]), &facts()).expect("plans");
     let s = &planned(&plan, "b").services;

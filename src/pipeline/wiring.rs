@@ -314,7 +314,7 @@ fn image_host(image: &str) -> String {
 impl RegistryWiring {
     /// `docker --config TMP pull` with `auths` written to `TMP/config.json` (0600 in a 0700
     /// directory, removed afterwards).
-    fn pull_with(&self, image: &str, auths: Value) -> Result<(), String> {
+    fn pull_with(&self, image: &str, platform: Option<&str>, auths: Value) -> Result<(), String> {
         let mut id = [0u8; 6];
         getrandom::getrandom(&mut id).map_err(|e| e.to_string())?;
         let name: String = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -328,7 +328,7 @@ impl RegistryWiring {
             let path = dir.join("config.json");
             crate::durable::create_new(&path, json!({ "auths": auths }).to_string().as_bytes(), 0o600)
                 .map_err(|e| e.to_string())?;
-            docker::pull_with_config(&dir, image).map_err(|e| format!("pulling {image}: {}", e.stderr.trim()))
+            docker::pull_with_config(&dir, image, platform).map_err(|e| format!("pulling {image}: {}", e.stderr.trim()))
         })();
         let _ = std::fs::remove_dir_all(&dir);
         result
@@ -396,7 +396,7 @@ impl JobWiring for RegistryWiring {
         Ok(files)
     }
 
-    fn pull(&self, job: &PlannedJob, image: &str) -> Option<Result<(), String>> {
+    fn pull(&self, job: &PlannedJob, image: &str, platform: Option<&str>) -> Option<Result<(), String>> {
         if let Registry::Embedded { port, auth, .. } = &self.registry {
             let prefix = format!("{}/", self.registry_host());
             if let Some(rest) = image.strip_prefix(&prefix) {
@@ -405,7 +405,7 @@ impl JobWiring for RegistryWiring {
                 self.remember(&token);
                 let basic = base64_encode(format!("{JOB_USER}:{token}").as_bytes());
                 let auths = json!({ format!("127.0.0.1:{port}"): { "auth": basic } });
-                return Some(self.pull_with(&local, auths).and_then(|()| {
+                return Some(self.pull_with(&local, platform, auths).and_then(|()| {
                     docker::tag(&local, image).map_err(|e| e.to_string())?;
                     let _ = docker::untag(&local);
                     Ok(())
@@ -419,7 +419,7 @@ impl JobWiring for RegistryWiring {
         let entry = own.into_iter().find(|(key, _)| credentials::key_host(key) == host)?;
         let mut auths = Map::new();
         auths.insert(entry.0, entry.1);
-        Some(self.pull_with(image, Value::Object(auths)))
+        Some(self.pull_with(image, platform, Value::Object(auths)))
     }
 }
 
@@ -488,7 +488,7 @@ mod tests {
             aliases: vec![],
             entrypoint: None,
             command: command.map(|c| c.iter().map(|s| s.to_string()).collect()),
-            variables: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -1,4 +1,5 @@
-//! One job: its attempts (`retry`), each in a container of its own: image pulled when missing,
+//! One job: its attempts (`retry`, for the failures `retry: when/exit_codes` name), each in a
+//! container of its own: image pulled by its `pull_policy` (`execute::pull`),
 //! services started as sidecars on a network of the job's (with their aliases), the project and
 //! the artifacts it depends on copied in, `cache:` restored (`execute::cache`), `before_script` and
 //! `script` run by the image's shell (bash, else sh: `script::shell_command`) under a watchdog
@@ -19,6 +20,7 @@ use super::cache;
 use super::coverage;
 use super::dotenv;
 use super::kept;
+use super::pull::ensure_image;
 use super::script;
 use super::{failure_allowed, JobReport, JobStatus, LogSource, Run, Wiring};
 use crate::docker::{self, ContainerSpec};
@@ -43,15 +45,34 @@ struct Attempt {
     exit_code: Option<i32>,
     reason: Option<String>,
     coverage: Option<String>,
+    /// Killed at the job's `timeout`.
+    timed_out: bool,
 }
 
 impl Attempt {
     fn failed(reason: impl Into<String>) -> Attempt {
-        Attempt { status: JobStatus::Failed, exit_code: None, reason: Some(reason.into()), coverage: None }
+        Attempt {
+            status: JobStatus::Failed,
+            exit_code: None,
+            reason: Some(reason.into()),
+            coverage: None,
+            timed_out: false,
+        }
     }
 
     fn canceled() -> Attempt {
-        Attempt { status: JobStatus::Canceled, exit_code: None, reason: Some("interrupted".into()), coverage: None }
+        Attempt { status: JobStatus::Canceled, reason: Some("interrupted".into()), ..Attempt::failed("") }
+    }
+
+    /// A failure's reason by GitLab's name (`retry: when`): `job_execution_timeout`,
+    /// `script_failure` when the script exited non-zero, else `runner_system_failure` (what
+    /// failed was glci or docker: an image, a service, a copy).
+    fn failure_reason(&self) -> &'static str {
+        match (self.exit_code, self.timed_out) {
+            (_, true) => "job_execution_timeout",
+            (Some(_), false) => "script_failure",
+            (None, false) => "runner_system_failure",
+        }
     }
 }
 
@@ -63,7 +84,10 @@ pub(crate) fn run_job(run: &Run<'_>, index: usize, slot: usize) -> JobReport {
     let mut attempt = 1;
     loop {
         let result = run_attempt(run, index, attempt, slot);
-        let retry = result.status == JobStatus::Failed && attempt <= job.retry && !run.cancel.is_canceled();
+        let retry = result.status == JobStatus::Failed
+            && attempt <= job.retry
+            && job.retry_on.allows(result.failure_reason(), result.exit_code)
+            && !run.cancel.is_canceled();
         if retry {
             run.log(
                 &job.name,
@@ -191,7 +215,7 @@ fn attempt_steps(
         run.log(&job.name, LogSource::Glci, note.clone());
     }
     run.log(&job.name, LogSource::Glci, format!("Using docker image {}", image.name));
-    ensure_image(run, job, &image.name)?;
+    ensure_image(run, job, &image.name, image.platform.as_deref(), &image.pull_policy)?;
 
     let network = if job.services.is_empty() {
         None
@@ -213,7 +237,7 @@ fn attempt_steps(
         return Ok(Attempt::canceled());
     }
 
-    let env_file = write_env_file(run, base, "job", &variables)?;
+    let env = write_env_file(run, &job.name, base, "job", &variables)?;
     let spec = ContainerSpec {
         name: base.to_string(),
         image: image.name.clone(),
@@ -222,10 +246,11 @@ fn attempt_steps(
         network_aliases: Vec::new(),
         entrypoint: image.entrypoint.clone(),
         command: script::shell_command(),
-        env_file: Some(env_file),
+        env_file: Some(env.path),
         privileged: wiring.privileged,
         user: image.user.clone(),
         platform: image.platform.clone(),
+        client_env: env.client_env,
     };
     let container = create_container(&spec, &wiring.networks, created)?;
     let mut wiring = wiring;
@@ -255,14 +280,13 @@ fn attempt_steps(
     let coverage = Coverage::new(job.coverage.as_deref());
     let phase = run_phase(run, &job.name, &container, job.timeout, &coverage)?;
     let mut attempt = match phase {
-        Phase::Exited(0) => Attempt { status: JobStatus::Success, exit_code: Some(0), reason: None, coverage: None },
-        Phase::Exited(code) => Attempt {
-            status: JobStatus::Failed,
-            exit_code: Some(code),
-            reason: Some(format!("exit code {code}")),
-            coverage: None,
-        },
-        Phase::TimedOut => Attempt::failed(format!("execution took longer than {}", human(job.timeout))),
+        Phase::Exited(0) => {
+            Attempt { status: JobStatus::Success, exit_code: Some(0), reason: None, ..Attempt::failed("") }
+        }
+        Phase::Exited(code) => Attempt { exit_code: Some(code), ..Attempt::failed(format!("exit code {code}")) },
+        Phase::TimedOut => {
+            Attempt { timed_out: true, ..Attempt::failed(format!("execution took longer than {}", human(job.timeout))) }
+        }
         Phase::Canceled => return Ok(Attempt::canceled()),
     };
 
@@ -324,18 +348,6 @@ fn attempt_steps(
     Ok(attempt)
 }
 
-/// Pulls `image` unless the host has it (GitLab's `if-not-present` policy).
-fn ensure_image(run: &Run<'_>, job: &PlannedJob, image: &str) -> Result<(), String> {
-    if docker::image_exists(image).map_err(|e| e.to_string())? {
-        return Ok(());
-    }
-    run.log(&job.name, LogSource::Glci, format!("Pulling docker image {image} ..."));
-    match run.wiring.pull(job, image) {
-        Some(result) => result,
-        None => docker::pull_image(image).map_err(|e| format!("pulling {image}: {}", e.stderr.trim())),
-    }
-}
-
 fn start_service(
     run: &Run<'_>,
     job: &PlannedJob,
@@ -344,13 +356,13 @@ fn start_service(
     network: &str,
     created: &mut Created,
 ) -> Result<String, String> {
-    ensure_image(run, job, &service.image)?;
+    ensure_image(run, job, &service.image, service.platform.as_deref(), &service.pull_policy)?;
     let wiring: Wiring = run.wiring.service(job, service);
     let mut variables = service.variables.clone();
     for (key, value) in &wiring.variables {
         variables.set(key, value.clone());
     }
-    let env_file = write_env_file(run, name, "service", &variables)?;
+    let env = write_env_file(run, &job.name, name, "service", &variables)?;
     let spec = ContainerSpec {
         name: name.to_string(),
         image: service.image.clone(),
@@ -359,10 +371,11 @@ fn start_service(
         network_aliases: service.aliases.clone(),
         entrypoint: service.entrypoint.clone(),
         command: service.command.clone().unwrap_or_default(),
-        env_file: Some(env_file),
+        env_file: Some(env.path),
         privileged: wiring.privileged,
-        user: None,
-        platform: None,
+        user: service.user.clone(),
+        platform: service.platform.clone(),
+        client_env: env.client_env,
     };
     let container = create_container(&spec, &wiring.networks, created)?;
     let mut files = wiring.files.clone();
@@ -454,9 +467,28 @@ fn wait_for_service(
     }
 }
 
-/// Writes a 0600 `--env-file` under the run's work dir (variables never go into argv).
-fn write_env_file(run: &Run<'_>, base: &str, what: &str, variables: &VarSet) -> Result<std::path::PathBuf, String> {
+/// A container's environment as `docker create` gets it: a 0600 `--env-file` under the run's
+/// work dir, and the multi-line values for the docker CLI's own environment (variables never go
+/// into argv, where `ps` would show them). Multi-line variables the docker CLI itself would read
+/// reach only the script, said once in the job's log.
+struct EnvFile {
+    path: std::path::PathBuf,
+    client_env: Vec<(String, crate::secret::Secret)>,
+}
+
+fn write_env_file(run: &Run<'_>, job: &str, base: &str, what: &str, variables: &VarSet) -> Result<EnvFile, String> {
     use std::os::unix::fs::OpenOptionsExt;
+    let env = script::container_env(variables);
+    for name in &env.script_only {
+        run.log(
+            job,
+            LogSource::Glci,
+            format!(
+                "NOTE: {name} has a multi-line value and is a name the docker CLI reads itself: the {what}'s script \
+                 gets it, its image's ENTRYPOINT does not"
+            ),
+        );
+    }
     let dir = run.options.work_dir.join("env").join(base);
     fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let path = dir.join(format!("{what}.env"));
@@ -467,8 +499,9 @@ fn write_env_file(run: &Run<'_>, base: &str, what: &str, variables: &VarSet) -> 
         .mode(0o600)
         .open(&path)
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    file.write_all(script::env_file(variables).as_bytes()).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    Ok(path)
+    file.write_all(env.file.as_bytes()).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let client_env = env.from_client.into_iter().map(|(name, value)| (name, value.into())).collect();
+    Ok(EnvFile { path, client_env })
 }
 
 fn script_file(text: String) -> ExtraFile {

@@ -15,6 +15,7 @@ mod dotenv;
 mod downstream;
 mod job;
 mod kept;
+mod pull;
 mod script;
 
 use std::path::PathBuf;
@@ -64,8 +65,9 @@ pub trait JobWiring: Sync {
         Ok(Vec::new())
     }
     /// Takes over pulling an image the host lacks (DESIGN §10: `glci-mock:39741/…` is pulled
-    /// through `127.0.0.1:39741` and re-tagged); `None` leaves it to `docker pull`.
-    fn pull(&self, _job: &PlannedJob, _image: &str) -> Option<Result<(), String>> {
+    /// through `127.0.0.1:39741` and re-tagged); `None` leaves it to `docker pull`. `platform`
+    /// is `image: docker: platform` (`docker pull --platform`).
+    fn pull(&self, _job: &PlannedJob, _image: &str, _platform: Option<&str>) -> Option<Result<(), String>> {
         None
     }
 }

@@ -7,7 +7,9 @@
 //! shell has it), so `cd`, `export`, functions and `set +e` carry from line to line and a false
 //! `&&`/`||` list fails nothing but the last line, exactly as on GitLab. The container's command
 //! is the runner's shell detection ([`shell_command`]): bash where the image has it, else sh,
-//! the same for every phase. Used by `execute::job`.
+//! the same for every phase. Also the container's environment ([`container_env`]): every
+//! variable, multi-line ones through the docker CLI's environment, so the image's `ENTRYPOINT`
+//! sees what the runner gives it. Used by `execute::job`.
 
 use crate::pipeline::variables::VarSet;
 
@@ -109,16 +111,46 @@ pub fn render(
     s
 }
 
-/// `docker --env-file` text: the single-line variables (the file format has no multi-line
-/// values; those reach the shell through the script's exports).
-pub fn env_file(variables: &VarSet) -> String {
-    let mut s = String::new();
+/// What a container's environment is made of: the `docker --env-file` text, and the values the
+/// file format cannot hold (a line break inside), given to the docker CLI's own environment
+/// and named in the file by a bare `NAME` line, which docker reads from there. Neither way puts
+/// a value into argv (`ps`).
+#[derive(Default)]
+pub struct ContainerEnv {
+    pub file: String,
+    /// `(name, value)` for the docker CLI's environment; in the file as `NAME`.
+    pub from_client: Vec<(String, String)>,
+    /// Multi-line variables whose name the docker CLI itself reads (`DOCKER_HOST`, `PATH`,
+    /// proxies): setting them for it would change what docker does, so they reach only the
+    /// script (its exports), not the image's `ENTRYPOINT`.
+    pub script_only: Vec<String>,
+}
+
+/// Whether the docker CLI reads `name` from its own environment (docker/cli `cli/config`,
+/// `opts/hosts.go`, Go's `net/http` proxy settings).
+fn read_by_docker_cli(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("DOCKER_")
+        || upper.starts_with("BUILDKIT_")
+        || matches!(upper.as_str(), "HOME" | "PATH" | "HTTP_PROXY" | "HTTPS_PROXY" | "NO_PROXY" | "ALL_PROXY")
+}
+
+/// The environment of a container: every variable, as gitlab-runner's Docker executor sets the
+/// build container's `Env` to all of the job's variables (executors/docker/docker.go
+/// `createContainerConfig`), so the image's `ENTRYPOINT` sees them, multi-line ones included.
+pub fn container_env(variables: &VarSet) -> ContainerEnv {
+    let mut env = ContainerEnv::default();
     for (name, value) in variables.iter() {
         if !value.contains(['\n', '\r']) {
-            s.push_str(&format!("{name}={value}\n"));
+            env.file.push_str(&format!("{name}={value}\n"));
+        } else if read_by_docker_cli(name) {
+            env.script_only.push(name.to_string());
+        } else {
+            env.file.push_str(&format!("{name}\n"));
+            env.from_client.push((name.to_string(), value.to_string()));
         }
     }
-    s
+    env
 }
 
 #[cfg(test)]
@@ -175,10 +207,19 @@ mod tests {
     }
 
     #[test]
-    fn env_file_skips_multi_line_values() {
+    fn multi_line_values_go_through_the_clients_environment() {
         let mut vars = VarSet::new();
         vars.set("A", "1");
         vars.set("B", "two\nlines");
-        assert_eq!(env_file(&vars), "A=1\n");
+        vars.set("C", "carriage\rreturn");
+        vars.set("DOCKER_HOST", "odd\nvalue");
+        vars.set("PATH", "/bin");
+        let env = container_env(&vars);
+        assert_eq!(env.file, "A=1\nB\nC\nPATH=/bin\n");
+        assert_eq!(
+            env.from_client,
+            [("B".to_string(), "two\nlines".to_string()), ("C".to_string(), "carriage\rreturn".to_string())]
+        );
+        assert_eq!(env.script_only, ["DOCKER_HOST"]);
     }
 }

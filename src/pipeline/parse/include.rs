@@ -15,6 +15,7 @@ use std::rc::Rc;
 
 use sha2::Digest;
 
+use super::component::ComponentContext;
 use super::compose::merge_maps;
 use super::inputs::{self, Given};
 use super::read::Field;
@@ -66,6 +67,8 @@ pub struct Fetched {
     /// The project and ref it came from, for its own `local:` includes (`project`, `component`);
     /// `None` for remote files and templates, whose `local:` includes read this project.
     pub project: Option<(String, String)>,
+    /// For `include: component`: what `$[[ component.* ]]` reads.
+    pub component: Option<ComponentContext>,
 }
 
 /// Where one include entry points, its variables expanded.
@@ -82,6 +85,12 @@ pub enum Source {
     },
     /// `<host>/<group>/<project>/<name>@<version>`.
     Component(String),
+    /// The files of a project at a ref, for wildcard `local:` paths and `rules: exists` in a
+    /// file of that project: fetched as one path per line.
+    Files {
+        project: String,
+        reference: String,
+    },
 }
 
 /// The file whose includes are being expanded: of this project (`local` is its path when it
@@ -138,6 +147,7 @@ impl Expander<'_> {
         let mut merged = Map::default();
         for located in self.locations(&include, origin)? {
             let at = |message: String| PipelineError::new(&located.node.file, located.line, &located.key, message);
+            let mut context = None;
             let (text, id, next) = match &located.source {
                 Source::Local(path) => {
                     let full = self.sources.project.join(path);
@@ -158,6 +168,7 @@ impl Expander<'_> {
                     };
                     let id =
                         PathBuf::from(fetched.as_ref().map(|f| f.name.clone()).unwrap_or_else(|_| describe(other)));
+                    context = fetched.as_ref().ok().and_then(|f| f.component.clone());
                     (fetched.map(|f| f.text), id, next)
                 }
             };
@@ -182,7 +193,7 @@ impl Expander<'_> {
             }
             let file: Rc<Path> = Rc::from(id.as_path());
             let given = Given::Include(located.inputs.clone(), &located.node.file, located.line, &located.key);
-            let included = with_inputs(&text, &file, given, self.sources.variables)?;
+            let included = with_inputs_for(&text, &file, given, self.sources.variables, context.as_ref())?;
             self.stack.push(id);
             let expanded = self.expand(included, &next)?;
             self.stack.pop();
@@ -332,10 +343,17 @@ impl Expander<'_> {
         let relative = path.trim_start_matches('/');
         let including = match origin {
             Origin::Here { local } => local.as_deref(),
-            Origin::Project { project, .. } if relative.contains('*') => {
-                return Err(
-                    field.error(format!("{path}: wildcard paths in a file of project `{project}` are not supported"))
-                );
+            // GitLab searches the including file's project at its ref for the wildcard.
+            Origin::Project { project, reference } if relative.contains('*') => {
+                let pattern = WildcardPath::new(relative);
+                let mut matched: Vec<String> =
+                    self.project_files(project, reference, field)?.into_iter().filter(|f| pattern.matches(f)).collect();
+                matched.sort();
+                let reference = Some(reference.clone());
+                return Ok(matched
+                    .into_iter()
+                    .map(|file| Source::Project { project: project.clone(), reference: reference.clone(), file })
+                    .collect());
             }
             Origin::Project { project, reference } => {
                 let file = expand(relative).trim_start_matches('/').to_owned();
@@ -360,6 +378,16 @@ impl Expander<'_> {
         }
         Ok(vec![Source::Local(relative.to_owned())])
     }
+
+    /// The files of `project` at `reference`, through the fetcher (errors at `field`).
+    fn project_files(&self, project: &str, reference: &str, field: &Field) -> Result<Vec<String>, PipelineError> {
+        let source = Source::Files { project: project.to_owned(), reference: reference.to_owned() };
+        let Some(fetch) = self.sources.fetch else {
+            return Err(field.error(format!("{}: no GitLab instance to fetch it from", describe(&source))));
+        };
+        let fetched = fetch(&source).map_err(|m| field.error(format!("{}: {m}", describe(&source))))?;
+        Ok(fetched.text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
 }
 
 /// A file's content with its `spec: inputs` (if any) filled in from `given`.
@@ -369,11 +397,22 @@ pub fn with_inputs(
     given: Given,
     variables: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Node, PipelineError> {
+    with_inputs_for(text, file, given, variables, None)
+}
+
+/// [`with_inputs`] for a file that may be a component's template (`component`: its context).
+pub fn with_inputs_for(
+    text: &str,
+    file: &Rc<Path>,
+    given: Given,
+    variables: &dyn Fn(&str) -> Option<String>,
+    component: Option<&ComponentContext>,
+) -> Result<Node, PipelineError> {
     let (spec, content) = inputs::split(yaml::load_all(text, file)?, file)?;
     let values = inputs::resolve(spec.as_ref(), given)?;
     let content = content.unwrap_or_else(|| Node { value: Value::Null, file: Rc::clone(file), line: 1 });
     match spec {
-        Some(_) => inputs::interpolate(content, &values, variables, ""),
+        Some(spec) => inputs::interpolate_with(content, &spec, &values, component, variables),
         None => Ok(content),
     }
 }
@@ -406,6 +445,7 @@ fn describe(source: &Source) -> String {
         Source::Template(name) => format!("template `{name}`"),
         Source::Project { project, file, .. } => format!("project `{project}` file `{file}`"),
         Source::Component(address) => format!("component `{address}`"),
+        Source::Files { project, reference } => format!("the files of project `{project}` at `{reference}`"),
     }
 }
 

@@ -1,6 +1,9 @@
 //! Which include entries are kept: `rules:` on an include (`if`, `exists`, `changes`,
 //! `when: never`/`always`), as GitLab's `External::Rules` evaluates them, with the variables
-//! `include` sees and the project's files and changes from [`Sources`](super::Sources).
+//! `include` sees and the project's files and changes from [`Sources`](super::Sources). In a
+//! file of another project, as GitLab's nested include context does: `exists` looks at that
+//! project's files at its ref (fetched), `changes` at the running pipeline's changes;
+//! `exists: {paths, project, ref}` names the project to look in.
 
 use super::{Expander, Origin};
 use crate::pipeline::changes::{self, ChangedPaths};
@@ -19,11 +22,6 @@ impl Expander<'_> {
         for rule in rules.items("a list of rules")? {
             rule.map()?;
             rule.check_keys(&["if", "exists", "changes", "when"])?;
-            if let (Some(changes), Origin::Project { project, .. }) = (rule.get("changes")?, origin) {
-                return Err(
-                    changes.error(format!("`rules: changes` in a file of project `{project}` is not supported"))
-                );
-            }
             let when = match rule.get("when")? {
                 None => true,
                 Some(when) => match when.string().ok().as_deref() {
@@ -32,17 +30,14 @@ impl Expander<'_> {
                     _ => return Err(when.error("`when` in include rules is `never` or `always`")),
                 },
             };
-            if let (Some(exists), Origin::Project { project, .. }) = (rule.get("exists")?, origin) {
-                return Err(exists.error(format!("`rules: exists` in a file of project `{project}` is not supported")));
-            }
-            if self.rule_matches(&rule)? {
+            if self.rule_matches(&rule, origin)? {
                 return Ok(when);
             }
         }
         Ok(false)
     }
 
-    fn rule_matches(&self, rule: &Field) -> Result<bool, PipelineError> {
+    fn rule_matches(&self, rule: &Field, origin: &Origin) -> Result<bool, PipelineError> {
         let vars = self.sources.variables;
         if let Some(condition) = rule.get("if")? {
             let expr = rules::parse_condition(&condition.string()?)
@@ -59,17 +54,37 @@ impl Expander<'_> {
         let Some(exists) = rule.get("exists")? else {
             return Ok(true);
         };
+        let mut elsewhere: Option<(String, String)> = match origin {
+            Origin::Project { project, reference } => Some((project.clone(), reference.clone())),
+            Origin::Here { .. } => None,
+        };
         let patterns = match &exists.node.value {
             Value::Str(s) => vec![s.clone()],
             Value::Map(_) => {
-                exists.check_keys(&["paths"])?;
+                exists.check_keys(&["paths", "project", "ref"])?;
+                if let Some(project) = exists.get("project")? {
+                    let project = variables::expand(&project.name("a project path")?, vars);
+                    let reference = exists.get("ref")?.map(|r| r.name("a ref")).transpose()?;
+                    let reference = reference.map(|r| variables::expand(&r, vars)).unwrap_or_else(|| "HEAD".into());
+                    elsewhere = Some((project, reference));
+                } else if let Some(reference) = exists.get("ref")? {
+                    return Err(reference.error("`ref` goes with `project` (the project whose files to look in)"));
+                }
                 exists.get("paths")?.ok_or_else(|| exists.error("missing `paths`"))?.strings()?
             }
             _ => exists.strings()?,
         };
+        let fetched;
+        let files: &[String] = match &elsewhere {
+            None => self.sources.files,
+            Some((project, reference)) => {
+                fetched = self.project_files(project, reference, &exists)?;
+                &fetched
+            }
+        };
         Ok(patterns.iter().any(|pattern| {
             let pattern = variables::expand(pattern, vars);
-            self.sources.files.iter().any(|f| glob::matches(&pattern, f))
+            files.iter().any(|f| glob::matches(&pattern, f))
         }))
     }
 

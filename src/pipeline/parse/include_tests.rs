@@ -249,7 +249,7 @@ fn remote_files_through_the_fetcher_with_integrity() {
     let body = "r:\n  script: x\n";
     let fetch = |source: &Source| match source {
         Source::Remote(url) if url == "https://h/r.yml" => {
-            Ok(Fetched { text: body.to_string(), name: url.clone(), project: None })
+            Ok(Fetched { text: body.to_string(), name: url.clone(), project: None, component: None })
         }
         other => Err(format!("no {other:?}")),
     };
@@ -278,7 +278,7 @@ fn remote_files_through_the_fetcher_with_integrity() {
         tree("include: https://h/r.yml\n"),
         &Sources {
             fetch: Some(&|_: &Source| {
-                Ok(Fetched { text: "- x\n".into(), name: "https://h/r.yml".into(), project: None })
+                Ok(Fetched { text: "- x\n".into(), name: "https://h/r.yml".into(), project: None, component: None })
             }),
             ..sources
         },
@@ -322,4 +322,88 @@ fn rules_changes_keep_an_include_when_a_matching_file_changed() {
     let sources = Sources { changed: &nothing_known, ..sources };
     let text = "include:\n  - local: b.yml\n    rules:\n      - changes: [nothing.txt]\n";
     assert_eq!(keys(&includes(tree(text), &sources).unwrap()), ["b"]);
+}
+
+/// Composes `text` with a fetcher serving project `g/lib` at `main`: its files `lib` (path,
+/// text), listed by `Source::Files`; `here` are this project's files.
+fn compose_with_lib(text: &str, here: &[&str], lib: &[(&str, &str)]) -> Result<Map, PipelineError> {
+    let read = |_: &Path| -> io::Result<String> { Err(io::Error::from(io::ErrorKind::NotFound)) };
+    let files: Vec<String> = here.iter().map(|f| f.to_string()).collect();
+    let lookup = |name: &str| (name == "LIB").then(|| "g/lib".to_string());
+    let fetch = |source: &Source| match source {
+        Source::Files { project, reference } if project == "g/lib" && reference == "main" => Ok(Fetched {
+            text: lib.iter().map(|(p, _)| *p).collect::<Vec<_>>().join("\n"),
+            name: "g/lib@main".into(),
+            project: None,
+            component: None,
+        }),
+        Source::Project { project, reference: Some(reference), file } if project == "g/lib" && reference == "main" => {
+            match lib.iter().find(|(p, _)| p == file) {
+                Some((_, text)) => Ok(Fetched {
+                    text: text.to_string(),
+                    name: format!("g/lib@main:{file}"),
+                    project: Some(("g/lib".into(), "main".into())),
+                    component: None,
+                }),
+                None => Err(format!("no {file}")),
+            }
+        }
+        other => Err(format!("no {other:?}")),
+    };
+    let sources = Sources {
+        project: Path::new("/p"),
+        read: &read,
+        files: &files,
+        variables: &lookup,
+        inputs: &[],
+        fetch: Some(&fetch),
+        changed: &nothing_known,
+    };
+    includes(tree(text), &sources)
+}
+
+#[test]
+fn wildcards_and_rules_in_a_file_of_another_project_look_at_that_project() {
+    let lib = [
+        ("ci/entry.yml", "include:\n  - local: ci/parts/*.yml\n  - local: ci/kept.yml\n    rules:\n      - exists: [ci/marker]\n  - local: ci/dropped.yml\n    rules:\n      - exists: [only-here.txt]\n  - local: ci/changed.yml\n    rules:\n      - changes: [src/**/*]\n"),
+        ("ci/parts/a.yml", "part-a:\n  script: a\n"),
+        ("ci/parts/b.yml", "part-b:\n  script: b\n"),
+        ("ci/parts/deeper/c.yml", "part-c:\n  script: c\n"),
+        ("ci/marker", ""),
+        ("ci/kept.yml", "kept:\n  script: k\n"),
+        ("ci/dropped.yml", "dropped:\n  script: d\n"),
+        ("ci/changed.yml", "changed:\n  script: c\n"),
+    ];
+    let map = compose_with_lib(
+        "include:\n  - project: g/lib\n    ref: main\n    file: ci/entry.yml\n  - local: mine.yml\n    rules:\n      \
+         - exists: {paths: [ci/marker], project: $LIB, ref: main}\nown:\n  script: o\n",
+        &["only-here.txt"],
+        &lib,
+    );
+    // `mine.yml` is kept by the rule (it exists in g/lib), then read from this project: absent here.
+    let err = map.expect_err("mine.yml is not in this project");
+    assert!(err.to_string().contains("local file `mine.yml` does not exist"), "{err}");
+    let map = compose_with_lib(
+        "include:\n  - project: g/lib\n    ref: main\n    file: ci/entry.yml\nown:\n  script: o\n",
+        &["only-here.txt"],
+        &lib,
+    )
+    .unwrap();
+    // Wildcards match g/lib's files (`*` not across `/`); `exists` looks in g/lib, where
+    // `only-here.txt` is not; `changes` is the pipeline's (nothing known: it holds).
+    assert_eq!(keys(&map), ["part-a", "part-b", "kept", "changed", "own"]);
+    let map = compose_with_lib(
+        "include:\n  - local: none.yml\n    rules:\n      - exists: {paths: [ci/none], project: g/lib, ref: main}\nown:\n  script: o\n",
+        &[],
+        &lib,
+    )
+    .unwrap();
+    assert_eq!(keys(&map), ["own"]);
+    let err = compose_with_lib(
+        "include:\n  - local: x.yml\n    rules:\n      - exists: {paths: [a], ref: main}\n",
+        &[],
+        &lib,
+    )
+    .expect_err("ref without project");
+    assert_eq!((err.line, err.key.as_str()), (Some(4), "include[0].rules[0].exists.ref"), "{err}");
 }

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::component::{self, ComponentContext};
 use super::read::Field;
 use super::yaml::{Entry, Map, Node, Value};
 use crate::pipeline::error::PipelineError;
@@ -60,9 +61,11 @@ struct Input {
     key: String,
 }
 
-/// A file's `spec: inputs`.
+/// A file's `spec: inputs` (and `spec: component`).
 pub struct Spec {
     inputs: Vec<Input>,
+    /// `spec: component`: the component fields its blocks may read.
+    component: Vec<String>,
     file: std::path::PathBuf,
     line: usize,
 }
@@ -106,14 +109,15 @@ fn read_spec(header: &Node) -> Result<Spec, PipelineError> {
         }
     }
     let spec = Field::entry("", map.get("spec").expect("split checked `spec`"));
-    spec.check_keys(&["inputs"])?;
+    spec.check_keys(&["component", "inputs"])?;
+    let component = spec.get("component")?.map(|f| component::declared(&f)).transpose()?.unwrap_or_default();
     let mut inputs = Vec::new();
     if let Some(declared) = spec.get("inputs")? {
         for entry in declared.map()?.iter() {
             inputs.push(read_input(&Field::entry(&declared.key, entry), &entry.key)?);
         }
     }
-    Ok(Spec { inputs, file: header.file.to_path_buf(), line: spec.line })
+    Ok(Spec { inputs, component, file: header.file.to_path_buf(), line: spec.line })
 }
 
 fn read_input(field: &Field, name: &str) -> Result<Input, PipelineError> {
@@ -287,26 +291,45 @@ fn text_of(value: &Value) -> String {
     }
 }
 
-/// Replaces every `$[[ inputs.name ]]` block in the keys and strings of `node`.
-pub fn interpolate(
+/// What the blocks of one file may read.
+struct Scope<'a> {
+    inputs: &'a HashMap<String, Value>,
+    component: component::Scope<'a>,
+}
+
+/// Replaces every `$[[ inputs.name ]]` block in the keys and strings of `node`, a file with a
+/// `spec:` header, `$[[ component.field ]]` blocks included:
+/// the fields `spec` declares, from `context` when the file is a component's template.
+pub fn interpolate_with(
     node: Node,
+    spec: &Spec,
     inputs: &HashMap<String, Value>,
+    context: Option<&ComponentContext>,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<Node, PipelineError> {
+    let component = component::Scope { declared: &spec.component, context };
+    interpolate_node(node, &Scope { inputs, component }, vars, "")
+}
+
+fn interpolate_node(
+    node: Node,
+    scope: &Scope,
     vars: &dyn Fn(&str) -> Option<String>,
     key: &str,
 ) -> Result<Node, PipelineError> {
     let at = |line: usize, message: String| PipelineError::new(&node.file, line, key, message);
     let value = match node.value {
         Value::Str(ref text) if text.contains("$[[") => {
-            interpolate_text(text, inputs, vars).map_err(|message| at(node.line, message))?
+            interpolate_text(text, scope, vars).map_err(|message| at(node.line, message))?
         }
         Value::Seq(ref items) => Value::Seq(
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| interpolate(item.clone(), inputs, vars, &format!("{key}[{i}]")))
+                .map(|(i, item)| interpolate_node(item.clone(), scope, vars, &format!("{key}[{i}]")))
                 .collect::<Result<_, _>>()?,
         ),
-        Value::Map(ref map) => Value::Map(interpolate_map(map, inputs, vars, key)?),
+        Value::Map(ref map) => Value::Map(interpolate_map(map, scope, vars, key)?),
         ref other => other.clone(),
     };
     Ok(Node { value, ..node })
@@ -314,7 +337,7 @@ pub fn interpolate(
 
 fn interpolate_map(
     map: &Map,
-    inputs: &HashMap<String, Value>,
+    scope: &Scope,
     vars: &dyn Fn(&str) -> Option<String>,
     parent: &str,
 ) -> Result<Map, PipelineError> {
@@ -322,31 +345,27 @@ fn interpolate_map(
         .map(|entry| {
             let shown = if parent.is_empty() { entry.key.clone() } else { format!("{parent}.{}", entry.key) };
             let name = if entry.key.contains("$[[") {
-                match interpolate_text(&entry.key, inputs, vars) {
+                match interpolate_text(&entry.key, scope, vars) {
                     Ok(value) => text_of(&value),
                     Err(message) => return Err(PipelineError::new(&entry.value.file, entry.line, shown, message)),
                 }
             } else {
                 entry.key.clone()
             };
-            let value = interpolate(entry.value.clone(), inputs, vars, &shown)?;
+            let value = interpolate_node(entry.value.clone(), scope, vars, &shown)?;
             Ok(Entry { key: name, value, ..entry.clone() })
         })
         .collect()
 }
 
 /// A string with blocks → its value (typed when the string is one block).
-fn interpolate_text(
-    text: &str,
-    inputs: &HashMap<String, Value>,
-    vars: &dyn Fn(&str) -> Option<String>,
-) -> Result<Value, String> {
+fn interpolate_text(text: &str, scope: &Scope, vars: &dyn Fn(&str) -> Option<String>) -> Result<Value, String> {
     let mut out = String::new();
     let mut rest = text;
     while let Some(start) = rest.find("$[[") {
         let Some(len) = rest[start..].find("]]") else { break };
         let block = &rest[start + 3..start + len];
-        let value = evaluate_block(block.trim(), inputs, vars)?;
+        let value = evaluate_block(block.trim(), scope, vars)?;
         if start == 0 && len + 2 == rest.len() && out.is_empty() {
             return Ok(value);
         }
@@ -358,18 +377,19 @@ fn interpolate_text(
     Ok(Value::Str(out))
 }
 
-/// `inputs.name | fn | fn(args)`.
-fn evaluate_block(
-    block: &str,
-    inputs: &HashMap<String, Value>,
-    vars: &dyn Fn(&str) -> Option<String>,
-) -> Result<Value, String> {
+/// `inputs.name | fn | fn(args)`, or `component.field` (with functions too).
+fn evaluate_block(block: &str, scope: &Scope, vars: &dyn Fn(&str) -> Option<String>) -> Result<Value, String> {
     let mut parts = block.split('|').map(str::trim);
     let access = parts.next().unwrap_or_default();
-    let Some(name) = access.strip_prefix("inputs.") else {
-        return Err(format!("invalid interpolation access pattern `{access}` (expected `inputs.<name>`)"));
+    let mut value = if let Some(name) = access.strip_prefix("inputs.") {
+        scope.inputs.get(name).cloned().ok_or_else(|| format!("unknown interpolation key: `{name}`"))?
+    } else if let Some(field) = access.strip_prefix("component.") {
+        scope.component.value(field)?
+    } else {
+        return Err(format!(
+            "invalid interpolation access pattern `{access}` (expected `inputs.<name>` or `component.<field>`)"
+        ));
     };
-    let mut value = inputs.get(name).cloned().ok_or_else(|| format!("unknown interpolation key: `{name}`"))?;
     let functions: Vec<&str> = parts.collect();
     if functions.len() > MAX_FUNCTIONS {
         return Err(format!("too many functions in interpolation block (at most {MAX_FUNCTIONS})"));

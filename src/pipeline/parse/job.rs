@@ -8,23 +8,25 @@
 
 use std::time::Duration;
 
+use super::accepted::{self, AcceptedNote};
 use super::cache;
 use super::needs;
 use super::policy;
 use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
+use super::retry;
 use super::run_keys;
 use super::yaml::{Entry, Node, Value};
 use crate::pipeline::error::PipelineError;
 use crate::pipeline::model::{
     AllowFailure, ArtifactInclude, Artifacts, Cache, Downstream, DownstreamKind, Image, Instance, Job, Location,
-    Service, Variable, When,
+    RetryOn, Service, Variable, When,
 };
 
 /// The stage of a job without `stage:`.
 pub const DEFAULT_STAGE: &str = "test";
 
 /// Job keys glci reads.
-const USED_KEYS: [&str; 26] = [
+const USED_KEYS: [&str; 27] = [
     "after_script",
     "allow_failure",
     "artifacts",
@@ -41,6 +43,7 @@ const USED_KEYS: [&str; 26] = [
     "only",
     "parallel",
     "trigger",
+    "type",
     "resource_group",
     "retry",
     "rules",
@@ -53,7 +56,8 @@ const USED_KEYS: [&str; 26] = [
     "when",
 ];
 
-/// Job keys accepted and ignored: they have no local meaning.
+/// Job keys accepted and ignored: they have no local meaning (`accepted` checks their values
+/// and says so in a note).
 const IGNORED_KEYS: [&str; 10] = [
     "dast_configuration",
     "hooks",
@@ -91,7 +95,7 @@ pub struct Defaults {
     pub after_script: Option<Vec<String>>,
     pub artifacts: Option<Artifacts>,
     pub timeout: Option<Duration>,
-    pub retry: Option<u32>,
+    pub retry: Option<(u32, RetryOn)>,
     pub cache: Option<Vec<Cache>>,
 }
 
@@ -118,7 +122,7 @@ impl Defaults {
             "after_script" => self.after_script = Some(read::script(field)?),
             "artifacts" => self.artifacts = Some(read::artifacts(field)?),
             "timeout" => self.timeout = Some(read::timeout(field)?),
-            "retry" => self.retry = Some(read::retry(field)?),
+            "retry" => self.retry = Some(retry::retry(field)?),
             "cache" => self.cache = Some(cache::caches(field)?),
             _ => {}
         }
@@ -138,7 +142,7 @@ impl Defaults {
             after_script: self.after_script.clone().filter(|_| has("after_script")),
             artifacts: self.artifacts.clone().filter(|_| has("artifacts")),
             timeout: self.timeout.filter(|_| has("timeout")),
-            retry: self.retry.filter(|_| has("retry")),
+            retry: self.retry.clone().filter(|_| has("retry")),
             cache: self.cache.clone().filter(|_| has("cache")),
         }
     }
@@ -164,6 +168,8 @@ pub struct ParsedJob {
     pub notes: Vec<String>,
     /// `trigger: include` of files, as written: composed into the child pipeline by `mod.rs`.
     pub child_include: Option<Node>,
+    /// Keys accepted and ignored, said once per pipeline (`accepted::summarize`).
+    pub accepted: Vec<AcceptedNote>,
 }
 
 /// A job's `parallel:`.
@@ -187,6 +193,10 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             entry.value.value.kind()
         )));
     };
+    // GitLab's Processable: `validates :name, length: { maximum: 255 }`.
+    if name.chars().count() > 255 {
+        return Err(field.error("a job name is at most 255 characters"));
+    }
     let mut job = Job {
         name: name.to_owned(),
         location: field.location(),
@@ -225,6 +235,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         matrix: Vec::new(),
         notes: Vec::new(),
         child_include: None,
+        accepted: Vec::new(),
     };
     let mut own = Defaults::default();
     let mut script = None;
@@ -232,6 +243,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
     let mut delayed_at: Option<Field> = None;
     let mut start_in_at: Option<Field> = None;
     let mut inherit_default: Option<Option<Vec<String>>> = None;
+    let mut type_at: Option<Field> = None;
     for entry in map.iter() {
         let f = Field::entry(name, entry);
         let key = entry.key.as_str();
@@ -245,11 +257,18 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             }
             "image" | "services" | "before_script" | "after_script" | "artifacts" | "timeout" | "retry" | "cache" => {
                 own.set(key, &f)?;
+                match key {
+                    "image" | "services" => parsed.accepted.extend(accepted::kubernetes(&f)?),
+                    "artifacts" => parsed.accepted.extend(accepted::artifacts(&f)?),
+                    _ => {}
+                }
             }
             "stage" => {
                 job.stage = f.name("a stage name")?;
                 parsed.stage_at = Some((f.line, f.key.clone()));
             }
+            // GitLab's deprecated name of `stage`, used when `stage` is not given.
+            "type" => type_at = Some(f.clone()),
             "variables" => job.variables = read::variables(&f)?,
             "needs" => {
                 let read = needs::needs(&f)?;
@@ -278,6 +297,13 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             "except" => job.except = Some(policy::policy(&f)?),
             // `when: delayed` runs as on_success after `start_in` (issue 15).
             "when" if matches!(&f.node.value, Value::Str(s) if s == "delayed") => delayed_at = Some(f.clone()),
+            // GitLab's job `when` is one of on_success, on_failure, always, manual, delayed.
+            "when" if matches!(&f.node.value, Value::Str(s) if s == "never") => {
+                return Err(f.error(
+                    "`when: never` is for `rules` and `workflow: rules`; a job takes on_success, on_failure, \
+                     always, manual or delayed",
+                ))
+            }
             "when" => job.when = read::when(&f, WhenIn::Job)?,
             "start_in" => {
                 job.run_keys.start_in = Some(run_keys::start_in(&f)?);
@@ -294,7 +320,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             "coverage" => job.run_keys.coverage = Some(run_keys::coverage(&f)?),
             "resource_group" => job.run_keys.resource_group = Some(run_keys::resource_group(&f)?),
             "extends" => {}
-            _ if IGNORED_KEYS.contains(&key) => {}
+            _ if IGNORED_KEYS.contains(&key) => parsed.accepted.extend(accepted::check(key, &f)?),
             _ => {
                 let message = match unsupported(key) {
                     Some(why) => why.to_owned(),
@@ -309,12 +335,16 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         }
     }
     if !job.rules.is_empty() || map.get("rules").is_some() {
-        for key in ["only", "except"] {
+        for key in ["only", "except", "start_in"] {
             if let Some(entry) = map.get(key) {
                 // GitLab: "config key may not be used with `rules`: only".
                 return Err(Field::entry(name, entry).error(format!("`{key}` may not be used with `rules`")));
             }
         }
+    }
+    if let (Some(f), None) = (&type_at, &parsed.stage_at) {
+        job.stage = f.name("a stage name")?;
+        parsed.stage_at = Some((f.line, f.key.clone()));
     }
     if job.downstream.is_some() {
         if let Some(entry) = map.get("script") {
@@ -343,7 +373,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
     job.after_script = own.after_script.or(inherited.after_script).unwrap_or_default();
     job.artifacts = own.artifacts.or(inherited.artifacts);
     job.timeout = own.timeout.or(inherited.timeout);
-    job.retry = own.retry.or(inherited.retry).unwrap_or(0);
+    (job.retry, job.run_keys.retry_on) = own.retry.or(inherited.retry).unwrap_or_default();
     job.cache = own.cache.or(inherited.cache).unwrap_or_default();
     // GitLab: a manual job may fail unless it says otherwise.
     job.allow_failure =

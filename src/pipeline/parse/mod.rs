@@ -5,16 +5,21 @@
 //!
 //! Steps, in GitLab's order: YAML → `yaml::Node` tree (anchors, `<<` merges, lines kept);
 //! `include`: included files merged (rules, wildcards, variables, through the caller's
-//! [`Sources`]); `compose`: `extends`, `!reference`; then the top-level keys read here
+//! [`Sources`]; `spec:` headers filled by `inputs.rs`, a component's context by
+//! `component.rs`); `compose`: `extends`, `!reference`; then the top-level keys read here
 //! (`stages`, `variables`, `default`, `workflow`, the deprecated global `image`/`services`/
 //! `before_script`/`after_script`/`cache`), every other key a job (`job.rs`; `.hidden` ones are
-//! templates and skipped); last, the checks that need the whole pipeline: each job's stage is
+//! templates and skipped; `accepted.rs` checks and notes the keys that mean nothing locally,
+//! `retry.rs` reads `retry:`);
+//! last, the checks that need the whole pipeline: each job's stage is
 //! in `stages`, `needs`/`dependencies` name jobs of this pipeline in allowed stages, `needs`
 //! has no cycle. Jobs keep the merged order: those of included files first (GitLab's deep
 //! merge puts the including file over them), then the file's own.
 
+mod accepted;
 mod cache;
 mod child;
+mod component;
 mod compose;
 pub(crate) mod duration;
 mod include;
@@ -24,6 +29,7 @@ mod needs;
 mod policy;
 mod preview;
 mod read;
+mod retry;
 mod run_keys;
 mod variables_file;
 mod yaml;
@@ -36,6 +42,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use self::component::ComponentContext;
 pub use self::include::{nothing_known, Changed, Fetch, Fetched, Read, Source, Sources, MAX_INCLUDES};
 use self::job::{Defaults, ParsedJob};
 use self::read::Field;
@@ -175,8 +182,13 @@ fn build(map: &Map, file: &Path) -> Result<(Pipeline, Vec<(String, yaml::Node)>)
             defaults.set(key, &field(entry))?;
         }
     }
+    let mut accepted = match map.get("workflow") {
+        Some(entry) => accepted::of_workflow(&field(entry))?,
+        None => Vec::new(),
+    };
     if let Some(entry) = map.get("default") {
         let default = Defaults::read(&field(entry))?;
+        accepted.extend(accepted::of_default(&field(entry))?);
         defaults = Defaults {
             image: default.image.or(defaults.image),
             services: default.services.or(defaults.services),
@@ -198,8 +210,9 @@ fn build(map: &Map, file: &Path) -> Result<(Pipeline, Vec<(String, yaml::Node)>)
     if jobs.is_empty() {
         return Err(PipelineError::whole_file(file, "no jobs (names starting with `.` are templates, not jobs)"));
     }
-    let notes = jobs.iter().filter(|p| p.job.instance.as_ref().is_none_or(|i| i.index == 1));
-    let notes: Vec<String> = notes.flat_map(|p| p.notes.iter().cloned()).collect();
+    let firsts = || jobs.iter().filter(|p| p.job.instance.as_ref().is_none_or(|i| i.index == 1));
+    let mut notes: Vec<String> = firsts().flat_map(|p| p.notes.iter().cloned()).collect();
+    notes.extend(accepted::summarize(accepted.iter().chain(firsts().flat_map(|p| &p.accepted))));
     let children: Vec<(String, yaml::Node)> =
         jobs.iter().filter_map(|p| Some((p.job.name.clone(), p.child_include.clone()?))).collect();
     let jobs = validate(jobs, &stages)?;
@@ -588,7 +601,7 @@ mod tests {
                 alias: Some("cache".into()),
                 entrypoint: None,
                 command: Some(strings(&["sh", "-c", "while true; do echo pong | nc -l -p 6379; done"])),
-                variables: vec![],
+                ..Service::default()
             }]
         );
         assert_eq!(

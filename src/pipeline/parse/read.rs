@@ -9,7 +9,7 @@ use super::duration;
 use super::yaml::{Entry, Map, Node, Value};
 use crate::pipeline::error::PipelineError;
 use crate::pipeline::model::{
-    AllowFailure, Artifacts, ArtifactsWhen, Changes, Image, Location, Rule, Service, Variable, When,
+    AllowFailure, Artifacts, ArtifactsWhen, Changes, Image, Location, PullPolicy, Rule, Service, Variable, When,
 };
 use crate::pipeline::rules;
 
@@ -196,25 +196,66 @@ fn variable(name: &str, field: &Field) -> Result<Variable, PipelineError> {
     Ok(Variable { name, value })
 }
 
-/// `image:` a name or `{name, entrypoint}`.
+/// `image:` a name or `{name, entrypoint, docker, kubernetes, pull_policy}` (GitLab's
+/// `Imageable` entry and `executor_opts.json` schema).
 pub fn image(field: &Field) -> Result<Image, PipelineError> {
     match &field.node.value {
         Value::Str(_) => Ok(Image { name: field.name("an image name")?, ..Image::default() }),
         Value::Map(_) => {
-            field.check_keys(&["name", "entrypoint", "docker", "pull_policy"])?;
+            field.check_keys(&["name", "entrypoint", "docker", "kubernetes", "pull_policy"])?;
             let name = field.get("name")?.ok_or_else(|| field.error("missing `name`"))?.name("an image name")?;
             let entrypoint = field.get("entrypoint")?.map(|f| command(&f)).transpose()?;
-            let (mut user, mut platform) = (None, None);
-            if let Some(docker) = field.get("docker")? {
-                // GitLab's `image:docker`: `platform` and `user`, both strings.
-                docker.check_keys(&["platform", "user"])?;
-                user = docker.get("user")?.map(|f| f.name("a user name or uid")).transpose()?;
-                platform = docker.get("platform")?.map(|f| f.name("a platform such as linux/arm64")).transpose()?;
-            }
-            Ok(Image { name, entrypoint, user, platform })
+            let (user, platform) = executor_options(field)?;
+            let pull_policy = field.get("pull_policy")?.map(|f| pull_policy(&f)).transpose()?.unwrap_or_default();
+            Ok(Image { name, entrypoint, user, platform, pull_policy })
         }
         _ => Err(field.expected("an image name or {name, entrypoint}")),
     }
+}
+
+/// GitLab's `docker:` options of an image or service: `platform` (1 to 64 characters) and
+/// `user` (1 to 255), both strings. `kubernetes: {user}` is checked (a string or a number) and
+/// left to `mod.rs`'s note: it is for the Kubernetes executor.
+fn executor_options(field: &Field) -> Result<(Option<String>, Option<String>), PipelineError> {
+    if let Some(kubernetes) = field.get("kubernetes")? {
+        kubernetes.check_keys(&["user"])?;
+        if let Some(user) = kubernetes.get("user")? {
+            if !matches!(user.node.value, Value::Int(_)) {
+                user.name("a user name or uid")?;
+            }
+        }
+    }
+    let Some(docker) = field.get("docker")? else { return Ok((None, None)) };
+    docker.check_keys(&["platform", "user"])?;
+    let bounded = |key: &str, what: &str, max: usize| -> Result<Option<String>, PipelineError> {
+        let Some(f) = docker.get(key)? else { return Ok(None) };
+        let value = f.name(what)?;
+        if value.chars().count() > max {
+            return Err(f.error(format!("longer than {max} characters")));
+        }
+        Ok(Some(value))
+    };
+    Ok((bounded("user", "a user name or uid", 255)?, bounded("platform", "a platform such as linux/arm64", 64)?))
+}
+
+/// `pull_policy:` one of `always`, `if-not-present`, `never`, or a non-empty list of them.
+fn pull_policy(field: &Field) -> Result<Vec<PullPolicy>, PipelineError> {
+    let items = match &field.node.value {
+        Value::Seq(_) => field.items("a list of pull policies")?,
+        _ => vec![field.clone()],
+    };
+    if items.is_empty() {
+        return Err(field.error("no pull policy (use always, if-not-present or never)"));
+    }
+    items
+        .iter()
+        .map(|item| match item.string()?.as_str() {
+            "always" => Ok(PullPolicy::Always),
+            "if-not-present" => Ok(PullPolicy::IfNotPresent),
+            "never" => Ok(PullPolicy::Never),
+            other => Err(item.error(format!("unknown pull policy {other:?} (use always, if-not-present or never)"))),
+        })
+        .collect()
 }
 
 /// `entrypoint`/`command`: a list of strings; `[""]` means none.
@@ -233,21 +274,26 @@ pub fn services(field: &Field) -> Result<Vec<Service>, PipelineError> {
 
 fn service(field: &Field) -> Result<Service, PipelineError> {
     match &field.node.value {
-        Value::Str(_) => Ok(Service {
-            name: field.name("an image name")?,
-            alias: None,
-            entrypoint: None,
-            command: None,
-            variables: Vec::new(),
-        }),
+        Value::Str(_) => Ok(Service { name: field.name("an image name")?, ..Service::default() }),
         Value::Map(_) => {
-            field.check_keys(&["name", "alias", "entrypoint", "command", "variables", "pull_policy", "docker"])?;
+            field.check_keys(&[
+                "name",
+                "alias",
+                "entrypoint",
+                "command",
+                "variables",
+                "pull_policy",
+                "docker",
+                "kubernetes",
+            ])?;
             let name = field.get("name")?.ok_or_else(|| field.error("missing `name`"))?.name("an image name")?;
             let alias = field.get("alias")?.map(|f| f.name("an alias")).transpose()?;
             let entrypoint = field.get("entrypoint")?.map(|f| command(&f)).transpose()?;
             let cmd = field.get("command")?.map(|f| command(&f)).transpose()?;
             let variables = field.get("variables")?.map(|f| variables(&f)).transpose()?.unwrap_or_default();
-            Ok(Service { name, alias, entrypoint, command: cmd, variables })
+            let (user, platform) = executor_options(field)?;
+            let pull_policy = field.get("pull_policy")?.map(|f| pull_policy(&f)).transpose()?.unwrap_or_default();
+            Ok(Service { name, alias, entrypoint, command: cmd, variables, user, platform, pull_policy })
         }
         _ => Err(field.expected("an image name or {name, alias, ...}")),
     }
@@ -461,25 +507,6 @@ pub fn timeout(field: &Field) -> Result<Duration, PipelineError> {
     }
 }
 
-/// `retry:` N or `{max: N, when, exit_codes}`, N in 0..=2.
-pub fn retry(field: &Field) -> Result<u32, PipelineError> {
-    let max = match &field.node.value {
-        Value::Int(_) => field.clone(),
-        Value::Map(_) => {
-            field.check_keys(&["max", "when", "exit_codes"])?;
-            match field.get("max")? {
-                Some(max) => max,
-                None => return Ok(0),
-            }
-        }
-        _ => return Err(field.expected("a number of retries (0, 1 or 2) or {max, when}")),
-    };
-    match max.integer()? {
-        n @ 0..=2 => Ok(u32::try_from(n).unwrap_or(0)),
-        n => Err(max.error(format!("retry must be 0, 1 or 2, not {n}"))),
-    }
-}
-
 /// `rules:` of a job (`workflow == false`) or of `workflow:`.
 pub fn rules(field: &Field, workflow: bool) -> Result<Vec<Rule>, PipelineError> {
     field.items("a list of rules")?.iter().map(|item| rule(item, workflow)).collect()
@@ -499,17 +526,49 @@ fn rule(field: &Field, workflow: bool) -> Result<Rule, PipelineError> {
         None => None,
         Some(f) => Some(rules::parse_condition(&f.string()?).map_err(|e| f.error(format!("invalid expression: {e}")))?),
     };
-    let exists = field.get("exists")?.map(|f| exists(&f)).transpose()?.unwrap_or_default();
+    let (exists, exists_in) = field.get("exists")?.map(|f| exists(&f)).transpose()?.unwrap_or_default();
     let place = if workflow { WhenIn::WorkflowRule } else { WhenIn::JobRule };
-    let when = field.get("when")?.map(|f| when(&f, place)).transpose()?;
+    // A job rule's `when: delayed` runs the job on_success after its `start_in` (GitLab's
+    // Rules::Rule entry: start_in with delayed only, a week at most).
+    let delayed =
+        !workflow && matches!(field.get("when")?, Some(f) if matches!(&f.node.value, Value::Str(s) if s == "delayed"));
+    let when = match field.get("when")? {
+        Some(_) if delayed => Some(When::OnSuccess),
+        Some(f) => Some(when(&f, place)?),
+        None => None,
+    };
+    let start_in = match (field.get("start_in")?, delayed) {
+        (Some(f), true) => Some(super::run_keys::start_in(&f)?),
+        (Some(f), false) => return Err(f.error("`start_in` is used only with `when: delayed`")),
+        (None, true) => {
+            let at = field.get("when")?.unwrap_or_else(|| field.clone());
+            return Err(at.error("`when: delayed` needs `start_in` (how long to wait)"));
+        }
+        (None, false) => None,
+    };
     let allow_failure = field.get("allow_failure")?.map(|f| f.boolean()).transpose()?;
+    // Means nothing locally (glci cancels no pipeline), but GitLab checks it is a boolean.
+    if let Some(f) = field.get("interruptible")? {
+        f.boolean()?;
+    }
     let variables = field.get("variables")?.map(|f| variables(&f)).transpose()?.unwrap_or_default();
     let changes = field.get("changes")?.map(|f| changes(&f)).transpose()?;
     if let Some(f) = field.get("auto_cancel")? {
         auto_cancel(&f)?;
     }
     let needs = field.get("needs")?.map(|f| super::needs::rule_needs(&f)).transpose()?;
-    Ok(Rule { condition, exists, when, allow_failure, variables, location: field.location(), changes, needs })
+    Ok(Rule {
+        condition,
+        exists,
+        when,
+        allow_failure,
+        variables,
+        location: field.location(),
+        changes,
+        needs,
+        start_in,
+        exists_in,
+    })
 }
 
 /// `auto_cancel:` (of `workflow:` or a workflow rule): `on_new_commit` and `on_job_failure`,
@@ -557,17 +616,26 @@ pub fn changes(field: &Field) -> Result<Changes, PipelineError> {
 }
 
 /// `exists:` a list of globs or `{paths: [...]}`.
-fn exists(field: &Field) -> Result<Vec<String>, PipelineError> {
+/// A job rule's `exists:` globs, and the project (and ref) named by `{paths, project, ref}`.
+type Exists = (Vec<String>, Option<(String, Option<String>)>);
+
+fn exists(field: &Field) -> Result<Exists, PipelineError> {
     match &field.node.value {
         Value::Map(_) => {
-            if let Some(project) = field.get("project")? {
-                return Err(project.error("`exists` in another project is not supported locally"));
-            }
-            field.check_keys(&["paths"])?;
-            field.get("paths")?.ok_or_else(|| field.error("missing `paths`"))?.strings()
+            field.check_keys(&["paths", "project", "ref"])?;
+            let project = field.get("project")?.map(|f| f.name("a project path")).transpose()?;
+            let reference = field.get("ref")?;
+            let within = match (project, reference) {
+                (Some(project), reference) => Some((project, reference.map(|r| r.name("a ref")).transpose()?)),
+                (None, Some(reference)) => {
+                    return Err(reference.error("`ref` goes with `project` (the project whose files to look in)"))
+                }
+                (None, None) => None,
+            };
+            Ok((field.get("paths")?.ok_or_else(|| field.error("missing `paths`"))?.strings()?, within))
         }
-        Value::Str(s) => Ok(vec![s.clone()]),
-        _ => field.strings(),
+        Value::Str(s) => Ok((vec![s.clone()], None)),
+        _ => Ok((field.strings()?, None)),
     }
 }
 
@@ -655,6 +723,20 @@ mod tests {
     }
 
     #[test]
+    fn services_take_docker_options_and_pull_policies() {
+        let list = with_field(
+            "k: [redis:7, {name: pg, docker: {user: '999', platform: linux/arm64}, pull_policy: never}]",
+            services,
+        )
+        .unwrap();
+        assert_eq!(list[0], Service { name: "redis:7".into(), ..Service::default() });
+        assert_eq!((list[1].user.as_deref(), list[1].platform.as_deref()), (Some("999"), Some("linux/arm64")));
+        assert_eq!(list[1].pull_policy, [PullPolicy::Never]);
+        let e = err("k: [{name: pg, docker: {privileged: true}}]", services);
+        assert_eq!(e.key, "job.k[0].docker.privileged", "{e}");
+    }
+
+    #[test]
     fn images() {
         let i = with_field("k: alpine:3", image).unwrap();
         assert_eq!(i, Image { name: "alpine:3".into(), ..Image::default() });
@@ -664,7 +746,20 @@ mod tests {
         assert_eq!(i.entrypoint, Some(vec!["/bin/sh".into(), "-c".into()]));
         let i = with_field("k: {name: x, docker: {user: '1234', platform: linux/arm64}}", image).unwrap();
         assert_eq!((i.user.as_deref(), i.platform.as_deref()), (Some("1234"), Some("linux/arm64")));
+        let i =
+            with_field("k: {name: x, pull_policy: [never, if-not-present], kubernetes: {user: 1000}}", image).unwrap();
+        assert_eq!(i.pull_policy, [PullPolicy::Never, PullPolicy::IfNotPresent]);
+        let i = with_field("k: {name: x, pull_policy: always}", image).unwrap();
+        assert_eq!(i.pull_policy, [PullPolicy::Always]);
+        let long = "a".repeat(65);
+        let too_long = format!("k: {{name: x, docker: {{platform: {long}}}}}");
         let cases = [
+            (too_long.as_str(), "job.k.docker.platform", "longer than 64 characters"),
+            ("k: {name: x, pull_policy: sometimes}", "job.k.pull_policy", "unknown pull policy \"sometimes\""),
+            ("k: {name: x, pull_policy: [always, 3]}", "job.k.pull_policy[1]", "expected a string"),
+            ("k: {name: x, pull_policy: []}", "job.k.pull_policy", "no pull policy"),
+            ("k: {name: x, kubernetes: {uid: 1}}", "job.k.kubernetes.uid", "unknown key"),
+            ("k: {name: x, docker: {user: ''}}", "job.k.docker.user", "empty string"),
             ("k: {name: x, docker: {user: 1234}}", "job.k.docker.user", "expected a user name or uid"),
             ("k: {name: x, docker: {arch: arm}}", "job.k.docker.arch", "unknown key"),
             ("k: 3", "job.k", "expected an image name or {name, entrypoint}, found a number"),
@@ -688,10 +783,7 @@ mod tests {
             services,
         )
         .unwrap();
-        assert_eq!(
-            s[0],
-            Service { name: "postgres:16".into(), alias: None, entrypoint: None, command: None, variables: vec![] }
-        );
+        assert_eq!(s[0], Service { name: "postgres:16".into(), ..Service::default() });
         assert_eq!(s[1].alias.as_deref(), Some("cache,kv"));
         assert_eq!(s[1].command, Some(vec!["redis-server".into(), "--port".into(), "6380".into()]));
         assert_eq!(s[1].entrypoint, Some(vec![]));
@@ -771,6 +863,12 @@ mod tests {
             assert_eq!(with_field(&format!("k: {text}"), |f| when(f, WhenIn::Job)).unwrap(), want);
         }
         assert!(err("k: delayed", |f| when(f, WhenIn::Job)).message.contains("`when: delayed` is not supported"));
+        let rules_of = |text: &str| with_field(text, |f| rules(f, false));
+        let r = rules_of("k: [{if: $X, when: delayed, start_in: 10 minutes}]").unwrap();
+        assert_eq!((r[0].when, r[0].start_in), (Some(When::OnSuccess), Some(Duration::from_secs(600))));
+        assert_eq!(rules_of("k: [{when: delayed}]").unwrap_err().key, "job.k[0].when");
+        assert_eq!(rules_of("k: [{when: manual, start_in: 1 minute}]").unwrap_err().key, "job.k[0].start_in");
+        assert!(rules_of("k: [{when: delayed, start_in: 2 weeks}]").unwrap_err().message.contains("a week or less"));
         assert!(err("k: sometimes", |f| when(f, WhenIn::Job)).message.contains("unknown value \"sometimes\""));
         assert!(err("k: manual", |f| when(f, WhenIn::WorkflowRule)).message.contains("workflow rules take"));
         assert_eq!(with_field("k: never", |f| when(f, WhenIn::WorkflowRule)).unwrap(), When::Never);
@@ -791,16 +889,6 @@ mod tests {
     }
 
     #[test]
-    fn retry_forms() {
-        assert_eq!(with_field("k: 2", retry).unwrap(), 2);
-        assert_eq!(with_field("k: {max: 1, when: [script_failure]}", retry).unwrap(), 1);
-        assert_eq!(with_field("k: {when: always}", retry).unwrap(), 0);
-        assert!(err("k: 3", retry).message.contains("retry must be 0, 1 or 2, not 3"));
-        assert_eq!(err("k: {max: -1}", retry).key, "job.k.max");
-        assert!(err("k: twice", retry).message.contains("expected a number of retries"));
-    }
-
-    #[test]
     fn timeouts() {
         assert_eq!(with_field("k: 1h 30m", timeout).unwrap(), Duration::from_secs(5400));
         assert_eq!(with_field("k: 3600", timeout).unwrap(), Duration::from_secs(3600));
@@ -808,6 +896,20 @@ mod tests {
         assert!(err("k: 0", timeout).message.contains("more than zero"));
         assert!(err("k: soon", timeout).message.contains("invalid duration \"soon\""));
         assert!(err("k: [1h]", timeout).message.contains("expected a duration"));
+    }
+
+    #[test]
+    fn exists_may_name_another_project() {
+        let r = with_field(
+            "k: [{exists: {paths: [a], project: $P, ref: v1}}, {exists: {paths: [b], project: g/q}}]",
+            |f| rules(f, false),
+        )
+        .unwrap();
+        assert_eq!(
+            (r[0].exists.as_slice(), r[0].exists_in.clone()),
+            (&["a".to_string()][..], Some(("$P".into(), Some("v1".into()))))
+        );
+        assert_eq!(r[1].exists_in, Some(("g/q".into(), None)));
     }
 
     #[test]
@@ -840,7 +942,7 @@ mod tests {
             ("k:\n  - needs: a\n", false, 2, "job.k[0].needs", "expected a list of jobs"),
             ("k:\n  - needs: [a]\n", true, 2, "job.k[0].needs", "unknown key"),
             ("k:\n  - $A\n", false, 2, "job.k[0]", "expected a rule"),
-            ("k:\n  - exists: {project: g/p, paths: [a]}\n", false, 2, "job.k[0].exists.project", "another project"),
+            ("k:\n  - exists: {ref: main, paths: [a]}\n", false, 2, "job.k[0].exists.ref", "goes with `project`"),
             ("k: {if: $A}\n", false, 1, "job.k", "expected a list of rules"),
             ("k:\n  - changes: src/a\n", false, 2, "job.k[0].changes", "expected a list of paths, found a string"),
             ("k:\n  - changes: {compare_to: main}\n", false, 2, "job.k[0].changes", "missing `paths`"),

@@ -20,13 +20,30 @@ const SERVER_ONLY: [&str; 3] = ["on_stop", "auto_stop_in", "kubernetes"];
 pub fn environment(field: &Field) -> Result<(Environment, Vec<String>), PipelineError> {
     let mut notes = Vec::new();
     let env = match &field.node.value {
-        Value::Str(_) => Environment { name: field.name("an environment name")?, ..Environment::default() },
+        Value::Str(_) => Environment { name: environment_name(field)?, ..Environment::default() },
         Value::Map(_) => {
             field.check_keys(&["action", "auto_stop_in", "deployment_tier", "kubernetes", "name", "on_stop", "url"])?;
             let name = field.get("name")?.ok_or_else(|| field.error("missing `name` (the environment's name)"))?;
-            let mut env = Environment { name: name.name("an environment name")?, ..Environment::default() };
+            let mut env = Environment { name: environment_name(&name)?, ..Environment::default() };
             if let Some(url) = field.get("url")? {
-                env.url = Some(url.string()?);
+                let value = url.string()?;
+                if value.chars().count() > 255 {
+                    return Err(url.error("the URL is longer than 255 characters"));
+                }
+                env.url = Some(value);
+            }
+            // The server-only keys still have GitLab's types (entry/environment.rb).
+            if let Some(on_stop) = field.get("on_stop")? {
+                on_stop.name("a job name")?;
+            }
+            if let Some(kubernetes) = field.get("kubernetes")? {
+                kubernetes.map()?;
+            }
+            if let Some(stop) = field.get("auto_stop_in")? {
+                let text = stop.string()?;
+                if text != "never" {
+                    super::duration::parse_human(&text).map_err(|e| stop.error(e))?;
+                }
             }
             if let Some(action) = field.get("action")? {
                 let value = action.string()?;
@@ -57,6 +74,20 @@ pub fn environment(field: &Field) -> Result<(Environment, Vec<String>), Pipeline
         _ => return Err(field.expected("an environment name or {name, url, action, deployment_tier}")),
     };
     Ok((env, notes))
+}
+
+/// An environment name as GitLab's `environment_name_regex` allows it: letters, digits, `-`,
+/// `_`, `/`, `$`, `{`, `}`, `.` and spaces, not starting or ending with `/`.
+fn environment_name(field: &Field) -> Result<String, PipelineError> {
+    let name = field.name("an environment name")?;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '$' | '{' | '}' | '.' | ' ');
+    if !name.chars().all(allowed) || name.starts_with('/') || name.ends_with('/') {
+        return Err(field.error(format!(
+            "{name:?}: an environment name can contain only letters, digits, '-', '_', '/', '$', '{{', '}}', '.' \
+             and spaces, and does not start or end with '/'"
+        )));
+    }
+    Ok(name)
 }
 
 /// `coverage: '/regex/'`: the pattern between the slashes, checked to compile.
