@@ -31,7 +31,8 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO=$(CARGO) scripts/fuzz.sh
 
-## bench: release build, then tests/bench.rs (1 GiB push/pull figures → target/bench/compare.json)
+## bench: release build, then tests/bench*.rs: own-client figures (target/bench/compare.json), real clients
+##        (clients.json: curl, skopeo, docker, ctr, HTTPS, pull-through), the run path (run.json)
 bench:
 	scripts/bench.sh
 

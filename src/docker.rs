@@ -574,6 +574,11 @@ pub fn server_version() -> Result<String, DockerError> {
     run_grouped(&["version", "--format", "{{.Server.Version}}"]).map(|out| out.trim().to_string())
 }
 
+/// The ID of the image a container was created from.
+pub fn container_image_id(container: &str) -> Result<String, DockerError> {
+    run_grouped(&["inspect", "--format", "{{.Image}}", container]).map(|out| out.trim().to_string())
+}
+
 /// The container's IP address on `network` (`None` when it has none there).
 pub fn container_ip(container: &str, network: &str) -> Result<Option<String>, DockerError> {
     let format = format!("{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}");

@@ -12,6 +12,7 @@ pub mod downstream;
 pub mod error;
 pub mod execute;
 pub mod glob;
+pub mod image_files;
 pub mod model;
 pub mod output;
 pub mod parse;

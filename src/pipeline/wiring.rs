@@ -10,7 +10,6 @@
 //! `execute` through the trait; Docker work through `docker.rs`; prints nothing.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Map, Value};
 
 use super::execute::{ExtraFile, JobWiring, Wiring};
+use super::image_files::ImageFiles;
 use super::plan::{PlannedJob, PlannedService};
 use crate::auth::{Auth, Claims};
 use crate::docker;
@@ -58,6 +58,8 @@ pub struct RegistryWiring {
     /// Where temporary docker configs for host pulls are written (0700).
     work_dir: PathBuf,
     secrets: Arc<Mutex<Vec<String>>>,
+    /// The image files `prepare` reads, once per image.
+    image_files: ImageFiles,
 }
 
 impl RegistryWiring {
@@ -76,6 +78,7 @@ impl RegistryWiring {
             host_credentials,
             work_dir,
             secrets: Arc::new(Mutex::new(Vec::new())),
+            image_files: ImageFiles::default(),
         };
         if let Registry::External { password, .. } = &wiring.registry {
             wiring.remember(password.expose());
@@ -203,7 +206,7 @@ impl RegistryWiring {
         let Registry::Embedded { ca_pem, .. } = &self.registry else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         for path in CA_BUNDLES {
-            if let Some(existing) = read_regular_file(container, path)? {
+            if let Some(existing) = self.image_files.read(container, path)? {
                 out.push(ExtraFile { path: path.to_string(), contents: append_ca(&existing, ca_pem), mode: 0o644 });
             }
         }
@@ -287,28 +290,6 @@ pub fn merge_buildkitd_toml(existing: Option<&[u8]>, host: &str) -> Result<Vec<u
         }
     }
     toml::to_string(&root).map(String::into_bytes).map_err(|e| e.to_string())
-}
-
-/// A file of a (created, not yet started) container; `None` when absent or not a regular file.
-fn read_regular_file(container: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
-    let read = docker::copy_from(container, path, &mut |input| {
-        let mut archive = tar::Archive::new(input);
-        let mut entries = archive.entries()?;
-        match entries.next() {
-            Some(entry) => {
-                let mut entry = entry?;
-                if entry.header().entry_type() != tar::EntryType::Regular {
-                    return Ok(None);
-                }
-                let mut bytes = Vec::new();
-                entry.read_to_end(&mut bytes)?;
-                Ok(Some(bytes))
-            }
-            None => Ok(None),
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(read.flatten())
 }
 
 /// Whether a service is a Docker daemon: a `docker:*dind*` image (any image whose last path
@@ -402,12 +383,12 @@ impl JobWiring for RegistryWiring {
         let mut files = self.bundles(container)?;
         match service {
             None => {
-                let existing = read_regular_file(container, BUILDKITD_TOML)?;
+                let existing = self.image_files.read(container, BUILDKITD_TOML)?;
                 let contents = merge_buildkitd_toml(existing.as_deref(), &host)?;
                 files.push(ExtraFile { path: BUILDKITD_TOML.into(), contents, mode: 0o644 });
             }
             Some(service) if is_dind(service) => {
-                let existing = read_regular_file(container, DAEMON_JSON)?;
+                let existing = self.image_files.read(container, DAEMON_JSON)?;
                 let contents = merge_daemon_json(existing.as_deref(), &host)?;
                 files.push(ExtraFile { path: DAEMON_JSON.into(), contents, mode: 0o644 });
             }

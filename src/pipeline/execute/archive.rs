@@ -117,6 +117,7 @@ pub fn write_project<W: Write>(
     files: &[String],
     prefix: &str,
     extra: &[ExtraFile],
+    archives: &[PathBuf],
 ) -> io::Result<()> {
     let mut builder = Builder::new(out);
     builder.follow_symlinks(false);
@@ -157,7 +158,33 @@ pub fn write_project<W: Write>(
         }
     }
     write_extra(&mut builder, extra, &mut dirs)?;
+    for archive in archives {
+        append_entries_of(builder.get_mut(), archive)?;
+    }
     builder.into_inner()?.flush()
+}
+
+/// Copies the entries of `archive`, a tar written by [`ArtifactWriter`] (it ends with the two
+/// zero blocks `Builder::finish` writes), to `out` without that end-of-archive marker, so that
+/// what follows in `out` is read as part of the same archive: the project and the artifacts of
+/// earlier jobs go into a job container in one `docker cp` (issue 18), in the runner's order.
+pub fn append_entries_of<W: Write>(out: &mut W, archive: &Path) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    const END: u64 = 1024;
+    let mut file = fs::File::open(archive)?;
+    let len = file.metadata()?.len();
+    let mut end = [0u8; END as usize];
+    if len < END || len % 512 != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a tar", archive.display())));
+    }
+    file.seek(SeekFrom::Start(len - END))?;
+    file.read_exact(&mut end)?;
+    if end.iter().any(|&b| b != 0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: no end-of-archive", archive.display())));
+    }
+    file.seek(SeekFrom::Start(0))?;
+    io::copy(&mut file.take(len - END), out)?;
+    Ok(())
 }
 
 /// Writes `extra` files at their absolute paths (directories above them 0777).
@@ -363,6 +390,43 @@ mod tests {
             .collect()
     }
 
+    /// The artifacts of earlier jobs follow the project in the same stream (one `docker cp`),
+    /// after it, so they win over project files as the runner's download does.
+    #[test]
+    fn artifacts_follow_the_project_in_one_archive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("out.txt"), "from the project").expect("write");
+        let artifact = dir.path().join("1.tar");
+        let mut builder = Builder::new(fs::File::create(&artifact).expect("create"));
+        let mut header = file_header(13, FILE_MODE, 0);
+        builder.append_data(&mut header, "builds/g/p/out.txt", &b"from a job..."[..]).expect("append");
+        builder.into_inner().expect("finish");
+        let mut bytes = Vec::new();
+        write_project(
+            &mut bytes,
+            dir.path(),
+            &["out.txt".to_string()],
+            "builds/g/p",
+            &[],
+            std::slice::from_ref(&artifact),
+        )
+        .expect("tar");
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut seen = Vec::new();
+        for entry in archive.entries().expect("entries") {
+            let mut entry = entry.expect("entry");
+            let mut text = String::new();
+            entry.read_to_string(&mut text).expect("read");
+            seen.push((entry.path().expect("path").to_string_lossy().into_owned(), text));
+        }
+        let files: Vec<_> = seen.iter().filter(|(n, _)| n.ends_with("out.txt")).collect();
+        assert_eq!(files.len(), 2, "{seen:?}");
+        assert_eq!(files[0].1, "from the project");
+        assert_eq!(files[1].1, "from a job...");
+        fs::write(&artifact, b"not a tar").expect("write");
+        assert!(append_entries_of(&mut Vec::new(), &artifact).is_err());
+    }
+
     #[test]
     fn untracked_files_join_paths_less_exclude() {
         let mut spec = artifacts(&["out/"], &["*.log", "out/skip"]);
@@ -428,7 +492,7 @@ mod tests {
         assert_eq!(files, ["README", "link", "src/main.sh"]);
         let extra = [ExtraFile { path: "/glci/run.sh".into(), contents: b"exit 0\n".to_vec(), mode: 0o755 }];
         let mut bytes = Vec::new();
-        write_project(&mut bytes, dir.path(), &files, "builds/g/p", &extra).expect("tar");
+        write_project(&mut bytes, dir.path(), &files, "builds/g/p", &extra, &[]).expect("tar");
         assert_eq!(
             names(&bytes),
             [

@@ -185,6 +185,7 @@ fn run_child(run: &Run<'_>, child: &Plan, name: &str) -> (PipelineStatus, Vec<Jo
         wiring: run.wiring,
         events: &wrap,
         cancel: run.cancel,
+        removals: super::job::Removals::default(),
         outer,
         children: run.children,
         pipeline: Some(name.to_string()),
@@ -196,6 +197,7 @@ fn run_child(run: &Run<'_>, child: &Plan, name: &str) -> (PipelineStatus, Vec<Jo
         jobs: child.jobs.iter().map(|j| (j.name.clone(), j.stage.clone())).collect(),
     });
     let reports = super::schedule(&child_run);
+    child_run.removals.wait();
     let status = super::status_of(run.cancel, reports.iter().filter(|r| r.pipeline.as_deref() == Some(name)));
     wrap(Event::PipelineFinished { status, duration: started.elapsed(), jobs: reports.clone() });
     (status, reports)

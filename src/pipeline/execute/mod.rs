@@ -254,6 +254,7 @@ pub(crate) struct Run<'a> {
     pub wiring: &'a dyn JobWiring,
     pub events: &'a (dyn Fn(Event) + Sync),
     pub cancel: &'a Cancel,
+    pub removals: job::Removals,
     /// The root pipeline's events (a child's go there wrapped in [`Event::Downstream`]).
     pub outer: &'a (dyn Fn(Event) + Sync),
     pub children: &'a dyn ChildConfigs,
@@ -371,7 +372,18 @@ pub fn execute(
     cancel: &Cancel,
 ) -> Outcome {
     let started = Instant::now();
-    let run = Run { plan, options, wiring, events, cancel, outer: events, children, pipeline: None, parent: None };
+    let run = Run {
+        plan,
+        options,
+        wiring,
+        events,
+        cancel,
+        removals: job::Removals::default(),
+        outer: events,
+        children,
+        pipeline: None,
+        parent: None,
+    };
     events(Event::PipelineStarted {
         run_id: options.run_id.clone(),
         pipeline_id: plan.pipeline_id,
@@ -380,6 +392,7 @@ pub fn execute(
     let _ = std::fs::create_dir_all(options.work_dir.join("artifacts"));
 
     let reports = schedule(&run);
+    run.removals.wait();
 
     let cleanup_errors = cleanup(&options.run_id);
     let _ = std::fs::remove_dir_all(&options.work_dir);
