@@ -60,8 +60,10 @@ fn gitlab_instance_and_token() {
     assert_eq!((e.line, e.key.as_str()), (Some(2), "gitlab.url"));
     let e = parse_err("[gitlab]\ntoken = \"$NOPE\"\n");
     assert!(e.message.contains("NOPE is not set"), "{e}");
-    let e = parse_err("[gitlab]\nprojects = {}\n");
+    let e = parse_err("[gitlab]\nprojects = 3\n");
     assert_eq!(e.key, "gitlab.projects");
+    let e = parse_err("[gitlab]\nrepos = {}\n");
+    assert_eq!(e.key, "gitlab.repos");
 }
 
 #[test]
