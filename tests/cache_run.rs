@@ -373,6 +373,27 @@ fn a_dotenv_report_feeds_later_jobs_image_and_variables() {
     assert_line(&log(&events, "deploy"), "greeting=cli");
 }
 
+/// GitLab's dynamic environment URL: a dotenv value completes the job's own `environment: url`
+/// (said in its trace) and a later job's `CI_ENVIRONMENT_URL`.
+#[test]
+fn a_dotenv_value_completes_environment_url() {
+    let p = Project::new(
+        "deploy:\n  stage: build\n  image: IMAGE\n  environment: {name: review, url: $DYNAMIC_URL}\n  \
+         script: ['echo DYNAMIC_URL=https://review-1.example.com > deploy.env']\n  \
+         artifacts: {reports: {dotenv: deploy.env}}\n\
+         smoke:\n  stage: test\n  image: IMAGE\n  environment: {name: review, url: '$DYNAMIC_URL/app', action: verify}\n  \
+         script: ['echo \"url=$CI_ENVIRONMENT_URL\"']\n\
+         blind:\n  stage: test\n  image: IMAGE\n  needs: [{job: deploy, artifacts: false}]\n  \
+         environment: {name: review, url: '$DYNAMIC_URL/app', action: verify}\n  \
+         script: ['echo \"url=$CI_ENVIRONMENT_URL\"']\n",
+    );
+    let (out, events) = p.run(&[]);
+    succeeded(&out);
+    assert_has(&log(&events, "deploy"), "Environment review: https://review-1.example.com (environment: url");
+    assert_line(&log(&events, "smoke"), "url=https://review-1.example.com/app");
+    assert_line(&log(&events, "blind"), "url=/app");
+}
+
 #[test]
 fn a_bad_dotenv_line_fails_the_job_naming_file_and_line() {
     let p = Project::new(

@@ -50,7 +50,16 @@ fn copy_tree(from: &Path, to: &Path) {
 /// `glci run ARGS` in `dir`, to completion.
 fn glci_run(dir: &Path, args: &[&str]) -> Output {
     // The registry wiring (issue 8) has tests of its own (registry_run.rs); these never start a glci-mock.
-    glci().args(["run", "--no-registry"]).args(args).current_dir(dir).stdin(Stdio::null()).output().expect("start glci")
+    // A GLCI_HOME of its own: the kept artifacts (issue 16) never land in the user's ~/.glci.
+    let home = common::temp_dir();
+    glci()
+        .args(["run", "--no-registry"])
+        .args(args)
+        .env("GLCI_HOME", home.path())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("start glci")
 }
 
 fn show(out: &Output) -> String {

@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// GitLab's full configuration view shows it, instead of running; --json prints it as JSON.
     #[arg(long)]
     pub preview: bool,
+    /// Copy each job's artifacts out to DIR/<job>/ as the job finishes (they are kept under
+    /// $GLCI_HOME/artifacts either way).
+    #[arg(long, value_name = "DIR")]
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 fn usage(message: impl Into<String>) -> CliError {
@@ -179,6 +183,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             .filter(|p| plan::validate_project_path(p).is_ok())
             .unwrap_or_else(|| plan::project_path_from_dir(&project_dir)),
     };
+    let artifacts_dir = args.artifacts_dir.as_deref().map(artifacts_dir).transpose()?;
     let cli_variables = command_line_variables(&args)?;
     let inputs = command_line_inputs(&args.input)?;
     let files = execute::project_files(&project_dir)
@@ -313,7 +318,20 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let cache_root = crate::pipeline::cache_store::root(&home);
-    let options = Options { run_id: run_id.clone(), parallel, files, work_dir, cache_root };
+    let artifacts_root = crate::pipeline::artifact_store::root(&home);
+    // Expired artifacts of every project go at the start of a run, as GitLab's instance-wide
+    // expiry worker removes them whatever the project.
+    let expired = crate::pipeline::artifact_store::sweep(&artifacts_root, std::time::SystemTime::now());
+    if !expired.is_empty() {
+        stderr_line(&format!(
+            "artifacts: removed {} expired job artifact director{} under {}",
+            expired.len(),
+            if expired.len() == 1 { "y" } else { "ies" },
+            artifacts_root.display()
+        ));
+    }
+    let options =
+        Options { run_id: run_id.clone(), parallel, files, work_dir, cache_root, artifacts_root, artifacts_dir };
     let style = output::TextStyle::new(std::io::stdout().is_terminal(), downstream_cli::job_names(&plan));
     let json = args.json;
     let secrets = wiring.as_ref().map(RegistryWiring::secrets);
@@ -368,6 +386,14 @@ fn masked(event: execute::Event, secrets: &[String]) -> execute::Event {
         }
         event => event,
     }
+}
+
+/// `--artifacts-dir DIR`: absolute, created when missing; a file there is a usage error.
+fn artifacts_dir(dir: &Path) -> Result<PathBuf, CliError> {
+    let absolute = std::path::absolute(dir).map_err(|e| usage(format!("--artifacts-dir {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&absolute)
+        .map_err(|e| usage(format!("--artifacts-dir {}: cannot create the directory: {e}", dir.display())))?;
+    Ok(absolute)
 }
 
 /// The variables files (issue 15), `$GLCI_HOME/variables.yml` then the project's

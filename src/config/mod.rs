@@ -56,6 +56,7 @@ pub struct Config {
     pub docker: DockerConfig,
     pub gitlab: GitlabConfig,
     pub run: RunConfig,
+    pub storage: StorageConfig,
 }
 
 /// `[gitlab]`: the instance remote `include:`s are fetched from (issue 17).
@@ -112,6 +113,29 @@ pub struct TlsConfig {
 pub struct DockerConfig {
     /// Run DinD services `--privileged`, as GitLab's runner does.
     pub privileged: bool,
+}
+
+/// `[storage]`: where `glci serve` keeps the registry (issue 20).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// A directory, or `s3://BUCKET[/PREFIX]`; `None`: `$GLCI_HOME/registry`. `--storage` wins.
+    pub url: Option<String>,
+    pub s3: S3Config,
+}
+
+/// `[storage.s3]`: every key optional; what is missing comes from the AWS environment
+/// variables (`cli::storage`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Config {
+    /// `http(s)://host[:port]` of any S3-compatible service; `None`: AWS in `region`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<Secret>,
+    pub secret_access_key: Option<Secret>,
+    /// `None`: path style (works with every S3-compatible store).
+    pub path_style: Option<bool>,
+    /// Blob GETs answer 307 to a presigned URL of the store (distribution's `redirect`).
+    pub redirect: bool,
 }
 
 /// `[run]`: defaults of `glci run`.
@@ -175,6 +199,7 @@ impl Default for Config {
             docker: DockerConfig::default(),
             gitlab: GitlabConfig::default(),
             run: RunConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }

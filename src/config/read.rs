@@ -14,7 +14,8 @@ use toml::Spanned;
 
 use super::values::{check_upstream_host, check_upstream_url, env_reference, parse_duration};
 use super::{
-    Config, ConfigError, DockerConfig, GitlabConfig, RegistryConfig, RunConfig, San, TlsConfig, UpstreamConfig,
+    Config, ConfigError, DockerConfig, GitlabConfig, RegistryConfig, RunConfig, San, StorageConfig, TlsConfig,
+    UpstreamConfig,
 };
 use crate::secret::Secret;
 
@@ -113,7 +114,9 @@ struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
-const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "gitlab", "run"];
+const ROOT_KEYS: &[&str] = &["mock_server_port", "registry", "tls", "docker", "gitlab", "run", "storage"];
+const STORAGE_KEYS: &[&str] = &["url", "s3"];
+const S3_KEYS: &[&str] = &["endpoint", "region", "access_key_id", "secret_access_key", "path_style", "redirect"];
 const GITLAB_KEYS: &[&str] = &["url", "token", "projects"];
 const REGISTRY_KEYS: &[&str] = &[
     "url",
@@ -146,6 +149,7 @@ impl Reader<'_> {
                 "docker" => self.docker(&at, &mut config.docker)?,
                 "gitlab" => self.gitlab(&at, &mut config.gitlab)?,
                 "run" => self.run(&at, &mut config.run)?,
+                "storage" => self.storage(&at, &mut config.storage)?,
                 _ => return Err(self.unknown(&at, ROOT_KEYS)),
             }
         }
@@ -265,6 +269,37 @@ impl Reader<'_> {
                     run.default_image = Some(image);
                 }
                 _ => return Err(self.unknown(&at, RUN_KEYS)),
+            }
+        }
+        Ok(())
+    }
+
+    fn storage(&self, at: &At, storage: &mut StorageConfig) -> Result<(), ConfigError> {
+        for (name, at) in self.table(at)? {
+            match name {
+                "url" => storage.url = Some(self.non_empty(&at)?),
+                "s3" => {
+                    for (name, at) in self.table(&at)? {
+                        let s3 = &mut storage.s3;
+                        match name {
+                            "endpoint" => {
+                                let url = self.non_empty(&at)?;
+                                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                                    return Err(self
+                                        .error_at(&at, format!("expected an http:// or https:// URL, found {url:?}")));
+                                }
+                                s3.endpoint = Some(url.trim_end_matches('/').to_owned());
+                            }
+                            "region" => s3.region = Some(self.non_empty(&at)?),
+                            "access_key_id" => s3.access_key_id = Some(Secret::new(self.non_empty(&at)?)),
+                            "secret_access_key" => s3.secret_access_key = Some(Secret::new(self.non_empty(&at)?)),
+                            "path_style" => s3.path_style = Some(self.boolean(&at)?),
+                            "redirect" => s3.redirect = self.boolean(&at)?,
+                            _ => return Err(self.unknown(&at, S3_KEYS)),
+                        }
+                    }
+                }
+                _ => return Err(self.unknown(&at, STORAGE_KEYS)),
             }
         }
         Ok(())

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{format_duration, Config, GitlabConfig, San};
+use super::{format_duration, Config, GitlabConfig, San, StorageConfig};
 use crate::secret::{Secret, MASK};
 
 impl Config {
@@ -26,6 +26,8 @@ impl Config {
         server.registry.password = None;
         // The server never fetches includes: the instance token stays on the host.
         server.gitlab = GitlabConfig::default();
+        // The mock's registry keeps its own storage; the S3 keys stay on the host.
+        server.storage = StorageConfig::default();
         server.render(false)
     }
 
@@ -63,6 +65,20 @@ impl Config {
                 projects: self.gitlab.projects.iter().map(|(p, d)| (p.clone(), d.display().to_string())).collect(),
             },
             run: RenderRun { default_image: self.run.default_image.as_deref() },
+            storage: (self.storage != StorageConfig::default()).then(|| {
+                let s3 = &self.storage.s3;
+                RenderStorage {
+                    url: self.storage.url.as_deref(),
+                    s3: RenderS3 {
+                        endpoint: s3.endpoint.as_deref(),
+                        region: s3.region.as_deref(),
+                        access_key_id: secret(&s3.access_key_id),
+                        secret_access_key: secret(&s3.secret_access_key),
+                        path_style: s3.path_style,
+                        redirect: s3.redirect,
+                    },
+                }
+            }),
         };
         toml::to_string(&view).expect("strings, integers, booleans and string maps always serialize to TOML")
     }
@@ -76,6 +92,30 @@ struct RenderConfig<'a> {
     docker: RenderDocker,
     gitlab: RenderGitlab<'a>,
     run: RenderRun<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<RenderStorage<'a>>,
+}
+
+#[derive(Serialize)]
+struct RenderStorage<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+    s3: RenderS3<'a>,
+}
+
+#[derive(Serialize)]
+struct RenderS3<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_access_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_style: Option<bool>,
+    redirect: bool,
 }
 
 #[derive(Serialize)]

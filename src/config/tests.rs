@@ -448,6 +448,37 @@ fn masked_rendering_normalises_comma_upstreams() {
 }
 
 #[test]
+fn storage_on_s3_with_secret_references_masked_when_rendered() {
+    let text = "[storage]\nurl = \"s3://team-registry/ci\"\n[storage.s3]\nendpoint = \"http://127.0.0.1:8333/\"\n\
+                region = \"eu-1\"\naccess_key_id = \"$S3_KEY\"\nsecret_access_key = \"${S3_SECRET}\"\npath_style = false\nredirect = true\n";
+    let env = env_of(&[("S3_KEY", "id"), ("S3_SECRET", "very-secret")]);
+    let c = Config::parse(text, Path::new(FILE), &env).unwrap();
+    assert_eq!(c.storage.url.as_deref(), Some("s3://team-registry/ci"));
+    let s3 = &c.storage.s3;
+    assert_eq!((s3.endpoint.as_deref(), s3.region.as_deref()), (Some("http://127.0.0.1:8333"), Some("eu-1")));
+    assert_eq!(
+        (s3.access_key_id.clone(), s3.secret_access_key.clone()),
+        (Some("id".into()), Some("very-secret".into()))
+    );
+    assert_eq!((s3.path_style, s3.redirect), (Some(false), true));
+    let shown = c.render_masked();
+    assert!(shown.contains("[storage.s3]") && shown.contains("secret_access_key = \"***\""), "{shown}");
+    assert!(!shown.contains("very-secret"));
+    // The mock's copy never carries the store's keys.
+    assert!(!c.render_for_server().contains("very-secret"));
+    assert!(!parse("").unwrap().render_masked().contains("storage"));
+}
+
+#[test]
+fn storage_keys_are_checked() {
+    let e = parse_err("[storage.s3]\nendpoint = \"ftp://x\"\n");
+    assert_eq!((e.key.as_str(), e.line), ("storage.s3.endpoint", Some(2)));
+    let e = parse_err("[storage.s3]\nbucket = \"b\"\n");
+    assert_eq!(e.key, "storage.s3.bucket");
+    assert_eq!(parse_err("[storage]\npath = \"/x\"\n").key, "storage.path");
+}
+
+#[test]
 fn gitlab_projects_map_paths_to_checkouts() {
     let c = Config::parse(
         "[gitlab.projects]\n\"group/deployer\" = \"../deployer\"\n\"g/abs\" = \"/srv/abs\"\n",

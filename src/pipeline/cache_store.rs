@@ -39,11 +39,11 @@ pub fn root(home: &Path) -> PathBuf {
     home.join("cache")
 }
 
-fn encode_project(project: &str) -> String {
+pub(crate) fn encode_project(project: &str) -> String {
     project.replace('%', "%25").replace('/', "%2F")
 }
 
-fn decode_project(name: &str) -> String {
+pub(crate) fn decode_project(name: &str) -> String {
     name.replace("%2F", "/").replace("%25", "%")
 }
 

@@ -1,6 +1,8 @@
 //! Pipelines: `.gitlab-ci.yml` → model (`parse`, with `rules` expressions; `changes` clauses) → an ordered plan of
-//! jobs (`plan`; with child pipelines: `downstream`) → containers (`execute`).
+//! jobs (`plan`; with child pipelines: `downstream`) → containers (`execute`), whose
+//! caches (`cache_store`) and kept artifacts (`artifact_store`) live under `$GLCI_HOME`.
 
+pub mod artifact_store;
 pub mod cache;
 pub mod cache_store;
 pub mod changes;

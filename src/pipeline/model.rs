@@ -100,13 +100,19 @@ pub struct Artifacts {
     pub paths: Vec<String>,
     pub exclude: Vec<String>,
     pub when: ArtifactsWhen,
-    /// Accepted and kept for display; nothing expires locally.
+    /// As written (checked: `never` or a duration); kept artifacts expire by it (`artifact_store`).
     pub expire_in: Option<String>,
     /// `reports: dotenv:` files (relative to the project): variables for later jobs.
     pub dotenv: Vec<String>,
-    /// Forms accepted that glci does not act on yet (`untracked: true`), one note each, with
-    /// `file:line: key`, for `cli` to say once.
+    /// Forms accepted that glci does not act on, one note each, with `file:line: key`, for
+    /// `cli` to say once.
     pub notes: Vec<String>,
+    /// `untracked: true`: also every file of the job's work tree git does not track (ignored
+    /// ones included, as the runner's `git ls-files -o`), less `exclude`.
+    pub untracked: bool,
+    /// The other `reports:` files (`junit`, `coverage_report: path`, ...; globs allowed), and the
+    /// dotenv ones: kept with the job's artifacts, not handed to later jobs.
+    pub reports: Vec<String>,
 }
 
 /// One entry of `rules:` (job or workflow).

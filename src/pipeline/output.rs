@@ -248,6 +248,14 @@ pub fn summary(jobs: &[JobReport], status: PipelineStatus, took: Duration, style
             style.paint("\x1b[31;1m", &format!("Pipeline failed in {}: {} failed", duration(took), failed.join(", ")))
         }
     };
+    let kept: Vec<&JobReport> = jobs.iter().filter(|r| r.artifacts.is_some()).collect();
+    if !kept.is_empty() {
+        out.push('\n');
+    }
+    for report in kept {
+        let dir = report.artifacts.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        out.push_str(&format!("Artifacts of {}: {dir}\n", report.job));
+    }
     out.push('\n');
     out.push_str(&verdict);
     out.push('\n');
@@ -267,6 +275,7 @@ fn report_json(r: &JobReport) -> serde_json::Value {
         "coverage": r.coverage.as_ref().and_then(|c| c.parse::<f64>().ok()),
         "delayed_ms": r.delayed.map(|d| d.as_millis() as u64),
         "pipeline": r.pipeline,
+        "artifacts": r.artifacts.as_ref().map(|p| p.display().to_string()),
     })
 }
 
@@ -334,6 +343,7 @@ mod tests {
             coverage: None,
             delayed: None,
             pipeline: None,
+            artifacts: None,
         }
     }
 

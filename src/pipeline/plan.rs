@@ -158,6 +158,10 @@ pub struct PlannedJob {
     /// `needs: pipeline: $PARENT_PIPELINE_ID`: indices into the parent's `Plan::jobs` whose
     /// artifacts are copied in too (a child pipeline's job).
     pub parent_artifacts: Vec<usize>,
+    /// `environment: url` as written, when it names a variable and the job receives or writes a
+    /// dotenv report: expanded again with those variables (`execute::dotenv`): when it starts,
+    /// into `CI_ENVIRONMENT_URL`; after it, as GitLab sets an environment's URL from the job's own report.
+    pub environment_url_template: Option<String>,
 }
 
 /// The downstream pipeline of a trigger job.
@@ -628,6 +632,9 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             start_in: job.run_keys.start_in,
             downstream: None,
             parent_artifacts: Vec::new(),
+            environment_url_template: job.run_keys.environment.as_ref().and_then(|e| e.url.clone()).filter(|url| {
+                url.contains('$') && (gets_dotenv || job.artifacts.as_ref().is_some_and(|a| !a.dotenv.is_empty()))
+            }),
         });
     }
     Ok(plan)

@@ -3,7 +3,7 @@
 //! Streams only: nothing is held in memory beyond one header. Used by `execute::job`; the
 //! project's file list is also `plan`'s input for `rules: exists`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -186,6 +186,9 @@ pub fn write_files<W: Write>(out: W, extra: &[ExtraFile]) -> io::Result<()> {
 /// literal prefix, with those inside another dropped. `""` is the project itself.
 pub fn artifact_sources(artifacts: &Artifacts) -> Vec<String> {
     let mut bases: Vec<String> = artifacts.paths.iter().map(|p| glob::literal_prefix(p)).collect();
+    if artifacts.untracked {
+        bases.push(String::new());
+    }
     bases.sort();
     bases.dedup();
     let all = bases.clone();
@@ -197,6 +200,20 @@ pub fn artifact_sources(artifacts: &Artifacts) -> Vec<String> {
 pub fn is_artifact(artifacts: &Artifacts, rel: &str) -> bool {
     artifacts.paths.iter().any(|p| glob::matches_self_or_ancestor(p, rel))
         && !artifacts.exclude.iter().any(|e| glob::matches_self_or_ancestor(e, rel))
+}
+
+/// [`is_artifact`], or with `untracked: true` a file (not a directory: git lists files) that
+/// is not in `tracked` (git's tracked files of the project) nor under `.git`, and not excluded.
+pub fn is_artifact_or_untracked(artifacts: &Artifacts, tracked: &HashSet<String>, rel: &str, is_dir: bool) -> bool {
+    let untracked = || {
+        artifacts.untracked
+            && !is_dir
+            && rel != ".git"
+            && !rel.starts_with(".git/")
+            && !tracked.contains(rel)
+            && !artifacts.exclude.iter().any(|e| glob::matches_self_or_ancestor(e, rel))
+    };
+    is_artifact(artifacts, rel) || untracked()
 }
 
 /// The artifact tar being written: entries under `prefix` (`builds/<path>`), each file once.
@@ -224,14 +241,8 @@ impl<W: Write> ArtifactWriter<W> {
     }
 
     /// Copies the entries of `input` (a `docker cp CONTAINER:<project>/<source> -` stream, whose
-    /// names start with the source's last component, or `./` for the project itself) that are
-    /// artifacts.
-    pub fn add_stream(&mut self, input: &mut dyn Read, source: &str, artifacts: &Artifacts) -> io::Result<()> {
-        self.add_filtered(input, source, &mut |rel, _, _| is_artifact(artifacts, rel))
-    }
-
-    /// Like [`ArtifactWriter::add_stream`], keeping the entries `keep(rel, is_dir, symlink
-    /// target)` accepts (`rel` relative to the project).
+    /// names start with the source's last component, or `./` for the project itself) that
+    /// `keep(rel, is_dir, symlink target)` accepts (`rel` relative to the project).
     pub fn add_filtered(
         &mut self,
         input: &mut dyn Read,
@@ -317,6 +328,8 @@ mod tests {
             expire_in: None,
             dotenv: vec![],
             notes: vec![],
+            untracked: false,
+            reports: vec![],
         }
     }
 
@@ -351,6 +364,23 @@ mod tests {
     }
 
     #[test]
+    fn untracked_files_join_paths_less_exclude() {
+        let mut spec = artifacts(&["out/"], &["*.log", "out/skip"]);
+        spec.untracked = true;
+        let tracked: HashSet<String> = ["src/main.c".to_string()].into();
+        assert_eq!(artifact_sources(&spec), [""]);
+        let keep = |rel, is_dir| is_artifact_or_untracked(&spec, &tracked, rel, is_dir);
+        assert!(keep("out/a", false) && keep("out", true), "paths as before");
+        assert!(keep("build/app.o", false), "an untracked file");
+        assert!(!keep("build", true), "directories come with their files");
+        assert!(!keep("src/main.c", false), "tracked");
+        assert!(!keep("debug.log", false) && !keep("out/skip", false), "excluded");
+        assert!(!keep(".git/config", false) && !keep(".git", false));
+        spec.untracked = false;
+        assert!(!is_artifact_or_untracked(&spec, &tracked, "build/app.o", false));
+    }
+
+    #[test]
     fn sources_are_literal_prefixes_without_nesting() {
         assert_eq!(artifact_sources(&artifacts(&["out/", "out/sub/x", "dist/*.js"], &[])), ["dist", "out"]);
         assert_eq!(artifact_sources(&artifacts(&["*.txt", "out/"], &[])), [""]);
@@ -366,9 +396,9 @@ mod tests {
             ("out/sub/a.txt", Some("a")),
             ("out/sub/b.tmp", Some("b")),
         ]);
-        w.add_stream(&mut out.as_slice(), "out", &spec).expect("out");
+        w.add_filtered(&mut out.as_slice(), "out", &mut |rel, _, _| is_artifact(&spec, rel)).expect("out");
         let bin = docker_tar(&[("./", None), ("./bin/", None), ("./bin/x.o", Some("x")), ("./bin/x.c", Some("c"))]);
-        w.add_stream(&mut bin.as_slice(), "", &spec).expect("root");
+        w.add_filtered(&mut bin.as_slice(), "", &mut |rel, _, _| is_artifact(&spec, rel)).expect("root");
         let files = w.files;
         let bytes = w.finish().expect("finish");
         assert_eq!(

@@ -2,8 +2,8 @@
 //! out of its container (`pipeline::dotenv` parses them; a bad file fails the job, as GitLab
 //! refuses the upload) and keeps the variables in the run's work dir; [`apply`] gives a job
 //! that receives that job's artifacts (`dependencies`, `needs` unless `artifacts: false`) those
-//! variables above its job and global ones and below `--env`, with `image:` and `services:`
-//! expanded again with them. Called by `execute::job`.
+//! variables above its job and global ones and below `--env`, with `image:`, `services:` and
+//! `environment: url` (`CI_ENVIRONMENT_URL`) expanded again with them. Called by `execute::job`.
 
 use std::borrow::Cow;
 use std::fs;
@@ -56,6 +56,23 @@ pub(crate) fn collect(run: &Run<'_>, index: usize, container: &str) -> Result<()
             found.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
         ),
     );
+    // GitLab's dynamic environment URL: the job's own report completes its `environment: url`.
+    if let (Some(template), Some(environment)) = (&job.environment_url_template, &job.environment) {
+        let lookup = |name: &str| {
+            found
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| job.variables.get(name).map(String::from))
+        };
+        let url = variables::expand(template, &lookup);
+        run.log(
+            &job.name,
+            LogSource::Glci,
+            format!("Environment {}: {url} (environment: url, with the dotenv report)", environment.name),
+        );
+    }
     let target = path(run, index);
     if let Some(dir) = target.parent() {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -86,6 +103,11 @@ pub(crate) fn apply<'a>(run: &'a Run<'_>, index: usize) -> Cow<'a, PlannedJob> {
     let lookup = |name: &str| vars.get(name).map(String::from);
     if let (Some(template), Some(image)) = (&job.image_template, job.image.as_mut()) {
         image.name = variables::expand(template, &lookup);
+    }
+    if let (Some(template), Some(environment)) = (&job.environment_url_template, job.environment.as_mut()) {
+        let url = variables::expand(template, &lookup);
+        job.variables.set("CI_ENVIRONMENT_URL", url.clone());
+        environment.url = Some(url);
     }
     let image_name = job.image.as_ref().map(|i| i.name.clone());
     if let Some(name) = image_name {

@@ -67,6 +67,7 @@ pub(crate) fn run_trigger(run: &Run<'_>, index: usize, done: &Sender<Done>) {
         coverage: None,
         delayed: None,
         pipeline: None,
+        artifacts: None,
     };
     let Some(planned) = job.downstream.as_deref() else {
         let _ = done.send(Done::Job(index, None, report(JobStatus::Failed, Some("no downstream pipeline".into()))));

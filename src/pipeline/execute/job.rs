@@ -17,6 +17,7 @@ use super::archive::{self, ArtifactWriter, ExtraFile};
 use super::cache;
 use super::coverage;
 use super::dotenv;
+use super::kept;
 use super::script;
 use super::{failure_allowed, JobReport, JobStatus, LogSource, Run, Wiring};
 use crate::docker::{self, ContainerSpec};
@@ -85,6 +86,7 @@ pub(crate) fn run_job(run: &Run<'_>, index: usize, slot: usize) -> JobReport {
             coverage: result.coverage,
             delayed: None,
             pipeline: None,
+            artifacts: kept::finish(run, index),
         };
     }
 }
@@ -266,13 +268,23 @@ fn attempt_steps(
             ArtifactsWhen::OnFailure => attempt.status == JobStatus::Failed,
             ArtifactsWhen::Always => true,
         };
-        if wanted && !spec.paths.is_empty() {
+        if wanted && (!spec.paths.is_empty() || spec.untracked) {
             if let Err(message) = collect_artifacts(run, index, &container) {
                 attempt = Attempt::failed(format!("uploading artifacts: {message}"));
             }
         }
+        if wanted && !spec.reports.is_empty() {
+            if let Err(message) = kept::collect_reports(run, index, &container) {
+                attempt = Attempt::failed(format!("uploading reports: {message}"));
+            }
+        }
         if wanted && !spec.dotenv.is_empty() {
             if let Err(message) = dotenv::collect(run, index, &container) {
+                attempt = Attempt::failed(message);
+            }
+        }
+        if wanted {
+            if let Err(message) = kept::keep(run, index) {
                 attempt = Attempt::failed(message);
             }
         }
@@ -505,11 +517,19 @@ fn collect_artifacts(run: &Run<'_>, index: usize, container: &str) -> Result<(),
     let file = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut writer = ArtifactWriter::new(BufWriter::new(file), project_dir);
     run.log(&job.name, LogSource::Glci, "Uploading artifacts...");
+    // `untracked: true`: what git tracks in the project, the rest of the work tree is collected.
+    let tracked: std::collections::HashSet<String> = match spec.untracked {
+        true => crate::git::tracked_files(&run.plan.project_dir).unwrap_or_default().into_iter().collect(),
+        false => Default::default(),
+    };
     for source in archive::artifact_sources(spec) {
         let in_container =
             if source.is_empty() { format!("{project_dir}/.") } else { format!("{project_dir}/{source}") };
-        let copied = docker::copy_from(container, &in_container, &mut |input| writer.add_stream(input, &source, spec))
-            .map_err(|e| e.to_string())?;
+        let mut keep =
+            |rel: &str, is_dir: bool, _: Option<&str>| archive::is_artifact_or_untracked(spec, &tracked, rel, is_dir);
+        let copied =
+            docker::copy_from(container, &in_container, &mut |input| writer.add_filtered(input, &source, &mut keep))
+                .map_err(|e| e.to_string())?;
         if copied.is_none() {
             run.log(&job.name, LogSource::Glci, format!("WARNING: {source}: no matching files"));
         }
@@ -520,10 +540,14 @@ fn collect_artifacts(run: &Run<'_>, index: usize, container: &str) -> Result<(),
         let _ = fs::remove_file(&path);
         run.log(&job.name, LogSource::Glci, "WARNING: no files matched the artifacts paths");
     } else {
+        let mut what = spec.paths.clone();
+        if spec.untracked {
+            what.push("untracked files".into());
+        }
         run.log(
             &job.name,
             LogSource::Glci,
-            format!("{files} file{} saved as artifacts ({})", if files == 1 { "" } else { "s" }, spec.paths.join(", ")),
+            format!("{files} file{} saved as artifacts ({})", if files == 1 { "" } else { "s" }, what.join(", ")),
         );
     }
     Ok(())

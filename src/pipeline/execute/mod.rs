@@ -5,7 +5,8 @@
 //! failure, interrupt through [`Cancel`]) they are all removed before [`execute`] returns.
 //! The registry wiring (a later issue) plugs in through [`JobWiring`]. A trigger job runs its
 //! child pipeline through the same scheduler (`downstream.rs`, issue 17); the run ends when
-//! every child has too.
+//! every child has too. Each job's artifacts are kept under `$GLCI_HOME/artifacts` (`kept`,
+//! `artifact_store`) after the run's work dir is gone.
 
 mod archive;
 mod cache;
@@ -13,6 +14,7 @@ mod coverage;
 mod dotenv;
 mod downstream;
 mod job;
+mod kept;
 mod script;
 
 use std::path::PathBuf;
@@ -85,6 +87,10 @@ pub struct Options {
     pub work_dir: PathBuf,
     /// `cache_store::root`: the caches of every project (`$GLCI_HOME/cache`).
     pub cache_root: PathBuf,
+    /// `artifact_store::root`: the kept artifacts of every project (`$GLCI_HOME/artifacts`).
+    pub artifacts_root: PathBuf,
+    /// `glci run --artifacts-dir DIR`: each job's artifacts are copied out to `DIR/<job>/`.
+    pub artifacts_dir: Option<PathBuf>,
 }
 
 /// A job's end state, as GitLab names them.
@@ -132,6 +138,8 @@ pub struct JobReport {
     /// The child pipeline it belongs to (its trigger job's name, `a: b` when nested); `None`
     /// for the root pipeline's jobs.
     pub pipeline: Option<String>,
+    /// Where its artifacts are kept (`$GLCI_HOME/artifacts/...`), when it has any.
+    pub artifacts: Option<PathBuf>,
 }
 
 /// Where a log line came from.
@@ -267,6 +275,11 @@ impl Run<'_> {
         self.options.work_dir.join("artifacts").join(format!("{index}.tar"))
     }
 
+    /// Where a job's `reports:` files are kept during the run (not handed to later jobs, as on
+    /// GitLab, where dependent jobs download the `archive` only).
+    pub fn report_path(&self, index: usize) -> PathBuf {
+        self.options.work_dir.join("artifacts").join(format!("{index}.reports.tar"))
+    }
     /// What names this pipeline's containers: the run id, and a child's pipeline id.
     pub fn scope(&self) -> String {
         match self.pipeline {
@@ -330,6 +343,7 @@ fn not_run(job: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
         coverage: None,
         delayed: None,
         pipeline: None,
+        artifacts: None,
     }
 }
 

@@ -16,7 +16,7 @@
 mod cache;
 mod child;
 mod compose;
-mod duration;
+pub(crate) mod duration;
 mod include;
 mod inputs;
 mod job;
@@ -570,6 +570,8 @@ mod tests {
                 expire_in: Some("1 hour".into()),
                 dotenv: vec![],
                 notes: vec![],
+                untracked: false,
+                reports: vec![],
             })
         );
         assert_eq!((build.needs.as_ref(), build.when, build.retry), (None, When::OnSuccess, 0));

@@ -324,8 +324,8 @@ pub fn dependencies(field: &Field) -> Result<Vec<(String, usize, String)>, Pipel
     items.iter().map(|item| Ok((item.name("a job name")?, item.line, item.key.clone()))).collect()
 }
 
-/// `artifacts:`; `name`, `untracked`, `reports`, `expose_as`, `public`, `access` are accepted
-/// and ignored (nothing is uploaded locally).
+/// `artifacts:`; `name`, `expose_as`, `public`, `access` are accepted and mean nothing locally
+/// (they name the download, link it in merge requests, or guard it on GitLab).
 pub fn artifacts(field: &Field) -> Result<Artifacts, PipelineError> {
     field.check_keys(&[
         "paths",
@@ -350,30 +350,50 @@ pub fn artifacts(field: &Field) -> Result<Artifacts, PipelineError> {
             other => return Err(f.error(format!("unknown value {other:?} (use on_success, on_failure or always)"))),
         },
     };
-    let expire_in = field.get("expire_in")?.map(|f| f.string()).transpose()?;
-    let mut notes = Vec::new();
-    if let Some(untracked) = field.get("untracked")? {
-        if untracked.boolean()? {
-            notes.push(format!(
-                "{}:{}: {}: accepted, but glci does not collect untracked files yet (only `paths`)",
-                untracked.node.file.display(),
-                untracked.line,
-                untracked.key
-            ));
+    let expire_in = match field.get("expire_in")? {
+        None => None,
+        Some(f) => {
+            let text = f.string()?;
+            if !text.trim().eq_ignore_ascii_case("never") {
+                super::duration::parse_human(&text).map_err(|e| f.error(e))?;
+            }
+            Some(text)
+        }
+    };
+    let untracked = field.get("untracked")?.map(|f| f.boolean()).transpose()?.unwrap_or(false);
+    for key in ["name", "expose_as"] {
+        if let Some(f) = field.get(key)? {
+            f.string()?;
         }
     }
-    if let Some(name) = field.get("name")? {
-        name.string()?;
-    }
-    let dotenv = match field.get("reports")? {
-        None => Vec::new(),
-        Some(reports) => match reports.get("dotenv")? {
-            None => Vec::new(),
-            Some(f) if matches!(f.node.value, Value::Str(_)) => vec![f.string()?],
-            Some(f) => f.strings()?,
-        },
+    let (dotenv, reports) = match field.get("reports")? {
+        None => (Vec::new(), Vec::new()),
+        Some(reports) => report_files(&reports)?,
     };
-    Ok(Artifacts { paths, exclude, when, expire_in, dotenv, notes })
+    Ok(Artifacts { paths, exclude, when, expire_in, dotenv, notes: Vec::new(), untracked, reports })
+}
+
+/// `artifacts: reports:`: the dotenv files, and every report's files (dotenv's too). Each
+/// report is a path or a list of paths; `coverage_report` is `{coverage_format, path}`.
+fn report_files(reports: &Field) -> Result<(Vec<String>, Vec<String>), PipelineError> {
+    let mut dotenv = Vec::new();
+    let mut all = Vec::new();
+    for entry in reports.map()?.iter() {
+        let (name, report) = (entry.key.as_str(), Field::entry(&reports.key, entry));
+        let files = match &report.node.value {
+            Value::Str(_) => vec![report.string()?],
+            Value::Map(_) => match report.get("path")? {
+                Some(path) => vec![path.string()?],
+                None => return Err(report.error("missing `path`")),
+            },
+            _ => report.strings()?,
+        };
+        if name == "dotenv" {
+            dotenv.extend(files.iter().cloned());
+        }
+        all.extend(files);
+    }
+    Ok((dotenv, all))
 }
 
 /// Which `when:` values a place accepts.
@@ -701,16 +721,25 @@ mod tests {
                 expire_in: Some("1 week".into()),
                 dotenv: vec![],
                 notes: vec![],
+                untracked: false,
+                reports: vec!["r.xml".into()],
             }
         );
-        let a = with_field("k: {paths: [a], untracked: true}", artifacts).unwrap();
-        assert_eq!(a.notes.len(), 1, "untracked: true is said, not dropped silently");
-        assert!(
-            a.notes[0].contains("k.untracked: accepted, but glci does not collect untracked files"),
-            "{:?}",
-            a.notes
-        );
-        assert!(with_field("k: {paths: [a], untracked: false}", artifacts).unwrap().notes.is_empty());
+        let a = with_field("k: {paths: [a], untracked: true, expose_as: 'the app'}", artifacts).unwrap();
+        assert!(a.untracked && a.notes.is_empty());
+        assert!(!with_field("k: {paths: [a], untracked: false}", artifacts).unwrap().untracked);
+        let a = with_field(
+            "k:\n  reports:\n    junit: [a.xml, 'b/*.xml']\n    coverage_report: {coverage_format: cobertura, path: c.xml}\n    \
+             dotenv: d.env\n",
+            artifacts,
+        )
+        .unwrap();
+        assert_eq!(a.reports, ["a.xml", "b/*.xml", "c.xml", "d.env"]);
+        assert_eq!(a.dotenv, ["d.env"]);
+        let e = err("k: {reports: {coverage_report: {coverage_format: cobertura}}}", artifacts);
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("job.k.reports.coverage_report", "missing `path`"));
+        let e = err("k: {reports: {junit: 3}}", artifacts);
+        assert_eq!(e.key, "job.k.reports.junit");
         let a = with_field("k: {reports: {dotenv: x.env}}", artifacts).unwrap();
         assert!(a.paths.is_empty());
         assert_eq!(a.dotenv, ["x.env"]);
@@ -719,6 +748,10 @@ mod tests {
         assert_eq!(a.when, ArtifactsWhen::OnSuccess);
         let e = err("k: {paths: dist}", artifacts);
         assert_eq!(e.key, "job.k.paths");
+        let e = err("k: {paths: [a], expire_in: soon}", artifacts);
+        assert_eq!(e.key, "job.k.expire_in");
+        assert!(e.message.contains("invalid duration \"soon\""), "{e}");
+        assert_eq!(with_field("k: {expire_in: never}", artifacts).unwrap().expire_in.as_deref(), Some("never"));
         let e = err("k: {when: never}", artifacts);
         assert!(e.message.contains("use on_success, on_failure or always"), "{e}");
         let e = err("k: {path: [a]}", artifacts);
