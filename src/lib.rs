@@ -23,7 +23,8 @@
 //! ```text
 //! pipeline::parse (.gitlab-ci.yml → model, errors with file:line:key; rules expressions;
 //!   remote includes fetched by `gitlab` through the fetcher `cli` hands it)
-//!   → pipeline::plan (variables, rules and `changes`, job selection, DAG) → pipeline::execute (containers
+//!   → pipeline::plan (variables, rules and `changes`, job selection, DAG; pipeline::downstream plans
+//!   child and multi-project pipelines into their trigger jobs) → pipeline::execute (containers
 //!   through `docker`, artifacts, logs) with pipeline::wiring (CI_REGISTRY*, CA, DinD/BuildKit,
 //!   DOCKER_AUTH_CONFIG) and `mock` (the glci-mock registry container)
 //! ```

@@ -28,7 +28,16 @@ fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 fn glci_run(dir: &Path, args: &[&str]) -> Output {
-    glci().args(["run", "--no-registry"]).args(args).current_dir(dir).stdin(Stdio::null()).output().expect("start glci")
+    glci_run_in(dir, args, None)
+}
+
+/// `glci run` with `GLCI_HOME` at `home` when given (its config.toml).
+fn glci_run_in(dir: &Path, args: &[&str], home: Option<&Path>) -> Output {
+    let mut cmd = glci();
+    if let Some(home) = home {
+        cmd.env("GLCI_HOME", home);
+    }
+    cmd.args(["run", "--no-registry"]).args(args).current_dir(dir).stdin(Stdio::null()).output().expect("start glci")
 }
 
 fn show(out: &Output) -> String {
@@ -275,4 +284,75 @@ fn bad_triggers_exit_2_naming_file_line_and_key() {
         assert!(stderr.starts_with(&want), "{yaml}\nwanted {want:?}\ngot {stderr:?}");
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", show(&out));
+}
+
+#[test]
+fn trigger_project_runs_the_mapped_checkout_and_skips_unmapped_ones() {
+    common::busybox_image();
+    let root = temp_dir();
+    let (app, deployer, home) = (root.path().join("app"), root.path().join("deployer"), root.path().join("home"));
+    for dir in [&app, &deployer, &home] {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    let downstream = format!(
+        "{IMAGE}deploy:\n  script:\n    - echo \"project=$CI_PROJECT_PATH ref=$CI_COMMIT_REF_NAME \
+         source=$CI_PIPELINE_SOURCE up=$FROM_UP\"\n    - cat marker.txt\n    - test \"$FAIL\" != yes\n"
+    );
+    std::fs::write(deployer.join(".gitlab-ci.yml"), downstream).expect("write");
+    std::fs::write(deployer.join("marker.txt"), "deployer-file\n").expect("write");
+    git(&deployer, &["init", "-q"]);
+    git(&deployer, &["add", "."]);
+    git(&deployer, &["commit", "-qm", "one"]);
+    git(&deployer, &["branch", "release"]);
+    // Relative to the config file's directory.
+    std::fs::write(home.join("config.toml"), "[gitlab.projects]\n\"group/deployer\" = \"../deployer\"\n")
+        .expect("config");
+    let main = format!(
+        "{IMAGE}stages: [build, deploy, after]\nbuild:\n  stage: build\n  script: [echo build]\ndownstream:\n  \
+         stage: deploy\n  variables:\n    FROM_UP: up-$CI_PIPELINE_ID\n  trigger:\n    project: group/deployer\n    \
+         branch: release\n    strategy: depend\nother:\n  stage: deploy\n  trigger: group/unmapped\nafter:\n  \
+         stage: after\n  script: [echo after]\n"
+    );
+    std::fs::write(app.join(".gitlab-ci.yml"), &main).expect("write");
+    let out = glci_run_in(&app, &["--json"], Some(&home));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let events = events(&out);
+    let lines = log(&events, "downstream: deploy");
+    assert!(
+        lines.iter().any(|l| l.starts_with("project=group/deployer ref=release source=pipeline up=up-")),
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "deployer-file"), "{lines:#?}");
+    assert_eq!(finished(&events, "downstream")["status"], "success");
+    assert_eq!(finished(&events, "downstream: deploy")["pipeline"], "downstream");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("other: trigger: project `group/unmapped`: skipped"), "{}", show(&out));
+    assert!(!events.iter().any(|e| e["event"] == "job_finished" && e["job"] == "other"), "{}", show(&out));
+    assert_nothing_left(&events);
+
+    // strategy: depend: a failing downstream fails the trigger job, and the later stage is skipped.
+    let failing = main.replace("    FROM_UP:", "    FAIL: \"yes\"\n    FROM_UP:");
+    std::fs::write(app.join(".gitlab-ci.yml"), failing).expect("write");
+    let out = glci_run_in(&app, &["--json"], Some(&home));
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let events = self::events(&out);
+    assert_eq!(finished(&events, "downstream: deploy")["status"], "failed");
+    assert_eq!(finished(&events, "downstream")["status"], "failed");
+    assert_eq!(finished(&events, "after")["status"], "skipped");
+
+    // Without the mapping the project is skipped with the reason.
+    std::fs::write(app.join(".gitlab-ci.yml"), &main).expect("write");
+    let out = glci_run(&app, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("downstream: trigger: project `group/deployer`: skipped"));
 }

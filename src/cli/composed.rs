@@ -24,6 +24,14 @@ fn decisions(plan: &Plan, pipeline: Option<&str>) -> Vec<(Option<String>, JobDec
                 files.join(", ")
             );
         }
+        if let Some(ChildPlan::Project(project)) = downstream.map(|d| &d.child) {
+            d.reason = format!(
+                "{}; runs the pipeline of project `{}` from {} (its jobs are known once it is created)",
+                d.reason,
+                project.project,
+                project.dir.display()
+            );
+        }
         let name = d.name.clone();
         out.push((pipeline.map(String::from), d));
         if let Some(ChildPlan::Ready(child)) = downstream.map(|d| &d.child) {

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod cache;
 pub mod composed;
 pub mod config;
+pub mod downstream;
 pub mod error;
 pub mod output;
 pub mod registry;

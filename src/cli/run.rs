@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{composed, print_stdout, CliError};
+use super::{composed, downstream as downstream_cli, print_stdout, CliError};
 use crate::auth::Auth;
 use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, process_env, Config};
 use crate::mock;
-use crate::pipeline::execute::{self, Cancel, ChildConfigs, JobWiring, NoWiring, Options, PipelineStatus};
+use crate::pipeline::execute::{self, Cancel, JobWiring, NoWiring, Options, PipelineStatus};
 use crate::pipeline::wiring::{self, Registry, RegistryWiring};
 use crate::pipeline::{changes, downstream, output, parse, plan, predefined, variables};
 use crate::secret::Secret;
@@ -240,6 +240,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         },
         changes: Default::default(),
         project_files: Default::default(),
+        projects: config.gitlab.projects.clone(),
     };
     let instance = gitlab_instance(config, &facts, &home, args.offline);
     let changes_against = args.changes_against.as_deref();
@@ -350,7 +351,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     }
     let options =
         Options { run_id: run_id.clone(), parallel, files, work_dir, cache_root, artifacts_root, artifacts_dir };
-    let style = output::TextStyle::new(std::io::stdout().is_terminal(), job_names(&plan));
+    let style = output::TextStyle::new(std::io::stdout().is_terminal(), downstream_cli::job_names(&plan));
     let json = args.json;
     let secrets = wiring.as_ref().map(RegistryWiring::secrets);
     let events = move |event: execute::Event| {
@@ -369,7 +370,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         Some(wiring) => wiring,
         None => &NoWiring,
     };
-    let children = ChildLoader { file: &file, facts: &facts, instance: &instance, changes_against };
+    let children =
+        downstream_cli::ChildLoader { file: &file, facts: &facts, instance: &instance, changes_against, home: &home };
     let outcome = execute::execute(&plan, &options, job_wiring, &children, &events, &cancel);
     signals.close();
     for problem in &outcome.cleanup_errors {
@@ -416,38 +418,6 @@ fn masked(event: execute::Event, secrets: &[String]) -> execute::Event {
     }
 }
 
-/// Every job name of the plan and of its child pipelines known before the run (text prefixes).
-fn job_names(plan: &plan::Plan) -> Vec<String> {
-    let mut names = Vec::new();
-    for job in &plan.jobs {
-        names.push(job.name.clone());
-        match job.downstream.as_ref().map(|d| &d.child) {
-            Some(plan::ChildPlan::Ready(child)) => names.extend(job_names(child)),
-            // A dynamic child's jobs are known once it is created: room for short names.
-            Some(plan::ChildPlan::Dynamic(dynamic)) => names.push(format!("{}{}", dynamic.prefix, "-".repeat(8))),
-            None => {}
-        }
-    }
-    names
-}
-
-/// Composes dynamic child pipelines (issue 17) with the run's include sources.
-struct ChildLoader<'a> {
-    file: &'a Path,
-    facts: &'a plan::RunFacts,
-    instance: &'a crate::gitlab::Instance,
-    changes_against: Option<&'a str>,
-}
-
-impl ChildConfigs for ChildLoader<'_> {
-    fn load(&self, files: &[(String, String)], depth: usize) -> Result<crate::pipeline::model::Pipeline, String> {
-        with_sources(self.file, self.facts, &[], self.instance, self.changes_against, |sources| {
-            parse::parse_dynamic_child(files, sources, depth)
-        })
-        .map_err(|e| e.to_string())
-    }
-}
-
 /// `--artifacts-dir DIR`: absolute, created when missing; a file there is a usage error.
 fn artifacts_dir(dir: &Path) -> Result<PathBuf, CliError> {
     let absolute = std::path::absolute(dir).map_err(|e| usage(format!("--artifacts-dir {}: {e}", dir.display())))?;
@@ -458,7 +428,10 @@ fn artifacts_dir(dir: &Path) -> Result<PathBuf, CliError> {
 
 /// The variables files (issue 15), `$GLCI_HOME/variables.yml` then the project's
 /// `.glci-variables.yml` (the project's win, as project variables over group ones on GitLab).
-fn variables_files(home: &Path, project_dir: &Path) -> Result<Vec<crate::pipeline::model::ProjectVariable>, CliError> {
+pub(super) fn variables_files(
+    home: &Path,
+    project_dir: &Path,
+) -> Result<Vec<crate::pipeline::model::ProjectVariable>, CliError> {
     let mut out = Vec::new();
     for path in [home.join("variables.yml"), project_dir.join(".glci-variables.yml")] {
         if let Some(vars) = parse::load_variables_file(&path).map_err(|e| usage(e.to_string()))? {
@@ -547,7 +520,7 @@ fn load_pipeline(
 
 /// Calls `use_sources` with what the parser reads includes from (files, fetches, variables,
 /// changes): for loading the pipeline, or for `--preview`.
-fn with_sources<T>(
+pub(super) fn with_sources<T>(
     file: &Path,
     facts: &plan::RunFacts,
     inputs: &[(String, String)],

@@ -60,9 +60,10 @@ fn gitlab_instance_and_token() {
     assert_eq!((e.line, e.key.as_str()), (Some(2), "gitlab.url"));
     let e = parse_err("[gitlab]\ntoken = \"$NOPE\"\n");
     assert!(e.message.contains("NOPE is not set"), "{e}");
-    // `projects` is a key now (trigger: project); an unknown one is still named.
-    let e = parse_err("[gitlab]\nproject = {}\n");
-    assert_eq!(e.key, "gitlab.project");
+    let e = parse_err("[gitlab]\nprojects = 3\n");
+    assert_eq!(e.key, "gitlab.projects");
+    let e = parse_err("[gitlab]\nrepos = {}\n");
+    assert_eq!(e.key, "gitlab.repos");
 }
 
 #[test]

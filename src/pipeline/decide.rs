@@ -33,14 +33,16 @@ fn error_at(location: &Location, key: impl Into<String>, message: impl Into<Stri
 }
 
 /// Decides `job` with its variables `vars`: [`job_rules`], then a `trigger: project` job that
-/// they keep is left out with the reason (a multi-project pipeline is not run locally).
+/// they keep is left out with the reason, unless `[gitlab.projects]` maps its project to a
+/// local checkout (issue 17: then it runs that checkout's pipeline).
 pub fn job(job: &Job, vars: &VarSet, facts: &RunFacts, workflow_rules: bool) -> Result<Decision, PipelineError> {
     let decision = job_rules(job, vars, facts, workflow_rules)?;
     match &job.trigger {
-        Some(project) if decision.when != When::Never => Ok(Decision {
+        Some(project) if decision.when != When::Never && !facts.projects.contains_key(project) => Ok(Decision {
             when: When::Never,
             reason: format!(
-                "trigger: project `{project}`: skipped, multi-project pipelines are not run locally ({})",
+                "trigger: project `{project}`: skipped, multi-project pipelines are not run locally unless \
+                 `[gitlab.projects]` maps the project to a checkout ({})",
                 decision.reason
             ),
             ..decision

@@ -11,7 +11,7 @@
 
 use super::error::PipelineError;
 use super::model::{Downstream, DownstreamKind, Job, Location, Pipeline};
-use super::plan::{self, ChildPlan, DynamicChild, Plan, PlannedDownstream, PlannedJob, RunFacts};
+use super::plan::{self, ChildPlan, DynamicChild, Plan, PlannedDownstream, PlannedJob, ProjectChild, RunFacts};
 use super::variables;
 
 /// The parent of a child being planned.
@@ -30,6 +30,12 @@ fn error_at(location: &Location, key: impl Into<String>, message: impl Into<Stri
 /// Plans `pipeline` and, into its trigger jobs, their child pipelines.
 pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError> {
     tree(pipeline, facts, "", 0, None)
+}
+
+/// Plans a multi-project downstream pipeline (`trigger: project`): the checkout's `pipeline`
+/// with its own `facts`, its jobs named with `prefix`, `depth` levels below the root.
+pub fn plan_project(pipeline: &Pipeline, facts: &RunFacts, prefix: &str, depth: usize) -> Result<Plan, PipelineError> {
+    tree(pipeline, facts, prefix, depth, None)
 }
 
 /// Plans a dynamic child from its composed `pipeline`; `parent` is the plan holding trigger
@@ -108,8 +114,20 @@ fn tree(
                     parent_prefix: prefix.to_string(),
                 }))
             }
-            // Multi-project pipelines: `decide` leaves them out with the reason.
-            DownstreamKind::Project { .. } => continue,
+            // An unmapped project: `decide` left the job out with the reason.
+            DownstreamKind::Project { project, branch } => {
+                let Some(dir) = facts.projects.get(project) else { continue };
+                let lookup = |n: &str| plan.jobs[i].variables.get(n).map(String::from);
+                ChildPlan::Project(Box::new(ProjectChild {
+                    project: project.clone(),
+                    dir: dir.clone(),
+                    branch: branch.as_ref().map(|b| variables::expand(b, &lookup)),
+                    variables: child_facts.cli_variables,
+                    pipeline_id: child_facts.pipeline_id,
+                    depth: depth + 1,
+                    prefix: child_prefix,
+                }))
+            }
         };
         plan.jobs[i].downstream = Some(Box::new(PlannedDownstream { depend: downstream.depend, child }));
     }

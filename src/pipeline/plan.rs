@@ -59,6 +59,8 @@ pub struct RunFacts {
     /// Lists another project's files at a ref, for a job's `rules: exists: {project, ref}`
     /// (`cli` asks the GitLab instance); `None`: such a rule is an error.
     pub project_files: ProjectFiles,
+    /// `[gitlab.projects]`: the projects a `trigger: project` job can run, by path → checkout.
+    pub projects: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// `(project, ref)` → the project's files at that ref, or why they cannot be had.
@@ -195,6 +197,27 @@ pub enum ChildPlan {
     Ready(Box<Plan>),
     /// A dynamic child: composed from artifacts when the trigger job starts.
     Dynamic(Box<DynamicChild>),
+    /// `trigger: project` of a project mapped in `[gitlab.projects]`: its checkout's pipeline,
+    /// read and planned when the trigger job starts.
+    Project(Box<ProjectChild>),
+}
+
+/// A multi-project downstream pipeline to create (issue 17).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectChild {
+    /// The downstream project's path and its local checkout.
+    pub project: String,
+    pub dir: PathBuf,
+    /// `branch:` (expanded): the ref the downstream pipeline runs for; `None`: the checkout's
+    /// default branch, as GitLab runs the project's default branch.
+    pub branch: Option<String>,
+    /// The trigger's forwarded variables (its pipeline variables), in order.
+    pub variables: Vec<(String, String)>,
+    pub pipeline_id: u64,
+    /// Levels below the root.
+    pub depth: usize,
+    /// Its job names' prefix (`trigger: `).
+    pub prefix: String,
 }
 
 /// What planning a dynamic child pipeline needs once its files exist.

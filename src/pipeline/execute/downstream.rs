@@ -4,7 +4,9 @@
 //! scheduler in the same run. Without `strategy: depend` the trigger job succeeds once the
 //! child is created (GitLab's bridge job); with it, its status is the child's. A child that
 //! cannot be created (no jobs, filtered out by `workflow: rules`, a file missing from the
-//! artifacts) fails the trigger job with GitLab's reason. The child's events go out wrapped in
+//! artifacts) fails the trigger job with GitLab's reason. A `trigger: project` of a mapped
+//! project reads and plans that checkout's pipeline (through [`ChildConfigs`]) and runs it the
+//! same way, with that project's files. The child's events go out wrapped in
 //! [`Event::Downstream`], its reports carry the pipeline's name.
 
 use std::io::Read;
@@ -16,20 +18,27 @@ use crossbeam_channel::Sender;
 use super::{Done, Event, JobReport, JobStatus, LogSource, Options, PipelineStatus, Run};
 use crate::pipeline::downstream;
 use crate::pipeline::model::Pipeline;
-use crate::pipeline::plan::{ChildPlan, DynamicChild, Plan};
+use crate::pipeline::plan::{ChildPlan, DynamicChild, Plan, ProjectChild};
 
-/// Composes a dynamic child pipeline from its files `(name, text)`, `depth` levels below the
-/// root; `cli` gives it the include sources of the run.
+/// What only `cli` can read for a downstream pipeline: the include sources of the run.
 pub trait ChildConfigs: Sync {
+    /// Composes a dynamic child pipeline from its files `(name, text)`, `depth` levels below
+    /// the root.
     fn load(&self, files: &[(String, String)], depth: usize) -> Result<Pipeline, String>;
+    /// Reads and plans the pipeline of a mapped project's checkout (`trigger: project`); the
+    /// plan and that project's files (copied into its jobs).
+    fn load_project(&self, child: &ProjectChild) -> Result<(Plan, Vec<String>), String>;
 }
 
-/// No way to compose dynamic children: their trigger jobs fail saying so.
+/// No way to compose downstream pipelines: their trigger jobs fail saying so.
 pub struct NoChildConfigs;
 
 impl ChildConfigs for NoChildConfigs {
     fn load(&self, _files: &[(String, String)], _depth: usize) -> Result<Pipeline, String> {
         Err("dynamic child pipelines are composed by `glci run`".into())
+    }
+    fn load_project(&self, child: &ProjectChild) -> Result<(Plan, Vec<String>), String> {
+        Err(format!("the pipeline of project `{}` is read by `glci run`", child.project))
     }
 }
 
@@ -66,10 +75,13 @@ pub(crate) fn run_trigger(run: &Run<'_>, index: usize, done: &Sender<Done>) {
         return;
     };
     let child = match &planned.child {
-        ChildPlan::Ready(plan) => creatable(plan).map(|()| (**plan).clone()),
-        ChildPlan::Dynamic(dynamic) => dynamic_plan(run, index, dynamic),
+        ChildPlan::Ready(plan) => creatable(plan).map(|()| ((**plan).clone(), None)),
+        ChildPlan::Dynamic(dynamic) => dynamic_plan(run, index, dynamic).map(|plan| (plan, None)),
+        ChildPlan::Project(project) => {
+            run.children.load_project(project).and_then(|(plan, files)| creatable(&plan).map(|()| (plan, Some(files))))
+        }
     };
-    let child = match child {
+    let (child, files) = match child {
         Ok(child) => child,
         Err(why) => {
             let reason = format!("downstream pipeline can not be created: {why}");
@@ -80,21 +92,21 @@ pub(crate) fn run_trigger(run: &Run<'_>, index: usize, done: &Sender<Done>) {
         }
     };
     let how = if planned.depend { "strategy: depend, this job follows it" } else { "this job does not wait for it" };
+    let what = match &planned.child {
+        ChildPlan::Project(project) => format!("downstream pipeline of project `{}`", project.project),
+        _ => "child pipeline".to_string(),
+    };
+    let n = child.jobs.len();
     run.log(
         &job.name,
         LogSource::Glci,
-        format!(
-            "Created child pipeline #{} with {} job{} ({how})",
-            child.pipeline_id,
-            child.jobs.len(),
-            plural(child.jobs.len())
-        ),
+        format!("Created {what} #{} with {n} job{} ({how})", child.pipeline_id, plural(n)),
     );
     if !planned.depend {
         let _ = done.send(Done::Job(index, None, report(JobStatus::Success, None)));
     }
     let name = job.name.clone();
-    let (status, reports) = run_child(run, &child, &name);
+    let (status, reports) = run_child(run, &child, &name, files);
     if planned.depend {
         let (status, reason) = match status {
             PipelineStatus::Success => (JobStatus::Success, None),
@@ -168,14 +180,15 @@ fn artifact_file(tar: &Path, name: &str) -> std::io::Result<Option<String>> {
     Ok(None)
 }
 
-/// Runs `child` (of trigger job `name`) to the end; its status and every report, nested
-/// children's included.
-fn run_child(run: &Run<'_>, child: &Plan, name: &str) -> (PipelineStatus, Vec<JobReport>) {
+/// Runs `child` (of trigger job `name`; `files`: another project's, else this one's) to the
+/// end; its status and every report, nested children's included.
+fn run_child(run: &Run<'_>, child: &Plan, name: &str, files: Option<Vec<String>>) -> (PipelineStatus, Vec<JobReport>) {
     let started = Instant::now();
     let outer = run.outer;
     let wrap = |event: Event| outer(Event::Downstream { pipeline: name.to_string(), event: Box::new(event) });
     let options = Options {
         work_dir: run.options.work_dir.join("pipelines").join(child.pipeline_id.to_string()),
+        files: files.unwrap_or_else(|| run.options.files.clone()),
         ..run.options.clone()
     };
     let _ = std::fs::create_dir_all(options.work_dir.join("artifacts"));
