@@ -32,6 +32,7 @@ fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO=$(CARGO) scripts/fuzz.sh
 
 ## bench: release build, then tests/bench.rs (1 GiB push/pull figures → target/bench/compare.json)
+##        and tests/bench_cache.rs (1 GiB node_modules-like cache save/restore vs docker cp → target/bench/cache.json)
 bench:
 	scripts/bench.sh
 

@@ -11,3 +11,5 @@ cd "$(dirname "$0")/.."
 cargo build --release
 cargo test --release --test bench -- --ignored --nocapture --test-threads=1
 cargo test --release --test bench_admin -- --ignored --nocapture --test-threads=1
+# The cache figure (issue 16): a 1 GiB node_modules-like tree through glci's cache against docker cp.
+cargo test --release --test bench_cache -- --ignored --nocapture --test-threads=1
