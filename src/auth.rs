@@ -15,9 +15,9 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::registry::names::Name;
+use crate::encoding::{hex, unhex};
+use crate::registry::names::{is_under, Name};
 use crate::registry::routes::Action;
-use crate::registry::storage::blobs::hex;
 use crate::secret::Secret;
 
 /// The user name `docker login` uses with the admin credential.
@@ -200,7 +200,7 @@ impl Auth {
             let mut bytes = [0u8; 32];
             getrandom::getrandom(&mut bytes).map_err(|e| err(io::Error::other(e.to_string())))?;
             // create_new + rename-free: if two processes race, the loser reads the winner's file.
-            match crate::tls::write_file(&path, hex(&bytes).as_bytes(), 0o600) {
+            match crate::durable::create_new(&path, hex(&bytes).as_bytes(), 0o600) {
                 Ok(()) => {}
                 Err(_) if path.exists() => {}
                 Err(e) => return Err(err(io::Error::other(e.to_string()))),
@@ -388,11 +388,6 @@ fn parse_actions(action: &str) -> Vec<Action> {
     }
 }
 
-/// True when repository `name` is `project` or below it.
-pub fn is_under(name: &str, project: &str) -> bool {
-    name == project || name.strip_prefix(project).is_some_and(|rest| rest.starts_with('/'))
-}
-
 /// Parses a `scope` parameter: `repository:group/app:pull,push` (the name may hold `:` for a
 /// registry with a port, so the type is the first field and the actions the last).
 pub fn parse_scope(scope: &str) -> Option<Access> {
@@ -451,13 +446,6 @@ pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// RFC 3339 UTC timestamp for `issued_at`.
@@ -570,7 +558,6 @@ mod tests {
         let s = parse_scope("repository:host:5000/a:pull").unwrap();
         assert_eq!((s.name.as_str(), s.actions.len()), ("host:5000/a", 1));
         assert!(parse_scope("nonsense").is_none());
-        assert!(is_under("a/b/c", "a/b") && !is_under("a/bc", "a/b"));
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)), "2023-11-14T22:13:20Z");
     }
 }

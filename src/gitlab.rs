@@ -11,13 +11,14 @@
 //! `remote` URL, and never appears in an error or note. Below `cli`; prints nothing.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+use crate::encoding::hex;
 use crate::pipeline::parse::{Fetched, Source};
 use crate::secret::Secret;
 
@@ -213,7 +214,7 @@ impl Instance {
         match self.get(url, instance) {
             Ok(text) => {
                 // A cache that cannot be written only costs a fetch next time.
-                let _ = write_atomic(&path, &text);
+                let _ = crate::durable::replace(&path, text.as_bytes());
                 Ok(text)
             }
             Err(Failure::Other(message)) if cached.is_some() => {
@@ -265,20 +266,6 @@ pub fn encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn write_atomic(path: &std::path::Path, text: &str) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("no cache directory"))?;
-    fs::create_dir_all(dir)?;
-    let temp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = fs::File::create(&temp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&temp, path)
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //! http::listener (accept → http::idle: poll, TLS handshake, request head → channel → workers)
 //!   → http::conn (parse head, stream body)
 //!   → registry::Registry::handle → registry::routes::parse (pure) → registry::api::* handlers
-//!   → registry::storage (temp + hash + fsync + rename) / registry::uploads (sessions on disk)
+//!   → registry::backend (Storage / UploadSessions traits) → registry::storage (temp + hash +
+//!     fsync + rename) and registry::uploads (sessions on disk), or registry::s3 (a shared bucket)
 //!   → registry::error::ApiError (spec codes → status + JSON) → http::conn writes the response
 //! ```
 //!
@@ -29,7 +30,7 @@
 //!
 //! Floors: pure parsers (`registry::names`, `registry::routes`, `registry::manifest`, `config`,
 //! `pipeline::parse`, `pipeline::rules`, `pipeline::plan`) and I/O owners (`registry::storage`,
-//! `registry::uploads`, `http`, `tls`, `docker`, `git`, `gitlab`) at the bottom; services (registry api,
+//! `registry::uploads`, `registry::s3`, `http`, `tls`, `docker`, `git`, `gitlab`) at the bottom; services (registry api,
 //! auth, proxy, mirror, gc, execute, mock) above them; `cli` on top. Calls go down or sideways.
 //! Nothing below `cli` prints to stdout or exits the process.
 
@@ -37,6 +38,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod durable;
+pub mod encoding;
 pub mod git;
 pub mod gitlab;
 pub mod http;

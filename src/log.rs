@@ -5,7 +5,17 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::http::conn::Exchange;
+use std::time::Duration;
+
+/// One request as the connection loop saw it: what the log's request line records.
+pub struct Exchange<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub elapsed: Duration,
+}
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 

@@ -3,7 +3,7 @@
 //! `Debug` and `Display` print `***`, so a secret inside a config struct, an
 //! error or a log line never shows its value; reading it takes an explicit
 //! `expose()`, which is easy to grep for. This file only wraps values: it does
-//! no I/O and knows nothing about where secrets come from (`config.rs`, `auth.rs`).
+//! no I/O and knows nothing about where secrets come from (`config`, `auth.rs`).
 
 use std::fmt;
 use std::ops::Deref;

@@ -5,9 +5,9 @@
 //! certificate, no restart needed.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -138,7 +138,7 @@ fn ca_params() -> CertificateParams {
 fn create_ca(dir: &Path) -> Result<(), TlsError> {
     let parent = dir.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_at(parent))?;
-    let temp = parent.join(format!(".registry-ca.tmp-{}", crate::registry::uploads::new_id()));
+    let temp = parent.join(format!(".registry-ca.tmp-{}", crate::durable::new_id()));
     fs::create_dir(&temp).map_err(io_at(&temp))?;
     let result = (|| {
         fs::set_permissions(&temp, fs::Permissions::from_mode(0o755)).map_err(io_at(&temp))?;
@@ -157,11 +157,9 @@ fn create_ca(dir: &Path) -> Result<(), TlsError> {
     result
 }
 
-/// Creates a file with `mode` from the start (never briefly world-readable).
-pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io_at(path))?;
-    file.write_all(contents).map_err(io_at(path))?;
-    file.sync_all().map_err(io_at(path))
+/// `durable::create_new`, its error naming the file.
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
+    crate::durable::create_new(path, contents, mode).map_err(io_at(path))
 }
 
 struct Current {

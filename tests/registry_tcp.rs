@@ -35,12 +35,23 @@ impl TestServer {
         s
     }
 
+    /// On S3: a prefix of its own in the bucket of the binary's SeaweedFS.
+    fn on_s3() -> TestServer {
+        let weed = common::seaweedfs::seaweedfs();
+        let settings = weed.settings(weed.bucket());
+        let (store, uploads) = glci::registry::s3::open(&settings, &weed.prefix(), None).unwrap();
+        TestServer::serving(Registry::on(Box::new(store), Box::new(uploads), RegistryOptions::default()), 8)
+    }
+
     fn at(root: &Path) -> TestServer {
         TestServer::with_workers(root, 8)
     }
 
     fn with_workers(root: &Path, workers: usize) -> TestServer {
-        let registry = Registry::open(root, RegistryOptions::default()).unwrap();
+        TestServer::serving(Registry::open(root, RegistryOptions::default()).unwrap(), workers)
+    }
+
+    fn serving(registry: Registry, workers: usize) -> TestServer {
         let listener = glci::http::bind("127.0.0.1:0").unwrap();
         let options = ServerOptions { workers, log_requests: false, ..ServerOptions::default() };
         let server = Server::start(listener, Arc::new(registry), options).unwrap();
@@ -72,6 +83,51 @@ fn push_blob(s: &TestServer, name: &str, bytes: &[u8]) -> String {
     s.req("POST", &format!("/v2/{name}/blobs/uploads/?digest={d}")).body(bytes.to_vec()).send().expect(201);
     d
 }
+
+/// The wire tests that hold for every backend, run on the filesystem store and on S3 (a real
+/// SeaweedFS, one per test binary, a bucket per test).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod filesystem {
+            $(#[test]
+            fn $name() {
+                super::$name(super::TestServer::start())
+            })*
+        }
+        mod s3 {
+            $(#[test]
+            fn $name() {
+                super::$name(super::TestServer::on_s3())
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    base_endpoint_answers_with_api_version,
+    monolithic_post_with_digest_then_get_and_head,
+    monolithic_post_then_put,
+    chunked_patches_in_order_status_and_final_chunk_in_put,
+    streamed_patch_without_content_range_as_docker_does,
+    digest_mismatch_is_rejected_and_nothing_is_stored,
+    upload_cancel_and_unknown_sessions,
+    cross_repository_mount,
+    blob_ranges,
+    blob_delete,
+    manifest_put_get_head_byte_exact,
+    docker_schema2_and_indexes_keep_their_media_types,
+    manifest_errors,
+    references_that_cannot_exist_are_unknown_manifests,
+    large_manifests_up_to_the_limit_and_413_beyond,
+    deletes_tag_and_digest,
+    tags_list_with_pagination,
+    catalog_with_pagination,
+    referrers_with_subject_and_artifact_type_filter,
+    bad_names_never_reach_the_filesystem,
+    keep_alive_serves_many_requests_on_one_connection,
+    malformed_and_huge_content_lengths,
+    expect_100_continue_is_honoured,
+);
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -112,9 +168,7 @@ fn start_upload(s: &TestServer, name: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // end-1: base
 
-#[test]
-fn base_endpoint_answers_with_api_version() {
-    let s = TestServer::start();
+fn base_endpoint_answers_with_api_version(s: TestServer) {
     let r = s.req("GET", "/v2/").send().expect(200);
     assert_eq!(r.json(), json!({}));
     s.req("HEAD", "/v2/").send().expect(200);
@@ -124,9 +178,7 @@ fn base_endpoint_answers_with_api_version() {
 // ---------------------------------------------------------------------------------------------
 // Blobs: the four push methods, GET/HEAD, Range, DELETE
 
-#[test]
-fn monolithic_post_with_digest_then_get_and_head() {
-    let s = TestServer::start();
+fn monolithic_post_with_digest_then_get_and_head(s: TestServer) {
     let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let d = digest(&blob);
     let r = s.req("POST", &format!("/v2/a/b/blobs/uploads/?digest={d}")).body(blob.clone()).send().expect(201);
@@ -145,9 +197,7 @@ fn monolithic_post_with_digest_then_get_and_head() {
     s.req("GET", &format!("/v2/other/blobs/{d}")).send().expect_error(404, "BLOB_UNKNOWN");
 }
 
-#[test]
-fn monolithic_post_then_put() {
-    let s = TestServer::start();
+fn monolithic_post_then_put(s: TestServer) {
     let loc = start_upload(&s, "x");
     let d = digest(b"monolithic");
     let r = s
@@ -162,9 +212,7 @@ fn monolithic_post_then_put() {
     s.req("GET", &loc).send().expect_error(404, "BLOB_UPLOAD_UNKNOWN");
 }
 
-#[test]
-fn chunked_patches_in_order_status_and_final_chunk_in_put() {
-    let s = TestServer::start();
+fn chunked_patches_in_order_status_and_final_chunk_in_put(s: TestServer) {
     let loc = start_upload(&s, "x/y");
     let data = b"0123456789abcdefghij";
     let r = s
@@ -204,9 +252,7 @@ fn chunked_patches_in_order_status_and_final_chunk_in_put() {
     assert_eq!(s.req("GET", &format!("/v2/x/y/blobs/{d}")).send().expect(200).body, data);
 }
 
-#[test]
-fn streamed_patch_without_content_range_as_docker_does() {
-    let s = TestServer::start();
+fn streamed_patch_without_content_range_as_docker_does(s: TestServer) {
     let loc = start_upload(&s, "docker/style");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
     // Transfer-Encoding: chunked, in uneven pieces, no Content-Range.
@@ -232,9 +278,7 @@ fn streamed_patch_without_content_range_as_docker_does() {
     assert_eq!(s.req("GET", &format!("/v2/docker/style/blobs/{d}")).send().expect(200).body, all);
 }
 
-#[test]
-fn digest_mismatch_is_rejected_and_nothing_is_stored() {
-    let s = TestServer::start();
+fn digest_mismatch_is_rejected_and_nothing_is_stored(s: TestServer) {
     let wrong = digest(b"something else");
     s.req("POST", &format!("/v2/a/blobs/uploads/?digest={wrong}"))
         .body(&b"payload"[..])
@@ -267,9 +311,7 @@ fn sha512_blobs_are_accepted() {
     s.req("GET", "/v2/a/blobs/md5:0123").send().expect_error(400, "DIGEST_INVALID");
 }
 
-#[test]
-fn upload_cancel_and_unknown_sessions() {
-    let s = TestServer::start();
+fn upload_cancel_and_unknown_sessions(s: TestServer) {
     let loc = start_upload(&s, "a");
     s.req("DELETE", &loc).send().expect(204);
     s.req("GET", &loc).send().expect_error(404, "BLOB_UPLOAD_UNKNOWN");
@@ -288,9 +330,7 @@ fn upload_cancel_and_unknown_sessions() {
         .expect_error(400, "BLOB_UPLOAD_INVALID");
 }
 
-#[test]
-fn cross_repository_mount() {
-    let s = TestServer::start();
+fn cross_repository_mount(s: TestServer) {
     let d = push_blob(&s, "src/repo", b"shared layer");
     let r = s.req("POST", &format!("/v2/dst/repo/blobs/uploads/?mount={d}&from=src/repo")).send().expect(201);
     assert_eq!(r.header("Location").unwrap(), format!("/v2/dst/repo/blobs/{d}"));
@@ -305,9 +345,7 @@ fn cross_repository_mount() {
     s.req("POST", &format!("/v2/dst2/blobs/uploads/?mount={d}&from=BAD")).send().expect_error(400, "NAME_INVALID");
 }
 
-#[test]
-fn blob_ranges() {
-    let s = TestServer::start();
+fn blob_ranges(s: TestServer) {
     let data = b"0123456789";
     let d = push_blob(&s, "r", data);
     let get = |range: &str| s.req("GET", &format!("/v2/r/blobs/{d}")).header("Range", range).send();
@@ -323,9 +361,7 @@ fn blob_ranges() {
     assert_eq!(get("bytes=0-1,4-5").expect(200).body, data);
 }
 
-#[test]
-fn blob_delete() {
-    let s = TestServer::start();
+fn blob_delete(s: TestServer) {
     let d = push_blob(&s, "del", b"bye");
     s.req("DELETE", &format!("/v2/del/blobs/{d}")).send().expect(202);
     s.req("GET", &format!("/v2/del/blobs/{d}")).send().expect_error(404, "BLOB_UNKNOWN");
@@ -335,9 +371,7 @@ fn blob_delete() {
 // ---------------------------------------------------------------------------------------------
 // Manifests
 
-#[test]
-fn manifest_put_get_head_byte_exact() {
-    let s = TestServer::start();
+fn manifest_put_get_head_byte_exact(s: TestServer) {
     let m = image_manifest(&s, "app", b"layer-1", json!({}));
     let d = digest(&m);
     let r = put_manifest(&s, "app", "v1", &m, OCI_MANIFEST).expect(201);
@@ -361,9 +395,7 @@ fn manifest_put_get_head_byte_exact() {
     put_manifest(&s, "app", &d, &m2, OCI_MANIFEST).expect_error(400, "DIGEST_INVALID");
 }
 
-#[test]
-fn docker_schema2_and_indexes_keep_their_media_types() {
-    let s = TestServer::start();
+fn docker_schema2_and_indexes_keep_their_media_types(s: TestServer) {
     let config = br#"{"os":"linux"}"#;
     let cd = push_blob(&s, "d", config);
     let ld = push_blob(&s, "d", b"gzip-bytes");
@@ -395,9 +427,7 @@ fn docker_schema2_and_indexes_keep_their_media_types() {
     assert_eq!(r.json()["errors"][0]["detail"]["digest"], digest(b"nope"));
 }
 
-#[test]
-fn manifest_errors() {
-    let s = TestServer::start();
+fn manifest_errors(s: TestServer) {
     put_manifest(&s, "m", "v1", b"{not json", OCI_MANIFEST).expect_error(400, "MANIFEST_INVALID");
     let missing = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "x", "digest": digest(b"c"), "size": 1}, "layers": []}))
@@ -416,9 +446,7 @@ fn manifest_errors() {
 /// A reference that is neither a tag nor a digest names nothing: GET, HEAD and DELETE answer 404
 /// `MANIFEST_UNKNOWN` (the OCI conformance suite v1.1.1 asks for `.INVALID_MANIFEST_NAME`; issue
 /// 14 §3), a PUT still 400, and the stored image is untouched.
-#[test]
-fn references_that_cannot_exist_are_unknown_manifests() {
-    let s = TestServer::start();
+fn references_that_cannot_exist_are_unknown_manifests(s: TestServer) {
     let m = image_manifest(&s, "m", b"l", json!({}));
     put_manifest(&s, "m", "v1", &m, OCI_MANIFEST).expect(201);
     let long = "t".repeat(129);
@@ -439,9 +467,7 @@ fn references_that_cannot_exist_are_unknown_manifests() {
     assert_eq!(s.req("GET", "/v2/m/manifests/v1").send().expect(200).body, m);
 }
 
-#[test]
-fn large_manifests_up_to_the_limit_and_413_beyond() {
-    let s = TestServer::start();
+fn large_manifests_up_to_the_limit_and_413_beyond(s: TestServer) {
     let padding = "x".repeat(4 * 1024 * 1024);
     let m = image_manifest(&s, "big", b"l", json!({"annotations": {"pad": padding}}));
     assert!(m.len() > 4 * 1024 * 1024);
@@ -460,9 +486,7 @@ fn large_manifests_up_to_the_limit_and_413_beyond() {
     s.req("GET", "/v2/big/manifests/v3").send().expect(404);
 }
 
-#[test]
-fn deletes_tag_and_digest() {
-    let s = TestServer::start();
+fn deletes_tag_and_digest(s: TestServer) {
     let m = image_manifest(&s, "del", b"l", json!({}));
     let d = digest(&m);
     for tag in ["a", "b", "c"] {
@@ -483,9 +507,7 @@ fn deletes_tag_and_digest() {
 // ---------------------------------------------------------------------------------------------
 // Listing: tags, catalog, referrers
 
-#[test]
-fn tags_list_with_pagination() {
-    let s = TestServer::start();
+fn tags_list_with_pagination(s: TestServer) {
     let m = image_manifest(&s, "t/r", b"l", json!({}));
     for tag in ["v3", "v1", "latest", "v2"] {
         put_manifest(&s, "t/r", tag, &m, OCI_MANIFEST).expect(201);
@@ -505,9 +527,7 @@ fn tags_list_with_pagination() {
     s.req("GET", "/v2/none/tags/list").send().expect_error(404, "NAME_UNKNOWN");
 }
 
-#[test]
-fn catalog_with_pagination() {
-    let s = TestServer::start();
+fn catalog_with_pagination(s: TestServer) {
     for name in ["c/one", "a", "b/x/y"] {
         let m = image_manifest(&s, name, b"l", json!({}));
         put_manifest(&s, name, "v1", &m, OCI_MANIFEST).expect(201);
@@ -523,9 +543,7 @@ fn catalog_with_pagination() {
     assert_eq!(r.json()["repositories"], json!(["c/one"]));
 }
 
-#[test]
-fn referrers_with_subject_and_artifact_type_filter() {
-    let s = TestServer::start();
+fn referrers_with_subject_and_artifact_type_filter(s: TestServer) {
     let subject = image_manifest(&s, "ref", b"base", json!({}));
     let sd = digest(&subject);
     let subject_desc = json!({"mediaType": OCI_MANIFEST, "digest": sd, "size": subject.len()});
@@ -581,9 +599,7 @@ fn referrers_with_subject_and_artifact_type_filter() {
 // ---------------------------------------------------------------------------------------------
 // Names and paths
 
-#[test]
-fn bad_names_never_reach_the_filesystem() {
-    let s = TestServer::start();
+fn bad_names_never_reach_the_filesystem(s: TestServer) {
     for path in [
         "/v2/UPPER/tags/list",
         "/v2/a//b/tags/list",
@@ -607,9 +623,7 @@ fn bad_names_never_reach_the_filesystem() {
 // ---------------------------------------------------------------------------------------------
 // HTTP layer: framing, keep-alive, limits (tiny_http's hazards)
 
-#[test]
-fn keep_alive_serves_many_requests_on_one_connection() {
-    let s = TestServer::start();
+fn keep_alive_serves_many_requests_on_one_connection(s: TestServer) {
     let mut c = s.client();
     for _ in 0..20 {
         c.send(&s.req("GET", "/v2/")).expect(200);
@@ -617,9 +631,7 @@ fn keep_alive_serves_many_requests_on_one_connection() {
     }
 }
 
-#[test]
-fn malformed_and_huge_content_lengths() {
-    let s = TestServer::start();
+fn malformed_and_huge_content_lengths(s: TestServer) {
     let loc = start_upload(&s, "h");
     // A 10 TB claim with a tiny body: answered, not allocated; the server lives on.
     let mut c = s.client();
@@ -646,9 +658,7 @@ fn malformed_and_huge_content_lengths() {
     s.req("GET", "/v2/").send().expect(200);
 }
 
-#[test]
-fn expect_100_continue_is_honoured() {
-    let s = TestServer::start();
+fn expect_100_continue_is_honoured(s: TestServer) {
     let d = digest(b"continue");
     let mut c = s.client();
     c.send_raw(format!("POST /v2/e/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\nExpect: 100-continue\r\n\r\n").as_bytes());

@@ -359,7 +359,9 @@ fn trigger_project_jobs_are_skipped_with_the_reason_and_their_needs_dropped() {
     let out = repo.glci(&[]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(":3: child.trigger.include: child pipelines"),
+        // Child pipelines run (tests/child_pipelines.rs); a missing child file is the error.
+        String::from_utf8_lossy(&out.stderr)
+            .contains(":3: child.trigger.include: local file `child.yml` does not exist"),
         "{}",
         show(&out)
     );

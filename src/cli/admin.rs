@@ -147,6 +147,10 @@ fn project_query(project: Option<&Name>) -> String {
 impl Backend {
     pub fn open(server: Option<&str>, storage: Option<&Path>, config: &Config) -> Result<Backend, CliError> {
         match storage {
+            Some(dir) if dir.to_string_lossy().starts_with("s3://") => Err(CliError::Usage(format!(
+                "--storage {}: glci registry list, stats and clean do not support S3 storage yet",
+                dir.display()
+            ))),
             Some(dir) => open_storage(dir),
             None => Ok(Backend::Server(AdminClient::new(server_address(server, config)?, config)?)),
         }

@@ -1,10 +1,37 @@
 //! `glci run --list` and `glci run --preview`: the composed pipeline shown instead of run. The
 //! list is every job with its stage, `when`, `needs`, `allow_failure` and whether its rules
-//! keep it (and why); the preview is the full configuration (`parse::preview`). Rendering only:
-//! strings for `cli::run` to print through `print_stdout`.
+//! keep it (and why), a child pipeline's jobs (`trigger: job`) right after their trigger job
+//! (issue 17; a dynamic child's are known only once it is created, its trigger's row says so);
+//! the preview is the full configuration (`parse::preview`). Rendering only: strings for
+//! `cli::run` to print through `print_stdout`.
 
 use crate::pipeline::model::{AllowFailure, When};
-use crate::pipeline::plan::{JobDecision, Plan};
+use crate::pipeline::plan::{ChildPlan, JobDecision, Plan};
+
+/// Every decision of `plan` in file order, each trigger job's child's after it, with the
+/// child pipeline it belongs to (`None`: the root).
+fn decisions(plan: &Plan, pipeline: Option<&str>) -> Vec<(Option<String>, JobDecision)> {
+    let mut out = Vec::new();
+    for d in &plan.decisions {
+        let downstream = plan.jobs.iter().find(|j| j.name == d.name).and_then(|j| j.downstream.as_deref());
+        let mut d = d.clone();
+        if let Some(ChildPlan::Dynamic(dynamic)) = downstream.map(|d| &d.child) {
+            let files: Vec<String> =
+                dynamic.files.iter().map(|(from, path)| format!("{path} of {}", plan.jobs[*from].name)).collect();
+            d.reason = format!(
+                "{}; creates a dynamic child pipeline from {} (its jobs are known once that has run)",
+                d.reason,
+                files.join(", ")
+            );
+        }
+        let name = d.name.clone();
+        out.push((pipeline.map(String::from), d));
+        if let Some(ChildPlan::Ready(child)) = downstream.map(|d| &d.child) {
+            out.extend(decisions(child, Some(&name)));
+        }
+    }
+    out
+}
 
 fn when_name(when: When) -> &'static str {
     match when {
@@ -38,7 +65,7 @@ fn needs_text(decision: &JobDecision) -> String {
 pub fn list_text(plan: &Plan) -> String {
     let header = ["JOB", "STAGE", "WHEN", "ALLOW_FAILURE", "NEEDS", "IN PIPELINE"].map(String::from);
     let mut rows: Vec<[String; 6]> = vec![header];
-    for d in &plan.decisions {
+    for (_, d) in &decisions(plan, None) {
         let kept = if d.when == When::Never { "no" } else { "yes" };
         rows.push([
             d.name.clone(),
@@ -77,7 +104,7 @@ pub fn list_text(plan: &Plan) -> String {
 /// `--list --json`: one object per job per line.
 pub fn list_json(plan: &Plan) -> String {
     let mut out = String::new();
-    for d in &plan.decisions {
+    for (pipeline, d) in &decisions(plan, None) {
         let allow = match &d.allow_failure {
             AllowFailure::No => serde_json::json!(false),
             AllowFailure::Yes => serde_json::json!(true),
@@ -91,9 +118,26 @@ pub fn list_json(plan: &Plan) -> String {
             "needs": d.needs,
             "included": d.when != When::Never,
             "reason": d.reason,
+            "pipeline": pipeline,
         });
         out.push_str(&value.to_string());
         out.push('\n');
+    }
+    out
+}
+
+/// `--preview`: the root's configuration, then each child pipeline's as a YAML document of its
+/// own that says whose it is; with `--json` the root's object on the first line, then one
+/// `{"child_pipeline": name, "config": {...}}` per child.
+pub fn preview_text(preview: &crate::pipeline::parse::Preview, json: bool) -> String {
+    let mut out = if json { format!("{}\n", preview.json) } else { preview.yaml.clone() };
+    for (name, yaml, value) in &preview.children {
+        if json {
+            out.push_str(&format!("{}\n", serde_json::json!({ "child_pipeline": name, "config": value })));
+        } else {
+            let body = yaml.strip_prefix("---\n").unwrap_or(yaml);
+            out.push_str(&format!("---\n# child pipeline of trigger job `{name}` (trigger: include)\n{body}"));
+        }
     }
     out
 }

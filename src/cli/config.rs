@@ -1,7 +1,7 @@
 //! `glci config`: the effective configuration, secrets masked (DESIGN.md §11, §12).
 //!
 //! Returns the text; the caller (`cli/mod.rs`, via `cli/output.rs`) prints it.
-//! Loading and masking live in `config.rs`; this file only frames the output.
+//! Loading and masking live in `config` (`src/config/`); this file only frames the output.
 
 use crate::config::Config;
 

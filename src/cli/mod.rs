@@ -9,6 +9,7 @@ pub mod output;
 pub mod registry;
 pub mod run;
 pub mod serve;
+pub mod storage;
 
 use std::io::Write;
 

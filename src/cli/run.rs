@@ -14,9 +14,9 @@ use super::{composed, print_stdout, CliError};
 use crate::auth::Auth;
 use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, process_env, Config};
 use crate::mock;
-use crate::pipeline::execute::{self, Cancel, JobWiring, NoWiring, Options, PipelineStatus};
+use crate::pipeline::execute::{self, Cancel, ChildConfigs, JobWiring, NoWiring, Options, PipelineStatus};
 use crate::pipeline::wiring::{self, Registry, RegistryWiring};
-use crate::pipeline::{changes, output, parse, plan, predefined, variables};
+use crate::pipeline::{changes, downstream, output, parse, plan, predefined, variables};
 use crate::secret::Secret;
 
 #[derive(Args, Debug)]
@@ -243,9 +243,10 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     let instance = gitlab_instance(config, &facts, &home, args.offline);
     let changes_against = args.changes_against.as_deref();
     if args.preview {
-        let (yaml, value) =
-            with_sources(&file, &facts, &inputs, &instance, changes_against, |sources| parse::preview(&file, sources))?;
-        print_stdout(&if args.json { format!("{value}\n") } else { yaml });
+        let preview = with_sources(&file, &facts, &inputs, &instance, changes_against, |sources| {
+            parse::preview_all(&file, sources)
+        })?;
+        print_stdout(&composed::preview_text(&preview, args.json));
         return Ok(());
     }
     let pipeline = load_pipeline(&file, &facts, &inputs, &instance, changes_against)?;
@@ -261,7 +262,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         }
     }
     let facts = plan::RunFacts { changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?, ..facts };
-    let plan = plan::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
+    let plan = downstream::plan(&pipeline, &facts).map_err(|e| usage(e.to_string()))?;
     for note in &plan.notes {
         stderr_line(&format!("note: {note}"));
     }
@@ -330,18 +331,14 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     }
     let options =
         Options { run_id: run_id.clone(), parallel, files, work_dir, cache_root, artifacts_root, artifacts_dir };
-    let style =
-        output::TextStyle::new(std::io::stdout().is_terminal(), plan.jobs.iter().map(|j| j.name.clone()).collect());
+    let style = output::TextStyle::new(std::io::stdout().is_terminal(), job_names(&plan));
     let json = args.json;
     let secrets = wiring.as_ref().map(RegistryWiring::secrets);
     let events = move |event: execute::Event| {
         // Registry passwords, tokens and DOCKER_AUTH_CONFIG never reach the output (issue 8).
-        let event = match (event, &secrets) {
-            (execute::Event::Log { job, source, line }, Some(secrets)) => {
-                let secrets = secrets.lock().unwrap_or_else(|p| p.into_inner());
-                execute::Event::Log { job, source, line: wiring::mask(&line, &secrets) }
-            }
-            (event, _) => event,
+        let event = match &secrets {
+            Some(secrets) => masked(event, &secrets.lock().unwrap_or_else(|p| p.into_inner())),
+            None => event,
         };
         if json {
             print_stdout(&format!("{}\n", output::json(&event)));
@@ -353,7 +350,8 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         Some(wiring) => wiring,
         None => &NoWiring,
     };
-    let outcome = execute::execute(&plan, &options, job_wiring, &events, &cancel);
+    let children = ChildLoader { file: &file, facts: &facts, instance: &instance, changes_against };
+    let outcome = execute::execute(&plan, &options, job_wiring, &children, &events, &cancel);
     signals.close();
     for problem in &outcome.cleanup_errors {
         stderr_line(&format!("warning: cleaning up run {run_id}: {problem}"));
@@ -372,6 +370,51 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
                 .collect();
             Err(CliError::Failed(format!("pipeline failed: {} failed", failed.join(", "))))
         }
+    }
+}
+
+/// A log line with the secrets masked, also inside a child pipeline's event.
+fn masked(event: execute::Event, secrets: &[String]) -> execute::Event {
+    match event {
+        execute::Event::Log { job, source, line } => {
+            execute::Event::Log { job, source, line: wiring::mask(&line, secrets) }
+        }
+        execute::Event::Downstream { pipeline, event } => {
+            execute::Event::Downstream { pipeline, event: Box::new(masked(*event, secrets)) }
+        }
+        event => event,
+    }
+}
+
+/// Every job name of the plan and of its child pipelines known before the run (text prefixes).
+fn job_names(plan: &plan::Plan) -> Vec<String> {
+    let mut names = Vec::new();
+    for job in &plan.jobs {
+        names.push(job.name.clone());
+        match job.downstream.as_ref().map(|d| &d.child) {
+            Some(plan::ChildPlan::Ready(child)) => names.extend(job_names(child)),
+            // A dynamic child's jobs are known once it is created: room for short names.
+            Some(plan::ChildPlan::Dynamic(dynamic)) => names.push(format!("{}{}", dynamic.prefix, "-".repeat(8))),
+            None => {}
+        }
+    }
+    names
+}
+
+/// Composes dynamic child pipelines (issue 17) with the run's include sources.
+struct ChildLoader<'a> {
+    file: &'a Path,
+    facts: &'a plan::RunFacts,
+    instance: &'a crate::gitlab::Instance,
+    changes_against: Option<&'a str>,
+}
+
+impl ChildConfigs for ChildLoader<'_> {
+    fn load(&self, files: &[(String, String)], depth: usize) -> Result<crate::pipeline::model::Pipeline, String> {
+        with_sources(self.file, self.facts, &[], self.instance, self.changes_against, |sources| {
+            parse::parse_dynamic_child(files, sources, depth)
+        })
+        .map_err(|e| e.to_string())
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
+use super::storage::{self, StorageChoice};
 use super::{print_stdout, CliError};
 use crate::auth::Auth;
 use crate::config::{glci_home, process_env, Config};
@@ -21,7 +22,7 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:39741")]
     pub listen: String,
-    /// Storage root (default: $GLCI_HOME/registry).
+    /// Storage root (default: $GLCI_HOME/registry), or s3://BUCKET[/PREFIX] (`[storage.s3]`).
     #[arg(long)]
     pub storage: Option<PathBuf>,
     /// Serve without authentication: anyone who reaches the port may push and delete.
@@ -44,14 +45,16 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
         return Err(CliError::Usage("--workers: must be at least 1".into()));
     }
     let home = glci_home(&process_env);
-    let storage = args.storage.unwrap_or_else(|| home.join("registry"));
-    // Held for the server's lifetime: `glci registry … --storage` and a second server refuse
-    // this directory while we run (the kernel releases it when we exit, kill -9 included).
-    let _storage_lock = lock_storage(&storage)?;
+    let flag = args.storage.as_ref().map(|p| p.to_string_lossy().into_owned());
+    let choice = storage::choose(flag.as_deref(), config.storage.url.as_deref(), &home)?;
     let options = RegistryOptions::default();
     let expiry = options.upload_expiry;
-    let registry = Registry::open(&storage, options)
-        .map_err(|e| CliError::Failed(format!("cannot open storage {}: {e}", storage.display())))?;
+    let (registry, _storage_lock) = open_registry(&choice, &config.storage.s3, options)?;
+    if registry.store.filesystem().is_none() && !config.registry.upstreams.is_empty() {
+        return Err(CliError::Usage(
+            "[registry] upstreams: pull-through is not supported on S3 storage yet (use a storage directory)".into(),
+        ));
+    }
     // What a crash left (issue 14 §4): sessions and temp files untouched for the grace window,
     // not only after `upload_expiry`; a client resuming within the window still can.
     let expired = registry.uploads.expire(expiry.min(crate::registry::gc::DEFAULT_GRACE), false);
@@ -73,6 +76,7 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
         registry.with_auth(auth)
     };
     let client = upstream_client(config);
+    // Push-through reads what it forwards from the storage directory (S3: refused per push).
     let registry = registry.with_mirror(Mirror::new(host_of(&config.registry.upstream.url), Arc::clone(&client)));
     let registry = match pull_through(config, &client) {
         Some(proxy) => {
@@ -102,7 +106,7 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
         ServerOptions { workers: args.workers, log_requests: !args.quiet, tls, ..ServerOptions::default() };
     let mut server = Server::start(listener, registry.clone(), server_options)
         .map_err(|e| CliError::Failed(format!("cannot start the server: {e}")))?;
-    crate::log::info("storage", &storage.display().to_string());
+    crate::log::info("storage", &registry.store.describe());
     print_stdout(&format!("listening on {}\n", server.addr()));
 
     let stopper = server.stopper();
@@ -158,6 +162,29 @@ fn upstream_client(config: &Config) -> Arc<UpstreamClient> {
 fn host_of(url: &str) -> String {
     let host = url.trim_start_matches("https://").trim_start_matches("http://");
     host.split('/').next().unwrap_or(host).to_string()
+}
+
+/// The registry on the storage chosen, with the directory's lock (none on S3: many instances
+/// share a bucket by design).
+fn open_registry(
+    choice: &StorageChoice,
+    s3: &crate::config::S3Config,
+    options: RegistryOptions,
+) -> Result<(Registry, Option<StoreLock>), CliError> {
+    match choice {
+        StorageChoice::Directory(dir) => {
+            // Held for the server's lifetime: `glci registry … --storage` and a second server
+            // refuse this directory while we run (released when we exit, kill -9 included).
+            let lock = lock_storage(dir)?;
+            let registry = Registry::open(dir, options)
+                .map_err(|e| CliError::Failed(format!("cannot open storage {}: {e}", dir.display())))?;
+            Ok((registry, Some(lock)))
+        }
+        StorageChoice::S3 { bucket, prefix } => {
+            let (store, uploads) = storage::open_s3(bucket, prefix, s3, &process_env)?;
+            Ok((Registry::on(Box::new(store), Box::new(uploads), options), None))
+        }
+    }
 }
 
 /// Takes the storage directory's lock (`storage/lock.rs`), creating the directory if needed.

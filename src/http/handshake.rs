@@ -90,9 +90,9 @@ pub fn wants_write(tls: &Tls) -> bool {
 /// Sends `response` (a whole HTTP response) encrypted, then close_notify, and closes the
 /// sending side, without waiting: what the socket does not take now is dropped. A connection
 /// still in its handshake has no session to answer in: it is just closed.
-pub fn answer_and_close(mut tls: Tls, response: &str) {
+pub fn answer_and_close(mut tls: Tls, response: &[u8]) {
     if !tls.stream.conn.is_handshaking() {
-        let _ = tls.stream.conn.writer().write_all(response.as_bytes());
+        let _ = tls.stream.conn.writer().write_all(response);
         tls.stream.conn.send_close_notify();
         let _ = flush_now(&mut tls);
     }

@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::handshake::{self, Progress};
+use super::head_complete;
+use super::response::closing_error_bytes;
 use super::sending::{self, Sending};
 use super::transport::{recv_now, Plain, Tls};
-use super::{error_response, head_complete};
 
 /// The longest a parked connection may take to send a whole request head, from its first byte.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -354,26 +355,21 @@ fn expire(w: Waiting) {
     if !w.mid_head {
         return;
     }
-    let response = error_response("408 Request Timeout", "", "UNSUPPORTED", "request head not received in time");
+    let response = closing_error_bytes(408, "UNSUPPORTED", "request head not received in time", &[]);
     answer_and_close(w.conn, &response);
 }
 
 /// Answers a connection the server has no room for: 503 with `Retry-After`, then close. Never
 /// waits: a TLS client still in its handshake gets a closed connection instead, and retries too.
 pub fn refuse_busy(conn: Conn) {
-    let response = error_response(
-        "503 Service Unavailable",
-        "Retry-After: 1\r\n",
-        "TOOMANYREQUESTS",
-        "server busy, retry shortly",
-    );
+    let response = closing_error_bytes(503, "TOOMANYREQUESTS", "server busy, retry shortly", &[("Retry-After", "1")]);
     answer_and_close(conn, &response);
 }
 
 /// Writes a small response and closes the sending side, without ever waiting: one small write
 /// into an empty socket buffer fits, or the client is gone. For answers the poller or the
 /// accept thread give themselves, which must not block on one client.
-fn answer_and_close(conn: Conn, response: &str) {
+fn answer_and_close(conn: Conn, response: &[u8]) {
     let stream = match conn {
         Conn::Fresh(stream) | Conn::Plain(Plain { stream, .. }) => stream,
         Conn::Tls(tls) => return handshake::answer_and_close(*tls, response),

@@ -1,13 +1,15 @@
 //! glci's own HTTP request and response types. Handlers see only these, never the socket or
 //! TLS types, so the connection layer (`conn.rs`) can change without touching the registry.
-//! Also the few pure helpers the connection layer's parts share (`head_complete`,
-//! `error_response`).
+//! Also the few pure helpers the connection layer's parts share (`head_complete`, the reason
+//! phrases); `response.rs` writes responses and holds the one error body.
 
 pub mod conn;
+mod framing;
 pub mod handshake;
 pub mod idle;
 pub mod listener;
 pub mod pool;
+pub mod response;
 pub mod sending;
 pub mod slots;
 pub mod transport;
@@ -210,16 +212,6 @@ pub fn head_complete(bytes: &[u8]) -> bool {
     let start = bytes.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(bytes.len());
     let rest = &bytes[start..];
     rest.windows(2).any(|w| w == b"\n\n") || rest.windows(3).any(|w| w == b"\n\r\n")
-}
-
-/// A whole small JSON error response that closes the connection, for the answers the
-/// connection layer gives itself (408, 503) without a handler.
-pub fn error_response(status: &str, extra_headers: &str, code: &str, message: &str) -> String {
-    let body = format!(r#"{{"errors":[{{"code":"{code}","message":"{message}"}}]}}"#);
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
 }
 
 #[cfg(test)]

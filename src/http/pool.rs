@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use super::conn::{self, ConnLimits, Exchange, Serving};
+use super::conn::{self, ConnLimits, Serving};
 use super::idle::{Conn, Parking};
 use super::slots::Transfers;
 use super::Handler;
+use crate::log::Exchange;
 
 /// Threads kept even when idle.
 const MIN_WORKERS: usize = 4;

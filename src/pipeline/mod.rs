@@ -1,5 +1,5 @@
 //! Pipelines: `.gitlab-ci.yml` → model (`parse`, with `rules` expressions; `changes` clauses) → an ordered plan of
-//! jobs (`plan`) → containers (`execute`), whose
+//! jobs (`plan`; with child pipelines: `downstream`) → containers (`execute`), whose
 //! caches (`cache_store`) and kept artifacts (`artifact_store`) live under `$GLCI_HOME`.
 
 pub mod artifact_store;
@@ -8,6 +8,7 @@ pub mod cache_store;
 pub mod changes;
 pub mod decide;
 pub mod dotenv;
+pub mod downstream;
 pub mod error;
 pub mod execute;
 pub mod glob;

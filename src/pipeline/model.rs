@@ -13,7 +13,7 @@ pub struct Location {
     pub line: usize,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pipeline {
     /// The top-level file (includes are merged in).
     pub file: PathBuf,
@@ -182,6 +182,62 @@ pub struct Job {
     /// `trigger: project` (a multi-project pipeline): the downstream project's path. Such a job
     /// runs no container; `decide` leaves it out with the reason.
     pub trigger: Option<String>,
+    /// `trigger:` (issue 17): the downstream pipeline the job creates instead of running a
+    /// container; for `trigger: project` `trigger` holds the path too.
+    pub downstream: Option<Box<Downstream>>,
+    /// `needs: [{pipeline, job}]`: a job of another pipeline (`$PARENT_PIPELINE_ID`: the parent's).
+    pub pipeline_needs: Vec<PipelineNeed>,
+}
+
+/// A job's `trigger:`: what the downstream pipeline is and how the trigger job follows it
+/// (GitLab's `trigger` keyword: `include`, `project`, `strategy`, `forward`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Downstream {
+    pub kind: DownstreamKind,
+    /// `strategy: depend` (or `mirror`): the trigger job's status is the downstream pipeline's.
+    /// Otherwise the trigger job succeeds once the pipeline is created.
+    pub depend: bool,
+    /// `forward: yaml_variables` (GitLab's default `true`): the trigger job's variables (its
+    /// own and the global ones it inherits) become the downstream's pipeline variables.
+    pub forward_yaml_variables: bool,
+    /// `forward: pipeline_variables` (default `false`): this run's `--env`/`--env-file` values
+    /// go on to the downstream pipeline.
+    pub forward_pipeline_variables: bool,
+    /// Where `trigger:` was written.
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum DownstreamKind {
+    /// `trigger: include` of files (local, template, project, remote, component): a child
+    /// pipeline composed when the parent's file is read.
+    Child(Box<Pipeline>),
+    /// `trigger: include: [{artifact, job}]`: a dynamic child pipeline, composed from those
+    /// jobs' artifacts when the trigger job starts.
+    Dynamic(Vec<ArtifactInclude>),
+    /// `trigger: project`: a multi-project pipeline, `branch:` as written.
+    Project { project: String, branch: Option<String> },
+}
+
+/// One `{artifact: path, job: name}` of a dynamic child pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactInclude {
+    pub job: String,
+    pub path: String,
+    pub location: Location,
+    pub key: String,
+}
+
+/// `needs: [{pipeline: $PARENT_PIPELINE_ID, job: x}]`, as written (`pipeline` expanded by `plan`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineNeed {
+    pub pipeline: String,
+    pub job: String,
+    pub artifacts: bool,
+    pub location: Location,
+    pub key: String,
+    /// What `cli` says when `pipeline` is not this pipeline's parent: the need is left out.
+    pub note: String,
 }
 
 /// The job keys that shape how a job runs, not what it runs (issue 15).

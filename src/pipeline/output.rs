@@ -151,6 +151,19 @@ pub fn text(event: &Event, style: &TextStyle) -> String {
         }
         Event::JobFinished(_) => String::new(),
         Event::PipelineFinished { status, duration: took, jobs } => summary(jobs, *status, *took, style),
+        Event::Downstream { pipeline, event } => match event.as_ref() {
+            Event::PipelineStarted { pipeline_id, jobs, .. } => {
+                let n = jobs.len();
+                let line = format!("Running child pipeline #{pipeline_id} of {pipeline}: {n} job{}", plural(n));
+                format!("{} {}\n", style.prefix(pipeline), style.paint("\x1b[1m", &line))
+            }
+            // The root's summary lists a child's jobs; here one line.
+            Event::PipelineFinished { status, duration: took, .. } => {
+                let line = format!("Child pipeline {} after {}", status.as_str(), duration(*took));
+                format!("{} {}\n", style.prefix(pipeline), style.paint("\x1b[1m", &line))
+            }
+            inner => text(inner, style),
+        },
     }
 }
 
@@ -261,13 +274,23 @@ fn report_json(r: &JobReport) -> serde_json::Value {
         "reason": r.reason,
         "coverage": r.coverage.as_ref().and_then(|c| c.parse::<f64>().ok()),
         "delayed_ms": r.delayed.map(|d| d.as_millis() as u64),
+        "pipeline": r.pipeline,
         "artifacts": r.artifacts.as_ref().map(|p| p.display().to_string()),
     })
 }
 
-/// One JSON object (no newline) for an event; see the README for the schema.
+/// One JSON object (no newline) for an event; see the README for the schema. Every event has
+/// `pipeline`: `null` for the root pipeline, a child's trigger job name (issue 17).
 pub fn json(event: &Event) -> String {
-    let value = match event {
+    let mut value = json_value(event);
+    if value.get("pipeline").is_none() {
+        value["pipeline"] = serde_json::Value::Null;
+    }
+    value.to_string()
+}
+
+fn json_value(event: &Event) -> serde_json::Value {
+    match event {
         Event::PipelineStarted { run_id, pipeline_id, jobs } => json!({
             "event": "pipeline_started",
             "run_id": run_id,
@@ -295,8 +318,12 @@ pub fn json(event: &Event) -> String {
             "duration_ms": took.as_millis() as u64,
             "jobs": jobs.iter().map(report_json).collect::<Vec<_>>(),
         }),
-    };
-    value.to_string()
+        Event::Downstream { pipeline, event } => {
+            let mut value = json_value(event);
+            value["pipeline"] = json!(pipeline);
+            value
+        }
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +342,7 @@ mod tests {
             reason: None,
             coverage: None,
             delayed: None,
+            pipeline: None,
             artifacts: None,
         }
     }
@@ -356,12 +384,29 @@ mod tests {
     #[test]
     fn json_events() {
         let line = json(&Event::Log { job: "b".into(), source: LogSource::Glci, line: "x\"y".into() });
-        assert_eq!(line, r#"{"event":"log","job":"b","line":"x\"y","source":"glci"}"#);
+        assert_eq!(line, r#"{"event":"log","job":"b","line":"x\"y","pipeline":null,"source":"glci"}"#);
         let done = json(&Event::JobFinished(report("t", JobStatus::Failed, true)));
         let v: serde_json::Value = serde_json::from_str(&done).expect("JSON");
         assert_eq!(v["event"], "job_finished");
         assert_eq!(v["status"], "failed");
         assert_eq!(v["allow_failure"], true);
         assert_eq!(v["duration_ms"], 1500);
+        assert_eq!(v["pipeline"], serde_json::Value::Null);
+        // A child pipeline's events carry its name (issue 17).
+        let child = report("child: t", JobStatus::Success, false);
+        let child = JobReport { pipeline: Some("child".into()), ..child };
+        let wrapped =
+            Event::Downstream { pipeline: "child".into(), event: Box::new(Event::JobFinished(child.clone())) };
+        let v: serde_json::Value = serde_json::from_str(&json(&wrapped)).expect("JSON");
+        assert_eq!((v["job"].as_str(), v["pipeline"].as_str()), (Some("child: t"), Some("child")));
+        let finished = Event::PipelineFinished {
+            status: PipelineStatus::Success,
+            duration: Duration::from_secs(1),
+            jobs: vec![report("trigger", JobStatus::Success, false), child],
+        };
+        let v: serde_json::Value = serde_json::from_str(&json(&finished)).expect("JSON");
+        assert_eq!(v["pipeline"], serde_json::Value::Null);
+        assert_eq!(v["jobs"][0]["pipeline"], serde_json::Value::Null);
+        assert_eq!(v["jobs"][1]["pipeline"], "child");
     }
 }

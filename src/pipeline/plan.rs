@@ -150,10 +150,56 @@ pub struct PlannedJob {
     pub notes: Vec<String>,
     /// `when: delayed`: waits this long once it may run.
     pub start_in: Option<Duration>,
+    /// A trigger job (issue 17): the downstream pipeline it creates instead of a container
+    /// (filled in by `downstream::plan`).
+    pub downstream: Option<Box<PlannedDownstream>>,
+    /// `needs: pipeline: $PARENT_PIPELINE_ID`: indices into the parent's `Plan::jobs` whose
+    /// artifacts are copied in too (a child pipeline's job).
+    pub parent_artifacts: Vec<usize>,
     /// `environment: url` as written, when it names a variable and the job receives or writes a
     /// dotenv report: expanded again with those variables (`execute::dotenv`): when it starts,
     /// into `CI_ENVIRONMENT_URL`; after it, as GitLab sets an environment's URL from the job's own report.
     pub environment_url_template: Option<String>,
+}
+
+/// The downstream pipeline of a trigger job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedDownstream {
+    /// `strategy: depend`: the trigger job's status is the child's.
+    pub depend: bool,
+    pub child: ChildPlan,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChildPlan {
+    /// Planned with the parent (`trigger: include` of files); its job names carry the
+    /// trigger's (`trigger: job`). No jobs: GitLab cannot create it, the trigger job fails.
+    Ready(Box<Plan>),
+    /// A dynamic child: composed from artifacts when the trigger job starts.
+    Dynamic(Box<DynamicChild>),
+}
+
+/// What planning a dynamic child pipeline needs once its files exist.
+#[derive(Clone, Debug)]
+pub struct DynamicChild {
+    /// `(index into the parent's Plan::jobs, path in its artifacts)`, in the trigger's order.
+    pub files: Vec<(usize, String)>,
+    /// The child's facts (its pipeline id, forwarded variables, `CI_PIPELINE_SOURCE`).
+    pub facts: RunFacts,
+    /// Levels below the root.
+    pub depth: usize,
+    /// Its job names' prefix (`trigger: `).
+    pub prefix: String,
+    /// The prefix of the parent's job names.
+    pub parent_prefix: String,
+}
+
+/// Equal when they read the same files at the same place (the facts are the run's).
+impl PartialEq for DynamicChild {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.files, self.depth, &self.prefix, self.facts.pipeline_id)
+            == (&other.files, other.depth, &other.prefix, other.facts.pipeline_id)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -466,7 +512,9 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             platform: img.platform.as_ref().map(|p| variables::expand(p, &lookup)),
             ..img.clone()
         });
-        let image_missing = image.as_ref().is_none_or(|i| i.name.trim().is_empty()) && when != RunWhen::Manual;
+        let image_missing = image.as_ref().is_none_or(|i| i.name.trim().is_empty())
+            && when != RunWhen::Manual
+            && job.downstream.is_none();
         let mut variables = vars.clone();
         if let Some(image) = &image {
             variables.set("CI_JOB_IMAGE", image.name.clone());
@@ -559,6 +607,8 @@ pub fn plan(pipeline: &Pipeline, facts: &RunFacts) -> Result<Plan, PipelineError
             file_variables,
             notes,
             start_in: job.run_keys.start_in,
+            downstream: None,
+            parent_artifacts: Vec::new(),
             environment_url_template: job.run_keys.environment.as_ref().and_then(|e| e.url.clone()).filter(|url| {
                 url.contains('$') && (gets_dotenv || job.artifacts.as_ref().is_some_and(|a| !a.dotenv.is_empty()))
             }),

@@ -36,6 +36,8 @@ fn job(name: &str, stage: &str) -> Job {
         cache: Vec::new(),
         run_keys: Default::default(),
         trigger: None,
+        downstream: None,
+        pipeline_needs: vec![],
     }
 }
 

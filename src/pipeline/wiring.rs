@@ -345,7 +345,7 @@ impl RegistryWiring {
             .map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let result = (|| {
             let path = dir.join("config.json");
-            crate::tls::write_file(&path, json!({ "auths": auths }).to_string().as_bytes(), 0o600)
+            crate::durable::create_new(&path, json!({ "auths": auths }).to_string().as_bytes(), 0o600)
                 .map_err(|e| e.to_string())?;
             docker::pull_with_config(&dir, image).map_err(|e| format!("pulling {image}: {}", e.stderr.trim()))
         })();

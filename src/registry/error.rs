@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use serde_json::json;
-
 use super::names::NameError;
 use super::storage::StoreError;
 use crate::http::Response;
@@ -126,11 +124,8 @@ impl ApiError {
         let (_, code) = self.code.wire();
         let reason =
             self.in_status_line.then(|| format!("{} ({})", crate::http::reason_phrase(self.status), self.message));
-        let mut entry = json!({"code": code, "message": self.message});
-        if let Some(detail) = self.detail {
-            entry["detail"] = detail;
-        }
-        let mut response = Response::json(self.status, &json!({ "errors": [entry] }));
+        let body = crate::http::response::error_body(code, &self.message, self.detail);
+        let mut response = Response::json(self.status, &body);
         response.headers.extend(self.headers);
         response.reason = reason;
         response

@@ -14,7 +14,8 @@ use super::names::{Digest, Name, Reference};
 use super::proxy::upstream::{Outgoing, Target, UpstreamClient, UpstreamError};
 use super::proxy::{upstream_error, MANIFEST_ACCEPT};
 use super::storage::Store;
-use crate::auth::{is_under, Claims, Identity};
+use crate::auth::{Claims, Identity};
+use crate::registry::names::is_under;
 
 /// Index → image → blobs is two levels; anything deeper is refused rather than followed.
 const MAX_DEPTH: usize = 4;

@@ -1,8 +1,10 @@
-//! The registry: one `handle(Request) -> Response` over the store and upload sessions.
+//! The registry: one `handle(Request) -> Response` over the store and upload sessions, either
+//! on the filesystem (`storage`, `uploads`) or in an S3 bucket (`s3`), behind `backend`'s traits.
 //! Routing is pure (`routes`), handlers are short (`api/*`), errors map once (`error`).
 //! Headers every response carries are added here, in one place.
 
 pub mod api;
+pub mod backend;
 pub mod error;
 pub mod gc;
 pub mod manifest;
@@ -10,6 +12,7 @@ pub mod mirror;
 pub mod names;
 pub mod proxy;
 pub mod routes;
+pub mod s3;
 pub mod storage;
 pub mod uploads;
 pub mod usage;
@@ -18,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::auth::{Auth, Claims, Decision, Identity};
 use crate::http::{Handler, Request, Response};
+use backend::{Storage, UploadSessions};
 use error::{ApiError, OciCode};
 use routes::{Action, Method, Route};
 use storage::{Layout, Store, StoreError};
@@ -52,8 +56,9 @@ impl Default for RegistryOptions {
 }
 
 pub struct Registry {
-    pub store: Store,
-    pub uploads: Uploads,
+    /// The filesystem store, or S3 (`backend`).
+    pub store: Box<dyn Storage>,
+    pub uploads: Box<dyn UploadSessions>,
     pub options: RegistryOptions,
     /// `None` with `glci serve --no-auth`: everyone may do everything.
     pub auth: Option<Auth>,
@@ -67,7 +72,12 @@ impl Registry {
     pub fn open(root: &std::path::Path, options: RegistryOptions) -> Result<Registry, StoreError> {
         let layout = Layout::new(root);
         let store = Store::open(layout.clone())?;
-        Ok(Registry { store, uploads: Uploads::new(layout), options, auth: None, proxy: None, mirror: None })
+        Ok(Registry::on(Box::new(store), Box::new(Uploads::new(layout)), options))
+    }
+
+    /// A registry on any backend (`backend::Storage`), e.g. an `s3::S3Store`.
+    pub fn on(store: Box<dyn Storage>, uploads: Box<dyn UploadSessions>, options: RegistryOptions) -> Registry {
+        Registry { store, uploads, options, auth: None, proxy: None, mirror: None }
     }
 
     pub fn with_auth(mut self, auth: Auth) -> Registry {

@@ -235,9 +235,23 @@ impl fmt::Display for Reference {
     }
 }
 
+/// True when repository `name` is `project` or below it (`a/b/c` is under `a/b`, `a/bc` is
+/// not): the scope of a job token and of `glci registry clean --project`.
+pub fn is_under(name: &str, project: &str) -> bool {
+    name == project || name.strip_prefix(project).is_some_and(|rest| rest.starts_with('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_under_a_project() {
+        assert!(is_under("a/b", "a/b"));
+        assert!(is_under("a/b/c", "a/b"));
+        assert!(!is_under("a/bc", "a/b"));
+        assert!(!is_under("a", "a/b"));
+    }
 
     #[test]
     fn names() {

@@ -10,24 +10,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::durable::new_id;
 use crate::registry::names::{Algorithm, Digest, Name};
 use crate::registry::storage::blobs::hash_prefix;
 use crate::registry::storage::links::{read_link, write_atomic};
 use crate::registry::storage::{BlobWriter, Hasher, IoContext, Layout, StoreError};
-
-/// A fresh random id (UUID v4 shape), used for sessions and temp file names.
-pub fn new_id() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::getrandom(&mut b).is_err() {
-        // No entropy source: fall back to time and a counter, still unique per process.
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        b = nanos.to_le_bytes();
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = crate::registry::storage::blobs::hex(&b);
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-}
 
 /// True for ids of the shape `new_id` makes; anything else never reaches the filesystem.
 pub fn is_upload_id(id: &str) -> bool {

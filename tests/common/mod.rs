@@ -22,6 +22,7 @@ pub mod consistency;
 pub mod faulty_upstream;
 pub mod gitlab_server;
 pub mod http;
+pub mod seaweedfs;
 pub mod store_fixture;
 
 use std::collections::BTreeSet;

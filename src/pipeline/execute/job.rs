@@ -85,6 +85,7 @@ pub(crate) fn run_job(run: &Run<'_>, index: usize, slot: usize) -> JobReport {
             reason: result.reason,
             coverage: result.coverage,
             delayed: None,
+            pipeline: None,
             artifacts: kept::finish(run, index),
         };
     }
@@ -121,7 +122,7 @@ fn run_attempt(run: &Run<'_>, index: usize, attempt: u32, slot: usize) -> Attemp
         image: image.clone(),
         attempt,
     });
-    let base = format!("glci-{}-{}-{}", run.options.run_id, index, name_part(&job.name));
+    let base = format!("glci-{}-{}-{}", run.scope(), index, name_part(&job.name));
     let base = if attempt > 1 { format!("{base}-{attempt}") } else { base };
     let mut created = Created { containers: Vec::new(), network: None };
     let result = attempt_steps(run, index, &base, slot, &mut created);
@@ -493,6 +494,17 @@ fn copy_in_artifacts(run: &Run<'_>, job: &PlannedJob, container: &str) -> Result
         let mut file = std::io::BufReader::new(file);
         docker::copy_into(container, "/", &mut |out| std::io::copy(&mut file, out).map(|_| ()))
             .map_err(|e| format!("artifacts of {name}: {e}"))?;
+    }
+    // `needs: pipeline: $PARENT_PIPELINE_ID`: the parent pipeline's jobs' artifacts (issue 17).
+    if let Some(parent) = run.parent {
+        for &from in &job.parent_artifacts {
+            let Ok(file) = fs::File::open(parent.artifact_path(from)) else { continue };
+            let name = &parent.plan.jobs[from].name;
+            run.log(&job.name, LogSource::Glci, format!("Downloading artifacts from {name} (parent pipeline)"));
+            let mut file = std::io::BufReader::new(file);
+            docker::copy_into(container, "/", &mut |out| std::io::copy(&mut file, out).map(|_| ()))
+                .map_err(|e| format!("artifacts of {name} (parent pipeline): {e}"))?;
+        }
     }
     Ok(())
 }

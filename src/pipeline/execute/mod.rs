@@ -3,13 +3,16 @@
 //! every step as an [`Event`] (the CLI renders them; nothing here prints). Each container and
 //! network a run creates carries the label `glci.run=<run id>`; whatever happens (success,
 //! failure, interrupt through [`Cancel`]) they are all removed before [`execute`] returns.
-//! The registry wiring (a later issue) plugs in through [`JobWiring`]. Each job's artifacts are
-//! kept under `$GLCI_HOME/artifacts` (`kept`, `artifact_store`) after the run's work dir is gone.
+//! The registry wiring (a later issue) plugs in through [`JobWiring`]. A trigger job runs its
+//! child pipeline through the same scheduler (`downstream.rs`, issue 17); the run ends when
+//! every child has too. Each job's artifacts are kept under `$GLCI_HOME/artifacts` (`kept`,
+//! `artifact_store`) after the run's work dir is gone.
 
 mod archive;
 mod cache;
 mod coverage;
 mod dotenv;
+mod downstream;
 mod job;
 mod kept;
 mod script;
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 pub use archive::{project_files, ExtraFile};
+pub use downstream::{ChildConfigs, NoChildConfigs};
 
 use super::model::AllowFailure;
 use super::plan::{Plan, PlannedJob, PlannedService, RunWhen};
@@ -131,6 +135,9 @@ pub struct JobReport {
     pub coverage: Option<String>,
     /// `when: delayed`: how long it waited before it started.
     pub delayed: Option<Duration>,
+    /// The child pipeline it belongs to (its trigger job's name, `a: b` when nested); `None`
+    /// for the root pipeline's jobs.
+    pub pipeline: Option<String>,
     /// Where its artifacts are kept (`$GLCI_HOME/artifacts/...`), when it has any.
     pub artifacts: Option<PathBuf>,
 }
@@ -146,11 +153,33 @@ pub enum LogSource {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    PipelineStarted { run_id: String, pipeline_id: u64, jobs: Vec<(String, String)> },
-    JobStarted { job: String, stage: String, image: String, attempt: u32 },
-    Log { job: String, source: LogSource, line: String },
+    PipelineStarted {
+        run_id: String,
+        pipeline_id: u64,
+        jobs: Vec<(String, String)>,
+    },
+    JobStarted {
+        job: String,
+        stage: String,
+        image: String,
+        attempt: u32,
+    },
+    Log {
+        job: String,
+        source: LogSource,
+        line: String,
+    },
     JobFinished(JobReport),
-    PipelineFinished { status: PipelineStatus, duration: Duration, jobs: Vec<JobReport> },
+    PipelineFinished {
+        status: PipelineStatus,
+        duration: Duration,
+        jobs: Vec<JobReport>,
+    },
+    /// An event of child pipeline `pipeline` (its trigger job's name).
+    Downstream {
+        pipeline: String,
+        event: Box<Event>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +252,13 @@ pub(crate) struct Run<'a> {
     pub wiring: &'a dyn JobWiring,
     pub events: &'a (dyn Fn(Event) + Sync),
     pub cancel: &'a Cancel,
+    /// The root pipeline's events (a child's go there wrapped in [`Event::Downstream`]).
+    pub outer: &'a (dyn Fn(Event) + Sync),
+    pub children: &'a dyn ChildConfigs,
+    /// A child pipeline's name (its trigger job's); `None` for the root.
+    pub pipeline: Option<String>,
+    /// A child pipeline's parent run (`needs: pipeline: $PARENT_PIPELINE_ID` artifacts).
+    pub parent: Option<&'a Run<'a>>,
 }
 
 impl Run<'_> {
@@ -244,6 +280,21 @@ impl Run<'_> {
     pub fn report_path(&self, index: usize) -> PathBuf {
         self.options.work_dir.join("artifacts").join(format!("{index}.reports.tar"))
     }
+    /// What names this pipeline's containers: the run id, and a child's pipeline id.
+    pub fn scope(&self) -> String {
+        match self.pipeline {
+            None => self.options.run_id.clone(),
+            Some(_) => format!("{}-{}", self.options.run_id, self.plan.pipeline_id),
+        }
+    }
+}
+
+/// What a job's thread tells the scheduler.
+pub(crate) enum Done {
+    /// Job `index` finished (in concurrency slot `slot`; trigger jobs take none).
+    Job(usize, Option<usize>, JobReport),
+    /// The child pipeline of trigger job `index` finished: every report of it.
+    Child(usize, Vec<JobReport>),
 }
 
 /// What the jobs a job waits for amount to.
@@ -291,6 +342,7 @@ fn not_run(job: &PlannedJob, status: JobStatus, reason: &str) -> JobReport {
         reason: Some(reason.to_string()),
         coverage: None,
         delayed: None,
+        pipeline: None,
         artifacts: None,
     }
 }
@@ -304,17 +356,20 @@ pub(crate) fn failure_allowed(allow: &AllowFailure, exit_code: Option<i32>) -> b
     }
 }
 
-/// Runs the plan. `events` is called from several threads. Returns when every job has finished
-/// and everything the run created is removed.
+/// Runs the plan, its child pipelines with it (`children` composes dynamic ones). `events` is
+/// called from several threads. Returns when every job has finished and everything the run
+/// created is removed. The outcome's status is the root pipeline's as GitLab sees it, failed
+/// too when a child pipeline failed (the run's exit status is honest about it).
 pub fn execute(
     plan: &Plan,
     options: &Options,
     wiring: &dyn JobWiring,
+    children: &dyn ChildConfigs,
     events: &(dyn Fn(Event) + Sync),
     cancel: &Cancel,
 ) -> Outcome {
     let started = Instant::now();
-    let run = Run { plan, options, wiring, events, cancel };
+    let run = Run { plan, options, wiring, events, cancel, outer: events, children, pipeline: None, parent: None };
     events(Event::PipelineStarted {
         run_id: options.run_id.clone(),
         pipeline_id: plan.pipeline_id,
@@ -326,24 +381,33 @@ pub fn execute(
 
     let cleanup_errors = cleanup(&options.run_id);
     let _ = std::fs::remove_dir_all(&options.work_dir);
-    let status = if cancel.is_canceled() {
-        PipelineStatus::Canceled
-    } else if reports.iter().any(|r| r.status == JobStatus::Failed && !r.allowed_failure) {
-        PipelineStatus::Failed
-    } else {
-        PipelineStatus::Success
-    };
+    let status = status_of(cancel, reports.iter());
     events(Event::PipelineFinished { status, duration: started.elapsed(), jobs: reports.clone() });
     Outcome { status, jobs: reports, cleanup_errors }
 }
 
-/// Starts jobs as their waits finish, at most `parallel` at a time; one scoped thread per job.
-fn schedule(run: &Run<'_>) -> Vec<JobReport> {
+/// A pipeline's status from its reports: canceled, failed when a job failed (not allowed to).
+pub(crate) fn status_of<'r>(cancel: &Cancel, mut reports: impl Iterator<Item = &'r JobReport>) -> PipelineStatus {
+    if cancel.is_canceled() {
+        PipelineStatus::Canceled
+    } else if reports.any(|r| r.status == JobStatus::Failed && !r.allowed_failure) {
+        PipelineStatus::Failed
+    } else {
+        PipelineStatus::Success
+    }
+}
+
+/// Starts jobs as their waits finish, at most `parallel` at a time; one scoped thread per job
+/// (a trigger job's thread runs its child pipeline and takes no slot). The reports of the
+/// plan's jobs in order, each trigger job's child's right after it.
+pub(crate) fn schedule(run: &Run<'_>) -> Vec<JobReport> {
     let jobs = &run.plan.jobs;
     let mut reports: Vec<Option<JobReport>> = vec![None; jobs.len()];
+    let mut child_reports: Vec<Vec<JobReport>> = vec![Vec::new(); jobs.len()];
+    let mut children_running = 0usize;
     let mut started = vec![false; jobs.len()];
     let parallel = run.options.parallel.max(1);
-    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, usize, JobReport)>();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Done>();
     // The runner's concurrency slots (`CI_CONCURRENT_ID`): the lowest free one per job.
     let mut slots = vec![false; parallel];
     // `resource_group`: the groups a running job holds; another job of one waits for it.
@@ -363,10 +427,17 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                     let decided = decide(run, job, &reports);
                     match decided {
                         Some(report) => {
+                            let report = JobReport { pipeline: run.pipeline.clone(), ..report };
                             started[i] = true;
                             (run.events)(Event::JobFinished(report.clone()));
                             reports[i] = Some(report);
                             progressed = true;
+                        }
+                        None if job.downstream.is_some() => {
+                            started[i] = true;
+                            children_running += 1;
+                            let tx = done_tx.clone();
+                            scope.spawn(move || downstream::run_trigger(run, i, &tx));
                         }
                         None if running < parallel && !in_use(&held, job.resource_group.as_deref()) => {
                             started[i] = true;
@@ -380,7 +451,7 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                                     Some(delay) => delayed(run, job, delay, || job::run_job(run, i, slot)),
                                     None => job::run_job(run, i, slot),
                                 };
-                                let _ = tx.send((i, slot, report));
+                                let _ = tx.send(Done::Job(i, Some(slot), report));
                             });
                         }
                         None => {
@@ -394,26 +465,35 @@ fn schedule(run: &Run<'_>) -> Vec<JobReport> {
                     }
                 }
             }
-            if running == 0 {
+            if running == 0 && children_running == 0 {
                 break;
             }
             match done_rx.recv() {
-                Ok((i, slot, report)) => {
-                    running -= 1;
-                    slots[slot] = false;
-                    held[i] = None;
+                Ok(Done::Job(i, slot, report)) => {
+                    if let Some(slot) = slot {
+                        running -= 1;
+                        slots[slot] = false;
+                        held[i] = None;
+                    }
+                    let report = JobReport { pipeline: run.pipeline.clone(), ..report };
                     (run.events)(Event::JobFinished(report.clone()));
                     reports[i] = Some(report);
+                }
+                Ok(Done::Child(i, reports)) => {
+                    children_running -= 1;
+                    child_reports[i] = reports;
                 }
                 Err(_) => break,
             }
         }
     });
-    reports
-        .into_iter()
-        .zip(jobs)
-        .map(|(r, j)| r.unwrap_or_else(|| not_run(j, JobStatus::Canceled, "the run stopped before it")))
-        .collect()
+    let mut out = Vec::with_capacity(jobs.len());
+    for ((report, job), children) in reports.into_iter().zip(jobs).zip(child_reports) {
+        let report = report.unwrap_or_else(|| not_run(job, JobStatus::Canceled, "the run stopped before it"));
+        out.push(JobReport { pipeline: run.pipeline.clone(), ..report });
+        out.extend(children);
+    }
+    out
 }
 
 /// `when: delayed`: waits `delay` (an interrupt cuts it short: the job is canceled), then runs.

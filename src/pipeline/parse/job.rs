@@ -1,8 +1,9 @@
 //! One job's map (after `include`, `extends` and `!reference`) → [`Job`], with `default:`
 //! applied; also reads `default:` itself into [`Defaults`]. Owns the list of job keys: which
 //! are used, which are accepted and ignored because they mean nothing locally (`tags`,
-//! `environment`, ...), and which are refused with a hint (`secrets`, `run`,
-//! `trigger: include`). Also makes
+//! `environment`, ...), and which are refused with a hint (`secrets`, `run`). `trigger:` is
+//! read here ([`Downstream`]); a child's `include:` is kept as written for `mod.rs` to compose
+//! (`child.rs`). Also makes
 //! the instances of a `parallel:` job ([`instances`]). Pure.
 
 use std::time::Duration;
@@ -12,9 +13,12 @@ use super::needs;
 use super::policy;
 use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
 use super::run_keys;
-use super::yaml::{Entry, Value};
+use super::yaml::{Entry, Node, Value};
 use crate::pipeline::error::PipelineError;
-use crate::pipeline::model::{AllowFailure, Artifacts, Cache, Image, Instance, Job, Service, Variable, When};
+use crate::pipeline::model::{
+    AllowFailure, ArtifactInclude, Artifacts, Cache, Downstream, DownstreamKind, Image, Instance, Job, Location,
+    Service, Variable, When,
+};
 
 /// The stage of a job without `stage:`.
 pub const DEFAULT_STAGE: &str = "test";
@@ -158,6 +162,8 @@ pub struct ParsedJob {
     pub matrix: Combo,
     /// Notes on what was left out (`file:line: key: why`).
     pub notes: Vec<String>,
+    /// `trigger: include` of files, as written: composed into the child pipeline by `mod.rs`.
+    pub child_include: Option<Node>,
 }
 
 /// A job's `parallel:`.
@@ -206,6 +212,8 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         cache: Vec::new(),
         run_keys: Default::default(),
         trigger: None,
+        downstream: None,
+        pipeline_needs: Vec::new(),
     };
     let mut parsed = ParsedJob {
         job: job.clone(),
@@ -216,6 +224,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
         needs_matrix: Vec::new(),
         matrix: Vec::new(),
         notes: Vec::new(),
+        child_include: None,
     };
     let mut own = Defaults::default();
     let mut script = None;
@@ -245,6 +254,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             "needs" => {
                 let read = needs::needs(&f)?;
                 parsed.notes.extend(read.notes);
+                job.pipeline_needs = read.pipelines;
                 parsed.needs_at = read.needs.iter().map(|n| (n.line, n.key.clone())).collect();
                 parsed.needs_matrix = read.needs.iter().map(|n| n.matrix.clone()).collect();
                 job.needs = Some(read.needs.into_iter().map(|n| n.need).collect());
@@ -256,7 +266,15 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             }
             "rules" => job.rules = read::rules(&f, false)?,
             "only" => job.only = Some(policy::policy(&f)?),
-            "trigger" => job.trigger = Some(trigger(&f)?),
+            "trigger" => {
+                let read = trigger(&f)?;
+                job.trigger = match &read.downstream.kind {
+                    DownstreamKind::Project { project, .. } => Some(project.clone()),
+                    _ => None,
+                };
+                job.downstream = Some(Box::new(read.downstream));
+                parsed.child_include = read.include;
+            }
             "except" => job.except = Some(policy::policy(&f)?),
             // `when: delayed` runs as on_success after `start_in` (issue 15).
             "when" if matches!(&f.node.value, Value::Str(s) if s == "delayed") => delayed_at = Some(f.clone()),
@@ -298,12 +316,12 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
             }
         }
     }
-    if job.trigger.is_some() {
+    if job.downstream.is_some() {
         if let Some(entry) = map.get("script") {
             return Err(Field::entry(name, entry).error("a `trigger` job runs no `script` (GitLab refuses both)"));
         }
     }
-    let script = script.or_else(|| job.trigger.as_ref().map(|_| Vec::new()));
+    let script = script.or_else(|| job.downstream.as_ref().map(|_| Vec::new()));
     match (&delayed_at, &start_in_at) {
         (Some(when), None) => return Err(when.error("`when: delayed` needs `start_in` (how long to wait)")),
         (None, Some(start_in)) => return Err(start_in.error("`start_in` is used only with `when: delayed`")),
@@ -334,38 +352,105 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
     Ok(parsed)
 }
 
-/// `trigger:` a project path or `{project, branch, strategy, forward}`: the downstream project.
-/// Child pipelines (`trigger: include`) are refused: they are not run locally yet.
-fn trigger(field: &Field) -> Result<String, PipelineError> {
+/// `trigger:` as read: the downstream, and a child's `include:` as written.
+struct ReadTrigger {
+    downstream: Downstream,
+    include: Option<Node>,
+}
+
+/// `trigger:` a project path, `{project, branch, strategy, forward}` or `{include, strategy,
+/// forward}` (GitLab's `trigger` keyword). `include` takes what `include:` takes (a path, or a
+/// list of `local`/`template`/`project`/`remote`/`component` entries) or `{artifact, job}`
+/// entries (a dynamic child pipeline); GitLab refuses the two mixed.
+fn trigger(field: &Field) -> Result<ReadTrigger, PipelineError> {
+    let location = Location { file: field.node.file.to_path_buf(), line: field.line };
+    let mut downstream = Downstream {
+        kind: DownstreamKind::Child(Box::default()),
+        depend: false,
+        forward_yaml_variables: true,
+        forward_pipeline_variables: false,
+        location,
+    };
     if let Value::Str(_) = field.node.value {
-        return field.name("a project path");
+        let project = field.name("a project path")?;
+        downstream.kind = DownstreamKind::Project { project, branch: None };
+        return Ok(ReadTrigger { downstream, include: None });
     }
     field.check_keys(&["project", "branch", "strategy", "forward", "include"])?;
-    if let Some(include) = field.get("include")? {
-        return Err(include.error(
-            "child pipelines (`trigger: include`) are not supported yet: run the child's file on its own \
-             with `glci run -f FILE`",
-        ));
-    }
-    let project = field.get("project")?.ok_or_else(|| field.error("missing `project` (or `include`)"))?;
-    if let Some(branch) = field.get("branch")? {
-        branch.string()?;
-    }
     if let Some(strategy) = field.get("strategy")? {
         let value = strategy.string()?;
         if !["depend", "mirror"].contains(&value.as_str()) {
             return Err(strategy.error(format!("unknown value {value:?} (use depend or mirror)")));
         }
+        downstream.depend = true;
     }
     if let Some(forward) = field.get("forward")? {
         forward.check_keys(&["yaml_variables", "pipeline_variables"])?;
-        for key in ["yaml_variables", "pipeline_variables"] {
-            if let Some(f) = forward.get(key)? {
-                f.boolean()?;
+        if let Some(f) = forward.get("yaml_variables")? {
+            downstream.forward_yaml_variables = f.boolean()?;
+        }
+        if let Some(f) = forward.get("pipeline_variables")? {
+            downstream.forward_pipeline_variables = f.boolean()?;
+        }
+    }
+    let include = field.get("include")?;
+    let project = field.get("project")?;
+    match (include, project) {
+        (Some(_), Some(project)) => {
+            Err(project.error("a trigger takes `include` (a child pipeline) or `project`, not both"))
+        }
+        (None, None) => Err(field.error("missing `project` (or `include`)")),
+        (None, Some(project)) => {
+            let branch = field.get("branch")?.map(|b| b.string()).transpose()?;
+            downstream.kind = DownstreamKind::Project { project: project.name("a project path")?, branch };
+            Ok(ReadTrigger { downstream, include: None })
+        }
+        (Some(include), None) => {
+            if let Some(branch) = field.get("branch")? {
+                return Err(branch.error("`branch` is for `trigger: project`; a child pipeline runs this ref"));
+            }
+            match artifact_includes(&include)? {
+                Some(artifacts) => {
+                    downstream.kind = DownstreamKind::Dynamic(artifacts);
+                    Ok(ReadTrigger { downstream, include: None })
+                }
+                None => Ok(ReadTrigger { downstream, include: Some(include.node.clone()) }),
             }
         }
     }
-    project.name("a project path")
+}
+
+/// The `{artifact, job}` entries of a `trigger: include`, or `None` when it has none.
+fn artifact_includes(include: &Field) -> Result<Option<Vec<ArtifactInclude>>, PipelineError> {
+    let items = match &include.node.value {
+        Value::Seq(_) => include.items("a list of files to include")?,
+        Value::Map(_) => vec![include.clone()],
+        _ => return Ok(None),
+    };
+    let is_artifact = |item: &Field| matches!(&item.node.value, Value::Map(m) if m.get("artifact").is_some());
+    if !items.iter().any(is_artifact) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for item in &items {
+        if !is_artifact(item) {
+            return Err(item.error(
+                "a dynamic child pipeline's `include` lists only `{artifact, job}` entries (GitLab refuses them \
+                 mixed with other files)",
+            ));
+        }
+        item.check_keys(&["artifact", "job"])?;
+        let path = item.get("artifact")?.ok_or_else(|| item.error("missing `artifact`"))?;
+        let job = item.get("job")?.ok_or_else(|| item.error("missing `job` (the job whose artifact it is)"))?;
+        let path = path.name("a file path in the job's artifacts")?;
+        out.push(ArtifactInclude {
+            job: job.name("a job name")?,
+            path: path.trim_start_matches("./").to_string(),
+            location: Location { file: item.node.file.to_path_buf(), line: item.line },
+            key: item.key.clone(),
+        });
+    }
+    Ok(Some(out))
 }
 
 /// `parallel:` a number of jobs (1 to 200) or `{matrix: [...]}`.
@@ -733,7 +818,26 @@ mod tests {
                 "build.parallel.matrix[0].A B",
                 "invalid variable name",
             ),
-            ("b:\n  trigger: {include: child.yml}\n", 2, "b.trigger.include", "child pipelines (`trigger: include`)"),
+            (
+                "b:\n  trigger: {include: x.yml, project: g/p}\n",
+                2,
+                "b.trigger.project",
+                "`include` (a child pipeline) or `project`, not both",
+            ),
+            (
+                "b:\n  trigger: {include: x.yml, branch: main}\n",
+                2,
+                "b.trigger.branch",
+                "`branch` is for `trigger: project`",
+            ),
+            ("b:\n  trigger: {include: x.yml, strategy: wait}\n", 2, "b.trigger.strategy", "use depend or mirror"),
+            (
+                "b:\n  trigger:\n    include:\n      - artifact: g.yml\n        job: gen\n      - local: x.yml\n",
+                6,
+                "b.trigger.include[1]",
+                "only `{artifact, job}` entries",
+            ),
+            ("b:\n  trigger:\n    include: [{artifact: g.yml}]\n", 3, "b.trigger.include[0]", "missing `job`"),
             ("b:\n  trigger: {project: g/p, strategy: wait}\n", 2, "b.trigger.strategy", "use depend or mirror"),
             ("b:\n  trigger: {branch: main}\n", 2, "b.trigger", "missing `project`"),
             ("b:\n  script: x\n  trigger: g/p\n", 2, "b.script", "runs no `script`"),

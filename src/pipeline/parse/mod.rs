@@ -14,6 +14,7 @@
 //! merge puts the including file over them), then the file's own.
 
 mod cache;
+mod child;
 mod compose;
 pub(crate) mod duration;
 mod include;
@@ -97,10 +98,23 @@ pub fn parse_with(text: &str, file: &Path, read: Read) -> Result<Pipeline, Pipel
     parse_sources(text, file, &sources)
 }
 
-/// Parses `text` as if read from `file`, its includes resolved through `sources`.
+/// Parses `text` as if read from `file`, its includes resolved through `sources`; the child
+/// pipelines of its `trigger: include` jobs composed too (`child.rs`).
 pub fn parse_sources(text: &str, file: &Path, sources: &Sources) -> Result<Pipeline, PipelineError> {
-    build(&composed(text, file, sources)?, file)
+    child::tree(&composed(text, file, sources)?, file, sources, &build, 0)
 }
+
+/// A dynamic child pipeline (`trigger: include: [{artifact, job}]`, issue 17), `depth` levels
+/// below the root, from the artifact files `(name, text)` in the trigger's order.
+pub fn parse_dynamic_child(
+    files: &[(String, String)],
+    sources: &Sources,
+    depth: usize,
+) -> Result<Pipeline, PipelineError> {
+    child::dynamic(files, sources, &build, depth)
+}
+
+pub use self::child::MAX_DEPTH as MAX_CHILD_DEPTH;
 
 fn composed(text: &str, file: &Path, sources: &Sources) -> Result<Map, PipelineError> {
     let name: Rc<Path> = Rc::from(file);
@@ -113,13 +127,33 @@ fn composed(text: &str, file: &Path, sources: &Sources) -> Result<Map, PipelineE
 /// resolved), as GitLab's full-configuration YAML and as JSON; checked as [`load_with`] checks
 /// it, so a broken pipeline is an error here too.
 pub fn preview(file: &Path, sources: &Sources) -> Result<(String, serde_json::Value), PipelineError> {
-    let text = fs::read_to_string(file).map_err(|e| PipelineError::whole_file(file, format!("cannot read: {e}")))?;
-    let map = composed(&text, file, sources)?;
-    build(&map, file)?;
-    Ok((preview::yaml(&map), preview::json(&map)))
+    preview_all(file, sources).map(|p| (p.yaml, p.json))
 }
 
-fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
+/// The composed configuration of a file and of its child pipelines (issue 17).
+pub struct Preview {
+    pub yaml: String,
+    pub json: serde_json::Value,
+    /// Each `trigger: include` child's (`trigger`, `trigger: nested`), nested ones after their
+    /// parent: `(name, yaml, json)`.
+    pub children: Vec<(String, String, serde_json::Value)>,
+}
+
+/// [`preview`] with the configurations of the child pipelines.
+pub fn preview_all(file: &Path, sources: &Sources) -> Result<Preview, PipelineError> {
+    let text = fs::read_to_string(file).map_err(|e| PipelineError::whole_file(file, format!("cannot read: {e}")))?;
+    let map = composed(&text, file, sources)?;
+    child::tree(&map, file, sources, &build, 0)?;
+    let children = child::previews(&map, file, sources, &build, "", 0)?
+        .into_iter()
+        .map(|(name, map)| (name, preview::yaml(&map), preview::json(&map)))
+        .collect();
+    Ok(Preview { yaml: preview::yaml(&map), json: preview::json(&map), children })
+}
+
+/// The pipeline of a composed file, and each `trigger: include` job's `include:` as written
+/// (for `child.rs` to compose).
+fn build(map: &Map, file: &Path) -> Result<(Pipeline, Vec<(String, yaml::Node)>), PipelineError> {
     fn field(entry: &Entry) -> Field<'_> {
         Field::entry("", entry)
     }
@@ -166,8 +200,10 @@ fn build(map: &Map, file: &Path) -> Result<Pipeline, PipelineError> {
     }
     let notes = jobs.iter().filter(|p| p.job.instance.as_ref().is_none_or(|i| i.index == 1));
     let notes: Vec<String> = notes.flat_map(|p| p.notes.iter().cloned()).collect();
+    let children: Vec<(String, yaml::Node)> =
+        jobs.iter().filter_map(|p| Some((p.job.name.clone(), p.child_include.clone()?))).collect();
     let jobs = validate(jobs, &stages)?;
-    Ok(Pipeline { file: file.to_path_buf(), stages, variables, workflow_rules, jobs, name, notes })
+    Ok((Pipeline { file: file.to_path_buf(), stages, variables, workflow_rules, jobs, name, notes }, children))
 }
 
 /// `stages` (or the old `types`), `.pre` first and `.post` last; GitLab's default when absent.

@@ -1,13 +1,15 @@
 //! `needs:` of a job and of a job rule → [`Need`]s with the line and key each was written at.
 //! A need with `parallel: matrix` becomes one need per combination, each keeping the
 //! combination so `mod.rs` can pick every instance a partial one (`{ARCH: x64}`) selects. A need
-//! from another project or pipeline (`project:`, `pipeline:`) is left out with a note, as
-//! gitlab-ci-local does: glci runs one project's pipeline. Pure; called by `job.rs`/`read.rs`.
+//! from another project (`project:`) is left out with a note, as gitlab-ci-local does: glci runs
+//! one project's pipeline. One of another pipeline (`pipeline: $PARENT_PIPELINE_ID, job:`) is
+//! kept as a [`PipelineNeed`] with that note: `plan` resolves it in a child pipeline (the
+//! parent's job's artifacts) and says the note otherwise. Pure; called by `job.rs`/`read.rs`.
 
 use super::read::{self, Combo, Field};
 use super::yaml::Value;
 use crate::pipeline::error::PipelineError;
-use crate::pipeline::model::Need;
+use crate::pipeline::model::{Location, Need, PipelineNeed};
 
 /// One need as written.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +27,8 @@ pub struct ReadNeeds {
     pub needs: Vec<ReadNeed>,
     /// `file:line: key: why it was left out`.
     pub notes: Vec<String>,
+    /// `{pipeline, job}` needs, for `plan` (issue 17).
+    pub pipelines: Vec<PipelineNeed>,
 }
 
 /// A job's `needs:` list of job names or `{job, artifacts, optional, parallel: {matrix}}`,
@@ -32,8 +36,11 @@ pub struct ReadNeeds {
 pub fn needs(field: &Field) -> Result<ReadNeeds, PipelineError> {
     let mut out = ReadNeeds::default();
     for item in field.items("a list of jobs")? {
-        if let Some(note) = cross_pipeline(&item)? {
-            out.notes.push(note);
+        if let Some((note, need)) = cross_pipeline(&item)? {
+            match need {
+                Some(need) => out.pipelines.push(need),
+                None => out.notes.push(note),
+            }
             continue;
         }
         for (need, matrix) in need(&item)? {
@@ -55,8 +62,9 @@ pub fn rule_needs(field: &Field) -> Result<Vec<Need>, PipelineError> {
     Ok(out)
 }
 
-/// A need of another project's or pipeline's job: the note saying it is left out.
-fn cross_pipeline(field: &Field) -> Result<Option<String>, PipelineError> {
+/// A need of another project's or pipeline's job: the note saying it is left out, and for
+/// `{pipeline, job}` the need itself.
+fn cross_pipeline(field: &Field) -> Result<Option<(String, Option<PipelineNeed>)>, PipelineError> {
     let Value::Map(map) = &field.node.value else { return Ok(None) };
     let (kind, what) = if map.get("project").is_some() {
         ("project", "a job of another project's pipeline")
@@ -67,15 +75,25 @@ fn cross_pipeline(field: &Field) -> Result<Option<String>, PipelineError> {
     };
     field.check_keys(&["project", "pipeline", "job", "ref", "artifacts", "optional"])?;
     let source = field.get(kind)?.map(|f| f.name(&format!("a {kind}"))).transpose()?.unwrap_or_default();
-    let job = match field.get("job")? {
-        Some(f) => format!("`{}` of ", f.name("a job name")?),
-        None => String::new(),
-    };
+    let job_name = field.get("job")?.map(|f| f.name("a job name")).transpose()?;
+    let job = job_name.as_ref().map(|j| format!("`{j}` of ")).unwrap_or_default();
     let note = format!(
         "left out: `needs: {kind}` names {what} ({job}{kind} `{source}`); glci runs this project's pipeline \
          only, so that job's status and artifacts are not waited for"
     );
-    Ok(Some(field.error(note).to_string()))
+    let note = field.error(note).to_string();
+    let need = match job_name {
+        Some(job) if kind == "pipeline" => Some(PipelineNeed {
+            pipeline: source,
+            job,
+            artifacts: field.get("artifacts")?.map(|f| f.boolean()).transpose()?.unwrap_or(true),
+            location: Location { file: field.node.file.to_path_buf(), line: field.line },
+            key: field.key.clone(),
+            note: note.clone(),
+        }),
+        _ => None,
+    };
+    Ok(Some((note, need)))
 }
 
 /// The job a `parallel: matrix` need names, and one combination of its values.
@@ -170,16 +188,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n.needs.iter().map(|n| n.need.job.as_str()).collect::<Vec<_>>(), ["a"]);
-        assert_eq!(n.notes.len(), 3);
+        assert_eq!(n.notes.len(), 2);
         assert_eq!(
             n.notes[0],
             "ci.yml:3: job.k[1]: left out: `needs: project` names a job of another project's pipeline (`build` of \
              project `group/lib`); glci runs this project's pipeline only, so that job's status and artifacts are \
              not waited for"
         );
-        assert!(n.notes[1].starts_with("ci.yml:7: job.k[2]: left out: `needs: pipeline`"), "{}", n.notes[1]);
-        assert!(n.notes[1].contains("(`gen` of pipeline `$UPSTREAM_ID`)"), "{}", n.notes[1]);
-        assert!(n.notes[2].contains("(pipeline `other/project`)"), "{}", n.notes[2]);
+        // `{pipeline, job}` is kept for `plan` (a child's parent), its note with it.
+        assert_eq!(n.pipelines.len(), 1);
+        assert_eq!((n.pipelines[0].pipeline.as_str(), n.pipelines[0].job.as_str()), ("$UPSTREAM_ID", "gen"));
+        let note = &n.pipelines[0].note;
+        assert!(note.starts_with("ci.yml:7: job.k[2]: left out: `needs: pipeline`"), "{note}");
+        assert!(note.contains("(`gen` of pipeline `$UPSTREAM_ID`)"), "{note}");
+        assert!(n.notes[1].contains("(pipeline `other/project`)"), "{}", n.notes[1]);
     }
 
     #[test]

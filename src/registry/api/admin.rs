@@ -10,6 +10,8 @@ use crate::registry::error::{ApiError, OciCode};
 use crate::registry::gc::{self, CleanOptions};
 use crate::registry::names::Name;
 use crate::registry::routes::AdminRoute;
+use crate::registry::storage::Store;
+use crate::registry::uploads::Uploads;
 use crate::registry::{usage, Registry};
 
 pub fn handle(registry: &Registry, request: &Request<'_>, route: AdminRoute) -> Result<Response, ApiError> {
@@ -36,14 +38,26 @@ fn json(value: &impl serde::Serialize) -> Result<Response, ApiError> {
     Ok(Response::json(200, &value))
 }
 
+/// The filesystem store: `list`, `stats` and `clean` do not work on S3 yet.
+fn filesystem(registry: &Registry) -> Result<(&Store, &Uploads), ApiError> {
+    match (registry.store.filesystem(), registry.uploads.filesystem()) {
+        (Some(store), Some(uploads)) => Ok((store, uploads)),
+        _ => Err(ApiError::new(
+            OciCode::Unsupported,
+            format!("glci registry list, stats and clean are not supported on {} yet", registry.store.describe()),
+        )
+        .with_status(501)),
+    }
+}
+
 fn list(registry: &Registry, request: &Request<'_>) -> Result<Response, ApiError> {
     let project = project(request)?;
-    let inventory = registry.store.inventory()?;
+    let inventory = filesystem(registry)?.0.inventory()?;
     json(&usage::list(&inventory, project.as_ref()))
 }
 
 fn stats(registry: &Registry) -> Result<Response, ApiError> {
-    let inventory = registry.store.inventory()?;
+    let inventory = filesystem(registry)?.0.inventory()?;
     json(&usage::stats(&inventory))
 }
 
@@ -60,7 +74,8 @@ fn clean(registry: &Registry, request: &Request<'_>) -> Result<Response, ApiErro
         ),
     };
     let options = CleanOptions { project: project(request)?, grace, dry_run };
-    let report = gc::clean(&registry.store, &registry.uploads, &options, &mut |_| {})?;
+    let (store, uploads) = filesystem(registry)?;
+    let report = gc::clean(store, uploads, &options, &mut |_| {})?;
     crate::log::info(
         "clean",
         &format!(

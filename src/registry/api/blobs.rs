@@ -1,8 +1,6 @@
 //! Blob GET/HEAD (with `Range`) and DELETE.
 
-use std::io::{Seek, SeekFrom};
-
-use crate::http::{Body, Request, Response};
+use crate::http::{Request, Response};
 use crate::registry::api::manifests::with_namespace;
 use crate::registry::error::{ApiError, OciCode};
 use crate::registry::names::{Digest, Name};
@@ -63,16 +61,24 @@ fn parse_one_range(header: Option<&str>, len: u64) -> Result<Option<ByteRange>, 
 
 pub fn get(registry: &Registry, request: &Request<'_>, name: &Name, digest: &Digest) -> Result<Response, ApiError> {
     let ns = super::manifests::namespace(request)?;
-    let Some((mut file, len)) = registry.store.open_blob(name, digest)? else {
-        let pulled = match &registry.proxy {
-            Some(proxy) => proxy.blob(&registry.store, name, digest, ns.as_deref(), request.method == "HEAD")?,
-            None => None,
+    let Some(blob) = registry.store.open_blob(name, digest)? else {
+        let pulled = match (&registry.proxy, registry.store.filesystem()) {
+            (Some(proxy), Some(store)) => proxy.blob(store, name, digest, ns.as_deref(), request.method == "HEAD")?,
+            _ => None,
         };
         return match pulled {
             Some(response) => Ok(with_namespace(response, ns)),
             None => Err(ApiError::new(OciCode::BlobUnknown, format!("blob {digest} is unknown to {name}"))),
         };
     };
+    let len = blob.size();
+    // `[storage.s3] redirect = true`: the client fetches the bytes from the store itself, as
+    // distribution's S3 driver does (HEAD still answers here, with the length).
+    if let Some(url) = blob.redirect().filter(|_| request.method != "HEAD") {
+        return Ok(with_namespace(Response::new(307), ns)
+            .header("Location", url)
+            .header(DIGEST_HEADER, digest.to_string()));
+    }
     let response = with_namespace(Response::new(200), ns)
         .header("Content-Type", "application/octet-stream")
         .header(DIGEST_HEADER, digest.to_string())
@@ -80,12 +86,11 @@ pub fn get(registry: &Registry, request: &Request<'_>, name: &Name, digest: &Dig
         .header("ETag", format!("\"{digest}\""))
         .header("Cache-Control", "max-age=31536000");
     match parse_range(request.header("Range"), len) {
-        RangeRequest::Whole => Ok(response.body(Body::File { file, len })),
+        RangeRequest::Whole => Ok(response.body(blob.body(0, len)?)),
         RangeRequest::Part(ByteRange { start, end }) => {
-            file.seek(SeekFrom::Start(start)).map_err(|e| ApiError::internal("blob seek", &e))?;
             let mut response = response.header("Content-Range", format!("bytes {start}-{end}/{len}"));
             response.status = 206;
-            Ok(response.body(Body::File { file, len: end - start + 1 }))
+            Ok(response.body(blob.body(start, end - start + 1)?))
         }
         RangeRequest::Unsatisfiable => Err(ApiError::new(OciCode::BlobUnknown, "requested range not satisfiable")
             .with_status(416)

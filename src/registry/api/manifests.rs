@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use crate::auth::Identity;
-use crate::http::{Body, Request, Response};
+use crate::http::{Request, Response};
 use crate::registry::error::{ApiError, OciCode};
 use crate::registry::names::{Algorithm, Digest, Name, Reference};
 use crate::registry::storage::blobs::digest_of;
@@ -12,7 +12,7 @@ use crate::registry::{manifest, mirror};
 use crate::registry::{Registry, DIGEST_HEADER};
 
 fn unknown(registry: &Registry, name: &Name, reference: &Reference) -> ApiError {
-    if registry.store.repository_exists(name) {
+    if registry.store.repository_exists(name).unwrap_or(false) {
         ApiError::new(OciCode::ManifestUnknown, format!("manifest {reference} is unknown to {name}"))
     } else {
         ApiError::new(OciCode::NameUnknown, format!("repository {name} is unknown"))
@@ -26,8 +26,8 @@ pub fn get(
     reference: &Reference,
 ) -> Result<Response, ApiError> {
     let ns = namespace(request)?;
-    if let Some(proxy) = &registry.proxy {
-        proxy.refresh_manifest(&registry.store, name, reference, ns.as_deref())?;
+    if let (Some(proxy), Some(store)) = (&registry.proxy, registry.store.filesystem()) {
+        proxy.refresh_manifest(store, name, reference, ns.as_deref())?;
     }
     let Some(m) = registry.store.open_manifest(name, reference)? else {
         return Err(unknown(registry, name, reference));
@@ -36,7 +36,7 @@ pub fn get(
         .header("Content-Type", m.media_type)
         .header(DIGEST_HEADER, m.digest.to_string())
         .header("ETag", format!("\"{}\"", m.digest))
-        .body(Body::File { file: m.file, len: m.len }))
+        .body(m.body))
 }
 
 /// `?ns=` (containerd, BuildKit: the registry a name was meant for), which must be a registry
@@ -97,10 +97,17 @@ pub fn put(
         Reference::Tag(t) => (digest_of(Algorithm::Sha256, &bytes), Some(t)),
     };
     check_references(registry, name, &parsed)?;
-    registry.store.put_manifest(name, &digest, &bytes, &parsed, tag, None)?;
+    registry.store.put_manifest(name, &digest, &bytes, &parsed, tag)?;
     // Stored first: an upstream failure answers 5xx but keeps the local copy (DESIGN §8).
     if let Some(mirror) = registry.mirror.as_ref().filter(|_| mirror::wanted(identity, name)) {
-        mirror.push(&registry.store, name, reference, &digest)?;
+        let Some(store) = registry.store.filesystem() else {
+            return Err(ApiError::new(
+                OciCode::Unsupported,
+                format!("stored, but push-through is not supported on {} yet", registry.store.describe()),
+            )
+            .with_status(501));
+        };
+        mirror.push(store, name, reference, &digest)?;
     }
     let mut response = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{digest}"))

@@ -5,7 +5,7 @@
 use crate::http::{Request, Response};
 use crate::registry::error::{ApiError, OciCode};
 use crate::registry::names::{Digest, Name};
-use crate::registry::storage::BlobWriter;
+use crate::registry::storage::StoreError;
 use crate::registry::uploads::UploadError;
 use crate::registry::{Registry, DIGEST_HEADER};
 
@@ -71,18 +71,18 @@ pub fn start(registry: &Registry, request: &mut Request<'_>, name: &Name) -> Res
             None => registry.store.blob_size(&digest)?.is_some(),
         };
         if mountable {
-            registry.store.link_layer(name, &digest, None)?;
+            registry.store.link_layer(name, &digest)?;
             return Ok(created(name, &digest));
         }
         // Unknown blob: fall through to an ordinary session, as the spec asks.
     } else if let Some(digest) = digest_param(request)? {
-        let mut writer = BlobWriter::temp(registry.store.layout(), digest.algorithm())?;
-        let copied = writer.copy_from(request.body, request.content_length)?;
-        if request.content_length.is_some_and(|n| n != copied) {
-            return Err(ApiError::new(OciCode::SizeInvalid, "body shorter than Content-Length"));
-        }
-        writer.commit(registry.store.layout(), &digest)?;
-        registry.store.link_layer(name, &digest, None)?;
+        match registry.store.write_blob(&digest, request.body, request.content_length) {
+            Err(StoreError::SizeMismatch { .. }) => {
+                return Err(ApiError::new(OciCode::SizeInvalid, "body shorter than Content-Length"))
+            }
+            written => written?,
+        };
+        registry.store.link_layer(name, &digest)?;
         return Ok(created(name, &digest));
     }
     let id = registry.uploads.start(name)?;
@@ -109,7 +109,7 @@ pub fn put(registry: &Registry, request: &mut Request<'_>, name: &Name, id: &str
     let range = range_of(request)?;
     let declared = request.content_length.filter(|_| !request.chunked);
     registry.uploads.finish(name, id, request.body, range, declared, &digest).map_err(|e| upload_error(e, name, id))?;
-    registry.store.link_layer(name, &digest, None)?;
+    registry.store.link_layer(name, &digest)?;
     Ok(created(name, &digest))
 }
 

@@ -100,7 +100,7 @@ fn closure(inv: &Inventory, repo: &Repository, roots: Vec<Digest>) -> (HashSet<D
 pub fn plan_removals(inv: &Inventory, project: Option<&Name>, start: SystemTime, cutoff: SystemTime) -> Vec<RepoPlan> {
     let mut plans = Vec::new();
     for (name, repo) in &inv.repositories {
-        let selected = project.is_none_or(|p| crate::auth::is_under(name.as_str(), p.as_str()));
+        let selected = project.is_none_or(|p| crate::registry::names::is_under(name.as_str(), p.as_str()));
         let present = |d: &Digest| repo.revisions.contains_key(d) && inv.blobs.contains_key(d);
         let mut plan = RepoPlan {
             name: name.clone(),

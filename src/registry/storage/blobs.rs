@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256, Sha512};
 
 use super::{IoContext, Layout, StoreError};
+use crate::durable::{new_id, sync_dir};
+use crate::encoding::hex;
 use crate::registry::names::{Algorithm, Digest};
 
 /// Bytes copied per read/hash/write step: large enough that syscalls and hand-offs are few
@@ -59,16 +61,6 @@ impl Hasher {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
-}
-
 /// The digest of a small in-memory value (manifests).
 pub fn digest_of(algorithm: Algorithm, bytes: &[u8]) -> Digest {
     let mut h = Hasher::new(algorithm);
@@ -105,7 +97,7 @@ impl BlobWriter {
     pub fn temp(layout: &Layout, algorithm: Algorithm) -> Result<BlobWriter, StoreError> {
         let dir = layout.tmp();
         fs::create_dir_all(&dir).at(&dir)?;
-        let path = dir.join(format!("blob-{}", crate::registry::uploads::new_id()));
+        let path = dir.join(format!("blob-{}", new_id()));
         // Readable too: `reader` hands out handles that follow the file while it is written.
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).at(&path)?;
         let guard = TempGuard(Some(path.clone()));
@@ -439,14 +431,6 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
             len as libc::off64_t,
             libc::SYNC_FILE_RANGE_WRITE,
         );
-    }
-}
-
-/// fsyncs a directory so a rename inside it survives a crash. Best effort: some filesystems
-/// refuse to open directories for sync, and the data itself is already durable.
-pub fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 

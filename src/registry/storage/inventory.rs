@@ -135,9 +135,9 @@ pub struct Aside {
 impl Inventory {
     /// The repositories at `project` or below it (all of them for `None`).
     pub fn selected<'a>(&'a self, project: Option<&'a Name>) -> impl Iterator<Item = (&'a Name, &'a Repository)> {
-        self.repositories
-            .iter()
-            .filter(move |(name, _)| project.is_none_or(|p| crate::auth::is_under(name.as_str(), p.as_str())))
+        self.repositories.iter().filter(move |(name, _)| {
+            project.is_none_or(|p| crate::registry::names::is_under(name.as_str(), p.as_str()))
+        })
     }
 }
 

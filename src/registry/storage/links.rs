@@ -1,16 +1,14 @@
 //! Small files that link repositories to content: written whole to a temp file beside the
 //! target, fsynced, renamed over it. A reader sees the old link or the new one, never a torn one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io;
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::blobs::sync_dir;
 use super::{IoContext, StoreError};
 
-/// What marks `write_atomic`'s temp files: `.<link name>.tmp-<id>`.
-const TEMP_MARK: &str = ".tmp-";
+use crate::durable::TEMP_MARK;
 
 /// True for the name of a `write_atomic` temp file. One older than any write in progress was
 /// left by a writer killed before its rename: garbage, which `clean` removes.
@@ -18,24 +16,10 @@ pub fn is_link_temp(file_name: &str) -> bool {
     file_name.starts_with('.') && file_name.contains(TEMP_MARK) && !file_name.starts_with(super::layout::GC_ASIDE_LINK)
 }
 
-/// Replaces `path` with `contents` atomically, creating parent directories.
+/// Replaces `path` with `contents` atomically, creating parent directories
+/// (`durable::replace`: its temp file is `.<link>.tmp-<id>`).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StoreError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).at(parent)?;
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("link");
-    let temp = parent.join(format!(".{file_name}{TEMP_MARK}{}", crate::registry::uploads::new_id()));
-    let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result.at(path)?;
-    sync_dir(parent);
-    Ok(())
+    crate::durable::replace(path, contents).at(path)
 }
 
 /// Links up to this long are read with one `read(2)` into the stack.

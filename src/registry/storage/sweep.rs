@@ -19,7 +19,7 @@ impl Store {
     /// "Now" as the filesystem stamps it (the kernel's coarse clock, not `SystemTime::now`):
     /// the mtime of a probe file created in `tmp/`.
     pub fn filesystem_now(&self) -> Result<SystemTime, StoreError> {
-        let path = self.layout().tmp().join(format!("clock-{}", crate::registry::uploads::new_id()));
+        let path = self.layout().tmp().join(format!("clock-{}", crate::durable::new_id()));
         fs::File::create(&path).at(&path)?;
         let modified = fs::metadata(&path).and_then(|m| m.modified()).at(&path);
         let _ = fs::remove_file(&path);

@@ -1,0 +1,241 @@
+//! The two storage backends behind one pair of traits: what the OCI API handlers need of the
+//! content store (`Storage`) and of upload sessions (`UploadSessions`). The filesystem store
+//! (`storage::Store`, `uploads::Uploads`) implements them by delegation, unchanged; the S3 store
+//! (`s3`) implements them over an object store shared by several instances.
+//!
+//! Features only the filesystem has so far (pull-through, push-through, the admin API, `clean`)
+//! reach it through `filesystem()`; on S3 they are refused with a clear message.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::http::Body;
+use crate::registry::manifest;
+use crate::registry::names::{Digest, Name, Reference, Tag};
+use crate::registry::storage::{BlobWriter, Store, StoreError};
+use crate::registry::uploads::{Expired, UploadError, Uploads};
+
+/// A manifest found by name and reference, ready to send.
+pub struct OpenedManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub len: u64,
+    pub body: Body,
+}
+
+/// A blob found in a repository: its length, and how to send (part of) it.
+pub trait BlobSource: Send {
+    fn size(&self) -> u64;
+    /// The bytes `start..start + len` as a response body.
+    fn body(self: Box<Self>, start: u64, len: u64) -> Result<Body, StoreError>;
+    /// A URL the client may fetch the blob from directly (S3 `redirect = true`).
+    fn redirect(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What the OCI API needs of the content store. Every method has the meaning of the
+/// filesystem `Store`'s method of the same name.
+pub trait Storage: Send + Sync {
+    fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+    fn has_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError>;
+    /// Lets `name` serve a pushed blob.
+    fn link_layer(&self, name: &Name, digest: &Digest) -> Result<(), StoreError>;
+    fn unlink_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError>;
+    fn open_blob(&self, name: &Name, digest: &Digest) -> Result<Option<Box<dyn BlobSource>>, StoreError>;
+    /// Stores a blob streamed from `body` under `digest`, visible only once its digest is
+    /// verified. `declared` is the length the client announced: a shorter body is a
+    /// `SizeMismatch` and nothing is stored.
+    fn write_blob(&self, digest: &Digest, body: &mut dyn Read, declared: Option<u64>) -> Result<u64, StoreError>;
+    fn put_manifest(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        bytes: &[u8],
+        parsed: &manifest::Parsed,
+        tag: Option<&Tag>,
+    ) -> Result<(), StoreError>;
+    fn has_manifest(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError>;
+    fn open_manifest(&self, name: &Name, reference: &Reference) -> Result<Option<OpenedManifest>, StoreError>;
+    fn delete_manifest(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError>;
+    fn delete_tag(&self, name: &Name, tag: &Tag) -> Result<bool, StoreError>;
+    fn repository_exists(&self, name: &Name) -> Result<bool, StoreError>;
+    fn tags_page(
+        &self,
+        name: &Name,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Option<(Vec<String>, bool)>, StoreError>;
+    fn repositories(&self) -> Result<Arc<Vec<String>>, StoreError>;
+    fn referrers(&self, name: &Name, subject: &Digest) -> Result<Vec<serde_json::Value>, StoreError>;
+    /// The filesystem store, for the features only it has.
+    fn filesystem(&self) -> Option<&Store> {
+        None
+    }
+    /// Where the data is, for the log (`/path`, `s3://bucket/prefix`).
+    fn describe(&self) -> String;
+}
+
+/// Upload sessions (chunked and streamed pushes), kept where the backend keeps its data.
+pub trait UploadSessions: Send + Sync {
+    fn start(&self, name: &Name) -> Result<String, StoreError>;
+    fn offset(&self, name: &Name, id: &str) -> Result<u64, UploadError>;
+    fn append(
+        &self,
+        name: &Name,
+        id: &str,
+        body: &mut dyn Read,
+        range: Option<(u64, u64)>,
+        declared_len: Option<u64>,
+    ) -> Result<u64, UploadError>;
+    fn finish(
+        &self,
+        name: &Name,
+        id: &str,
+        body: &mut dyn Read,
+        range: Option<(u64, u64)>,
+        declared_len: Option<u64>,
+        expected: &Digest,
+    ) -> Result<u64, UploadError>;
+    fn cancel(&self, name: &Name, id: &str) -> Result<(), UploadError>;
+    /// Removes sessions untouched for `max_age` (see `Uploads::expire`).
+    fn expire(&self, max_age: Duration, dry_run: bool) -> Expired;
+    fn filesystem(&self) -> Option<&Uploads> {
+        None
+    }
+}
+
+struct FileBlob {
+    file: File,
+    len: u64,
+}
+
+impl BlobSource for FileBlob {
+    fn size(&self) -> u64 {
+        self.len
+    }
+
+    fn body(mut self: Box<Self>, start: u64, len: u64) -> Result<Body, StoreError> {
+        if start > 0 {
+            self.file.seek(SeekFrom::Start(start)).map_err(|e| StoreError::Io { path: "blob".into(), source: e })?;
+        }
+        Ok(Body::File { file: self.file, len })
+    }
+}
+
+impl Storage for Store {
+    fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        Store::blob_size(self, digest)
+    }
+    fn has_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
+        Store::has_layer(self, name, digest)
+    }
+    fn link_layer(&self, name: &Name, digest: &Digest) -> Result<(), StoreError> {
+        Store::link_layer(self, name, digest, None)
+    }
+    fn unlink_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
+        Store::unlink_layer(self, name, digest)
+    }
+    fn open_blob(&self, name: &Name, digest: &Digest) -> Result<Option<Box<dyn BlobSource>>, StoreError> {
+        Ok(Store::open_blob(self, name, digest)?.map(|(file, len)| Box::new(FileBlob { file, len }) as _))
+    }
+    fn write_blob(&self, digest: &Digest, body: &mut dyn Read, declared: Option<u64>) -> Result<u64, StoreError> {
+        let mut writer = BlobWriter::temp(self.layout(), digest.algorithm())?;
+        let copied = writer.copy_from(body, declared)?;
+        if let Some(expected) = declared.filter(|n| *n != copied) {
+            return Err(StoreError::SizeMismatch { expected, actual: copied });
+        }
+        writer.commit(self.layout(), digest)
+    }
+    fn put_manifest(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        bytes: &[u8],
+        parsed: &manifest::Parsed,
+        tag: Option<&Tag>,
+    ) -> Result<(), StoreError> {
+        Store::put_manifest(self, name, digest, bytes, parsed, tag, None)
+    }
+    fn has_manifest(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
+        Store::has_manifest(self, name, digest)
+    }
+    fn open_manifest(&self, name: &Name, reference: &Reference) -> Result<Option<OpenedManifest>, StoreError> {
+        Ok(Store::open_manifest(self, name, reference)?.map(|m| OpenedManifest {
+            digest: m.digest,
+            media_type: m.media_type,
+            len: m.len,
+            body: Body::File { file: m.file, len: m.len },
+        }))
+    }
+    fn delete_manifest(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
+        Store::delete_manifest(self, name, digest)
+    }
+    fn delete_tag(&self, name: &Name, tag: &Tag) -> Result<bool, StoreError> {
+        Store::delete_tag(self, name, tag)
+    }
+    fn repository_exists(&self, name: &Name) -> Result<bool, StoreError> {
+        Ok(Store::repository_exists(self, name))
+    }
+    fn tags_page(
+        &self,
+        name: &Name,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Option<(Vec<String>, bool)>, StoreError> {
+        Store::tags_page(self, name, after, limit)
+    }
+    fn repositories(&self) -> Result<Arc<Vec<String>>, StoreError> {
+        Store::repositories(self)
+    }
+    fn referrers(&self, name: &Name, subject: &Digest) -> Result<Vec<serde_json::Value>, StoreError> {
+        Store::referrers(self, name, subject)
+    }
+    fn filesystem(&self) -> Option<&Store> {
+        Some(self)
+    }
+    fn describe(&self) -> String {
+        self.layout().root().display().to_string()
+    }
+}
+
+impl UploadSessions for Uploads {
+    fn start(&self, name: &Name) -> Result<String, StoreError> {
+        Uploads::start(self, name)
+    }
+    fn offset(&self, name: &Name, id: &str) -> Result<u64, UploadError> {
+        Uploads::offset(self, name, id)
+    }
+    fn append(
+        &self,
+        name: &Name,
+        id: &str,
+        body: &mut dyn Read,
+        range: Option<(u64, u64)>,
+        declared_len: Option<u64>,
+    ) -> Result<u64, UploadError> {
+        Uploads::append(self, name, id, body, range, declared_len)
+    }
+    fn finish(
+        &self,
+        name: &Name,
+        id: &str,
+        body: &mut dyn Read,
+        range: Option<(u64, u64)>,
+        declared_len: Option<u64>,
+        expected: &Digest,
+    ) -> Result<u64, UploadError> {
+        Uploads::finish(self, name, id, body, range, declared_len, expected)
+    }
+    fn cancel(&self, name: &Name, id: &str) -> Result<(), UploadError> {
+        Uploads::cancel(self, name, id)
+    }
+    fn expire(&self, max_age: Duration, dry_run: bool) -> Expired {
+        Uploads::expire(self, max_age, dry_run)
+    }
+    fn filesystem(&self) -> Option<&Uploads> {
+        Some(self)
+    }
+}
