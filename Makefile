@@ -32,7 +32,8 @@ fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO=$(CARGO) scripts/fuzz.sh
 
 ## bench: release build, then tests/bench*.rs: own-client figures (target/bench/compare.json), real clients
-##        (clients.json: curl, skopeo, docker, ctr, HTTPS, pull-through), the run path (run.json)
+##        (clients.json: curl, skopeo, docker, ctr, HTTPS, pull-through), the run path (run.json),
+##        the cache vs docker cp (cache.json), S3 (s3.json)
 bench:
 	scripts/bench.sh
 

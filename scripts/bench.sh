@@ -10,6 +10,8 @@
 # - tests/bench_run.rs: a 6-job pipeline by `glci run -j 2` against bare `docker run`s and
 #   gitlab-ci-local (target/bench/run.json).
 # - tests/bench_admin.rs: target/bench/admin.json.
+# - tests/bench_cache.rs: a 1 GiB node_modules-like tree through glci's cache against docker cp
+#   (target/bench/cache.json).
 # - tests/bench_s3.rs: push/pull on S3 (a SeaweedFS the test starts) beside a storage
 #   directory (target/bench/s3.json).
 # GLCI_BENCH_ONLY=startup,push,push-tmpfs,pull,rates,https,pull-through runs only those phases of bench.rs
@@ -37,6 +39,6 @@ if [ -x "$tools/node_modules/.bin/gitlab-ci-local" ]; then
 fi
 
 cargo build --release
-for test in ${GLCI_BENCH_TESTS:-bench bench_clients bench_run bench_admin bench_s3}; do
+for test in ${GLCI_BENCH_TESTS:-bench bench_clients bench_run bench_admin bench_s3 bench_cache}; do
     cargo test --release --test "$test" -- --ignored --nocapture --test-threads=1
 done
