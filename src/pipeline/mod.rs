@@ -11,6 +11,7 @@ pub mod dotenv;
 pub mod downstream;
 pub mod error;
 pub mod execute;
+pub mod facts;
 pub mod glob;
 pub mod image_files;
 pub mod model;
