@@ -19,7 +19,7 @@ use crate::mock;
 use crate::pipeline::execute::{self, Cancel, JobWiring, NoWiring, Options, PipelineStatus};
 use crate::pipeline::facts::{ProjectFiles, RunFacts};
 use crate::pipeline::wiring::{self, Registry, RegistryWiring};
-use crate::pipeline::{changes, downstream, output, parse, plan, variables};
+use crate::pipeline::{changes, downstream, event_format, parse, plan, variables};
 use crate::secret::Secret;
 
 #[derive(Args, Debug)]
@@ -350,7 +350,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     }
     let options =
         Options { run_id: run_id.clone(), parallel, files, work_dir, cache_root, artifacts_root, artifacts_dir };
-    let style = output::TextStyle::new(std::io::stdout().is_terminal(), downstream_cli::job_names(&plan));
+    let style = event_format::TextStyle::new(std::io::stdout().is_terminal(), downstream_cli::job_names(&plan));
     let json = args.json;
     let secrets = wiring.as_ref().map(RegistryWiring::secrets);
     let events = move |event: execute::Event| {
@@ -360,9 +360,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             None => event,
         };
         if json {
-            print_stdout(&format!("{}\n", output::json(&event)));
+            print_stdout(&format!("{}\n", event_format::json(&event)));
         } else {
-            print_stdout(&output::text(&event, &style));
+            print_stdout(&event_format::text(&event, &style));
         }
     };
     let job_wiring: &dyn JobWiring = match &wiring {
