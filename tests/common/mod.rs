@@ -685,11 +685,11 @@ impl ServeProcess {
     }
 
     /// Waits until the server's stderr contains `needle`: woken by each write the reader
-    /// thread copies (a line the server just wrote may not be here yet); false after 5 s
+    /// thread copies (a line the server just wrote may not be here yet); false after 10 s
     /// without it.
     pub fn stderr_shows(&self, needle: &str) -> bool {
         let (buffer, more) = &*self.stderr;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let mut text = buffer.lock().expect("stderr buffer lock");
         loop {
             if String::from_utf8_lossy(&text).contains(needle) {
