@@ -248,7 +248,7 @@ fn hex_sha256(parts: &[&[u8]]) -> String {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part);
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::encoding::hex(&hasher.finalize())
 }
 
 /// The absolute paths of the shared libraries and loader `ldd` lists for `exe` (none for a
