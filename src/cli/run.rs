@@ -533,7 +533,7 @@ fn command_line_variables(args: &RunArgs) -> Result<Vec<(String, String)>, CliEr
 fn run_id() -> Result<String, CliError> {
     let mut bytes = [0u8; 4];
     getrandom::getrandom(&mut bytes).map_err(|e| CliError::Failed(format!("no randomness for a run id: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::encoding::hex(&bytes))
 }
 
 /// First SIGINT/SIGTERM: cancel the run (jobs stop, cleanup follows). Second: quit now.
