@@ -42,6 +42,10 @@
 //!
 //! Calls go down or sideways. Nothing below `cli` prints to stdout or exits the process.
 
+// stdout carries only a command's output, written by `cli::output`; nothing below `cli` prints
+// (STYLE.md §5). A crate attribute, not Cargo.toml's [lints]: tests print figures by design.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod auth;
 pub mod cli;
 pub mod clock;

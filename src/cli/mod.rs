@@ -57,11 +57,20 @@ pub fn main() -> i32 {
     };
     match run(cli) {
         Ok(()) => 0,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "glci: error: {e}");
-            e.exit_code()
-        }
+        Err(e) => report(&e),
     }
+}
+
+/// Ends the process now with `error`'s line and exit code, for a thread that cannot return it
+/// to `main` (the signal watcher of `glci run` on a second interrupt).
+pub fn exit_now(error: CliError) -> ! {
+    std::process::exit(report(&error))
+}
+
+/// Writes `glci: error: <what>` to stderr and gives the exit code.
+fn report(error: &CliError) -> i32 {
+    let _ = writeln!(std::io::stderr(), "glci: error: {error}");
+    error.exit_code()
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {

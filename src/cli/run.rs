@@ -550,8 +550,9 @@ fn watch_signals(cancel: Arc<Cancel>) -> Result<signal_hook::iterator::Handle, C
                     stderr_line("interrupted: stopping the jobs and removing their containers (again to quit now)");
                     cancel.cancel();
                 } else {
-                    stderr_line("interrupted twice: quitting; containers labelled glci.run may remain");
-                    std::process::exit(130);
+                    super::exit_now(CliError::Interrupted(
+                        "interrupted twice: quitting; containers labelled glci.run may remain".into(),
+                    ));
                 }
             }
         })
