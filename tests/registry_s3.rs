@@ -536,3 +536,196 @@ fn a_pull_cut_by_a_store_restart_ends_short() {
     assert_eq!(first[..], bytes[..first.len()]);
     s.stop();
 }
+
+/// haproxy in front of `backends`, `mode tcp`, round robin, on `listener` (bound by the test
+/// and handed over as fd 3, so the address is known and no port is raced). A connection to a
+/// dead instance is retried on another (`option redispatch`). Killed on drop.
+struct Haproxy {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(listener: std::net::TcpListener, backends: &[&str]) -> Haproxy {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        common::need("haproxy");
+        let dir = tempfile::tempdir().unwrap();
+        let servers: String =
+            backends.iter().enumerate().map(|(n, addr)| format!("    server glci{n} {addr}\n")).collect();
+        let config = format!(
+            "global\n    maxconn 512\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 120s\n\
+             \x20   timeout server 120s\n    retries 3\n    option redispatch\n\
+             frontend registry\n    bind fd@3\n    default_backend glci\n\
+             backend glci\n    balance roundrobin\n{servers}"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let fd = listener.as_raw_fd();
+        let mut command = std::process::Command::new("haproxy");
+        command.args(["-db", "-q", "-f"]).arg(&path).stdin(std::process::Stdio::null());
+        // SAFETY: dup2 and prctl are async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                // dup2 onto itself keeps close-on-exec: clear it either way.
+                if (fd != 3 && libc::dup2(fd, 3) < 0) || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
+        // The socket is listening already: connections wait in its backlog until haproxy
+        // accepts them, so there is nothing to wait for here.
+        drop(listener);
+        Haproxy { child, _dir: dir }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `docker --config DIR ARGS` (a login of this test's own), its stdout.
+fn docker_in(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut command = std::process::Command::new("docker");
+    command.arg("--config").arg(config).args(args);
+    command.stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() });
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The "Done when" of issue 20: three instances with auth and TLS on one SeaweedFS, sharing
+/// one `GLCI_HOME`'s admin secret and CA, behind haproxy (`mode tcp`, round robin). docker
+/// logs in, pushes and pulls, skopeo copies, curl lists with Basic credentials and over TLS
+/// with the shared CA, whichever instance each connection reaches; after one instance is
+/// killed, pulls keep working.
+#[test]
+fn three_instances_behind_haproxy_serve_docker_skopeo_and_curl() {
+    common::need("busybox");
+    common::need("skopeo");
+    common::need("curl");
+    common::need_docker_daemon();
+    let storage = place();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), config("")).unwrap();
+    let storage_path = std::path::Path::new(&storage);
+    // The first creates the CA and the admin secret; the others find them.
+    let first = ServeProcess::start_in_home(home.path(), storage_path, &[]);
+    let mut servers = vec![first];
+    for _ in 0..2 {
+        servers.push(ServeProcess::start_in_home(home.path(), storage_path, &[]));
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let lb = listener.local_addr().unwrap().to_string();
+    let addrs: Vec<&str> = servers.iter().map(|s| s.addr.as_str()).collect();
+    let _haproxy = Haproxy::start(listener, &addrs);
+    let password = common::run_stdout(
+        common::glci().env("GLCI_HOME", home.path()).args(["registry", "login", "--print", "--ttl", "1h"]),
+    )
+    .trim()
+    .to_string();
+
+    // curl: Basic credentials on each request; three connections, one per instance.
+    for _ in 0..3 {
+        let out = common::run_stdout(std::process::Command::new("curl").args([
+            "-sf",
+            "-u",
+            &format!("glci-admin:{password}"),
+            &format!("http://{lb}/v2/_catalog"),
+        ]));
+        assert!(out.contains("repositories"), "{out}");
+    }
+    // Anonymous pushes are refused, whichever instance answers.
+    let refused = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &format!("http://{lb}/v2/team/app/blobs/uploads/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "401");
+
+    // docker: login (a Bearer token from one instance, used on the others), push, pull.
+    let work = common::temp_dir();
+    let docker_config = work.path().join("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    docker_in(&docker_config, &["login", "-u", "glci-admin", "--password-stdin", &lb], Some(&password));
+    let rootfs = common::build_busybox_rootfs(&work.path().join("rootfs.tar"));
+    let name = format!("{lb}/team/{}:1", common::unique_name("lb"));
+    let images = common::DockerImages(vec![name.clone()]);
+    docker_in(&docker_config, &["import", &rootfs.display().to_string(), &name], None);
+    let pushed = common::pushed_digest(&docker_in(&docker_config, &["push", &name], None));
+    docker_in(&docker_config, &["image", "rm", &name], None);
+    docker_in(&docker_config, &["pull", &name], None);
+    let repo_digests =
+        docker_in(&docker_config, &["image", "inspect", "--format", "{{json .RepoDigests}}", &name], None);
+    assert!(repo_digests.contains(&pushed), "pulled {repo_digests}, pushed {pushed}");
+
+    // skopeo: copy the image to another repository through the balancer, with the credential.
+    let creds = format!("glci-admin:{password}");
+    let copy_to = name.replacen("/team/", "/team/copy-", 1);
+    common::run(std::process::Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        &format!("docker://{name}"),
+        &format!("docker://{copy_to}"),
+    ]));
+    let inspected = common::run_stdout(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{copy_to}"),
+    ]));
+    assert_eq!(inspected.trim(), pushed);
+
+    // TLS through the balancer: every instance's certificate is issued by the one shared CA.
+    let ca = home.path().join("registry-ca/ca.crt");
+    let repo = name.trim_start_matches(&format!("{lb}/")).split(':').next().unwrap().to_string();
+    for _ in 0..3 {
+        let out = common::run_stdout(
+            std::process::Command::new("curl")
+                .arg("-sf")
+                .arg("--cacert")
+                .arg(&ca)
+                .arg(format!("https://{lb}/v2/{repo}/tags/list")),
+        );
+        assert!(out.contains("\"1\""), "{out}");
+    }
+    // Every instance served some of it.
+    for s in &servers {
+        assert!(s.stderr_shows("event=request"), "instance {} saw no request", s.addr);
+    }
+
+    // One instance dies: pulls keep working through the other two.
+    let mut dead = servers.pop().unwrap();
+    dead.terminate(libc::SIGKILL);
+    docker_in(&docker_config, &["image", "rm", &name], None);
+    for _ in 0..2 {
+        docker_in(&docker_config, &["pull", &name], None);
+    }
+    drop(images);
+    for s in servers {
+        s.stop();
+    }
+}
