@@ -2,6 +2,7 @@
 //! content store (DESIGN §4), and reclaim what crashes left (stale upload sessions and temp
 //! files). The admin API (`api/admin.rs`) and `glci registry clean --storage` both call
 //! [`clean`]; what to remove is planned by the pure functions of `plan.rs`, here it is done.
+//! On an S3 bucket, `s3.rs` ([`clean_s3`]) carries out the same plans with the same rules.
 //!
 //! It runs online, next to pushes and pulls, by four rules:
 //! - **Images go whatever their age** (issue 14 §4). In the repositories asked for, every tag
