@@ -433,6 +433,31 @@ fn a_manifest_put_between_mark_and_sweep_keeps_its_blobs() {
     b.stop();
 }
 
+/// The writer's half of clean's protocol, driven by hand: a clean (this test) tombstones a
+/// link a writer has just written, takes it, and lifts the tombstone. Whether the writer's
+/// checks fall before the delete (it then waits for the tombstone to go) or after it, the
+/// writer ends with the link there again, and a blob it relies on that is gone is an error.
+#[test]
+fn a_writer_waits_out_a_tombstone_and_rewrites_the_link_a_clean_took() {
+    let (store, _) = open_place(&place());
+    let client = store.client();
+    let key = format!("{}team/app/_layers/sha256/{}", store.keys().repositories(), "a".repeat(64));
+    client.put_bytes(&key, b"").unwrap();
+    let rel = key.strip_prefix(store.keys().prefix()).unwrap();
+    let tomb = format!("{}{rel}/by-hand", store.keys().doomed());
+    client.put_bytes(&tomb, b"").unwrap();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| store.settle(&[(key.clone(), Some(b"".as_slice()))]));
+        client.delete(&key).unwrap();
+        client.delete(&tomb).unwrap();
+        writer.join().unwrap().unwrap();
+    });
+    assert!(client.head(&key).unwrap().is_some(), "the link a clean took under its tombstone stayed gone");
+    // A blob the writer relies on and cannot write again: an error, never a silent success.
+    let blob = store.keys().blob(&format!("sha256:{}", "b".repeat(64)).parse().unwrap());
+    assert!(store.settle(&[(blob, None)]).is_err());
+}
+
 /// Two cleans at once, from two instances: both succeed, together they remove exactly what
 /// one would, and no tombstone is left behind.
 #[test]
