@@ -1,9 +1,10 @@
 //! Git facts about the project for `glci run` (issue 7): commit, branch, default branch, remote
 //! and the files a job's checkout holds, read through the `git` CLI. Every query is best effort:
 //! a directory that is no git repository (or a missing `git`) yields `None`, and the plan falls
-//! back to the directory name and an all-zero commit. Called by `cli::run`, `pipeline::plan` and
-//! `pipeline::predefined` (facts of the run), and `pipeline::execute` (a job's checkout files for
-//! archives and cache keys); pure data out.
+//! back to the directory name and an all-zero commit. Called by `cli` (`run`, `sources`,
+//! `downstream`: the facts of a run, changed paths), `pipeline::predefined` (the server host of
+//! the remote; `pipeline::facts` holds `Facts`), and `pipeline::execute` (a job's checkout files
+//! for archives and cache keys); pure data out.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -33,14 +33,17 @@
 //! - ground: `encoding` (hex, base64, RFC 3339), `durable` (temp + write + fsync + rename),
 //!   `secret`, `log`, `clock` (the server's "now", which tests move);
 //! - pure parsers: `registry::names`, `registry::routes`, `registry::manifest`,
-//!   `pipeline::parse`, `pipeline::rules`, `pipeline::plan`; and `config` (the schema and its
-//!   reader; also the one reader of the process environment, `config::process_env`);
-//! - I/O owners: `registry::storage`, `registry::uploads`, `registry::s3`, `http`, `tls`,
-//!   `docker`, `git`, `gitlab`;
+//!   `pipeline::parse`, `pipeline::rules`, `pipeline::plan` (with `pipeline::facts`, the run's
+//!   facts as plain data);
+//! - I/O owners: `config` (reads config.toml; the one reader of the process environment,
+//!   `config::process_env`), `registry::storage`, `registry::uploads`, `registry::s3`, `http`,
+//!   `tls`, `docker`, `git`, `gitlab`;
 //! - services: registry api, `auth`, proxy, mirror, gc, execute, `mock`;
 //! - `cli` on top.
 //!
-//! Calls go down or sideways. Nothing below `cli` prints to stdout or exits the process.
+//! Calls go down or sideways. Nothing below `cli` prints to stdout or exits the process. No two
+//! modules use each other (a directory's `mod.rs` and its files count as one):
+//! tests/architecture.rs fails on any import circle.
 
 // stdout carries only a command's output, written by `cli::output`; nothing below `cli` prints
 // (STYLE.md §5). A crate attribute, not Cargo.toml's [lints]: tests print figures by design.
