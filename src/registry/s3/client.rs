@@ -5,7 +5,7 @@
 //! key and S3's own error code or the transport's error kind.
 
 use std::io::{self, Read};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
@@ -45,6 +45,18 @@ pub struct Entry {
     pub size: u64,
     /// ISO 8601, as S3 lists it.
     pub last_modified: String,
+}
+
+impl Entry {
+    /// When the store last wrote the object, as it lists it (`2026-12-03T14:34:06.000Z`).
+    pub fn listed_time(&self) -> Option<SystemTime> {
+        crate::encoding::parse_rfc3339(&self.last_modified)
+    }
+
+    /// [`Entry::listed_time`]; an unreadable time counts as far ahead (kept by every age check).
+    pub fn modified(&self) -> SystemTime {
+        self.listed_time().unwrap_or_else(|| SystemTime::now() + Duration::from_secs(1 << 30))
+    }
 }
 
 /// One page of a listing.
@@ -391,6 +403,15 @@ fn percent_encode_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_times_parse() {
+        let entry = |t: &str| Entry { key: "k".into(), size: 0, last_modified: t.into() };
+        let t = entry("2020-12-01T20:43:11.794Z").listed_time().unwrap();
+        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis(), 1_606_855_391_794);
+        assert!(entry("yesterday").listed_time().is_none());
+        assert!(entry("yesterday").modified() > SystemTime::now(), "an unreadable time is never old");
+    }
 
     #[test]
     fn xml_fields_and_copy_sources() {
