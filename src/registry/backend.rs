@@ -15,7 +15,7 @@ use crate::http::Body;
 use crate::registry::manifest;
 use crate::registry::names::{Digest, Name, Reference, Tag};
 use crate::registry::storage::{BlobWriter, Store, StoreError};
-use crate::registry::uploads::{Expired, UploadError, Uploads};
+use crate::registry::uploads::{Expired, UploadChunk, UploadError, Uploads};
 
 /// A manifest found by name and reference, ready to send.
 pub struct OpenedManifest {
@@ -82,23 +82,10 @@ pub trait Storage: Send + Sync {
 pub trait UploadSessions: Send + Sync {
     fn start(&self, name: &Name) -> Result<String, StoreError>;
     fn offset(&self, name: &Name, id: &str) -> Result<u64, UploadError>;
-    fn append(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-    ) -> Result<u64, UploadError>;
-    fn finish(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-        expected: &Digest,
-    ) -> Result<u64, UploadError>;
+    /// Appends a chunk at the session's offset; returns the new offset.
+    fn append(&self, name: &Name, id: &str, chunk: UploadChunk<'_>) -> Result<u64, UploadError>;
+    /// Appends the closing chunk, checks the digest and makes the blob; the session ends.
+    fn finish(&self, name: &Name, id: &str, chunk: UploadChunk<'_>, expected: &Digest) -> Result<u64, UploadError>;
     fn cancel(&self, name: &Name, id: &str) -> Result<(), UploadError>;
     /// Removes sessions untouched for `max_age` (see `Uploads::expire`).
     fn expire(&self, max_age: Duration, dry_run: bool) -> Expired;
@@ -208,26 +195,11 @@ impl UploadSessions for Uploads {
     fn offset(&self, name: &Name, id: &str) -> Result<u64, UploadError> {
         Uploads::offset(self, name, id)
     }
-    fn append(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-    ) -> Result<u64, UploadError> {
-        Uploads::append(self, name, id, body, range, declared_len)
+    fn append(&self, name: &Name, id: &str, chunk: UploadChunk<'_>) -> Result<u64, UploadError> {
+        Uploads::append(self, name, id, chunk)
     }
-    fn finish(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-        expected: &Digest,
-    ) -> Result<u64, UploadError> {
-        Uploads::finish(self, name, id, body, range, declared_len, expected)
+    fn finish(&self, name: &Name, id: &str, chunk: UploadChunk<'_>, expected: &Digest) -> Result<u64, UploadError> {
+        Uploads::finish(self, name, id, chunk, expected)
     }
     fn cancel(&self, name: &Name, id: &str) -> Result<(), UploadError> {
         Uploads::cancel(self, name, id)

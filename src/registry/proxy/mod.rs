@@ -15,6 +15,7 @@ use fetch::{Download, Inflight, Start};
 use upstream::{Target, UpstreamClient, UpstreamError};
 
 use crate::auth::unix;
+use crate::clock::Clock;
 use crate::http::{Body, Response};
 use crate::registry::error::{ApiError, OciCode};
 use crate::registry::manifest;
@@ -122,6 +123,8 @@ pub struct ProxyOptions {
     pub upstreams: Vec<String>,
     pub tag_ttl: Duration,
     pub max_manifest_bytes: u64,
+    /// "Now" for `tag_ttl` (tests move it: `clock`).
+    pub clock: Clock,
 }
 
 struct Inner {
@@ -130,6 +133,7 @@ struct Inner {
     max_manifest_bytes: u64,
     client: Arc<UpstreamClient>,
     inflight: Inflight,
+    clock: Clock,
 }
 
 pub struct Proxy {
@@ -183,6 +187,7 @@ impl Proxy {
                 max_manifest_bytes: options.max_manifest_bytes,
                 client,
                 inflight: Inflight::default(),
+                clock: options.clock,
             }),
         }
     }
@@ -206,7 +211,7 @@ impl Proxy {
             let Some(origin) = store.manifest_origin(name, &digest)? else { return Ok(()) };
             let fresh = store
                 .tag_checked_at(name, tag)
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .and_then(|t| self.inner.clock.now().duration_since(t).ok())
                 .is_some_and(|age| age < self.inner.tag_ttl);
             if fresh {
                 return Ok(());
@@ -242,7 +247,7 @@ impl Proxy {
         let upstream_digest = response.header(DIGEST_HEADER).map(str::to_string);
         if upstream_digest.as_deref() == Some(digest.to_string().as_str()) {
             if let Reference::Tag(tag) = reference {
-                store.touch_tag(name, tag).map_err(UpstreamError::Local)?;
+                store.touch_tag(name, tag, self.inner.clock.now()).map_err(UpstreamError::Local)?;
             }
             return Ok(());
         }
@@ -312,7 +317,12 @@ impl Proxy {
             }
         }
         let origin = Origin { upstream: source.host.clone(), fetched_at: unix(SystemTime::now()) };
-        store.put_manifest(name, &digest, &bytes, &parsed, tag, Some(&origin)).map_err(UpstreamError::Local)
+        store.put_manifest(name, &digest, &bytes, &parsed, tag, Some(&origin)).map_err(UpstreamError::Local)?;
+        // The tag's check time on the clock `tag_ttl` is measured by (a test's may run ahead).
+        match tag {
+            Some(tag) => store.touch_tag(name, tag, self.inner.clock.now()).map_err(UpstreamError::Local),
+            None => Ok(()),
+        }
     }
 
     /// A blob missing locally: for HEAD, asks upstream; for GET, joins or starts the download and
