@@ -3,8 +3,9 @@
 //! (`storage::Store`, `uploads::Uploads`) implements them by delegation, unchanged; the S3 store
 //! (`s3`) implements them over an object store shared by several instances.
 //!
-//! Features only the filesystem has so far (pull-through, push-through, the admin API, `clean`)
-//! reach it through `filesystem()`; on S3 they are refused with a clear message.
+//! Features only the filesystem has so far (pull-through, push-through) reach it through
+//! `filesystem()`; on S3 they are refused with a clear message. `list`, `stats` and `clean`
+//! reach either store through `filesystem()` or `as_any()`.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -76,6 +77,13 @@ pub trait Storage: Send + Sync {
     }
     /// Where the data is, for the log (`/path`, `s3://bucket/prefix`).
     fn describe(&self) -> String;
+
+    // --- list/stats/clean (issue 20) ---
+    /// The store itself, for `list`, `stats` and `clean` on S3 (`api/admin.rs` downcasts it;
+    /// naming `S3Store` here would make `backend` and `s3` import each other).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// Upload sessions (chunked and streamed pushes), kept where the backend keeps its data.
