@@ -47,6 +47,18 @@ pub struct Entry {
     pub last_modified: String,
 }
 
+impl Entry {
+    /// When the store last wrote the object, as it lists it (`2026-12-03T14:34:06.000Z`).
+    pub fn listed_time(&self) -> Option<SystemTime> {
+        crate::encoding::parse_rfc3339(&self.last_modified)
+    }
+
+    /// [`Entry::listed_time`]; an unreadable time counts as far ahead (kept by every age check).
+    pub fn modified(&self) -> SystemTime {
+        self.listed_time().unwrap_or_else(|| SystemTime::now() + Duration::from_secs(1 << 30))
+    }
+}
+
 /// One page of a listing.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -412,6 +424,15 @@ pub(super) fn parse_listed_time(text: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_times_parse() {
+        let entry = |t: &str| Entry { key: "k".into(), size: 0, last_modified: t.into() };
+        let t = entry("2020-12-01T20:43:11.794Z").listed_time().unwrap();
+        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis(), 1_606_855_391_794);
+        assert!(entry("yesterday").listed_time().is_none());
+        assert!(entry("yesterday").modified() > SystemTime::now(), "an unreadable time is never old");
+    }
 
     #[test]
     fn xml_fields_and_copy_sources() {

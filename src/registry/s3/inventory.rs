@@ -6,7 +6,6 @@
 //! at a time. Times are the store's own `LastModified`, whole seconds. Reads only.
 
 use std::collections::HashSet;
-use std::time::SystemTime;
 
 use super::client::parse_listed_time;
 use super::client::Entry;
@@ -65,12 +64,6 @@ pub fn blob_key(rel: &str) -> Option<Digest> {
     digest_from(algorithm, hex)
 }
 
-/// The listing time of an entry; an unreadable one counts as "now" (kept by every age check).
-pub fn entry_time(entry: &Entry) -> SystemTime {
-    parse_listed_time(&entry.last_modified)
-        .unwrap_or_else(|| SystemTime::now() + std::time::Duration::from_secs(1 << 30))
-}
-
 /// `f` on every item, [`READERS`] at a time; the results in the items' order.
 pub fn read_all<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     if items.is_empty() {
@@ -96,7 +89,7 @@ impl S3Store {
         for entry in &blobs.keys {
             inv.disk_bytes += entry.size;
             let Some(digest) = entry.key.strip_prefix(&keys.blobs()).and_then(blob_key) else { continue };
-            inv.blobs.insert(digest, BlobFile { size: entry.size, modified: entry_time(entry) });
+            inv.blobs.insert(digest, BlobFile { size: entry.size, modified: entry.modified() });
         }
         let mut sessions = HashSet::new();
         for entry in &uploads.keys {
@@ -115,7 +108,7 @@ impl S3Store {
         for entry in &repositories.keys {
             inv.disk_bytes += entry.size;
             let Some(link) = entry.key.strip_prefix(&keys.repositories()).and_then(link_key) else { continue };
-            let modified = entry_time(entry);
+            let modified = entry.modified();
             match link {
                 LinkKey::Referrer { name, subject, referrer } => {
                     inv.repositories.entry(name).or_default().referrers.push(ReferrerEntry {
@@ -139,7 +132,7 @@ impl S3Store {
             // A link removed between the listing and the read is gone: skip it.
             let Some(bytes) = text? else { continue };
             let text = String::from_utf8_lossy(&bytes).trim().to_string();
-            let modified = entry_time(entry);
+            let modified = entry.modified();
             let origin = || serde_json::from_str::<Origin>(&text).ok();
             match link {
                 LinkKey::Tag(name, tag) => {
