@@ -400,27 +400,6 @@ fn percent_encode_key(key: &str) -> String {
     out
 }
 
-/// Parses S3's listing time (`2026-12-03T14:34:06.000Z`).
-pub(super) fn parse_listed_time(text: &str) -> Option<SystemTime> {
-    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
-    let (date_sep, time_sep) = (text.get(4..5)? == "-" && text.get(7..8)? == "-", text.get(10..11)? == "T");
-    if !(date_sep && time_sep) {
-        return None;
-    }
-    let month = time::Month::try_from(u8::try_from(number(5..7)?).ok()?).ok()?;
-    let date =
-        time::Date::from_calendar_date(i32::try_from(number(0..4)?).ok()?, month, u8::try_from(number(8..10)?).ok()?)
-            .ok()?;
-    let clock = time::Time::from_hms(
-        u8::try_from(number(11..13)?).ok()?,
-        u8::try_from(number(14..16)?).ok()?,
-        u8::try_from(number(17..19)?).ok()?,
-    )
-    .ok()?;
-    let secs = u64::try_from(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,12 +432,5 @@ mod tests {
         part.clear();
         assert!(fill(&mut body, &mut part).unwrap());
         assert_eq!(part.len(), 3);
-    }
-
-    #[test]
-    fn listed_times_parse() {
-        let t = parse_listed_time("2020-12-01T20:43:11.794Z").unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_606_855_391);
-        assert!(parse_listed_time("yesterday").is_none());
     }
 }

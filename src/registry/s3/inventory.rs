@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 
-use super::client::parse_listed_time;
 use super::client::Entry;
 use super::store::S3Store;
 use crate::registry::names::{Digest, Name, Tag};

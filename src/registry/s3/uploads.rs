@@ -13,7 +13,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::client::{parse_listed_time, Entry, S3Client};
+use super::client::{Entry, S3Client};
 use super::store::{verify, Keys};
 use crate::durable::new_id;
 use crate::registry::backend::UploadSessions;
