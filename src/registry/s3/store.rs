@@ -10,14 +10,14 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::client::S3Client;
 use crate::http::Body;
-use crate::registry::backend::{BlobSource, OpenedManifest, Storage};
+use crate::registry::backend::{BlobSource, OpenedManifest, Spool, Storage};
 use crate::registry::manifest;
 use crate::registry::names::{Digest, Name, Reference, Tag};
-use crate::registry::storage::{Hasher, StoreError};
+use crate::registry::storage::{Hasher, Origin, StoreError};
 
 /// Object keys under the configured prefix.
 #[derive(Clone, Debug)]
@@ -44,15 +44,15 @@ impl Keys {
         format!("{}repositories/", self.prefix)
     }
 
-    fn repository(&self, name: &Name) -> String {
+    pub(super) fn repository(&self, name: &Name) -> String {
         format!("{}{name}/", self.repositories())
     }
 
-    fn layer(&self, name: &Name, digest: &Digest) -> String {
+    pub(super) fn layer(&self, name: &Name, digest: &Digest) -> String {
         format!("{}_layers/{}/{}", self.repository(name), digest.algorithm().as_str(), digest.hex())
     }
 
-    fn manifests(&self, name: &Name) -> String {
+    pub(super) fn manifests(&self, name: &Name) -> String {
         format!("{}_manifests/", self.repository(name))
     }
 
@@ -64,8 +64,17 @@ impl Keys {
         format!("{}tags/", self.manifests(name))
     }
 
-    fn tag(&self, name: &Name, tag: &Tag) -> String {
+    pub(super) fn tag(&self, name: &Name, tag: &Tag) -> String {
         format!("{}{}", self.tags(name), tag.as_str())
+    }
+
+    /// Pulled-through manifests of `name`: their Origin JSON (as on the filesystem).
+    pub(super) fn origins(&self, name: &Name) -> String {
+        format!("{}origins/", self.manifests(name))
+    }
+
+    pub(super) fn origin(&self, name: &Name, digest: &Digest) -> String {
+        format!("{}{}/{}", self.origins(name), digest.algorithm().as_str(), digest.hex())
     }
 
     fn referrers(&self, name: &Name, subject: &Digest) -> String {
@@ -108,7 +117,7 @@ impl S3Store {
         Ok(self.client.head(key)?.is_some())
     }
 
-    fn text(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(super) fn text(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.client.get_bytes(key)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
@@ -116,7 +125,7 @@ impl S3Store {
         Ok(self.exists(&self.keys.revision(name, digest))? && self.exists(&self.keys.blob(digest))?)
     }
 
-    fn resolve(&self, name: &Name, reference: &Reference) -> Result<Option<Digest>, StoreError> {
+    pub(super) fn resolve(&self, name: &Name, reference: &Reference) -> Result<Option<Digest>, StoreError> {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(tag) => match self.text(&self.keys.tag(name, tag))?.and_then(|t| t.parse().ok()) {
@@ -142,6 +151,37 @@ impl S3Store {
             } else if !last.starts_with(['_', '.']) {
                 self.collect_repositories(&sub, names)?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl S3Store {
+    /// Stores manifest bytes, links them into `name` (with `origin` when pulled through; a push
+    /// makes it pushed content) and points `tag` at them, in the filesystem's order.
+    pub(super) fn store_manifest(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        bytes: &[u8],
+        parsed: &manifest::Parsed,
+        tag: Option<&Tag>,
+        origin: Option<&Origin>,
+    ) -> Result<(), StoreError> {
+        self.client.put_bytes(&self.keys.blob(digest), bytes)?;
+        if let Some(subject) = &parsed.subject {
+            let descriptor = manifest::referrer_descriptor(parsed, digest, bytes.len() as u64);
+            let json = serde_json::to_vec(&descriptor).unwrap_or_default();
+            self.client.put_bytes(&self.keys.referrer(name, subject, digest), &json)?;
+        }
+        let origin_key = self.keys.origin(name, digest);
+        match origin {
+            Some(origin) => self.client.put_bytes(&origin_key, &serde_json::to_vec(origin).unwrap_or_default())?,
+            None => self.client.delete(&origin_key)?,
+        }
+        self.client.put_bytes(&self.keys.revision(name, digest), parsed.media_type.as_bytes())?;
+        if let Some(tag) = tag {
+            self.client.put_bytes(&self.keys.tag(name, tag), digest.to_string().as_bytes())?;
         }
         Ok(())
     }
@@ -268,17 +308,7 @@ impl Storage for S3Store {
         parsed: &manifest::Parsed,
         tag: Option<&Tag>,
     ) -> Result<(), StoreError> {
-        self.client.put_bytes(&self.keys.blob(digest), bytes)?;
-        if let Some(subject) = &parsed.subject {
-            let descriptor = manifest::referrer_descriptor(parsed, digest, bytes.len() as u64);
-            let json = serde_json::to_vec(&descriptor).unwrap_or_default();
-            self.client.put_bytes(&self.keys.referrer(name, subject, digest), &json)?;
-        }
-        self.client.put_bytes(&self.keys.revision(name, digest), parsed.media_type.as_bytes())?;
-        if let Some(tag) = tag {
-            self.client.put_bytes(&self.keys.tag(name, tag), digest.to_string().as_bytes())?;
-        }
-        Ok(())
+        self.store_manifest(name, digest, bytes, parsed, tag, None)
     }
 
     fn has_manifest(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
@@ -312,6 +342,7 @@ impl Storage for S3Store {
                 self.client.delete(&self.keys.referrer(name, &subject, digest))?;
             }
         }
+        self.client.delete(&self.keys.origin(name, digest))?;
         self.client.delete(&revision)?;
         Ok(true)
     }
@@ -400,6 +431,47 @@ impl Storage for S3Store {
 
     fn describe(&self) -> String {
         format!("s3://{}/{}", self.client.bucket_name(), self.keys.prefix().trim_end_matches('/'))
+    }
+
+    fn shared(&self) -> Arc<dyn Storage> {
+        Arc::new(self.clone())
+    }
+    fn resolve(&self, name: &Name, reference: &Reference) -> Result<Option<Digest>, StoreError> {
+        S3Store::resolve(self, name, reference)
+    }
+    fn manifest_origin(&self, name: &Name, digest: &Digest) -> Result<Option<Origin>, StoreError> {
+        self.origin_at(&self.keys.origin(name, digest))
+    }
+    fn has_cached_manifests(&self, name: &Name) -> Result<bool, StoreError> {
+        self.client.any_under(&self.keys.origins(name))
+    }
+    fn tag_checked_at(&self, name: &Name, tag: &Tag) -> Result<Option<SystemTime>, StoreError> {
+        S3Store::tag_checked_at(self, name, tag)
+    }
+    fn touch_tag(&self, name: &Name, tag: &Tag, digest: &Digest) -> Result<(), StoreError> {
+        S3Store::touch_tag(self, name, tag, digest)
+    }
+    fn put_cached_manifest(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        bytes: &[u8],
+        parsed: &manifest::Parsed,
+        tag: Option<&Tag>,
+        origin: &Origin,
+    ) -> Result<(), StoreError> {
+        self.store_manifest(name, digest, bytes, parsed, tag, Some(origin))
+    }
+    fn cache_blob(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        body: &mut dyn Read,
+        total: Option<u64>,
+        origin: &Origin,
+        spool: Arc<dyn Spool>,
+    ) -> Result<u64, StoreError> {
+        S3Store::cache_blob(self, name, digest, body, total, origin, spool)
     }
 }
 
