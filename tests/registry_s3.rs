@@ -535,3 +535,43 @@ fn a_push_through_push_on_one_instance_is_mirrored_upstream_once() {
     a.stop();
     b.stop();
 }
+
+/// An instance killed (-9) in the middle of a pull-through, with a multipart part already in the
+/// store: the bucket holds no blob, and another instance pulls it through whole.
+#[test]
+fn a_pull_through_cut_by_kill_9_leaves_nothing_and_another_instance_completes_it() {
+    use common::faulty_upstream::Fault;
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let upstream = {
+        let first = first.clone();
+        FaultyUpstream::start(move |seen| {
+            // The first GET of a blob drips, so the instance is killed mid-way; later ones are healthy.
+            let drip = seen.method == "GET" && seen.path().contains("/blobs/");
+            (drip && first.swap(false, std::sync::atomic::Ordering::SeqCst))
+                .then_some(Fault::Drip { step: 64 * 1024, every: std::time::Duration::from_millis(20) })
+        })
+    };
+    let bytes = common::pattern("killed mid pull-through", 14 * 1024 * 1024);
+    let d = upstream.add_blob(&bytes);
+    let storage = place();
+    let (mut a, b) = (cache_instance(&storage, &upstream), cache_instance(&storage, &upstream));
+    let mut stream = common::http::connect(&a.addr, std::time::Duration::from_secs(30)).unwrap();
+    stream
+        .write_all(format!("GET /v2/killed/blobs/{d} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    let (status, _) = common::http::read_head(&mut reader).unwrap();
+    assert_eq!(status, 200);
+    // Past the first 8 MiB part: it has gone to the store's multipart upload. The last 5 MiB
+    // take the drip over a second and a half more: the kill lands before the upload completes.
+    let mut received = vec![0u8; 9 * 1024 * 1024];
+    std::io::Read::read_exact(&mut reader, &mut received).unwrap();
+    assert!(received[..] == bytes[..received.len()], "the streamed bytes differ");
+    a.terminate(libc::SIGKILL);
+    assert!(stored_object(&storage, &d).is_none(), "a blob cut by kill -9 is in the bucket");
+    req(&b.addr, "HEAD", &format!("/v2/killed/blobs/{d}")).send().expect(404);
+    let got = req(&b.addr, "GET", &format!("/v2/killed/blobs/{d}")).send().expect(200);
+    assert!(got.body == bytes, "the other instance pulled other bytes");
+    assert!(stored_object(&storage, &d).is_some_and(|o| o == bytes), "not stored whole");
+    b.stop();
+}
