@@ -29,6 +29,7 @@ impl fmt::Display for DockerError {
 
 impl std::error::Error for DockerError {}
 
+#[allow(clippy::disallowed_methods)] // docker.rs is the one home for spawning docker and its credential helpers (STYLE.md §7)
 fn run(args: &[&str], stdin: Option<&[u8]>) -> Result<String, DockerError> {
     let command = format!("docker {}", args.join(" "));
     let spawn_error = |e: std::io::Error| DockerError {
@@ -66,6 +67,7 @@ pub fn login(server: &str, username: &str, password: &Secret) -> Result<(), Dock
 }
 
 /// `docker-credential-<helper> get`: the server name on stdin, `{"Username","Secret"}` out.
+#[allow(clippy::disallowed_methods)] // docker.rs is the one home for spawning docker and its credential helpers (STYLE.md §7)
 pub fn credential_helper_get(helper: &str, server: &str) -> Result<(String, Secret), DockerError> {
     let program = format!("docker-credential-{helper}");
     let failed = |stderr: String, code| DockerError { command: format!("{program} get"), code, stderr };
@@ -119,6 +121,7 @@ pub const RUN_LABEL: &str = "glci.run";
 
 /// A `docker` command in its own process group, so a Ctrl-C on the terminal reaches glci (which
 /// then cleans up) and not the docker CLI children in the middle of that cleanup.
+#[allow(clippy::disallowed_methods)] // docker.rs is the one home for spawning docker and its credential helpers (STYLE.md §7)
 fn command(args: &[&str]) -> Command {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new("docker");
@@ -708,6 +711,7 @@ pub fn pull_with_config(config_dir: &std::path::Path, image: &str, platform: Opt
 }
 
 /// `docker-credential-<helper> list`: the server names a credential store holds.
+#[allow(clippy::disallowed_methods)] // docker.rs is the one home for spawning docker and its credential helpers (STYLE.md §7)
 pub fn credential_helper_list(helper: &str) -> Result<Vec<String>, DockerError> {
     let program = format!("docker-credential-{helper}");
     let failed = |stderr: String, code| DockerError { command: format!("{program} list"), code, stderr };

@@ -32,7 +32,7 @@
 //!
 //! Floors, from the ground up:
 //! - ground: `encoding` (hex, base64, RFC 3339), `durable` (temp + write + fsync + rename),
-//!   `secret`, `log`;
+//!   `secret`, `log`, `clock` (the server's "now", which tests move);
 //! - pure parsers: `registry::names`, `registry::routes`, `registry::manifest`,
 //!   `pipeline::parse`, `pipeline::rules`, `pipeline::plan`; and `config` (the schema and its
 //!   reader; also the one reader of the process environment, `config::process_env`);
@@ -45,6 +45,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod docker;
 pub mod durable;

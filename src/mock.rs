@@ -248,11 +248,14 @@ fn hex_sha256(parts: &[&[u8]]) -> String {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part);
     }
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::encoding::hex(&hasher.finalize())
 }
 
 /// The absolute paths of the shared libraries and loader `ldd` lists for `exe` (none for a
 /// static binary).
+// Not docker, so not behind docker.rs: `ldd` reads the host's glci binary, the one other program
+// glci runs (to copy its libraries into the glci-mock image).
+#[allow(clippy::disallowed_methods)]
 fn shared_libraries(exe: &Path) -> Result<Vec<PathBuf>, MockError> {
     let output = std::process::Command::new("ldd")
         .arg(exe)
@@ -388,7 +391,7 @@ mod tests {
 
     #[test]
     fn ldd_of_this_test_binary_names_absolute_paths() {
-        let exe = std::env::current_exe().unwrap();
+        let exe = crate::config::current_exe().unwrap();
         for path in shared_libraries(&exe).unwrap() {
             assert!(path.is_absolute(), "{}", path.display());
         }

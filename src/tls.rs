@@ -19,6 +19,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
 
+use crate::clock::Clock;
 use crate::config::San;
 
 /// Names every server certificate carries (DESIGN §9).
@@ -173,18 +174,21 @@ pub struct ServerTls {
     sans: Vec<San>,
     validity: Duration,
     current: RwLock<Current>,
+    /// When renewal is due. The certificate's own dates stay on the real clock: clients judge
+    /// them by theirs.
+    clock: Clock,
 }
 
 impl ServerTls {
-    pub fn new(ca: Ca, extra_sans: &[San], validity: Duration) -> Result<ServerTls, TlsError> {
+    pub fn new(ca: Ca, extra_sans: &[San], validity: Duration, clock: Clock) -> Result<ServerTls, TlsError> {
         let mut sans: Vec<San> = BUILTIN_SANS.iter().filter_map(|s| s.parse().ok()).collect();
         for san in extra_sans {
             if !sans.contains(san) {
                 sans.push(san.clone());
             }
         }
-        let current = issue_config(&ca, &sans, validity)?;
-        Ok(ServerTls { ca, sans, validity, current: RwLock::new(current) })
+        let current = issue_config(&ca, &sans, validity, clock.now())?;
+        Ok(ServerTls { ca, sans, validity, current: RwLock::new(current), clock })
     }
 
     pub fn ca_pem(&self) -> &str {
@@ -193,7 +197,7 @@ impl ServerTls {
 
     /// The config for a new connection; re-issues the certificate when it is due.
     pub fn config(&self) -> Arc<ServerConfig> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         {
             let current = self.current.read().unwrap_or_else(|p| p.into_inner());
             if now < current.renew_at {
@@ -202,7 +206,7 @@ impl ServerTls {
         }
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         if now >= current.renew_at {
-            match issue_config(&self.ca, &self.sans, self.validity) {
+            match issue_config(&self.ca, &self.sans, self.validity, now) {
                 Ok(fresh) => {
                     crate::log::info("tls", "server certificate re-issued");
                     *current = fresh;
@@ -234,7 +238,7 @@ fn is_aes_128_gcm(suite: rustls::CipherSuite) -> bool {
     )
 }
 
-fn issue_config(ca: &Ca, sans: &[San], validity: Duration) -> Result<Current, TlsError> {
+fn issue_config(ca: &Ca, sans: &[San], validity: Duration, now: SystemTime) -> Result<Current, TlsError> {
     let (chain, key) = ca.issue(sans, validity)?;
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
@@ -245,7 +249,7 @@ fn issue_config(ca: &Ca, sans: &[San], validity: Duration) -> Result<Current, Tl
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.ignore_client_order = true;
     // Renew once two thirds of the validity have passed, well before clients see it expire.
-    let renew_at = SystemTime::now() + validity * 2 / 3;
+    let renew_at = now + validity * 2 / 3;
     Ok(Current { config: Arc::new(config), renew_at })
 }
 
@@ -267,7 +271,9 @@ mod tests {
     fn aes_128_gcm_is_chosen_over_a_client_preferring_aes_256() {
         use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
         let home = tempfile::tempdir().unwrap();
-        let tls = ServerTls::new(Ca::load_or_create(home.path()).unwrap(), &[], Duration::from_secs(3600)).unwrap();
+        let tls =
+            ServerTls::new(Ca::load_or_create(home.path()).unwrap(), &[], Duration::from_secs(3600), Clock::system())
+                .unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_slice(tls.ca_pem().as_bytes()).unwrap()).unwrap();
         // ring's default order, as a rustls client (and curl) offers it: AES-256-GCM first.
@@ -304,10 +310,16 @@ mod tests {
     fn certificate_is_reissued_when_due() {
         let home = tempfile::tempdir().unwrap();
         let ca = Ca::load_or_create(home.path()).unwrap();
-        let tls = ServerTls::new(ca, &["my-host".parse().unwrap()], Duration::from_secs(3)).unwrap();
+        let offset = home.path().join("clock-offset");
+        let clock = Clock::offset_by_file(offset.clone());
+        let tls = ServerTls::new(ca, &["my-host".parse().unwrap()], Duration::from_secs(3600), clock).unwrap();
         let first = tls.config();
         assert!(Arc::ptr_eq(&first, &tls.config()));
-        std::thread::sleep(Duration::from_millis(2100));
-        assert!(!Arc::ptr_eq(&first, &tls.config()), "a new config after two thirds of the validity");
+        fs::write(&offset, "2390").unwrap();
+        assert!(Arc::ptr_eq(&first, &tls.config()), "re-issued before two thirds of the validity");
+        fs::write(&offset, "2401").unwrap();
+        let second = tls.config();
+        assert!(!Arc::ptr_eq(&first, &second), "a new config after two thirds of the validity");
+        assert!(Arc::ptr_eq(&second, &tls.config()), "re-issued once, then kept");
     }
 }

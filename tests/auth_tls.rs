@@ -13,7 +13,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::http::{self, basic, Checks, Client, Request, Response};
@@ -508,7 +507,7 @@ fn expired_tokens_are_refused() {
     let home = server.home();
     let plain = Api::plain(&server.addr);
     let short = job_token(home, "g/p", "1s");
-    thread::sleep(Duration::from_secs(2));
+    server.advance_clock(Duration::from_secs(2));
     let cred = Cred::Basic("gitlab-ci-token", &short);
     let r = plain.push_blob("g/p", cred, b"too late").expect_error(401, "UNAUTHORIZED");
     assert!(r.header("WWW-Authenticate").is_some(), "{:?}", r.headers);
@@ -609,7 +608,7 @@ fn skopeo_pushes_and_pulls_over_https_with_a_job_token() {
 
 #[test]
 fn certificate_is_renewed_while_the_server_runs() {
-    let home = home_with_config("[tls]\ncert_validity = \"3s\"\n");
+    let home = home_with_config("[tls]\ncert_validity = \"1h\"\n");
     let mut server = start_in(home.path());
     let addr = server.addr.clone();
     let config = trusting(&ca_path(home.path()));
@@ -620,9 +619,13 @@ fn certificate_is_renewed_while_the_server_runs() {
     let again = handshake(&addr, &config, dns("localhost")).unwrap();
     assert_eq!(leaf(&again), first_leaf, "re-issued far too early");
 
-    thread::sleep(Duration::from_millis(2500));
+    // Just before two thirds of the hour: still the same certificate.
+    server.advance_clock(Duration::from_secs(2390));
+    let again = handshake(&addr, &config, dns("localhost")).unwrap();
+    assert_eq!(leaf(&again), first_leaf, "re-issued before two thirds of the validity");
+    server.advance_clock(Duration::from_secs(20));
     let renewed = handshake(&addr, &config, dns("localhost")).expect("the renewed certificate verifies");
-    assert_ne!(leaf(&renewed), first_leaf, "the same certificate after 2.5 s of a 3 s validity");
+    assert_ne!(leaf(&renewed), first_leaf, "the same certificate after 41 min of a 1 h validity");
     Client::new(renewed).send(&request(&addr, "GET", "/v2/")).expect(401);
     assert!(server.still_running(), "renewal must not restart the server");
     assert!(server.stderr_shows("re-issued"), "{}", server.stderr());

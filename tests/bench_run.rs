@@ -7,9 +7,9 @@
 //! rm), which is what a job costs on this machine. Alternating rounds; medians; it writes
 //! `target/bench/run.json`. It asserts that every run succeeds, never speed.
 //!
-//! `GLCI_BENCH_VERSUS=/path/to/glci` adds a row for another glci build (an A/B run of a change).
-//! Its own glci-mock (`GLCI_MOCK_NAME`, a port of its own, a temp `GLCI_HOME`) is removed at
-//! the end; the user's is never touched. gitlab-ci-local gets a helper image built here from
+//! `GLCI_BENCH_VERSUS=/path/to/glci` adds a row for another glci build (an A/B run of a change;
+//! it gets a glci-mock of its own, on the next port). The bench's glci-mocks (`GLCI_MOCK_NAME`,
+//! ports of their own, temp `GLCI_HOME`s) are removed at the end; the user's is never touched. gitlab-ci-local gets a helper image built here from
 //! the host's bash and rsync (see `gcl_helper_image`). `#[ignore]`: run by `scripts/bench.sh`.
 #![allow(clippy::unwrap_used)]
 // Tests spawn processes and read the environment; clippy.toml's disallowed-methods is for src/.
@@ -193,6 +193,17 @@ fn pipeline_run_against_bare_containers() {
     fs::write(home.path().join("config.toml"), format!("mock_server_port = {port}\n[registry]\nupstreams = []\n"))
         .unwrap();
     let versus = std::env::var("GLCI_BENCH_VERSUS").ok();
+    // The other build gets a glci-mock of its own (name, port, home): the mock is re-created
+    // whenever the binary that starts it changes, which alternating builds on one mock would
+    // make every run pay.
+    let versus_home = common::temp_dir();
+    let versus_mock = format!("{mock}v");
+    let _versus_guard = versus.as_ref().map(|_| MockGuard(versus_mock.clone()));
+    fs::write(
+        versus_home.path().join("config.toml"),
+        format!("mock_server_port = {}\n[registry]\nupstreams = []\n", port + 1),
+    )
+    .unwrap();
     let glci_build = |bin: Option<&str>, extra: &[&str]| {
         let mut cmd = match bin {
             Some(bin) => Command::new(bin),
@@ -202,9 +213,13 @@ fn pipeline_run_against_bare_containers() {
                 Err(_) => common::glci(),
             },
         };
-        cmd.env("GLCI_HOME", home.path())
-            .env("GLCI_MOCK_NAME", &mock)
-            .env("DOCKER_CONFIG", home.path().join("no-docker-config"))
+        let (home, mock) = match bin {
+            Some(_) => (versus_home.path(), &versus_mock),
+            None => (home.path(), &mock),
+        };
+        cmd.env("GLCI_HOME", home)
+            .env("GLCI_MOCK_NAME", mock)
+            .env("DOCKER_CONFIG", home.join("no-docker-config"))
             .current_dir(project.path())
             .args(["run", "-j", "2"])
             .args(extra);
@@ -219,6 +234,9 @@ fn pipeline_run_against_bare_containers() {
     });
     // The first run starts the glci-mock (image, volume, network, container): not timed.
     let first = timed(&mut glci(&[]));
+    if let Some(bin) = &versus {
+        timed(&mut glci_build(Some(bin), &[]));
+    }
     println!("\n== the run path: 6 jobs, 3 stages, artifacts passed on, -j 2 ({IMAGE}) ==");
     println!("first glci run (starts its glci-mock): {:.2} s", first.as_secs_f64());
 

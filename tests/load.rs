@@ -51,6 +51,7 @@ fn thread_count(pid: u32) -> usize {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// A slowloris: the one-second pace is the fault under test, not a wait for an event.
 /// Sends `bytes` one a second on `stream` until `stop` is set, the bytes run out or the server
 /// closes; returns what the server answered (possibly nothing) and how long it took.
 fn drip(mut stream: TcpStream, bytes: Vec<u8>, stop: Arc<AtomicBool>) -> (String, Duration) {

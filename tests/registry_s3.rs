@@ -375,6 +375,15 @@ fn a_miss_pulled_through_one_instance_is_served_by_another_without_the_upstream(
     assert!(got.body == layer, "the layer pulled through differs");
     assert_eq!(upstream.count("GET", "/v2/library/app/blobs/"), 1);
     assert!(stored_object(&storage, &layer_digest).is_some_and(|o| o == layer), "the bucket lacks the layer");
+    // The tag carries the time it was checked upstream, which every instance reads.
+    let (bucket, prefix) = storage.trim_start_matches("s3://").split_once('/').unwrap();
+    let client = glci::registry::s3::S3Client::new(&seaweedfs().settings(bucket)).unwrap();
+    let tag_key = format!("{prefix}/repositories/app/_manifests/tags/v1");
+    let stamped = client.head_metadata(&tag_key, "glci-checked-at").unwrap().unwrap();
+    assert!(
+        stamped.value.as_deref().is_some_and(|v| v.parse::<f64>().is_ok()),
+        "the tag has no check time: {stamped:?}"
+    );
     let before = upstream.requests().len();
     for _ in 0..2 {
         let got = req(&b.addr, "GET", "/v2/app/manifests/v1").header("Accept", OCI_MANIFEST).send().expect(200);

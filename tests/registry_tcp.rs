@@ -722,7 +722,8 @@ fn a_full_queue_answers_503_with_retry_after() {
     assert!(r.contains("TOOMANYREQUESTS"), "{r}");
     drop(held);
     drop(busy);
-    // Once the holders leave, the server answers again.
+    // Once the holders leave, the server answers again. No client can see the moment the
+    // server has noticed every close, so this retries (bounded) rather than waits for an event.
     let mut ok = false;
     for _ in 0..50 {
         if s.req("GET", "/v2/").send().status == 200 {

@@ -4,6 +4,8 @@
 //! is a fresh git repository in a temp dir.
 
 #![allow(clippy::unwrap_used)]
+// Tests spawn processes; clippy.toml's disallowed-methods is meant for src/.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

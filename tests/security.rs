@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use common::http::{self, basic, Client, Request, Response};
 use common::{glci, run, sha256_digest, temp_dir, ServeProcess, TEST_CONFIG};
@@ -180,10 +180,7 @@ impl Target {
         // line is written after its response, and the pipe is read by a thread.
         let status = self.server.terminate(libc::SIGTERM);
         assert!(status.success(), "[{}] glci serve exited with {status} after the attacks", self.category);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.server.stderr().contains("msg=stopped") && Instant::now() < deadline {
-            thread::yield_now();
-        }
+        self.server.stderr_shows("msg=stopped");
         let stderr = self.server.stderr();
         assert!(stderr.contains("msg=stopped"), "[{}] no end of the log:\n{stderr}", self.category);
         // One event per line: nothing a client sent can forge or split a log line.

@@ -12,7 +12,7 @@ use glci::registry::api::blobs::{parse_range, ByteRange, RangeRequest};
 use glci::registry::api::uploads::parse_content_range;
 use glci::registry::names::Name;
 use glci::registry::storage::Layout;
-use glci::registry::uploads::{UploadError, Uploads};
+use glci::registry::uploads::{UploadChunk, UploadError, Uploads};
 use libfuzzer_sys::fuzz_target;
 
 fn uploads() -> &'static (Uploads, Name) {
@@ -54,7 +54,8 @@ fuzz_target!(|data: &[u8]| {
     let (up, name) = uploads();
     let id = up.start(name).expect("session");
     let declared = (len % 2 == 0).then_some(body.len() as u64);
-    let result = up.append(name, &id, &mut body.as_bytes(), Some((start, end)), declared);
+    let chunk = UploadChunk { body: &mut body.as_bytes(), range: Some((start, end)), declared_len: declared };
+    let result = up.append(name, &id, chunk);
     match result {
         Ok(offset) => assert!(offset == end.wrapping_add(1) && offset <= body.len() as u64, "{header:?} gave {offset}"),
         Err(UploadError::OutOfOrder { .. } | UploadError::LengthMismatch) => {}

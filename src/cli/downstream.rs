@@ -7,10 +7,11 @@
 
 use std::path::Path;
 
-use super::run::{variables_files, with_sources};
+use super::sources::{variables_files, with_sources};
 use crate::pipeline::execute::{self, ChildConfigs};
+use crate::pipeline::facts::RunFacts;
 use crate::pipeline::model::Pipeline;
-use crate::pipeline::plan::{ChildPlan, Plan, ProjectChild, RunFacts};
+use crate::pipeline::plan::{ChildPlan, Plan, ProjectChild};
 use crate::pipeline::{downstream, parse};
 
 /// Every job name of the plan and of its child pipelines known before the run (text prefixes).

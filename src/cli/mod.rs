@@ -10,6 +10,7 @@ pub mod output;
 pub mod registry;
 pub mod run;
 pub mod serve;
+pub mod sources;
 pub mod storage;
 
 use std::io::Write;

@@ -22,6 +22,11 @@ pub fn print_stdout(text: &str) {
     let _ = out.flush();
 }
 
+/// One line `glci: <text>` on stderr: warnings and notes beside a command's output.
+pub fn stderr_line(text: &str) {
+    let _ = writeln!(std::io::stderr(), "glci: {text}");
+}
+
 /// Pretty JSON and a newline on stdout.
 pub fn print_json(value: &impl Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Failed(format!("cannot print JSON: {e}")))?;

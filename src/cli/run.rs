@@ -4,19 +4,22 @@
 //! once. Exit codes (cli/error.rs): 0 passed, 1 a job failed or the run was interrupted,
 //! 2 a configuration error (the one-line `file:line: key: message`).
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
 
+use super::output::stderr_line;
+use super::sources::{load_pipeline, variables_files, with_sources};
 use super::{composed, downstream as downstream_cli, print_stdout, CliError};
 use crate::auth::Auth;
 use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, process_env, Config};
 use crate::mock;
 use crate::pipeline::execute::{self, Cancel, JobWiring, NoWiring, Options, PipelineStatus};
+use crate::pipeline::facts::{ProjectFiles, RunFacts};
 use crate::pipeline::wiring::{self, Registry, RegistryWiring};
-use crate::pipeline::{changes, downstream, output, parse, plan, predefined, variables};
+use crate::pipeline::{changes, downstream, event_format, parse, plan, variables};
 use crate::secret::Secret;
 
 #[derive(Args, Debug)]
@@ -101,10 +104,6 @@ pub struct RunArgs {
 
 fn usage(message: impl Into<String>) -> CliError {
     CliError::Usage(message.into())
-}
-
-fn stderr_line(text: &str) {
-    let _ = writeln!(std::io::stderr(), "glci: {text}");
 }
 
 /// Which registry the jobs get, from the flags and the global config (flags win).
@@ -222,7 +221,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
         )
     });
     let predefined = wiring.as_ref().map(RegistryWiring::predefined).unwrap_or_default();
-    let facts = plan::RunFacts {
+    let facts = RunFacts {
         project_dir: project_dir.clone(),
         project_path,
         git,
@@ -265,7 +264,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     }
     // A job's `rules: exists: {project}` asks the instance for that project's files.
     let lister = std::sync::Arc::new(gitlab_instance(config, &facts, &home, args.offline));
-    let project_files = plan::ProjectFiles(Some({
+    let project_files = ProjectFiles(Some({
         let lister = lister.clone();
         std::sync::Arc::new(move |project: &str, reference: &str| {
             let source = parse::Source::Files { project: project.to_owned(), reference: reference.to_owned() };
@@ -273,7 +272,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             Ok(fetched.text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
         })
     }));
-    let facts = plan::RunFacts {
+    let facts = RunFacts {
         changes: changed_paths(&pipeline, &facts, args.changes_against.as_deref())?,
         project_files,
         ..facts
@@ -351,7 +350,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
     }
     let options =
         Options { run_id: run_id.clone(), parallel, files, work_dir, cache_root, artifacts_root, artifacts_dir };
-    let style = output::TextStyle::new(std::io::stdout().is_terminal(), downstream_cli::job_names(&plan));
+    let style = event_format::TextStyle::new(std::io::stdout().is_terminal(), downstream_cli::job_names(&plan));
     let json = args.json;
     let secrets = wiring.as_ref().map(RegistryWiring::secrets);
     let events = move |event: execute::Event| {
@@ -361,9 +360,9 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             None => event,
         };
         if json {
-            print_stdout(&format!("{}\n", output::json(&event)));
+            print_stdout(&format!("{}\n", event_format::json(&event)));
         } else {
-            print_stdout(&output::text(&event, &style));
+            print_stdout(&event_format::text(&event, &style));
         }
     };
     let job_wiring: &dyn JobWiring = match &wiring {
@@ -426,21 +425,6 @@ fn artifacts_dir(dir: &Path) -> Result<PathBuf, CliError> {
     Ok(absolute)
 }
 
-/// The variables files (issue 15), `$GLCI_HOME/variables.yml` then the project's
-/// `.glci-variables.yml` (the project's win, as project variables over group ones on GitLab).
-pub(super) fn variables_files(
-    home: &Path,
-    project_dir: &Path,
-) -> Result<Vec<crate::pipeline::model::ProjectVariable>, CliError> {
-    let mut out = Vec::new();
-    for path in [home.join("variables.yml"), project_dir.join(".glci-variables.yml")] {
-        if let Some(vars) = parse::load_variables_file(&path).map_err(|e| usage(e.to_string()))? {
-            out.extend(vars);
-        }
-    }
-    Ok(out)
-}
-
 /// A `--tag`/`--branch` value must be a name git accepts for a ref.
 fn check_ref_name(flag: &str, name: &str) -> Result<(), CliError> {
     let bad = name.is_empty()
@@ -462,7 +446,7 @@ fn check_ref_name(flag: &str, name: &str) -> Result<(), CliError> {
 /// with the pipeline-level variables. Outside a git repository nothing is known (all true).
 fn changed_paths(
     pipeline: &crate::pipeline::model::Pipeline,
-    facts: &plan::RunFacts,
+    facts: &RunFacts,
     against: Option<&str>,
 ) -> Result<plan::ChangedPaths, CliError> {
     let dir = &facts.project_dir;
@@ -506,68 +490,9 @@ fn changed_paths(
     Ok(out)
 }
 
-/// Parses the pipeline file; `include:` reads the project's files and sees the variables GitLab
-/// gives it.
-fn load_pipeline(
-    file: &Path,
-    facts: &plan::RunFacts,
-    inputs: &[(String, String)],
-    instance: &crate::gitlab::Instance,
-    changes_against: Option<&str>,
-) -> Result<crate::pipeline::model::Pipeline, CliError> {
-    with_sources(file, facts, inputs, instance, changes_against, |sources| parse::load_with(file, sources))
-}
-
-/// Calls `use_sources` with what the parser reads includes from (files, fetches, variables,
-/// changes): for loading the pipeline, or for `--preview`.
-pub(super) fn with_sources<T>(
-    file: &Path,
-    facts: &plan::RunFacts,
-    inputs: &[(String, String)],
-    instance: &crate::gitlab::Instance,
-    changes_against: Option<&str>,
-    use_sources: impl FnOnce(&parse::Sources) -> Result<T, parse::PipelineError>,
-) -> Result<T, CliError> {
-    let include_vars = predefined::include_variables(file, facts);
-    let lookup = |name: &str| include_vars.get(name).map(String::from);
-    let read = |path: &Path| std::fs::read_to_string(path);
-    let fetch = |source: &parse::Source| instance.fetch(source);
-    // `rules: changes` of includes: the same comparison as the jobs' (see `changed_paths`).
-    let dir = &facts.project_dir;
-    let in_git = crate::git::toplevel(dir).is_some();
-    let changed = |reference: Option<&str>| -> Result<Option<Vec<String>>, String> {
-        if !in_git {
-            return Ok(None);
-        }
-        let sha = match reference.or(changes_against) {
-            Some(reference) => crate::git::resolve_commit(dir, reference)
-                .ok_or_else(|| format!("`{reference}` is no branch, tag or commit of this repository"))?,
-            None => match crate::git::change_base(dir, &facts.git) {
-                Some((sha, _)) => sha,
-                None => return Ok(None),
-            },
-        };
-        crate::git::changed_paths(dir, &sha).map(Some)
-    };
-    let sources = parse::Sources {
-        project: &facts.project_dir,
-        read: &read,
-        files: &facts.files,
-        variables: &lookup,
-        inputs,
-        fetch: Some(&fetch),
-        changed: &changed,
-    };
-    let pipeline = use_sources(&sources).map_err(|e| usage(e.to_string()));
-    for note in instance.take_notes() {
-        stderr_line(&format!("warning: {note}"));
-    }
-    pipeline
-}
-
 /// The GitLab instance remote includes come from: `[gitlab] url`, else the host of the
 /// `origin` remote, else gitlab.com.
-fn gitlab_instance(config: &Config, facts: &plan::RunFacts, home: &Path, offline: bool) -> crate::gitlab::Instance {
+fn gitlab_instance(config: &Config, facts: &RunFacts, home: &Path, offline: bool) -> crate::gitlab::Instance {
     let url = config.gitlab.url.clone().unwrap_or_else(|| {
         let host = facts.git.remote_url.as_deref().and_then(crate::git::host_from_remote);
         format!("https://{}", host.unwrap_or_else(|| "gitlab.com".into()))
@@ -608,7 +533,7 @@ fn command_line_variables(args: &RunArgs) -> Result<Vec<(String, String)>, CliEr
 fn run_id() -> Result<String, CliError> {
     let mut bytes = [0u8; 4];
     getrandom::getrandom(&mut bytes).map_err(|e| CliError::Failed(format!("no randomness for a run id: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::encoding::hex(&bytes))
 }
 
 /// First SIGINT/SIGTERM: cancel the run (jobs stop, cleanup follows). Second: quit now.

@@ -8,6 +8,7 @@ use clap::Args;
 use super::storage::{self, StorageChoice};
 use super::{print_stdout, CliError};
 use crate::auth::Auth;
+use crate::clock::Clock;
 use crate::config::{glci_home, process_env, Config};
 use crate::http::{self, Server, ServerOptions};
 use crate::registry::mirror::Mirror;
@@ -47,7 +48,8 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     let home = glci_home(&process_env);
     let flag = args.storage.as_ref().map(|p| p.to_string_lossy().into_owned());
     let choice = storage::choose(flag.as_deref(), config.storage.url.as_deref(), &home)?;
-    let options = RegistryOptions::default();
+    let clock = test_clock();
+    let options = RegistryOptions { clock: clock.clone(), ..RegistryOptions::default() };
     let expiry = options.upload_expiry;
     let (registry, _storage_lock) = open_registry(&choice, &config.storage.s3, options)?;
     // What a crash left (issue 14 §4): sessions and temp files untouched for the grace window,
@@ -73,7 +75,7 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     let client = upstream_client(config);
     // Push-through reads what it forwards from the store, a directory or S3 alike.
     let registry = registry.with_mirror(Mirror::new(host_of(&config.registry.upstream.url), Arc::clone(&client)));
-    let registry = match pull_through(config, &client) {
+    let registry = match pull_through(config, &client, &clock) {
         Some(proxy) => {
             crate::log::info("pull_through", &format!("upstreams: {}", config.registry.upstreams.join(", ")));
             registry.with_proxy(proxy)
@@ -84,7 +86,7 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
         None
     } else {
         let ca = Ca::load_or_create(&home).map_err(|e| CliError::Failed(e.to_string()))?;
-        let tls = ServerTls::new(ca, &config.tls.extra_sans, config.tls.cert_validity)
+        let tls = ServerTls::new(ca, &config.tls.extra_sans, config.tls.cert_validity, clock.clone())
             .map_err(|e| CliError::Failed(e.to_string()))?;
         crate::log::info(
             "tls",
@@ -125,6 +127,16 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     server.join();
     crate::log::info("shutdown", "stopped");
     Ok(())
+}
+
+/// The system clock, or for tests only (never documented for users) the system clock plus the
+/// seconds in the file `GLCI_TEST_CLOCK_FILE` names, so tests jump over `tag_ttl`, token expiry
+/// and certificate renewal instead of sleeping (`clock`).
+fn test_clock() -> Clock {
+    match process_env("GLCI_TEST_CLOCK_FILE").filter(|p| !p.is_empty()) {
+        Some(path) => Clock::offset_by_file(path.into()),
+        None => Clock::system(),
+    }
 }
 
 /// The one upstream client, shared by pull-through and push-through: endpoints from
@@ -198,7 +210,7 @@ fn lock_storage(storage: &std::path::Path) -> Result<StoreLock, CliError> {
 }
 
 /// The pull-through cache from `[registry]` upstreams; `None` when there are none.
-fn pull_through(config: &Config, client: &Arc<UpstreamClient>) -> Option<Proxy> {
+fn pull_through(config: &Config, client: &Arc<UpstreamClient>, clock: &Clock) -> Option<Proxy> {
     if config.registry.upstreams.is_empty() {
         return None;
     }
@@ -206,6 +218,7 @@ fn pull_through(config: &Config, client: &Arc<UpstreamClient>) -> Option<Proxy> 
         upstreams: config.registry.upstreams.clone(),
         tag_ttl: config.registry.tag_ttl,
         max_manifest_bytes: RegistryOptions::default().max_manifest_bytes,
+        clock: clock.clone(),
     };
     Some(Proxy::new(options, Arc::clone(client)))
 }

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::framing::{body_framing, read_head, BodyReader, Framing, HeadError};
-use super::idle::{Conn, HEAD_TIMEOUT};
+use super::idle::{Conn, Sending, HEAD_TIMEOUT};
 use super::response::{self, is_long, write_response, Written};
-use super::sending::{Rest, Sending};
+use super::sending::Rest;
 use super::slots::{Transfer, Transfers};
 use super::transport::{Plain, Transport};
 use super::{Handler, Request, Response};

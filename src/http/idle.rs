@@ -27,7 +27,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::handshake::{self, Progress};
 use super::head_complete;
 use super::response::closing_error_bytes;
-use super::sending::{self, Sending};
+use super::sending::{self, Rest};
 use super::transport::{recv_now, Plain, Tls};
 
 /// The longest a parked connection may take to send a whole request head, from its first byte.
@@ -38,6 +38,14 @@ const TICK: Duration = Duration::from_millis(250);
 const RETRY: Duration = Duration::from_millis(5);
 /// The byte every TLS connection opens with (a handshake record).
 const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A connection in the poller finishing its response; after it, `keep_alive` says whether it
+/// waits for the next request.
+pub struct Sending {
+    pub plain: Plain,
+    pub rest: Rest,
+    pub keep_alive: bool,
+}
 
 /// A connection between requests.
 pub enum Conn {

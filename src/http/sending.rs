@@ -11,8 +11,6 @@ use std::net::TcpStream;
 use std::os::unix::io::AsRawFd;
 use std::time::Duration;
 
-use super::transport::Plain;
-
 /// How long a worker waits for a client's socket to take more before handing the rest of the
 /// response to the poller. A client reading at network speed never waits this long.
 const PATIENCE: Duration = Duration::from_millis(250);
@@ -28,14 +26,6 @@ impl Rest {
     pub fn left(&self) -> u64 {
         self.left
     }
-}
-
-/// A connection in the poller finishing its response; after it, `keep_alive` says whether it
-/// waits for the next request.
-pub struct Sending {
-    pub plain: Plain,
-    pub rest: Rest,
-    pub keep_alive: bool,
 }
 
 /// Sends `len` bytes of `file` from its current position. `Ok(None)`: all sent. `Ok(Some)`:

@@ -126,7 +126,7 @@ impl ArtifactStore {
 fn random_suffix() -> io::Result<String> {
     let mut bytes = [0u8; 8];
     getrandom::getrandom(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::encoding::hex(&bytes))
 }
 
 fn write_atomic(path: &Path, text: &str) -> io::Result<()> {

@@ -80,7 +80,7 @@ pub fn files_key(prefix: Option<&str>, ids: &[String]) -> String {
         "default".to_string()
     } else {
         let hash = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, ids.join("-").as_bytes());
-        hash.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        crate::encoding::hex(hash.as_ref())
     };
     match prefix.filter(|p| !p.is_empty()) {
         Some(prefix) => format!("{prefix}-{digest}"),

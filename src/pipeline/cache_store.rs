@@ -1,7 +1,7 @@
 //! The host side of `cache:`: one tar per project and key under `$GLCI_HOME/cache/`, laid out
 //! as `<project, '/' as %2F>/<sha256(key), 32 hex>/{key,cache.tar}` so a key is never a path
 //! and projects never share a directory. A save streams into a temp file of the same
-//! directory, fsyncs it and renames it over `cache.tar`: concurrent saves of one key leave one
+//! directory (`durable`'s temp name), fsyncs it and renames it over `cache.tar`: concurrent saves of one key leave one
 //! whole archive (the last rename), a kill mid-save leaves the previous one. Restores read
 //! `cache.tar` and set its mtime (the "last used" of `glci cache list`). Used by
 //! `execute::cache` (jobs) and `cli::cache` (list, clear); nothing else touches this tree.
@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
+use crate::durable;
+
 const ARCHIVE: &str = "cache.tar";
 const KEY_FILE: &str = "key";
-const TEMP_PREFIX: &str = ".tmp-";
 /// A temp file older than this belongs to a save that died (a live one writes all the time).
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
@@ -54,7 +55,7 @@ impl CacheStore {
 
     fn entry_dir(&self, key: &str) -> PathBuf {
         let digest = Sha256::digest(key.as_bytes());
-        let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let name = crate::encoding::hex(&digest[..16]);
         self.dir.join(name)
     }
 
@@ -75,10 +76,9 @@ impl CacheStore {
         let dir = self.entry_dir(key);
         fs::create_dir_all(&dir)?;
         remove_stale_temps(&dir);
-        let mut suffix = [0u8; 8];
-        getrandom::getrandom(&mut suffix).map_err(|e| io::Error::other(e.to_string()))?;
-        let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-        let temp = dir.join(format!("{TEMP_PREFIX}{suffix}.tar"));
+        let archive = dir.join(ARCHIVE);
+        // Streamed, so not `durable::replace` (which takes the bytes): its steps, by hand.
+        let temp = durable::temp_beside(&archive);
         let result = (|| {
             let file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
             let mut out = io::BufWriter::with_capacity(1 << 20, file);
@@ -86,9 +86,10 @@ impl CacheStore {
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             let size = file.metadata()?.len();
-            write_key_file(&dir, key, &suffix)?;
-            fs::rename(&temp, dir.join(ARCHIVE))?;
-            fs::File::open(&dir)?.sync_all()?;
+            // The key beside the archive, whole or not at all for a reader.
+            durable::replace(&dir.join(KEY_FILE), key.as_bytes())?;
+            fs::rename(&temp, &archive)?;
+            durable::sync_dir(&dir);
             Ok(size)
         })();
         if result.is_err() {
@@ -155,19 +156,11 @@ pub fn list_all(root: &Path) -> Vec<StoredCache> {
     out
 }
 
-/// The key beside the archive (written through a temp file too: a reader never sees half).
-fn write_key_file(dir: &Path, key: &str, suffix: &str) -> io::Result<()> {
-    let temp = dir.join(format!("{TEMP_PREFIX}{suffix}.key"));
-    let mut file = fs::File::create(&temp)?;
-    file.write_all(key.as_bytes())?;
-    file.sync_all()?;
-    fs::rename(&temp, dir.join(KEY_FILE))
-}
-
 fn remove_stale_temps(dir: &Path) {
     let now = SystemTime::now();
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        // `durable`'s temp names (`.cache.tar.tmp-<id>`), and the `.tmp-<hex>.tar` of older glci.
+        if !entry.file_name().to_string_lossy().contains(durable::TEMP_MARK) {
             continue;
         }
         let old = entry
@@ -233,6 +226,6 @@ mod tests {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(names.iter().all(|n| !n.starts_with(TEMP_PREFIX)), "{names:?}");
+        assert!(names.iter().all(|n| !n.contains(durable::TEMP_MARK)), "{names:?}");
     }
 }

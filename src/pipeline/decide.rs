@@ -6,9 +6,9 @@
 
 use super::changes;
 use super::error::PipelineError;
+use super::facts::RunFacts;
 use super::glob;
 use super::model::{AllowFailure, Job, Location, Need, Policy, Rule, When};
-use super::plan::RunFacts;
 use super::rules::{self, Pattern};
 use super::variables::{self, VarSet};
 

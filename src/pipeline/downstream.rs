@@ -10,8 +10,9 @@
 //! by [`plan_dynamic`] when the trigger job starts. Called by `cli::run` and `execute`.
 
 use super::error::PipelineError;
+use super::facts::RunFacts;
 use super::model::{Downstream, DownstreamKind, Job, Location, Pipeline};
-use super::plan::{self, ChildPlan, DynamicChild, Plan, PlannedDownstream, PlannedJob, ProjectChild, RunFacts};
+use super::plan::{self, ChildPlan, DynamicChild, Plan, PlannedDownstream, PlannedJob, ProjectChild};
 use super::variables;
 
 /// The parent of a child being planned.

@@ -7,9 +7,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::pipeline::facts::RunFacts;
 use crate::pipeline::model::DownstreamKind;
 use crate::pipeline::parse::{self, nothing_known, Fetched, Source, Sources};
-use crate::pipeline::plan::{ChildPlan, RunFacts};
+use crate::pipeline::plan::ChildPlan;
 
 const MAIN: &str = "/p/.gitlab-ci.yml";
 const IMAGE: &str = "image: alpine\n";

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::facts::{RunFacts, BUILDS_DIR, DEFAULT_TIMEOUT};
 use super::model::{Job, Pipeline};
-use super::plan::{RunFacts, BUILDS_DIR, DEFAULT_TIMEOUT};
 use super::variables::{self, VarSet};
 
 /// The predefined variables of the pipeline (GitLab's names and meanings).
@@ -242,8 +242,9 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use crate::git::Facts;
+    use crate::pipeline::facts::RunFacts;
     use crate::pipeline::parse::parse_str;
-    use crate::pipeline::plan::{plan, RunFacts};
+    use crate::pipeline::plan::plan;
     use crate::pipeline::variables::VarSet;
 
     fn facts(git: Facts) -> RunFacts {

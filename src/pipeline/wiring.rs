@@ -318,7 +318,7 @@ impl RegistryWiring {
     fn pull_with(&self, image: &str, platform: Option<&str>, auths: Value) -> Result<(), String> {
         let mut id = [0u8; 6];
         getrandom::getrandom(&mut id).map_err(|e| e.to_string())?;
-        let name: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let name = crate::encoding::hex(&id);
         let dir = self.work_dir.join(format!("docker-config-{name}"));
         std::fs::DirBuilder::new()
             .recursive(true)

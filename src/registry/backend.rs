@@ -16,7 +16,7 @@ use crate::http::Body;
 use crate::registry::manifest;
 use crate::registry::names::{Digest, Name, Reference, Tag};
 use crate::registry::storage::{BlobWriter, Origin, Store, StoreError};
-use crate::registry::uploads::{Expired, UploadError, Uploads};
+use crate::registry::uploads::{Expired, UploadChunk, UploadError, Uploads};
 
 /// A manifest found by name and reference, ready to send.
 pub struct OpenedManifest {
@@ -90,8 +90,9 @@ pub trait Storage: Send + Sync {
     fn has_cached_manifests(&self, name: &Name) -> Result<bool, StoreError>;
     /// When a tag was last written or revalidated upstream.
     fn tag_checked_at(&self, name: &Name, tag: &Tag) -> Result<Option<SystemTime>, StoreError>;
-    /// Records that the upstream still has `tag` at `digest`.
-    fn touch_tag(&self, name: &Name, tag: &Tag, digest: &Digest) -> Result<(), StoreError>;
+    /// Records that the upstream had `tag` at `digest` at `now` (what `tag_checked_at` reads;
+    /// the proxy's clock, which a test may move ahead).
+    fn touch_tag(&self, name: &Name, tag: &Tag, digest: &Digest, now: SystemTime) -> Result<(), StoreError>;
     /// `put_manifest` for a manifest fetched from `origin`.
     fn put_cached_manifest(
         &self,
@@ -129,23 +130,10 @@ pub trait Spool: Send + Sync {
 pub trait UploadSessions: Send + Sync {
     fn start(&self, name: &Name) -> Result<String, StoreError>;
     fn offset(&self, name: &Name, id: &str) -> Result<u64, UploadError>;
-    fn append(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-    ) -> Result<u64, UploadError>;
-    fn finish(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-        expected: &Digest,
-    ) -> Result<u64, UploadError>;
+    /// Appends a chunk at the session's offset; returns the new offset.
+    fn append(&self, name: &Name, id: &str, chunk: UploadChunk<'_>) -> Result<u64, UploadError>;
+    /// Appends the closing chunk, checks the digest and makes the blob; the session ends.
+    fn finish(&self, name: &Name, id: &str, chunk: UploadChunk<'_>, expected: &Digest) -> Result<u64, UploadError>;
     fn cancel(&self, name: &Name, id: &str) -> Result<(), UploadError>;
     /// Removes sessions untouched for `max_age` (see `Uploads::expire`).
     fn expire(&self, max_age: Duration, dry_run: bool) -> Expired;
@@ -262,9 +250,9 @@ impl Storage for Store {
     fn tag_checked_at(&self, name: &Name, tag: &Tag) -> Result<Option<SystemTime>, StoreError> {
         Ok(Store::tag_checked_at(self, name, tag))
     }
-    fn touch_tag(&self, name: &Name, tag: &Tag, _digest: &Digest) -> Result<(), StoreError> {
+    fn touch_tag(&self, name: &Name, tag: &Tag, _digest: &Digest, now: SystemTime) -> Result<(), StoreError> {
         // The link already holds the digest: its mtime is the time checked.
-        Store::touch_tag(self, name, tag)
+        Store::touch_tag(self, name, tag, now)
     }
     fn put_cached_manifest(
         &self,
@@ -307,26 +295,11 @@ impl UploadSessions for Uploads {
     fn offset(&self, name: &Name, id: &str) -> Result<u64, UploadError> {
         Uploads::offset(self, name, id)
     }
-    fn append(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-    ) -> Result<u64, UploadError> {
-        Uploads::append(self, name, id, body, range, declared_len)
+    fn append(&self, name: &Name, id: &str, chunk: UploadChunk<'_>) -> Result<u64, UploadError> {
+        Uploads::append(self, name, id, chunk)
     }
-    fn finish(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-        expected: &Digest,
-    ) -> Result<u64, UploadError> {
-        Uploads::finish(self, name, id, body, range, declared_len, expected)
+    fn finish(&self, name: &Name, id: &str, chunk: UploadChunk<'_>, expected: &Digest) -> Result<u64, UploadError> {
+        Uploads::finish(self, name, id, chunk, expected)
     }
     fn cancel(&self, name: &Name, id: &str) -> Result<(), UploadError> {
         Uploads::cancel(self, name, id)

@@ -17,9 +17,10 @@ pub mod storage;
 pub mod uploads;
 pub mod usage;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::auth::{Auth, Claims, Decision, Identity};
+use crate::clock::Clock;
 use crate::http::{Handler, Request, Response};
 use backend::{Storage, UploadSessions};
 use error::{ApiError, OciCode};
@@ -47,11 +48,17 @@ pub struct RegistryOptions {
     pub max_manifest_bytes: u64,
     /// Upload sessions untouched this long are removed.
     pub upload_expiry: Duration,
+    /// "Now" for token expiry (tests move it: `clock`).
+    pub clock: Clock,
 }
 
 impl Default for RegistryOptions {
     fn default() -> Self {
-        RegistryOptions { max_manifest_bytes: 8 * 1024 * 1024, upload_expiry: Duration::from_secs(24 * 3600) }
+        RegistryOptions {
+            max_manifest_bytes: 8 * 1024 * 1024,
+            upload_expiry: Duration::from_secs(24 * 3600),
+            clock: Clock::system(),
+        }
     }
 }
 
@@ -98,7 +105,7 @@ impl Registry {
     /// The one authorization check, before any handler runs (DESIGN §6).
     fn authorize(&self, request: &Request<'_>, method: Method, route: &Route) -> Result<Identity, ApiError> {
         let Some(auth) = &self.auth else {
-            return Ok(Identity::Token(Claims::admin(Duration::ZERO, SystemTime::now())));
+            return Ok(Identity::Token(Claims::admin(Duration::ZERO, self.options.clock.now())));
         };
         if *route == Route::Token {
             // `/token` checks the credentials it is given itself.
@@ -123,7 +130,7 @@ impl Registry {
             (None, Route::Catalog) => Some("registry:catalog:*".to_string()),
             _ => None,
         };
-        let identity = match auth.identify(request.header("Authorization"), SystemTime::now()) {
+        let identity = match auth.identify(request.header("Authorization"), self.options.clock.now()) {
             Ok(identity) => identity,
             Err(e) => {
                 return Err(ApiError::new(OciCode::Unauthorized, e.to_string())

@@ -38,6 +38,32 @@ pub enum UploadError {
     Store(StoreError),
 }
 
+/// One request's piece of an upload (a PATCH, or the closing PUT's body), as both backends take
+/// it: the body, its `Content-Range` (inclusive start, end) and the `Content-Length` the client
+/// declared (none when chunked).
+pub struct UploadChunk<'a> {
+    pub body: &'a mut dyn Read,
+    pub range: Option<(u64, u64)>,
+    pub declared_len: Option<u64>,
+}
+
+impl UploadChunk<'_> {
+    /// How many bytes this chunk must bring, if the client said, for a session now at `offset`:
+    /// a chunk must start at the offset, and its range and declared length must agree.
+    pub fn expected_len(&self, offset: u64) -> Result<Option<u64>, UploadError> {
+        let Some((start, end)) = self.range else { return Ok(self.declared_len) };
+        if start != offset || end < start {
+            return Err(UploadError::OutOfOrder { offset });
+        }
+        // `0-18446744073709551615` is 2^64 bytes: no body is that long (found by fuzzing).
+        let len = (end - start).checked_add(1);
+        if len.is_none() || self.declared_len.is_some_and(|n| Some(n) != len) {
+            return Err(UploadError::LengthMismatch);
+        }
+        Ok(len)
+    }
+}
+
 impl From<StoreError> for UploadError {
     fn from(e: StoreError) -> Self {
         UploadError::Store(e)
@@ -106,49 +132,25 @@ impl Uploads {
         Ok(fs::metadata(&data).at(&data)?.len())
     }
 
-    /// Appends a chunk. `range` is the request's `Content-Range` (inclusive start, end); a chunk
-    /// must start at the current offset. Returns the new offset.
-    pub fn append(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-    ) -> Result<u64, UploadError> {
+    /// Appends a chunk, which must start at the current offset. Returns the new offset.
+    pub fn append(&self, name: &Name, id: &str, chunk: UploadChunk<'_>) -> Result<u64, UploadError> {
         let session = self.session(name, id)?;
         let mut state = session.lock().unwrap_or_else(|p| p.into_inner());
-        self.append_locked(id, &mut state, body, range, declared_len)
+        self.append_locked(id, &mut state, chunk)
     }
 
-    fn append_locked(
-        &self,
-        id: &str,
-        state: &mut SessionState,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-    ) -> Result<u64, UploadError> {
+    fn append_locked(&self, id: &str, state: &mut SessionState, chunk: UploadChunk<'_>) -> Result<u64, UploadError> {
         let mut writer = self.open_writer(id, state)?;
-        let mut range_len = None;
-        if let Some((start, end)) = range {
-            if start != writer.len() || end < start {
-                let offset = writer.len();
+        let expected = match chunk.expected_len(writer.len()) {
+            Ok(expected) => expected,
+            Err(e) => {
                 state.hasher = Some(writer.into_parts().2);
-                return Err(UploadError::OutOfOrder { offset });
+                return Err(e);
             }
-            // `0-18446744073709551615` is 2^64 bytes: no body is that long (found by fuzzing).
-            let len = (end - start).checked_add(1);
-            if len.is_none() || declared_len.is_some_and(|n| Some(n) != len) {
-                state.hasher = Some(writer.into_parts().2);
-                return Err(UploadError::LengthMismatch);
-            }
-            range_len = len;
-        }
-        let expected = range_len.or(declared_len);
+        };
         let before = writer.len();
         let hasher_before = writer.hasher().clone();
-        let result = writer.copy_from(body, expected);
+        let result = writer.copy_from(chunk.body, expected);
         let copied = writer.len() - before;
         let (file, _, hasher, len) = writer.into_parts();
         match result {
@@ -190,18 +192,10 @@ impl Uploads {
 
     /// Appends the closing request's body (if any), checks the digest and moves the blob into
     /// the store. The session ends whether or not the digest matched.
-    pub fn finish(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-        expected: &Digest,
-    ) -> Result<u64, UploadError> {
+    pub fn finish(&self, name: &Name, id: &str, chunk: UploadChunk<'_>, expected: &Digest) -> Result<u64, UploadError> {
         let session = self.session(name, id)?;
         let mut state = session.lock().unwrap_or_else(|p| p.into_inner());
-        self.append_locked(id, &mut state, body, range, declared_len)?;
+        self.append_locked(id, &mut state, chunk)?;
         let writer = self.open_writer(id, &mut state)?;
         let result = writer.commit(&self.layout, expected);
         drop(state);
@@ -282,6 +276,10 @@ mod tests {
     use super::*;
     use crate::registry::storage::blobs::digest_of;
 
+    fn chunk<'a>(body: &'a mut &[u8], range: Option<(u64, u64)>, declared_len: Option<u64>) -> UploadChunk<'a> {
+        UploadChunk { body, range, declared_len }
+    }
+
     fn setup() -> (tempfile::TempDir, Uploads, Name) {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
@@ -301,17 +299,17 @@ mod tests {
     fn chunks_in_order_then_finish() {
         let (_d, up, name) = setup();
         let id = up.start(&name).unwrap();
-        assert_eq!(up.append(&name, &id, &mut &b"hello "[..], Some((0, 5)), Some(6)).unwrap(), 6);
+        assert_eq!(up.append(&name, &id, chunk(&mut &b"hello "[..], Some((0, 5)), Some(6))).unwrap(), 6);
         assert!(matches!(
-            up.append(&name, &id, &mut &b"x"[..], Some((0, 0)), Some(1)),
+            up.append(&name, &id, chunk(&mut &b"x"[..], Some((0, 0)), Some(1))),
             Err(UploadError::OutOfOrder { offset: 6 })
         ));
         assert!(matches!(
-            up.append(&name, &id, &mut &b"x"[..], Some((7, 7)), Some(1)),
+            up.append(&name, &id, chunk(&mut &b"x"[..], Some((7, 7)), Some(1))),
             Err(UploadError::OutOfOrder { offset: 6 })
         ));
         let digest = digest_of(Algorithm::Sha256, b"hello world");
-        up.finish(&name, &id, &mut &b"world"[..], None, Some(5), &digest).unwrap();
+        up.finish(&name, &id, chunk(&mut &b"world"[..], None, Some(5)), &digest).unwrap();
         assert!(matches!(up.offset(&name, &id), Err(UploadError::Unknown)));
     }
 
@@ -323,24 +321,24 @@ mod tests {
         let id = up.start(&name).unwrap();
         for declared in [None, Some(0), Some(1)] {
             assert!(matches!(
-                up.append(&name, &id, &mut &b"x"[..], Some((0, u64::MAX)), declared),
+                up.append(&name, &id, chunk(&mut &b"x"[..], Some((0, u64::MAX)), declared)),
                 Err(UploadError::LengthMismatch)
             ));
         }
         assert_eq!(up.offset(&name, &id).unwrap(), 0);
-        assert_eq!(up.append(&name, &id, &mut &b"x"[..], Some((0, 0)), None).unwrap(), 1);
+        assert_eq!(up.append(&name, &id, chunk(&mut &b"x"[..], Some((0, 0)), None)).unwrap(), 1);
     }
 
     #[test]
     fn resumes_after_restart() {
         let (d, up, name) = setup();
         let id = up.start(&name).unwrap();
-        up.append(&name, &id, &mut &b"abc"[..], None, None).unwrap();
+        up.append(&name, &id, chunk(&mut &b"abc"[..], None, None)).unwrap();
         drop(up);
         let up = Uploads::new(Layout::new(d.path()));
         assert_eq!(up.offset(&name, &id).unwrap(), 3);
-        up.append(&name, &id, &mut &b"def"[..], None, None).unwrap();
-        up.finish(&name, &id, &mut &b""[..], None, None, &digest_of(Algorithm::Sha256, b"abcdef")).unwrap();
+        up.append(&name, &id, chunk(&mut &b"def"[..], None, None)).unwrap();
+        up.finish(&name, &id, chunk(&mut &b""[..], None, None), &digest_of(Algorithm::Sha256, b"abcdef")).unwrap();
     }
 
     #[test]

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -495,9 +495,13 @@ pub struct ServeProcess {
     storage: Storage,
     /// `GLCI_HOME` of the server: its CA and admin secret, never the user's.
     home: Home,
-    stderr: Arc<Mutex<Vec<u8>>>,
+    /// What the server wrote to stderr, and a signal each time more arrives.
+    stderr: Arc<(Mutex<Vec<u8>>, Condvar)>,
     /// Disconnects when the stderr thread has seen EOF.
     stderr_done: mpsc::Receiver<()>,
+    /// The file `GLCI_TEST_CLOCK_FILE` names for this server, and the seconds written there.
+    clock_file: PathBuf,
+    clock_offset: Mutex<Duration>,
 }
 
 impl ServeProcess {
@@ -546,6 +550,9 @@ impl ServeProcess {
         cmd.env("GLCI_HOME", &home_path);
         // Never the developer's ~/.docker/config.json (or its credential helpers).
         cmd.env("DOCKER_CONFIG", home_path.join("docker"));
+        // The server's clock, moved by `advance_clock` (src/clock.rs): no test sleeps out a ttl.
+        let clock_file = home_path.join("test-clock");
+        cmd.env("GLCI_TEST_CLOCK_FILE", &clock_file);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--storage"])
             .arg(storage_path)
             .args(args)
@@ -556,7 +563,7 @@ impl ServeProcess {
 
         // Drain stderr on a thread so the server never blocks on a full pipe;
         // keep it for failure messages.
-        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let mut pipe = child.stderr.take().expect("stderr is piped");
         let sink = Arc::clone(&stderr);
         let (done_tx, stderr_done) = mpsc::channel::<()>();
@@ -567,7 +574,8 @@ impl ServeProcess {
                 if n == 0 {
                     break;
                 }
-                sink.lock().expect("stderr buffer lock").extend_from_slice(&buf[..n]);
+                sink.0.lock().expect("stderr buffer lock").extend_from_slice(&buf[..n]);
+                sink.1.notify_all();
             }
         });
 
@@ -586,7 +594,16 @@ impl ServeProcess {
             }
         });
 
-        let mut server = ServeProcess { child: Some(child), addr: String::new(), storage, home, stderr, stderr_done };
+        let mut server = ServeProcess {
+            child: Some(child),
+            addr: String::new(),
+            storage,
+            home,
+            stderr,
+            stderr_done,
+            clock_file,
+            clock_offset: Mutex::new(Duration::ZERO),
+        };
         let mut other_lines = Vec::new();
         loop {
             match rx.recv_timeout(START_TIMEOUT) {
@@ -653,21 +670,36 @@ impl ServeProcess {
 
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().expect("stderr buffer lock")).into_owned()
+        String::from_utf8_lossy(&self.stderr.0.lock().expect("stderr buffer lock")).into_owned()
     }
 
-    /// Waits (bounded) until the server's stderr contains `needle`. Stderr is copied by a
-    /// reader thread, so a line the server just wrote may not be here yet.
+    /// Moves the server's clock `by` ahead (token expiry, `tag_ttl`, certificate renewal), as
+    /// if that much time had passed: the next request sees it.
+    pub fn advance_clock(&self, by: Duration) {
+        let mut offset = self.clock_offset.lock().expect("clock lock");
+        *offset += by;
+        // Written whole, then renamed: the server never reads half a number.
+        let temp = self.clock_file.with_extension("new");
+        std::fs::write(&temp, offset.as_secs_f64().to_string()).expect("write the test clock");
+        std::fs::rename(&temp, &self.clock_file).expect("move the test clock into place");
+    }
+
+    /// Waits until the server's stderr contains `needle`: woken by each write the reader
+    /// thread copies (a line the server just wrote may not be here yet); false after 10 s
+    /// without it.
     pub fn stderr_shows(&self, needle: &str) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let (buffer, more) = &*self.stderr;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut text = buffer.lock().expect("stderr buffer lock");
         loop {
-            if self.stderr().contains(needle) {
+            if String::from_utf8_lossy(&text).contains(needle) {
                 return true;
             }
-            if std::time::Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
                 return false;
             }
-            thread::sleep(Duration::from_millis(20));
+            text = more.wait_timeout(text, left).expect("stderr buffer lock").0;
         }
     }
 

@@ -53,7 +53,7 @@ fn file_ids(run: &Run<'_>, pattern: &str) -> Vec<String> {
             crate::git::last_commit_if_clean(dir, f).or_else(|| {
                 let bytes = fs::read(dir.join(f)).ok()?;
                 let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &bytes);
-                Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+                Some(crate::encoding::hex(digest.as_ref()))
             })
         })
         .collect()

@@ -252,7 +252,7 @@ fn attempt_steps(
         platform: image.platform.clone(),
         client_env: env.client_env,
     };
-    let container = create_container(&spec, &wiring.networks, created)?;
+    let container = create_container(spec, &wiring.networks, created)?;
     let mut wiring = wiring;
     wiring.files.extend(run.wiring.prepare(&container, job, None)?);
 
@@ -377,7 +377,7 @@ fn start_service(
         platform: service.platform.clone(),
         client_env: env.client_env,
     };
-    let container = create_container(&spec, &wiring.networks, created)?;
+    let container = create_container(spec, &wiring.networks, created)?;
     let mut files = wiring.files.clone();
     files.extend(run.wiring.prepare(&container, job, Some(service))?);
     if !files.is_empty() {
@@ -509,14 +509,28 @@ fn script_file(text: String) -> ExtraFile {
 }
 
 /// Creates a container (recorded in `created` at once, so cleanup finds it whatever happens
-/// next) and joins it to the wiring's extra networks.
-fn create_container(spec: &ContainerSpec, networks: &[String], created: &mut Created) -> Result<String, String> {
-    let container = docker::create(spec).map_err(|e| e.to_string())?;
+/// next) and joins it to the wiring's extra networks (see [`networks_of`]).
+fn create_container(mut spec: ContainerSpec, networks: &[String], created: &mut Created) -> Result<String, String> {
+    let (primary, extra) = networks_of(spec.network.take(), networks);
+    spec.network = primary;
+    let container = docker::create(&spec).map_err(|e| e.to_string())?;
     created.containers.push(container.clone());
-    for extra in networks {
-        docker::network_connect(extra, &container, &[]).map_err(|e| e.to_string())?;
+    for network in extra {
+        docker::network_connect(network, &container, &[]).map_err(|e| e.to_string())?;
     }
     Ok(container)
+}
+
+/// The network a container is created on and those it joins after: its own (a job's services
+/// network) first; without one, the first of the wiring's instead of Docker's default bridge.
+/// One endpoint, not the bridge plus a `network connect`: a container on two networks starts
+/// 0.5-0.7 s later on a loaded 2-core machine, and the connect costs 0.1-0.3 s more (issue 18).
+fn networks_of(own: Option<String>, wiring: &[String]) -> (Option<String>, &[String]) {
+    match (own, wiring.split_first()) {
+        (Some(own), _) => (Some(own), wiring),
+        (None, Some((first, rest))) => (Some(first.clone()), rest),
+        (None, None) => (None, wiring),
+    }
 }
 
 fn copy_files(container: &str, files: &[ExtraFile]) -> Result<(), String> {
@@ -748,5 +762,17 @@ mod tests {
         assert_eq!(human(Duration::from_secs(5400)), "1h 30m");
         assert_eq!(human(Duration::from_secs(0)), "0s");
         assert_eq!(human(Duration::from_secs(61)), "1m 1s");
+    }
+
+    #[test]
+    fn a_container_without_its_own_network_is_created_on_the_wirings_first() {
+        let wiring = ["glci-net".to_string(), "other".to_string()];
+        let (primary, extra) = networks_of(None, &wiring);
+        assert_eq!(primary.as_deref(), Some("glci-net"));
+        assert_eq!(extra, ["other".to_string()]);
+        let (primary, extra) = networks_of(Some("job-net".into()), &wiring);
+        assert_eq!(primary.as_deref(), Some("job-net"));
+        assert_eq!(extra, wiring);
+        assert_eq!(networks_of(None, &[]), (None, &[][..]));
     }
 }

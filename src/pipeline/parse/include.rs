@@ -183,7 +183,7 @@ impl Expander<'_> {
             }
             let text = text?;
             if let Some(want) = &located.integrity {
-                let have = format!("sha256-{}", base64(&sha2::Sha256::digest(text.as_bytes())));
+                let have = format!("sha256-{}", crate::encoding::base64_encode(&sha2::Sha256::digest(text.as_bytes())));
                 if have != *want {
                     return Err(at(format!(
                         "{}: integrity check failed: the file is {have}",
@@ -415,23 +415,6 @@ pub fn with_inputs_for(
         Some(spec) => inputs::interpolate_with(content, &spec, &values, component, variables),
         None => Ok(content),
     }
-}
-
-/// Standard base64 with padding (RFC 4648), as Subresource Integrity writes digests.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn is_url(text: &str) -> bool {

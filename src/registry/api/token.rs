@@ -19,7 +19,7 @@ pub fn issue(registry: &Registry, request: &mut Request<'_>) -> Result<Response,
         // Open mode: any token works, since none is checked.
         return Ok(token_response("anonymous".to_string(), ACCESS_TOKEN_TTL.as_secs()));
     };
-    let now = SystemTime::now();
+    let now = registry.options.clock.now();
     let (identity, scopes) = if request.method == "POST" {
         let form = read_form(request)?;
         let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

@@ -6,7 +6,7 @@ use crate::http::{Request, Response};
 use crate::registry::error::{ApiError, OciCode};
 use crate::registry::names::{Digest, Name};
 use crate::registry::storage::StoreError;
-use crate::registry::uploads::UploadError;
+use crate::registry::uploads::{UploadChunk, UploadError};
 use crate::registry::{Registry, DIGEST_HEADER};
 
 /// Parses `Content-Range: <start>-<end>` (also accepting a `bytes ` / `bytes=` prefix).
@@ -25,6 +25,13 @@ fn range_of(request: &Request<'_>) -> Result<Option<(u64, u64)>, ApiError> {
             .map(Some)
             .ok_or_else(|| ApiError::new(OciCode::BlobUploadInvalid, format!("malformed Content-Range {h:?}"))),
     }
+}
+
+/// The request's body with its `Content-Range` and declared length (none when chunked).
+fn chunk_of<'a>(request: &'a mut Request<'_>) -> Result<UploadChunk<'a>, ApiError> {
+    let range = range_of(request)?;
+    let declared_len = request.content_length.filter(|_| !request.chunked);
+    Ok(UploadChunk { body: request.body, range, declared_len })
 }
 
 fn session_response(status: u16, name: &Name, id: &str, offset: u64) -> Response {
@@ -95,10 +102,8 @@ pub fn status(registry: &Registry, name: &Name, id: &str) -> Result<Response, Ap
 }
 
 pub fn patch(registry: &Registry, request: &mut Request<'_>, name: &Name, id: &str) -> Result<Response, ApiError> {
-    let range = range_of(request)?;
-    let declared = request.content_length.filter(|_| !request.chunked);
-    let offset =
-        registry.uploads.append(name, id, request.body, range, declared).map_err(|e| upload_error(e, name, id))?;
+    let chunk = chunk_of(request)?;
+    let offset = registry.uploads.append(name, id, chunk).map_err(|e| upload_error(e, name, id))?;
     Ok(session_response(202, name, id, offset))
 }
 
@@ -106,9 +111,8 @@ pub fn put(registry: &Registry, request: &mut Request<'_>, name: &Name, id: &str
     let Some(digest) = digest_param(request)? else {
         return Err(ApiError::new(OciCode::DigestInvalid, "the digest query parameter is required"));
     };
-    let range = range_of(request)?;
-    let declared = request.content_length.filter(|_| !request.chunked);
-    registry.uploads.finish(name, id, request.body, range, declared, &digest).map_err(|e| upload_error(e, name, id))?;
+    let chunk = chunk_of(request)?;
+    registry.uploads.finish(name, id, chunk, &digest).map_err(|e| upload_error(e, name, id))?;
     registry.store.link_layer(name, &digest)?;
     Ok(created(name, &digest))
 }

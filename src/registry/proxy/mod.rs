@@ -15,6 +15,7 @@ use fetch::{Download, Inflight, Start};
 use upstream::{Target, UpstreamClient, UpstreamError};
 
 use crate::auth::unix;
+use crate::clock::Clock;
 use crate::http::{Body, Response};
 use crate::registry::backend::{Spool, Storage};
 use crate::registry::error::{ApiError, OciCode};
@@ -123,6 +124,8 @@ pub struct ProxyOptions {
     pub upstreams: Vec<String>,
     pub tag_ttl: Duration,
     pub max_manifest_bytes: u64,
+    /// "Now" for `tag_ttl` (tests move it: `clock`).
+    pub clock: Clock,
 }
 
 struct Inner {
@@ -131,6 +134,7 @@ struct Inner {
     max_manifest_bytes: u64,
     client: Arc<UpstreamClient>,
     inflight: Inflight,
+    clock: Clock,
 }
 
 pub struct Proxy {
@@ -184,6 +188,7 @@ impl Proxy {
                 max_manifest_bytes: options.max_manifest_bytes,
                 client,
                 inflight: Inflight::default(),
+                clock: options.clock,
             }),
         }
     }
@@ -208,7 +213,7 @@ impl Proxy {
             let fresh = store
                 .tag_checked_at(name, tag)?
                 // A time ahead of ours (the clock of the store that stamped it) is "just now".
-                .map(|t| SystemTime::now().duration_since(t).unwrap_or_default())
+                .map(|t| self.inner.clock.now().duration_since(t).unwrap_or_default())
                 .is_some_and(|age| age < self.inner.tag_ttl);
             if fresh {
                 return Ok(());
@@ -244,7 +249,7 @@ impl Proxy {
         let upstream_digest = response.header(DIGEST_HEADER).map(str::to_string);
         if upstream_digest.as_deref() == Some(digest.to_string().as_str()) {
             if let Reference::Tag(tag) = reference {
-                store.touch_tag(name, tag, digest).map_err(UpstreamError::Local)?;
+                store.touch_tag(name, tag, digest, self.inner.clock.now()).map_err(UpstreamError::Local)?;
             }
             return Ok(());
         }
@@ -314,7 +319,12 @@ impl Proxy {
             }
         }
         let origin = Origin { upstream: source.host.clone(), fetched_at: unix(SystemTime::now()) };
-        store.put_cached_manifest(name, &digest, &bytes, &parsed, tag, &origin).map_err(UpstreamError::Local)
+        store.put_cached_manifest(name, &digest, &bytes, &parsed, tag, &origin).map_err(UpstreamError::Local)?;
+        // The tag's check time on the clock `tag_ttl` is measured by (a test's may run ahead).
+        match tag {
+            Some(tag) => store.touch_tag(name, tag, &digest, self.inner.clock.now()).map_err(UpstreamError::Local),
+            None => Ok(()),
+        }
     }
 
     /// A blob missing locally: for HEAD, asks upstream; for GET, joins or starts the download and

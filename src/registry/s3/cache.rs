@@ -1,8 +1,9 @@
 //! What the pull-through cache (`proxy`) needs of the S3 store beyond the OCI API, kept as the
 //! filesystem keeps it: a cached manifest's origin (`_manifests/origins/<algo>/<hex>`, Origin
 //! JSON), a cached layer's origin (the JSON in its `_layers/…` link; a pushed link is empty),
-//! and when a cached tag was last checked upstream (its object's `Last-Modified`, as the tag
-//! link's mtime on disk; a revalidation writes the tag again). Every instance on the bucket sees
+//! and when a cached tag was last checked upstream (as the tag link's mtime on disk: the
+//! `x-amz-meta-glci-checked-at` a revalidation writes the tag with, on the proxy's clock, else
+//! the tag object's `Last-Modified`). Every instance on the bucket sees
 //! the same, so a miss cached through one is served by all without asking the upstream again.
 //!
 //! A blob being cached streams into a multipart upload while it is hashed (one part in memory)
@@ -31,16 +32,23 @@ impl S3Store {
         Ok(self.text(key)?.filter(|t| !t.is_empty()).and_then(|t| serde_json::from_str(&t).ok()))
     }
 
+    /// The time stamped by the last revalidation (on the proxy's clock), else the tag object's
+    /// `Last-Modified` (a tag written by a push or a fetch).
     pub(super) fn tag_checked_at(&self, name: &Name, tag: &Tag) -> Result<Option<SystemTime>, StoreError> {
-        let meta = self.client().head(&self.keys().tag(name, tag))?;
-        Ok(meta.and_then(|m| m.last_modified).and_then(|date| parse_http_date(&date)))
+        let Some(stamped) = self.client().head_metadata(&self.keys().tag(name, tag), CHECKED_AT)? else {
+            return Ok(None);
+        };
+        let checked = stamped.value.as_deref().and_then(parse_unix_secs);
+        Ok(checked.or_else(|| stamped.last_modified.as_deref().and_then(parse_http_date)))
     }
 
-    /// The tag written again with the digest the upstream just confirmed: S3 has no way to
-    /// touch an object, and writing what the upstream says is right even if the tag moved here
-    /// meanwhile.
-    pub(super) fn touch_tag(&self, name: &Name, tag: &Tag, digest: &Digest) -> Result<(), StoreError> {
-        self.client().put_bytes(&self.keys().tag(name, tag), digest.to_string().as_bytes())
+    /// The tag written again with the digest the upstream just confirmed, stamped with `now`:
+    /// S3 has no way to touch an object (nor to set `Last-Modified`), and writing what the
+    /// upstream says is right even if the tag moved here meanwhile.
+    pub(super) fn touch_tag(&self, name: &Name, tag: &Tag, digest: &Digest, now: SystemTime) -> Result<(), StoreError> {
+        let secs = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let key = self.keys().tag(name, tag);
+        self.client().put_bytes_with_metadata(&key, digest.to_string().as_bytes(), CHECKED_AT, &format!("{secs:.3}"))
     }
 
     pub(super) fn cache_blob(
@@ -128,6 +136,14 @@ impl Read for Tee<'_> {
     }
 }
 
+/// The user metadata a revalidated tag carries: when it was last checked, in Unix seconds.
+const CHECKED_AT: &str = "glci-checked-at";
+
+fn parse_unix_secs(text: &str) -> Option<SystemTime> {
+    let secs = text.trim().parse::<f64>().ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::try_from_secs_f64(secs).ok()?)
+}
+
 /// An HTTP date as S3 sends `Last-Modified` (IMF-fixdate: `Thu, 03 Dec 2026 17:26:23 GMT`).
 fn parse_http_date(text: &str) -> Option<SystemTime> {
     let format = time::format_description::parse_borrowed::<1>(
@@ -149,6 +165,9 @@ mod tests {
         assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_606_855_391);
         assert!(parse_http_date("2020-12-01T20:43:11Z").is_none());
         assert!(parse_http_date("").is_none());
+        let stamped = parse_unix_secs("1606855391.250").unwrap();
+        assert_eq!(stamped.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis(), 1_606_855_391_250);
+        assert!(parse_unix_secs("-1").is_none() && parse_unix_secs("soon").is_none());
     }
 
     struct Counted(std::sync::atomic::AtomicUsize);

@@ -448,8 +448,8 @@ impl Storage for S3Store {
     fn tag_checked_at(&self, name: &Name, tag: &Tag) -> Result<Option<SystemTime>, StoreError> {
         S3Store::tag_checked_at(self, name, tag)
     }
-    fn touch_tag(&self, name: &Name, tag: &Tag, digest: &Digest) -> Result<(), StoreError> {
-        S3Store::touch_tag(self, name, tag, digest)
+    fn touch_tag(&self, name: &Name, tag: &Tag, digest: &Digest, now: SystemTime) -> Result<(), StoreError> {
+        S3Store::touch_tag(self, name, tag, digest, now)
     }
     fn put_cached_manifest(
         &self,

@@ -19,7 +19,7 @@ use crate::durable::new_id;
 use crate::registry::backend::UploadSessions;
 use crate::registry::names::{Algorithm, Digest, Name};
 use crate::registry::storage::{Hasher, StoreError};
-use crate::registry::uploads::{is_upload_id, Expired, UploadError};
+use crate::registry::uploads::{is_upload_id, Expired, UploadChunk, UploadError};
 
 /// S3's limit for one `CopyObject`.
 const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
@@ -134,23 +134,11 @@ impl S3Uploads {
         &self,
         id: &str,
         state: &mut Option<Running>,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
+        chunk: UploadChunk<'_>,
     ) -> Result<(Vec<Chunk>, u64), UploadError> {
         let (mut chunks, offset) = self.chunks(id)?;
-        let mut range_len = None;
-        if let Some((start, end)) = range {
-            if start != offset || end < start {
-                return Err(UploadError::OutOfOrder { offset });
-            }
-            let len = (end - start).checked_add(1);
-            if len.is_none() || declared_len.is_some_and(|n| Some(n) != len) {
-                return Err(UploadError::LengthMismatch);
-            }
-            range_len = len;
-        }
-        let expected = range_len.or(declared_len);
+        let expected = chunk.expected_len(offset)?;
+        let body = chunk.body;
         let hasher = std::cell::RefCell::new(self.hasher_at(state, &chunks, offset)?);
         let before = hasher.borrow().clone();
         let key = format!("{}{offset:020}", self.session_prefix(id));
@@ -265,31 +253,16 @@ impl UploadSessions for S3Uploads {
         Ok(self.chunks(id)?.1)
     }
 
-    fn append(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-    ) -> Result<u64, UploadError> {
+    fn append(&self, name: &Name, id: &str, chunk: UploadChunk<'_>) -> Result<u64, UploadError> {
         let session = self.session(name, id)?;
         let mut state = session.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(self.append_locked(id, &mut state, body, range, declared_len)?.1)
+        Ok(self.append_locked(id, &mut state, chunk)?.1)
     }
 
-    fn finish(
-        &self,
-        name: &Name,
-        id: &str,
-        body: &mut dyn Read,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
-        expected: &Digest,
-    ) -> Result<u64, UploadError> {
+    fn finish(&self, name: &Name, id: &str, chunk: UploadChunk<'_>, expected: &Digest) -> Result<u64, UploadError> {
         let session = self.session(name, id)?;
         let mut state = session.lock().unwrap_or_else(|p| p.into_inner());
-        let (chunks, total) = self.append_locked(id, &mut state, body, range, declared_len)?;
+        let (chunks, total) = self.append_locked(id, &mut state, chunk)?;
         let hasher = self.hasher_at(&mut state, &chunks, total)?;
         let result = if hasher.algorithm() == expected.algorithm() {
             verify(hasher, expected).and_then(|()| self.assemble(&chunks, total, expected))

@@ -140,11 +140,11 @@ impl Store {
         fs::metadata(self.layout.tag_link(name, tag)).and_then(|m| m.modified()).ok()
     }
 
-    /// Records that an upstream still has `tag` at the same digest.
-    pub fn touch_tag(&self, name: &Name, tag: &Tag) -> Result<(), StoreError> {
+    /// Records that an upstream had `tag` at its digest at `now` (what `tag_checked_at` reads).
+    pub fn touch_tag(&self, name: &Name, tag: &Tag, now: std::time::SystemTime) -> Result<(), StoreError> {
         let path = self.layout.tag_link(name, tag);
         let file = fs::File::options().write(true).open(&path).at(&path)?;
-        file.set_modified(std::time::SystemTime::now()).at(&path)
+        file.set_modified(now).at(&path)
     }
 
     pub fn unlink_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
