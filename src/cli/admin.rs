@@ -2,7 +2,8 @@
 //! admin API (plain HTTP to `--server`, default `127.0.0.1:<mock_server_port>`, with an admin
 //! credential signed from `$GLCI_HOME`), or, given `--storage DIR`, the same library calls
 //! (`registry::usage`, `registry::gc`) on the directory itself, which is refused while a
-//! `glci serve` holds it. Prints nothing: `registry.rs` renders the reports.
+//! `glci serve` holds it, or given `--storage s3://BUCKET[/PREFIX]` on the bucket, which servers
+//! may share meanwhile. Prints nothing: `registry.rs` renders the reports.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 
+use super::storage::StorageChoice;
 use super::CliError;
 use crate::auth::{Auth, Claims};
 use crate::config::{glci_home, process_env, Config};
@@ -17,6 +19,7 @@ use crate::http::percent_encode;
 use crate::registry::gc::{self, CleanOptions, CleanReport, Progress};
 use crate::registry::names::{Name, Tag};
 use crate::registry::routes::AdminRoute;
+use crate::registry::s3::{S3Store, S3Uploads};
 use crate::registry::storage::{Layout, Store, StoreLock};
 use crate::registry::uploads::Uploads;
 use crate::registry::usage::{self, ListReport, StatsReport};
@@ -138,6 +141,12 @@ pub enum Backend {
         store: Store,
         _lock: StoreLock,
     },
+    /// An S3 bucket (`--storage s3://BUCKET[/PREFIX]`), shared with any servers running on it:
+    /// nothing is locked, `clean` is safe next to them (`gc/s3.rs`).
+    S3 {
+        store: S3Store,
+        uploads: S3Uploads,
+    },
 }
 
 fn project_query(project: Option<&Name>) -> String {
@@ -147,11 +156,16 @@ fn project_query(project: Option<&Name>) -> String {
 impl Backend {
     pub fn open(server: Option<&str>, storage: Option<&Path>, config: &Config) -> Result<Backend, CliError> {
         match storage {
-            Some(dir) if dir.to_string_lossy().starts_with("s3://") => Err(CliError::Usage(format!(
-                "--storage {}: glci registry list, stats and clean do not support S3 storage yet",
-                dir.display()
-            ))),
-            Some(dir) => open_storage(dir),
+            Some(dir) => {
+                match dir.to_str().map(|d| super::storage::choose(Some(d), None, Path::new(""))).transpose()? {
+                    Some(StorageChoice::S3 { bucket, prefix }) => {
+                        let (store, uploads) =
+                            super::storage::open_s3(&bucket, &prefix, &config.storage.s3, &process_env)?;
+                        Ok(Backend::S3 { store, uploads })
+                    }
+                    _ => open_storage(&storage_dir(Some(dir.to_path_buf())).unwrap_or_default()),
+                }
+            }
             None => Ok(Backend::Server(AdminClient::new(server_address(server, config)?, config)?)),
         }
     }
@@ -164,6 +178,7 @@ impl Backend {
                 client.json("GET", &if query.is_empty() { path } else { format!("{path}?{query}") })
             }
             Backend::Storage { store, .. } => Ok(usage::list(&inventory(store)?, project)),
+            Backend::S3 { store, .. } => Ok(usage::list(&s3_inventory(store)?, project)),
         }
     }
 
@@ -171,6 +186,7 @@ impl Backend {
         match self {
             Backend::Server(client) => client.json("GET", &AdminRoute::Stats.path()),
             Backend::Storage { store, .. } => Ok(usage::stats(&inventory(store)?)),
+            Backend::S3 { store, .. } => Ok(usage::stats(&s3_inventory(store)?)),
         }
     }
 
@@ -189,6 +205,9 @@ impl Backend {
                 let uploads = Uploads::new(store.layout().clone());
                 gc::clean(store, &uploads, options, progress).map_err(|e| CliError::Failed(format!("clean: {e}")))
             }
+            Backend::S3 { store, uploads } => {
+                gc::clean_s3(store, uploads, options, progress).map_err(|e| CliError::Failed(format!("clean: {e}")))
+            }
         }
     }
 
@@ -198,6 +217,10 @@ impl Backend {
 }
 
 fn inventory(store: &Store) -> Result<crate::registry::storage::Inventory, CliError> {
+    store.inventory().map_err(|e| CliError::Failed(format!("reading the storage: {e}")))
+}
+
+fn s3_inventory(store: &S3Store) -> Result<crate::registry::storage::Inventory, CliError> {
     store.inventory().map_err(|e| CliError::Failed(format!("reading the storage: {e}")))
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 
-use super::admin::{server_address, storage_dir, AdminClient, Backend};
+use super::admin::{server_address, AdminClient, Backend};
 use super::output::{self, print_json, Progress};
 use super::{print_stdout, CliError};
 use crate::auth::{Auth, Claims, ADMIN_USER};
@@ -42,8 +42,9 @@ pub struct Location {
     /// Address of the running glci server [default: 127.0.0.1:<mock_server_port>].
     #[arg(long, value_name = "ADDR")]
     pub server: Option<String>,
-    /// Work on this storage directory directly, without a server (refused while one runs on it).
-    #[arg(long, value_name = "DIR", conflicts_with = "server")]
+    /// Work on this storage directory directly, without a server (refused while one runs on
+    /// it), or on an S3 bucket, s3://BUCKET[/PREFIX] ([storage.s3] settings; servers may share it).
+    #[arg(long, value_name = "DIR|s3://BUCKET[/PREFIX]", conflicts_with = "server")]
     pub storage: Option<PathBuf>,
 }
 
@@ -151,7 +152,7 @@ fn grace(value: &str) -> Result<Duration, CliError> {
 }
 
 fn backend(location: Location, config: &Config) -> Result<Backend, CliError> {
-    Backend::open(location.server.as_deref(), storage_dir(location.storage).as_deref(), config)
+    Backend::open(location.server.as_deref(), location.storage.as_deref(), config)
 }
 
 fn list(args: ListArgs, config: &Config) -> Result<(), CliError> {

@@ -4,8 +4,8 @@
 //! (`s3`) implements them over an object store shared by several instances.
 //!
 //! Pull-through (`proxy`) and push-through (`mirror`) work on both through the methods in the
-//! last block of `Storage`. Features only the filesystem has so far (the admin API, `clean`)
-//! reach it through `filesystem()`; on S3 they are refused with a clear message.
+//! last block of `Storage`. `list`, `stats` and `clean` reach either store through
+//! `filesystem()` or `as_any()`.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -77,6 +77,13 @@ pub trait Storage: Send + Sync {
     }
     /// Where the data is, for the log (`/path`, `s3://bucket/prefix`).
     fn describe(&self) -> String;
+
+    // --- list/stats/clean (issue 20) ---
+    /// The store itself, for `list`, `stats` and `clean` on S3 (`api/admin.rs` downcasts it;
+    /// naming `S3Store` here would make `backend` and `s3` import each other).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 
     // Pull-through (`proxy`) and push-through (`mirror`).
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crate::http::{Request, Response};
 use crate::registry::error::{ApiError, OciCode};
-use crate::registry::gc::{self, CleanOptions};
+use crate::registry::gc::{self, CleanOptions, CleanReport};
 use crate::registry::names::Name;
 use crate::registry::routes::AdminRoute;
-use crate::registry::storage::Store;
-use crate::registry::uploads::Uploads;
+use crate::registry::s3::S3Store;
+use crate::registry::storage::Inventory;
 use crate::registry::{usage, Registry};
 
 pub fn handle(registry: &Registry, request: &Request<'_>, route: AdminRoute) -> Result<Response, ApiError> {
@@ -38,27 +38,47 @@ fn json(value: &impl serde::Serialize) -> Result<Response, ApiError> {
     Ok(Response::json(200, &value))
 }
 
-/// The filesystem store: `list`, `stats` and `clean` do not work on S3 yet.
-fn filesystem(registry: &Registry) -> Result<(&Store, &Uploads), ApiError> {
-    match (registry.store.filesystem(), registry.uploads.filesystem()) {
-        (Some(store), Some(uploads)) => Ok((store, uploads)),
-        _ => Err(ApiError::new(
-            OciCode::Unsupported,
-            format!("glci registry list, stats and clean are not supported on {} yet", registry.store.describe()),
-        )
-        .with_status(501)),
+fn s3(registry: &Registry) -> Option<&S3Store> {
+    registry.store.as_any().and_then(|any| any.downcast_ref::<S3Store>())
+}
+
+/// What the store holds, on either backend.
+fn inventory(registry: &Registry) -> Result<Inventory, ApiError> {
+    if let Some(s3) = s3(registry) {
+        return Ok(s3.inventory()?);
     }
+    match registry.store.filesystem() {
+        Some(store) => Ok(store.inventory()?),
+        None => Err(unsupported(registry)),
+    }
+}
+
+fn unsupported(registry: &Registry) -> ApiError {
+    ApiError::new(
+        OciCode::Unsupported,
+        format!("glci registry list, stats and clean are not supported on {}", registry.store.describe()),
+    )
+    .with_status(501)
 }
 
 fn list(registry: &Registry, request: &Request<'_>) -> Result<Response, ApiError> {
     let project = project(request)?;
-    let inventory = filesystem(registry)?.0.inventory()?;
-    json(&usage::list(&inventory, project.as_ref()))
+    json(&usage::list(&inventory(registry)?, project.as_ref()))
 }
 
 fn stats(registry: &Registry) -> Result<Response, ApiError> {
-    let inventory = filesystem(registry)?.0.inventory()?;
-    json(&usage::stats(&inventory))
+    json(&usage::stats(&inventory(registry)?))
+}
+
+/// The clean of the store the registry runs on.
+fn run_clean(registry: &Registry, options: &CleanOptions) -> Result<CleanReport, ApiError> {
+    if let Some(s3) = s3(registry) {
+        return Ok(gc::clean_s3(s3, registry.uploads.as_ref(), options, &mut |_| {})?);
+    }
+    match (registry.store.filesystem(), registry.uploads.filesystem()) {
+        (Some(store), Some(uploads)) => Ok(gc::clean(store, uploads, options, &mut |_| {})?),
+        _ => Err(unsupported(registry)),
+    }
 }
 
 fn clean(registry: &Registry, request: &Request<'_>) -> Result<Response, ApiError> {
@@ -74,8 +94,7 @@ fn clean(registry: &Registry, request: &Request<'_>) -> Result<Response, ApiErro
         ),
     };
     let options = CleanOptions { project: project(request)?, grace, dry_run };
-    let (store, uploads) = filesystem(registry)?;
-    let report = gc::clean(store, uploads, &options, &mut |_| {})?;
+    let report = run_clean(registry, &options)?;
     crate::log::info(
         "clean",
         &format!(

@@ -2,6 +2,7 @@
 //! content store (DESIGN §4), and reclaim what crashes left (stale upload sessions and temp
 //! files). The admin API (`api/admin.rs`) and `glci registry clean --storage` both call
 //! [`clean`]; what to remove is planned by the pure functions of `plan.rs`, here it is done.
+//! On an S3 bucket, `s3.rs` ([`clean_s3`]) carries out the same plans with the same rules.
 //!
 //! It runs online, next to pushes and pulls, by four rules:
 //! - **Images go whatever their age** (issue 14 §4). In the repositories asked for, every tag
@@ -29,8 +30,10 @@
 //! also runs at start.
 
 mod plan;
+mod s3;
 
 pub use plan::{plan_removals, plan_sweep, ManifestRemoval, RepoPlan, SweepPlan};
+pub use s3::clean_s3;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,7 +41,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::names::Name;
+use super::names::{Digest, Name, Tag};
 use super::storage::inventory::Inventory;
 use super::storage::links::Removal;
 use super::storage::{Store, StoreError, StoreLock};
@@ -189,7 +192,7 @@ pub fn clean(
     let start = store.filesystem_now()?;
     let cutoff = start.checked_sub(options.grace).unwrap_or(SystemTime::UNIX_EPOCH);
     let at = Instants { start, cutoff };
-    let mut report = CleanReport {
+    let report = CleanReport {
         dry_run: options.dry_run,
         project: options.project.as_ref().map(Name::to_string),
         grace_seconds: options.grace.as_secs(),
@@ -199,21 +202,7 @@ pub fn clean(
     let inv = store.inventory()?;
     let leftover_age = options.grace.max(MIN_LEFTOVER_AGE);
     if options.dry_run {
-        let removals = plan_removals(&inv, options.project.as_ref(), start, cutoff);
-        let sweep = plan_sweep(&inv, cutoff, &removals)?;
-        for plan in &removals {
-            report.tags_removed += plan.tags.len() as u64;
-            report.manifests_removed += plan.manifests.len() as u64;
-            report.layer_links_removed += plan.layers.len() as u64;
-            report.kept.tags += plan.kept_tags;
-            report.kept.manifests += plan.kept_manifests;
-            report.kept.layer_links += plan.kept_layers;
-            if plan.whole {
-                report.repositories_removed.push(plan.name.to_string());
-            }
-        }
-        report.repaired = (inv.asides.len() + sweep.dangling_layers.len()) as u64;
-        finish_sweep_report(&mut report, &sweep);
+        let mut report = dry_run(&inv, options, at, report)?;
         let expired = uploads.expire(leftover_age, true);
         (report.uploads_removed, report.temp_files_removed) = (expired.sessions, expired.temp_files);
         return Ok(report);
@@ -223,6 +212,31 @@ pub fn clean(
     store.end_clean()?;
     let expired = uploads.expire(leftover_age, false);
     (report.uploads_removed, report.temp_files_removed) = (expired.sessions, expired.temp_files);
+    Ok(report)
+}
+
+/// What a clean would remove, from one scan: the plans, as if applied.
+fn dry_run(
+    inv: &Inventory,
+    options: &CleanOptions,
+    at: Instants,
+    mut report: CleanReport,
+) -> Result<CleanReport, GcError> {
+    let removals = plan_removals(inv, options.project.as_ref(), at.start, at.cutoff);
+    let sweep = plan_sweep(inv, at.cutoff, &removals)?;
+    for plan in &removals {
+        report.tags_removed += plan.tags.len() as u64;
+        report.manifests_removed += plan.manifests.len() as u64;
+        report.layer_links_removed += plan.layers.len() as u64;
+        report.kept.tags += plan.kept_tags;
+        report.kept.manifests += plan.kept_manifests;
+        report.kept.layer_links += plan.kept_layers;
+        if plan.whole {
+            report.repositories_removed.push(plan.name.to_string());
+        }
+    }
+    report.repaired = (inv.asides.len() + sweep.dangling_layers.len()) as u64;
+    finish_sweep_report(&mut report, &sweep);
     Ok(report)
 }
 
@@ -292,6 +306,46 @@ fn run_clean(
     Ok(report)
 }
 
+/// The removals of one repository's links, each re-checking the link's age where it is kept:
+/// the filesystem's (`storage/sweep.rs`) and S3's (`s3/sweep.rs`).
+trait LinkRemover: Sync {
+    fn tag(&self, name: &Name, tag: &Tag, before: SystemTime) -> Result<Removal, StoreError>;
+    fn referrer(
+        &self,
+        name: &Name,
+        subject: &Digest,
+        referrer: &Digest,
+        before: SystemTime,
+    ) -> Result<Removal, StoreError>;
+    fn origin(&self, name: &Name, digest: &Digest, before: SystemTime) -> Result<Removal, StoreError>;
+    fn revision(&self, name: &Name, digest: &Digest, before: SystemTime) -> Result<Removal, StoreError>;
+    fn layer(&self, name: &Name, digest: &Digest, before: SystemTime) -> Result<Removal, StoreError>;
+}
+
+impl LinkRemover for Store {
+    fn tag(&self, name: &Name, tag: &Tag, before: SystemTime) -> Result<Removal, StoreError> {
+        self.remove_tag_if_older(name, tag, before)
+    }
+    fn referrer(
+        &self,
+        name: &Name,
+        subject: &Digest,
+        referrer: &Digest,
+        before: SystemTime,
+    ) -> Result<Removal, StoreError> {
+        self.remove_referrer_if_older(name, subject, referrer, before)
+    }
+    fn origin(&self, name: &Name, digest: &Digest, before: SystemTime) -> Result<Removal, StoreError> {
+        self.remove_origin_if_older(name, digest, before)
+    }
+    fn revision(&self, name: &Name, digest: &Digest, before: SystemTime) -> Result<Removal, StoreError> {
+        self.remove_revision_if_older(name, digest, before)
+    }
+    fn layer(&self, name: &Name, digest: &Digest, before: SystemTime) -> Result<Removal, StoreError> {
+        self.remove_layer_if_older(name, digest, before)
+    }
+}
+
 /// At most this many threads remove files at once.
 const MAX_WORKERS: usize = 4;
 /// Items a worker takes at a time (and results it hands back at once).
@@ -353,7 +407,11 @@ fn finish_sweep_report(report: &mut CleanReport, sweep: &SweepPlan) {
 /// out written since the start on its final check). Tags and manifests (with their origin and
 /// referrer entry) go when written before the start; orphans and layer links when older than
 /// the cutoff.
-fn remove_repository_links(store: &Store, plan: &RepoPlan, at: Instants) -> Result<(CleanReport, bool), GcError> {
+fn remove_repository_links(
+    store: &impl LinkRemover,
+    plan: &RepoPlan,
+    at: Instants,
+) -> Result<(CleanReport, bool), GcError> {
     let Instants { start, cutoff } = at;
     let name = &plan.name;
     let mut done = CleanReport::default();
@@ -367,28 +425,28 @@ fn remove_repository_links(store: &Store, plan: &RepoPlan, at: Instants) -> Resu
         Removal::Missing => {}
     };
     for tag in &plan.tags {
-        let removal = store.remove_tag_if_older(name, tag, start)?;
+        let removal = store.tag(name, tag, start)?;
         count(removal, &mut done.tags_removed, &mut done.kept.tags);
     }
     for manifest in &plan.manifests {
         if let Some(subject) = &manifest.subject {
-            store.remove_referrer_if_older(name, subject, &manifest.digest, start)?;
+            store.referrer(name, subject, &manifest.digest, start)?;
         }
-        store.remove_origin_if_older(name, &manifest.digest, start)?;
-        let removal = store.remove_revision_if_older(name, &manifest.digest, start)?;
+        store.origin(name, &manifest.digest, start)?;
+        let removal = store.revision(name, &manifest.digest, start)?;
         count(removal, &mut done.manifests_removed, &mut done.kept.manifests);
     }
     for (subject, referrer) in &plan.orphan_referrers {
-        let removal = store.remove_referrer_if_older(name, subject, referrer, cutoff)?;
+        let removal = store.referrer(name, subject, referrer, cutoff)?;
         done.repaired += u64::from(removal == Removal::Removed);
     }
     for digest in &plan.orphan_origins {
-        let removal = store.remove_origin_if_older(name, digest, cutoff)?;
+        let removal = store.origin(name, digest, cutoff)?;
         done.repaired += u64::from(removal == Removal::Removed);
     }
     // A layer link claimed meanwhile stays (a push relies on it) without keeping an image.
     for digest in &plan.layers {
-        match store.remove_layer_if_older(name, digest, cutoff)? {
+        match store.layer(name, digest, cutoff)? {
             Removal::Removed => done.layer_links_removed += 1,
             Removal::Kept => done.kept.layer_links += 1,
             Removal::Missing => {}

@@ -89,13 +89,16 @@ impl S3Store {
         Ok(copied)
     }
 
-    /// Lets `name` serve a cached blob; a link already there (pushed, or cached before) stays.
+    /// Lets `name` serve a cached blob; a link already there (pushed, or cached before) keeps
+    /// its content and is written again (young: a clean running now keeps it, `sweep.rs`).
     fn link_cached_layer(&self, name: &Name, digest: &Digest, origin: &Origin) -> Result<(), StoreError> {
         let key = self.keys().layer(name, digest);
-        if self.client().head(&key)?.is_some() {
-            return Ok(());
-        }
-        self.client().put_bytes(&key, &serde_json::to_vec(origin).unwrap_or_default())
+        let content = match self.client().get_bytes(&key)? {
+            Some(existing) => existing,
+            None => serde_json::to_vec(origin).unwrap_or_default(),
+        };
+        self.client().put_bytes(&key, &content)?;
+        self.settle(&[(key, Some(&content)), (self.keys().blob(digest), None)])
     }
 }
 

@@ -44,49 +44,63 @@ impl Keys {
         format!("{}repositories/", self.prefix)
     }
 
-    pub(super) fn repository(&self, name: &Name) -> String {
+    pub fn repository(&self, name: &Name) -> String {
         format!("{}{name}/", self.repositories())
     }
 
-    pub(super) fn layer(&self, name: &Name, digest: &Digest) -> String {
+    pub fn layer(&self, name: &Name, digest: &Digest) -> String {
         format!("{}_layers/{}/{}", self.repository(name), digest.algorithm().as_str(), digest.hex())
     }
 
-    pub(super) fn manifests(&self, name: &Name) -> String {
+    pub fn manifests(&self, name: &Name) -> String {
         format!("{}_manifests/", self.repository(name))
     }
 
-    fn revision(&self, name: &Name, digest: &Digest) -> String {
+    pub fn revision(&self, name: &Name, digest: &Digest) -> String {
         format!("{}revisions/{}/{}", self.manifests(name), digest.algorithm().as_str(), digest.hex())
     }
 
-    fn tags(&self, name: &Name) -> String {
+    pub fn tags(&self, name: &Name) -> String {
         format!("{}tags/", self.manifests(name))
     }
 
-    pub(super) fn tag(&self, name: &Name, tag: &Tag) -> String {
+    pub fn tag(&self, name: &Name, tag: &Tag) -> String {
         format!("{}{}", self.tags(name), tag.as_str())
     }
 
     /// Pulled-through manifests of `name`: their Origin JSON (as on the filesystem).
-    pub(super) fn origins(&self, name: &Name) -> String {
+    pub fn origins(&self, name: &Name) -> String {
         format!("{}origins/", self.manifests(name))
     }
 
-    pub(super) fn origin(&self, name: &Name, digest: &Digest) -> String {
+    pub fn origin(&self, name: &Name, digest: &Digest) -> String {
         format!("{}{}/{}", self.origins(name), digest.algorithm().as_str(), digest.hex())
     }
 
-    fn referrers(&self, name: &Name, subject: &Digest) -> String {
+    pub fn referrers(&self, name: &Name, subject: &Digest) -> String {
         format!("{}_referrers/{}/{}/", self.repository(name), subject.algorithm().as_str(), subject.hex())
     }
 
-    fn referrer(&self, name: &Name, subject: &Digest, referrer: &Digest) -> String {
+    pub fn referrer(&self, name: &Name, subject: &Digest, referrer: &Digest) -> String {
         format!("{}{}-{}", self.referrers(name, subject), referrer.algorithm().as_str(), referrer.hex())
     }
 
     pub fn uploads(&self) -> String {
         format!("{}uploads/", self.prefix)
+    }
+
+    pub fn blobs(&self) -> String {
+        format!("{}blobs/", self.prefix)
+    }
+
+    /// Where `clean` marks an object it is about to delete (see `sweep.rs`).
+    pub fn doomed(&self) -> String {
+        format!("{}_gc/doomed/", self.prefix)
+    }
+
+    /// Probe objects `clean` reads the store's clock from.
+    pub fn clock(&self) -> String {
+        format!("{}_gc/clock/", self.prefix)
     }
 }
 
@@ -175,15 +189,28 @@ impl S3Store {
             self.client.put_bytes(&self.keys.referrer(name, subject, digest), &json)?;
         }
         let origin_key = self.keys.origin(name, digest);
-        match origin {
-            Some(origin) => self.client.put_bytes(&origin_key, &serde_json::to_vec(origin).unwrap_or_default())?,
+        let origin_json = origin.map(|o| serde_json::to_vec(o).unwrap_or_default());
+        match &origin_json {
+            Some(json) => self.client.put_bytes(&origin_key, json)?,
             None => self.client.delete(&origin_key)?,
         }
         self.client.put_bytes(&self.keys.revision(name, digest), parsed.media_type.as_bytes())?;
+        let target = digest.to_string();
         if let Some(tag) = tag {
-            self.client.put_bytes(&self.keys.tag(name, tag), digest.to_string().as_bytes())?;
+            self.client.put_bytes(&self.keys.tag(name, tag), target.as_bytes())?;
         }
-        Ok(())
+        // Survive a clean running now (`sweep.rs`): each key is checked, and rewritten if taken.
+        let mut written = vec![
+            (self.keys.blob(digest), Some(bytes)),
+            (self.keys.revision(name, digest), Some(parsed.media_type.as_bytes())),
+        ];
+        if let Some(json) = &origin_json {
+            written.push((origin_key, Some(json.as_slice())));
+        }
+        if let Some(tag) = tag {
+            written.push((self.keys.tag(name, tag), Some(target.as_bytes())));
+        }
+        self.settle(&written)
     }
 }
 
@@ -254,12 +281,15 @@ impl Storage for S3Store {
         Ok(self.client.head(&self.keys.blob(digest))?.map(|m| m.len))
     }
 
+    /// A claim (`sweep.rs`): the link is written again, so no clean takes it or the blob.
     fn has_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
-        Ok(self.exists(&self.keys.layer(name, digest))? && self.exists(&self.keys.blob(digest))?)
+        self.claim(&self.keys.layer(name, digest), &self.keys.blob(digest))
     }
 
     fn link_layer(&self, name: &Name, digest: &Digest) -> Result<(), StoreError> {
-        self.client.put_bytes(&self.keys.layer(name, digest), b"")
+        let link = self.keys.layer(name, digest);
+        self.client.put_bytes(&link, b"")?;
+        self.settle(&[(link, Some(b"")), (self.keys.blob(digest), None)])
     }
 
     fn unlink_layer(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
@@ -311,8 +341,9 @@ impl Storage for S3Store {
         self.store_manifest(name, digest, bytes, parsed, tag, None)
     }
 
+    /// A claim, as `has_layer` (an index PUT relies on its children).
     fn has_manifest(&self, name: &Name, digest: &Digest) -> Result<bool, StoreError> {
-        self.manifest_present(name, digest)
+        self.claim(&self.keys.revision(name, digest), &self.keys.blob(digest))
     }
 
     fn open_manifest(&self, name: &Name, reference: &Reference) -> Result<Option<OpenedManifest>, StoreError> {
@@ -433,6 +464,10 @@ impl Storage for S3Store {
         format!("s3://{}/{}", self.client.bucket_name(), self.keys.prefix().trim_end_matches('/'))
     }
 
+    // --- list/stats/clean (issue 20) ---
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
     fn shared(&self) -> Arc<dyn Storage> {
         Arc::new(self.clone())
     }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::client::{Entry, S3Client};
 use super::store::{verify, Keys};
@@ -132,6 +132,7 @@ impl S3Uploads {
 
     fn append_locked(
         &self,
+        name: &Name,
         id: &str,
         state: &mut Option<Running>,
         chunk: UploadChunk<'_>,
@@ -142,10 +143,15 @@ impl S3Uploads {
         let hasher = std::cell::RefCell::new(self.hasher_at(state, &chunks, offset)?);
         let before = hasher.borrow().clone();
         let key = format!("{}{offset:020}", self.session_prefix(id));
-        let mut limited: Box<dyn Read> = match expected {
+        let limited: Box<dyn Read> = match expected {
             Some(n) => Box::new(body.take(n)),
             None => Box::new(body),
         };
+        let info = format!("{}info", self.session_prefix(id));
+        let beat = || {
+            let _ = self.client.put_bytes(&info, name.as_str().as_bytes());
+        };
+        let mut limited = Heartbeat { inner: limited, last: Instant::now(), beat: &beat };
         let written =
             self.client.put_streamed(
                 &key,
@@ -210,6 +216,29 @@ impl S3Uploads {
     }
 }
 
+/// While a chunk streams in, its session's `info` is written again every [`HEARTBEAT`]: a push
+/// in flight (on any instance) always looks touched to `clean`, which only expires sessions
+/// untouched for a minute or more (`gc::MIN_LEFTOVER_AGE`), even while a long chunk is still
+/// filling its first part and nothing of it is in the store yet.
+struct Heartbeat<'a> {
+    inner: Box<dyn Read + 'a>,
+    last: Instant,
+    beat: &'a dyn Fn(),
+}
+
+/// How often a session in use is marked as touched.
+const HEARTBEAT: Duration = Duration::from_secs(20);
+
+impl Read for Heartbeat<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.last.elapsed() >= HEARTBEAT {
+            (self.beat)();
+            self.last = Instant::now();
+        }
+        self.inner.read(buf)
+    }
+}
+
 fn gone(key: &str) -> StoreError {
     StoreError::Io {
         path: key.into(),
@@ -218,7 +247,7 @@ fn gone(key: &str) -> StoreError {
 }
 
 /// Parses S3's listing time (`2026-12-03T14:34:06.000Z`).
-fn parse_listed_time(text: &str) -> Option<SystemTime> {
+pub(super) fn parse_listed_time(text: &str) -> Option<SystemTime> {
     let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
     let (date_sep, time_sep) = (text.get(4..5)? == "-" && text.get(7..8)? == "-", text.get(10..11)? == "T");
     if !(date_sep && time_sep) {
@@ -256,13 +285,13 @@ impl UploadSessions for S3Uploads {
     fn append(&self, name: &Name, id: &str, chunk: UploadChunk<'_>) -> Result<u64, UploadError> {
         let session = self.session(name, id)?;
         let mut state = session.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(self.append_locked(id, &mut state, chunk)?.1)
+        Ok(self.append_locked(name, id, &mut state, chunk)?.1)
     }
 
     fn finish(&self, name: &Name, id: &str, chunk: UploadChunk<'_>, expected: &Digest) -> Result<u64, UploadError> {
         let session = self.session(name, id)?;
         let mut state = session.lock().unwrap_or_else(|p| p.into_inner());
-        let (chunks, total) = self.append_locked(id, &mut state, chunk)?;
+        let (chunks, total) = self.append_locked(name, id, &mut state, chunk)?;
         let hasher = self.hasher_at(&mut state, &chunks, total)?;
         let result = if hasher.algorithm() == expected.algorithm() {
             verify(hasher, expected).and_then(|()| self.assemble(&chunks, total, expected))
@@ -290,7 +319,8 @@ impl UploadSessions for S3Uploads {
     }
 
     fn expire(&self, max_age: Duration, dry_run: bool) -> Expired {
-        let now = SystemTime::now();
+        // Ages by the store's clock, as it stamps the chunks (the hosts' clocks may differ).
+        let now = super::sweep::store_now(&self.client, &self.keys).unwrap_or_else(|_| SystemTime::now());
         let mut expired = Expired::default();
         let Ok(sessions) = self.client.list_all(&self.keys.uploads(), Some("/")) else { return expired };
         for prefix in sessions.prefixes {
