@@ -38,6 +38,13 @@ pub struct ObjectMeta {
     pub last_modified: Option<String>,
 }
 
+/// An object's `Last-Modified` and one of its user metadata values (`head_metadata`).
+#[derive(Clone, Debug)]
+pub struct Stamped {
+    pub last_modified: Option<String>,
+    pub value: Option<String>,
+}
+
 /// An object in a listing.
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -364,6 +371,35 @@ impl S3Client {
         match xml_field(&text, "Code") {
             Some(code) if text.contains("<Error") => Err(self.error(key, format!("complete multipart upload: {code}"))),
             _ => Ok(()),
+        }
+    }
+
+    // User metadata (`x-amz-meta-NAME`): what the pull-through cache stamps a tag with.
+
+    /// Writes a small object with one user metadata value.
+    pub fn put_bytes_with_metadata(&self, key: &str, bytes: &[u8], name: &str, value: &str) -> Result<(), StoreError> {
+        let header = format!("x-amz-meta-{name}");
+        let mut action = self.bucket.put_object(self.credentials.as_ref(), key);
+        action.headers_mut().insert(header.clone(), value.to_string());
+        let url = action.sign(SIGNED_FOR);
+        self.request("PUT", url)
+            .set(&header, value)
+            .send_bytes(bytes)
+            .map(|_| ())
+            .map_err(|e| self.failed(key, "PUT", e))
+    }
+
+    /// HEAD of an object: its `Last-Modified` and its user metadata value `name`; `None` when
+    /// the object is not there.
+    pub fn head_metadata(&self, key: &str, name: &str) -> Result<Option<Stamped>, StoreError> {
+        let url = self.bucket.head_object(self.credentials.as_ref(), key).sign(SIGNED_FOR);
+        match self.request("HEAD", url).call() {
+            Ok(r) => Ok(Some(Stamped {
+                last_modified: r.header("Last-Modified").map(str::to_string),
+                value: r.header(&format!("x-amz-meta-{name}")).map(str::to_string),
+            })),
+            Err(ureq::Error::Status(404, _)) => Ok(None),
+            Err(e) => Err(self.failed(key, "HEAD", e)),
         }
     }
 }
