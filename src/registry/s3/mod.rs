@@ -1,10 +1,12 @@
 //! The S3 backend: the registry's content and upload sessions in an S3-compatible bucket
 //! (SeaweedFS, MinIO, Ceph RGW, AWS), so several `glci serve` instances share one store.
 //! `client` speaks S3, `store` is the content store, `uploads` the upload sessions,
-//! `inventory` reads the bucket for list/stats/clean, `sweep` is how clean deletes safely.
+//! `inventory` reads the bucket for list/stats/clean, `sweep` is how clean deletes safely,
+//! `multipart` the open multipart uploads clean aborts.
 
 pub mod client;
 pub mod inventory;
+pub mod multipart;
 pub mod store;
 pub mod sweep;
 pub mod uploads;
