@@ -771,4 +771,98 @@ mod tests {
         );
         assert_eq!(pull_args(&[], "img:1", None), ["pull", "--quiet", "img:1"]);
     }
+
+    #[test]
+    fn create_args_carry_labels_network_aliases_and_split_the_entrypoint() {
+        let spec = ContainerSpec {
+            name: "c".into(),
+            image: "img".into(),
+            labels: vec![(RUN_LABEL.into(), "r1".into()), ("glci.job".into(), "build".into())],
+            network: Some("net".into()),
+            network_aliases: vec!["db".into(), "postgres".into()],
+            // The CLI takes one entrypoint word: the others go before the command.
+            entrypoint: Some(vec!["/bin/sh".into(), "-e".into(), "-c".into()]),
+            command: vec!["echo hi".into()],
+            ..ContainerSpec::default()
+        };
+        assert_eq!(
+            create_args(&spec),
+            [
+                "create",
+                "--name",
+                "c",
+                "--label",
+                "glci.run=r1",
+                "--label",
+                "glci.job=build",
+                "--network",
+                "net",
+                "--network-alias",
+                "db",
+                "--network-alias",
+                "postgres",
+                "--entrypoint",
+                "/bin/sh",
+                "img",
+                "-e",
+                "-c",
+                "echo hi"
+            ]
+        );
+        // `entrypoint: [""]` in GitLab: the image's entrypoint reset, the command unchanged.
+        let reset = ContainerSpec { entrypoint: Some(vec![]), ..spec.clone() };
+        let args = create_args(&reset);
+        assert_eq!(args[args.len() - 4..], ["--entrypoint", "", "img", "echo hi"]);
+        // Aliases only mean something on a network: none without one.
+        let alone = ContainerSpec { network: None, ..spec };
+        assert!(!create_args(&alone).iter().any(|a| a.starts_with("--network")));
+    }
+
+    #[test]
+    fn privileged_containers_get_the_privileged_recipe_and_others_none() {
+        let spec =
+            ContainerSpec { name: "c".into(), image: "img".into(), privileged: true, ..ContainerSpec::default() };
+        let args = create_args(&spec);
+        if privileged_needs_fallback() {
+            let start = args.iter().position(|a| a == "--cap-add").expect("--cap-add");
+            assert_eq!(args[start + 1], "ALL");
+            assert!(args.windows(2).any(|w| w == ["--security-opt", "seccomp=unconfined"]), "{args:?}");
+            assert!(!args.contains(&"--privileged".to_string()), "{args:?}");
+        } else {
+            assert!(args.contains(&"--privileged".to_string()), "{args:?}");
+        }
+        let plain = create_args(&ContainerSpec { privileged: false, ..spec });
+        assert!(!plain.iter().any(|a| a == "--privileged" || a == "--cap-add" || a == "--security-opt"), "{plain:?}");
+    }
+
+    #[test]
+    fn errors_name_the_command_the_exit_and_the_last_two_stderr_lines() {
+        let e = DockerError {
+            command: command_line(&["create", "--name", "c", "img"]),
+            code: Some(125),
+            stderr: "noise\n  port is already allocated\n\nError: failed to start containers: c\n".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "`docker create --name c img` failed (exit 125): port is already allocated / Error: failed to start containers: c"
+        );
+        let killed = DockerError { command: "docker kill c".into(), code: None, stderr: String::new() };
+        assert_eq!(killed.to_string(), "`docker kill c` failed (exit a signal): ");
+        let missing = spawn_failed(&["version"], &std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(missing.command, "docker version");
+        assert!(missing.stderr.contains("is the docker CLI installed?"), "{}", missing.stderr);
+    }
+
+    /// A helper name becomes a program name: anything but letters, digits, - and _ is refused
+    /// before anything is spawned (no `../`, no shell words).
+    #[test]
+    fn credential_helper_names_are_checked_before_any_spawn() {
+        for bad in ["../evil", "a b", "x;rm", "secret/tool"] {
+            let e = credential_helper_get(bad, "registry.example.com").expect_err(bad);
+            assert_eq!(e.command, format!("docker-credential-{bad} get"));
+            assert!(e.stderr.contains("letters, digits"), "{bad}: {}", e.stderr);
+            let e = credential_helper_list(bad).expect_err(bad);
+            assert_eq!(e.command, format!("docker-credential-{bad} list"));
+        }
+    }
 }

@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{glci, temp_dir, unique_name};
+use common::{glci, show, temp_dir, unique_name};
 use serde_json::Value;
 
 /// A project dir with `.gitlab-ci.yml` = `pipeline`, a GLCI_HOME, and a unique project path.
@@ -65,15 +65,6 @@ impl Project {
             .collect();
         (out, events)
     }
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn succeeded(out: &Output) {

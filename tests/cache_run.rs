@@ -13,7 +13,7 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
-use common::{glci, run, temp_dir, unique_name};
+use common::{glci, run, show, temp_dir, unique_name};
 use serde_json::Value;
 
 const IMAGE: &str = common::BUSYBOX_IMAGE;
@@ -69,15 +69,6 @@ impl Project {
         let list: Vec<Value> = serde_json::from_slice(&out.stdout).expect("cache list JSON");
         list.iter().map(|c| (c["key"].as_str().expect("key").to_string(), c["size"].as_u64().expect("size"))).collect()
     }
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn log(events: &[Value], job: &str) -> Vec<String> {

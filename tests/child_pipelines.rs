@@ -12,9 +12,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use common::{glci, run_stdout, temp_dir};
+use common::{events, glci_run, glci_run_in, run_stdout, show, temp_dir};
 use serde_json::Value;
 
 const IMAGE: &str = "image: glci-test/busybox:e2e\n";
@@ -25,35 +25,6 @@ fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
         std::fs::write(dir.path().join(name), text).expect("write project file");
     }
     dir
-}
-
-fn glci_run(dir: &Path, args: &[&str]) -> Output {
-    glci_run_in(dir, args, None)
-}
-
-/// `glci run` with `GLCI_HOME` at `home` when given (its config.toml).
-fn glci_run_in(dir: &Path, args: &[&str], home: Option<&Path>) -> Output {
-    let mut cmd = glci();
-    if let Some(home) = home {
-        cmd.env("GLCI_HOME", home);
-    }
-    cmd.args(["run", "--no-registry"]).args(args).current_dir(dir).stdin(Stdio::null()).output().expect("start glci")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", show(out))))
-        .collect()
 }
 
 /// The root pipeline's `pipeline_finished` event (a child's carries its name).

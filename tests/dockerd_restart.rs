@@ -159,15 +159,7 @@ impl Sandbox {
 
     /// The demo fixture as a git project; returns its short commit (the image's tag).
     fn demo_project(&self) -> String {
-        let dir = self.project.path();
-        for name in [".gitlab-ci.yml", "build-image.sh"] {
-            std::fs::copy(common::fixture_path(&format!("demo/{name}")), dir.join(name)).unwrap();
-        }
-        let git = |args: &[&str]| run(Command::new("git").arg("-C").arg(dir).args(args));
-        git(&["init", "-q"]);
-        git(&["add", "-A"]);
-        git(&["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "demo"]);
-        run_stdout(Command::new("git").arg("-C").arg(dir).args(["rev-parse", "--short=8", "HEAD"])).trim().to_string()
+        common::demo_project(self.project.path())
     }
 
     /// The digest `glci registry list` gives `demo/app/app:tag`.

@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use common::{glci, run, temp_dir};
+use common::{glci_run, run, show, temp_dir};
 use serde_json::Value;
 
 fn image() {
@@ -27,19 +26,6 @@ fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
         std::fs::write(full, text).expect("write");
     }
     dir
-}
-
-fn glci_run(dir: &Path, args: &[&str]) -> Output {
-    glci().args(["run", "--no-registry"]).args(args).current_dir(dir).stdin(Stdio::null()).output().expect("start glci")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The jobs that finished, in the order they finished, with the first log line each printed.

@@ -93,15 +93,7 @@ impl Sandbox {
 
     /// The demo fixture as a git project (CI_COMMIT_SHORT_SHA is its commit).
     fn demo_project(&self) -> String {
-        let dir = self.project.path();
-        for name in [".gitlab-ci.yml", "build-image.sh"] {
-            std::fs::copy(common::fixture_path(&format!("demo/{name}")), dir.join(name)).unwrap();
-        }
-        let git = |args: &[&str]| run(Command::new("git").arg("-C").arg(dir).args(args));
-        git(&["init", "-q"]);
-        git(&["add", "-A"]);
-        git(&["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "demo"]);
-        run_stdout(Command::new("git").arg("-C").arg(dir).args(["rev-parse", "--short=8", "HEAD"])).trim().to_string()
+        common::demo_project(self.project.path())
     }
 
     fn pipeline(&self, yaml: &str) {
@@ -165,43 +157,14 @@ fn docker_ok(args: &[&str]) -> bool {
     Command::new("docker").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
+// The base64 crate, not glci's own encoding module: the test checks glci against an outside encoder.
 fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
 }
 
 fn unbase64(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let clean: Vec<u8> = text.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=').collect();
-    let mut out = Vec::new();
-    for chunk in clean.chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= u32::from(value(*c)) << (18 - 6 * i);
-        }
-        for i in 0..chunk.len().saturating_sub(1) {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-    }
-    out
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+        .unwrap_or_else(|e| panic!("not base64 ({e}): {text:?}"))
 }
 
 /// Debian's docker-registry as a host process on the address containers reach the host at

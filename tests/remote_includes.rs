@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::process::{Command, Output, Stdio};
 
 use common::gitlab_server::GitlabServer;
-use common::{glci, run, temp_dir};
+use common::{glci, run, show, temp_dir};
 use serde_json::Value;
 
 const IMAGE: &str = common::BUSYBOX_IMAGE;
@@ -101,15 +101,6 @@ impl Setup {
     fn file(&self) -> String {
         self.project.path().join(".gitlab-ci.yml").display().to_string()
     }
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn succeeded(out: &Output) -> Vec<String> {

@@ -13,12 +13,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{glci, run_stdout, temp_dir};
+use common::{events, glci, glci_run, run_stdout, show, temp_dir};
 use serde_json::Value;
 
 /// The image every fixture names (`glci-test/busybox:e2e`), imported once.
@@ -45,38 +45,6 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).expect("copy fixture file");
         }
     }
-}
-
-/// `glci run ARGS` in `dir`, to completion.
-fn glci_run(dir: &Path, args: &[&str]) -> Output {
-    // The registry wiring (issue 8) has tests of its own (registry_run.rs); these never start a glci-mock.
-    // A GLCI_HOME of its own: the kept artifacts (issue 16) never land in the user's ~/.glci.
-    let home = common::temp_dir();
-    glci()
-        .args(["run", "--no-registry"])
-        .args(args)
-        .env("GLCI_HOME", home.path())
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("start glci")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The `--json` events, one per line.
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", show(out))))
-        .collect()
 }
 
 fn run_id(events: &[Value]) -> String {

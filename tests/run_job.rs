@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use common::{fixture_path, glci, need, need_docker_daemon, run, temp_dir};
+use common::{events, fixture_path, glci, glci_run_in, need, need_docker_daemon, run, show, temp_dir};
 use serde_json::Value;
 
 const BUSYBOX: &str = common::BUSYBOX_IMAGE;
@@ -61,30 +61,7 @@ fn glci_run(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn glci_run_home(dir: &Path, home: &Path, args: &[&str]) -> Output {
-    glci()
-        .env("GLCI_HOME", home)
-        .args(["run", "--no-registry", "--json"])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("start glci")
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", show(out))))
-        .collect()
+    glci_run_in(dir, &[&["--json"], args].concat(), Some(home))
 }
 
 fn finished<'a>(events: &'a [Value], job: &str) -> &'a Value {

@@ -10,9 +10,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use common::{glci, temp_dir};
+use common::{events, glci_run, show, temp_dir};
 use serde_json::Value;
 
 /// The image every pipeline here names (`glci-test/busybox:e2e`, shared with run_e2e.rs).
@@ -48,24 +48,8 @@ impl Repo {
 
     /// `glci run --no-registry ARGS` here, to completion.
     fn glci(&self, args: &[&str]) -> Output {
-        glci().args(["run", "--no-registry"]).args(args).current_dir(self.path()).stdin(Stdio::null()).output().unwrap()
+        glci_run(self.path(), args)
     }
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn events(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", show(out))))
-        .collect()
 }
 
 /// The jobs that finished, sorted.

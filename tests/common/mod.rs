@@ -5,7 +5,8 @@
 //! building image fixtures from `fixtures/images/` at test time, running
 //! commands with their output shown on failure ([`run`]), digests
 //! ([`sha256_digest`], [`DigestWriter`]), deterministic pseudo-random content
-//! ([`Pattern`], [`pattern`]) and Docker CLI helpers ([`DockerImages`]).
+//! ([`Pattern`], [`pattern`]), Docker CLI helpers ([`DockerImages`]) and `glci run` with
+//! its `--json` events ([`glci_run`], [`events`], [`show`]).
 //! The raw HTTP/1.1 client is [`http`]; registry storage fixtures are
 //! [`store_fixture`]; a stand-in GitLab instance for remote includes is [`gitlab_server`].
 //!
@@ -59,6 +60,57 @@ pub fn repo_root() -> PathBuf {
 /// `fixtures/<rel>` in the repository.
 pub fn fixture_path(rel: &str) -> PathBuf {
     repo_root().join("fixtures").join(rel)
+}
+
+/// `glci run --no-registry ARGS` in `dir`, to completion, with `GLCI_HOME` at `home` (its
+/// config.toml) or a fresh temp one: never the user's config, variables or kept artifacts
+/// (issue 16). The registry wiring (issue 8) has tests of its own (registry_run.rs).
+pub fn glci_run_in(dir: &Path, args: &[&str], home: Option<&Path>) -> Output {
+    let temp = temp_dir();
+    glci()
+        .args(["run", "--no-registry"])
+        .args(args)
+        .env("GLCI_HOME", home.unwrap_or(temp.path()))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("start glci")
+}
+
+/// [`glci_run_in`] with a fresh `GLCI_HOME`.
+pub fn glci_run(dir: &Path, args: &[&str]) -> Output {
+    glci_run_in(dir, args, None)
+}
+
+/// The demo fixture (`fixtures/demo`) committed as a git project in `dir`; its short commit
+/// (`CI_COMMIT_SHORT_SHA`, the tag its image gets).
+pub fn demo_project(dir: &Path) -> String {
+    for name in [".gitlab-ci.yml", "build-image.sh"] {
+        std::fs::copy(fixture_path(&format!("demo/{name}")), dir.join(name)).expect("copy the demo fixture");
+    }
+    let git = |args: &[&str]| run(Command::new("git").arg("-C").arg(dir).args(args));
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", "demo"]);
+    run_stdout(Command::new("git").arg("-C").arg(dir).args(["rev-parse", "--short=8", "HEAD"])).trim().to_string()
+}
+
+/// A finished command's status, stdout and stderr, for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The `--json` events of `glci run`, one per stdout line.
+pub fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", show(out))))
+        .collect()
 }
 
 /// A fresh temporary directory, removed when dropped.

@@ -8,7 +8,8 @@
 use super::{Expander, Origin};
 use crate::pipeline::changes::{self, ChangedPaths};
 use crate::pipeline::error::PipelineError;
-use crate::pipeline::parse::read::{self, Field};
+use crate::pipeline::parse::read::Field;
+use crate::pipeline::parse::rule;
 use crate::pipeline::parse::yaml::Value;
 use crate::pipeline::{glob, rules, variables};
 
@@ -90,7 +91,7 @@ impl Expander<'_> {
 
     /// `rules: changes` of an include, as GitLab's `Clause::Changes` evaluates it for jobs.
     fn changes_hold(&self, field: &Field) -> Result<bool, PipelineError> {
-        let clause = read::changes(field)?;
+        let clause = rule::changes(field)?;
         let vars = self.sources.variables;
         let mut changed = ChangedPaths::default();
         let known = |result: Result<Option<Vec<String>>, String>| result.map_err(|e| field.error(e));

@@ -14,6 +14,7 @@ use super::needs;
 use super::policy;
 use super::read::{self, Combo, Field, WhenIn, MAX_PARALLEL};
 use super::retry;
+use super::rule;
 use super::run_keys;
 use super::yaml::{Entry, Node, Value};
 use crate::pipeline::error::PipelineError;
@@ -283,7 +284,7 @@ pub fn read(entry: &Entry, defaults: &Defaults) -> Result<ParsedJob, PipelineErr
                 parsed.dependencies_at = deps.iter().map(|(_, line, key)| (*line, key.clone())).collect();
                 job.dependencies = Some(deps.into_iter().map(|(dep, _, _)| dep).collect());
             }
-            "rules" => job.rules = read::rules(&f, false)?,
+            "rules" => job.rules = rule::rules(&f, false)?,
             "only" => job.only = Some(policy::policy(&f)?),
             "trigger" => {
                 let read = trigger(&f)?;

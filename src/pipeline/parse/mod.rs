@@ -30,6 +30,7 @@ mod policy;
 mod preview;
 mod read;
 mod retry;
+mod rule;
 mod run_keys;
 mod variables_file;
 mod yaml;
@@ -255,7 +256,7 @@ fn workflow(field: &Field) -> Result<(Vec<Rule>, Option<String>), PipelineError>
         read::auto_cancel(&auto_cancel)?;
     }
     let rules = match field.get("rules")? {
-        Some(rules) => read::rules(&rules, true)?,
+        Some(rules) => rule::rules(&rules, true)?,
         None => Vec::new(),
     };
     Ok((rules, name))

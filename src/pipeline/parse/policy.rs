@@ -3,7 +3,8 @@
 //! `Gitlab::Ci::Config::Entry::Policy` accepts them. Pure; called by `job.rs`; `decide`
 //! evaluates the result.
 
-use super::read::{self, Field};
+use super::read::Field;
+use super::rule;
 use super::yaml::Value;
 use crate::pipeline::error::PipelineError;
 use crate::pipeline::model::Policy;
@@ -31,7 +32,7 @@ pub fn policy(field: &Field) -> Result<Policy, PipelineError> {
                         .collect::<Result<Vec<_>, _>>()?,
                 ),
             };
-            let changes = field.get("changes")?.map(|f| read::changes(&f)).transpose()?;
+            let changes = field.get("changes")?.map(|f| rule::changes(&f)).transpose()?;
             let kubernetes = match field.get("kubernetes")? {
                 None => false,
                 Some(f) => match f.string()?.as_str() {
