@@ -5,7 +5,7 @@
 //! key and S3's own error code or the transport's error kind.
 
 use std::io::{self, Read};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
@@ -457,6 +457,27 @@ fn xml_unescape(text: &str) -> String {
     text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
 }
 
+/// Parses S3's listing time (`2026-12-03T14:34:06.000Z`).
+pub fn parse_listed_time(text: &str) -> Option<SystemTime> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
+    let (date_sep, time_sep) = (text.get(4..5)? == "-" && text.get(7..8)? == "-", text.get(10..11)? == "T");
+    if !(date_sep && time_sep) {
+        return None;
+    }
+    let month = time::Month::try_from(u8::try_from(number(5..7)?).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::try_from(number(0..4)?).ok()?, month, u8::try_from(number(8..10)?).ok()?)
+            .ok()?;
+    let clock = time::Time::from_hms(
+        u8::try_from(number(11..13)?).ok()?,
+        u8::try_from(number(14..16)?).ok()?,
+        u8::try_from(number(17..19)?).ok()?,
+    )
+    .ok()?;
+    let secs = u64::try_from(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 /// The text of the first `<name>…</name>` in an XML document.
 fn xml_field<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let open = format!("<{name}>");
@@ -511,6 +532,13 @@ mod tests {
             <NextKeyMarker></NextKeyMarker></ListMultipartUploadsResult>";
         assert_eq!(parse_multipart_uploads(last), Some(UploadsPage { uploads: vec![], next: None }));
         assert_eq!(parse_multipart_uploads("<Error><Code>NotImplemented</Code></Error>"), None);
+    }
+
+    #[test]
+    fn listed_times_parse() {
+        let t = parse_listed_time("2020-12-01T20:43:11.794Z").unwrap();
+        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_606_855_391);
+        assert!(parse_listed_time("yesterday").is_none());
     }
 
     /// A body that is exactly one part long leaves `fill` unsure; the next read ends it.

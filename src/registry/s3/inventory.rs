@@ -8,9 +8,8 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
-use super::client::Entry;
+use super::client::{parse_listed_time, Entry};
 use super::store::S3Store;
-use super::uploads::parse_listed_time;
 use crate::registry::names::{Digest, Name, Tag};
 use crate::registry::storage::inventory::{
     manifest_refs, BlobFile, Inventory, LayerLink, ManifestInfo, OriginFile, ReferrerEntry, Revision, TagLink,

@@ -14,9 +14,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use super::client::OpenUpload;
+use super::client::{parse_listed_time, OpenUpload};
 use super::store::{Keys, S3Store};
-use super::uploads::parse_listed_time;
 use crate::registry::storage::StoreError;
 
 /// Least age of an open upload on a blob key before `clean` aborts it.

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::client::{Entry, S3Client};
+use super::client::{parse_listed_time, Entry, S3Client};
 use super::store::{verify, Keys};
 use crate::durable::new_id;
 use crate::registry::backend::UploadSessions;
@@ -246,27 +246,6 @@ fn gone(key: &str) -> StoreError {
     }
 }
 
-/// Parses S3's listing time (`2026-12-03T14:34:06.000Z`).
-pub(super) fn parse_listed_time(text: &str) -> Option<SystemTime> {
-    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
-    let (date_sep, time_sep) = (text.get(4..5)? == "-" && text.get(7..8)? == "-", text.get(10..11)? == "T");
-    if !(date_sep && time_sep) {
-        return None;
-    }
-    let month = time::Month::try_from(u8::try_from(number(5..7)?).ok()?).ok()?;
-    let date =
-        time::Date::from_calendar_date(i32::try_from(number(0..4)?).ok()?, month, u8::try_from(number(8..10)?).ok()?)
-            .ok()?;
-    let clock = time::Time::from_hms(
-        u8::try_from(number(11..13)?).ok()?,
-        u8::try_from(number(14..16)?).ok()?,
-        u8::try_from(number(17..19)?).ok()?,
-    )
-    .ok()?;
-    let secs = u64::try_from(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
 impl UploadSessions for S3Uploads {
     fn start(&self, name: &Name) -> Result<String, StoreError> {
         let id = new_id();
@@ -363,12 +342,5 @@ mod tests {
         assert_eq!(offset, 12);
         assert_eq!(run.iter().map(|c| c.offset).collect::<Vec<_>>(), [0, 5]);
         assert_eq!(contiguous(p, &[entry("u/id/info", 1)]).1, 0);
-    }
-
-    #[test]
-    fn listed_times_parse() {
-        let t = parse_listed_time("2020-12-01T20:43:11.794Z").unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_606_855_391);
-        assert!(parse_listed_time("yesterday").is_none());
     }
 }
