@@ -623,6 +623,25 @@ pub fn label_of(object: &str, key: &str) -> Result<Option<String>, DockerError> 
     }
 }
 
+/// A container's label `key` and whether it runs, in one `docker inspect`; `None` when there
+/// is no such container.
+pub fn label_and_running(container: &str, key: &str) -> Result<Option<(Option<String>, bool)>, DockerError> {
+    let format = format!("{{{{.State.Running}}}} {{{{index .Config.Labels \"{key}\"}}}}");
+    match run_grouped(&["inspect", "--type", "container", "--format", &format, container]) {
+        Ok(out) => Ok(Some(parse_label_and_running(&out))),
+        Err(e) if e.stderr.contains("No such") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `true VALUE` / `false <no value>` (what [`label_and_running`]'s format prints).
+fn parse_label_and_running(out: &str) -> (Option<String>, bool) {
+    let out = out.trim();
+    let (running, label) = out.split_once(' ').unwrap_or((out, ""));
+    let label = label.trim();
+    ((!label.is_empty() && label != "<no value>").then(|| label.to_string()), running == "true")
+}
+
 /// `docker import -c CHANGE… - IMAGE`: the rootfs tar `write` produces becomes `IMAGE`.
 pub fn import(
     image: &str,
@@ -864,5 +883,12 @@ mod tests {
             let e = credential_helper_list(bad).expect_err(bad);
             assert_eq!(e.command, format!("docker-credential-{bad} list"));
         }
+    }
+
+    #[test]
+    fn label_and_running_output() {
+        assert_eq!(parse_label_and_running("true abc123\n"), (Some("abc123".into()), true));
+        assert_eq!(parse_label_and_running("false <no value>\n"), (None, false));
+        assert_eq!(parse_label_and_running("true \n"), (None, true));
     }
 }

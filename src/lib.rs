@@ -16,7 +16,8 @@
 //!
 //! `authorize` (`auth`) runs once per request before any handler; a miss may go to
 //! `registry::proxy` (pull-through: `upstream` HTTP, `fetch` single-flight streaming) and a
-//! manifest PUT by a push-through job to `registry::mirror`; `registry::gc` reclaims space.
+//! manifest PUT by a push-through job to `registry::mirror`, both on either backend through
+//! `registry::backend`; `registry::gc` reclaims space.
 //!
 //! The path of `glci run`:
 //!

@@ -8,9 +8,10 @@
 //! `target/bench/run.json`. It asserts that every run succeeds, never speed.
 //!
 //! `GLCI_BENCH_VERSUS=/path/to/glci` adds a row for another glci build (an A/B run of a change;
-//! it gets a glci-mock of its own, on the next port). The bench's glci-mocks (`GLCI_MOCK_NAME`,
-//! ports of their own, temp `GLCI_HOME`s) are removed at the end; the user's is never touched. gitlab-ci-local gets a helper image built here from
-//! the host's bash and rsync (see `gcl_helper_image`). `#[ignore]`: run by `scripts/bench.sh`.
+//! it gets a glci-mock of its own, on the next port; `GLCI_BENCH_ROUNDS=N` for more than 5
+//! rounds). The bench's glci-mocks (`GLCI_MOCK_NAME`, ports of their own, temp `GLCI_HOME`s)
+//! are removed at the end; the user's is never touched. gitlab-ci-local gets a helper image
+//! built here from the host's bash and rsync (see `gcl_helper_image`). `#[ignore]`: run by `scripts/bench.sh`.
 #![allow(clippy::unwrap_used)]
 // Tests spawn processes and read the environment; clippy.toml's disallowed-methods is for src/.
 #![allow(clippy::disallowed_methods)]
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 const IMAGE: &str = common::BUSYBOX_IMAGE;
+/// Rounds unless `GLCI_BENCH_ROUNDS` says (a loaded machine needs more for an A/B run).
 const ROUNDS: usize = 5;
 
 /// Three stages of two jobs; each job writes a file its successors read back.
@@ -248,7 +250,8 @@ fn pipeline_run_against_bare_containers() {
         ("versus", vec![]),
     ];
     let mut steps = Vec::new();
-    for round in 0..ROUNDS {
+    let rounds = std::env::var("GLCI_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(ROUNDS);
+    for round in 0..rounds {
         let mut runs: Vec<(usize, Box<dyn Fn() -> Duration>)> = vec![
             (0, Box::new(ideal_schedule)),
             (1, Box::new(|| timed(&mut glci(&[])))),
@@ -290,6 +293,13 @@ fn pipeline_run_against_bare_containers() {
             Some(v) => println!("{label:<52} {v:>8.2} {:>9.2}x", v / ideal),
             None => println!("{label:<52} {:>8} (not installed: scripts/bench.sh installs it)", "—"),
         }
+    }
+    // Per round, the two builds ran next to each other: how often this one was the faster.
+    let samples = |key: &str| figures.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).unwrap_or_default();
+    let (this, other) = (samples("glci"), samples("versus"));
+    if !other.is_empty() {
+        let wins = this.iter().zip(&other).filter(|(a, b)| a < b).count();
+        println!("this build faster than GLCI_BENCH_VERSUS's in {wins} of {} rounds", other.len());
     }
     if let (Some(g), Some(c)) = (value("glci"), value("gitlab_ci_local")) {
         println!("gitlab-ci-local / glci: {:.2}x", c / g);

@@ -1,7 +1,9 @@
 //! `make bench`: push and pull figures of `glci serve` on S3 (a real SeaweedFS on 127.0.0.1)
 //! beside the same on a storage directory, one client, one 256 MiB blob each way:
 //! monolithic POST, docker's streamed PATCH + PUT (on S3: the chunk object, then a server-side
-//! copy), and a pull. Writes target/bench/s3.json. `#[ignore]`: `cargo test` only compiles it.
+//! copy), and a pull; then a cold pull-through of it into a cache on each (the filesystem
+//! instance as the upstream). Writes target/bench/s3.json. `#[ignore]`: `cargo test` only
+//! compiles it.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -63,6 +65,25 @@ fn figures(server: &ServeProcess, blob: &[u8], digest: &str, repo: &str) -> serd
     })
 }
 
+/// A cold pull-through of `digest` (in `repo` of the instance at `upstream`) by a fresh cache on
+/// `storage` (`config` adds its `[storage.s3]`, if any): MiB/s of the client's GET.
+fn cold_pull_through(storage: &std::path::Path, config: &str, upstream: &str, repo: &str, digest: &str) -> f64 {
+    let config = format!(
+        "[registry]\nupstreams = [\"upstream.bench\"]\n[registry.upstream_urls]\n\"upstream.bench\" = \"http://{upstream}\"\n{config}"
+    );
+    let cache = ServeProcess::start_with_config(storage, &["--no-auth", "--no-tls", "--quiet"], &config);
+    let start = Instant::now();
+    let mut stream = common::http::connect(&cache.addr, Duration::from_secs(10)).unwrap();
+    let get = format!("GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(get.as_bytes()).unwrap();
+    let mut all = Vec::with_capacity(SIZE + 4096);
+    stream.read_to_end(&mut all).unwrap();
+    let time = start.elapsed();
+    assert!(all.len() >= SIZE && all.starts_with(b"HTTP/1.1 200"), "the cold pull-through failed");
+    cache.stop();
+    mbps(time)
+}
+
 #[test]
 #[ignore = "benchmark: make bench"]
 fn s3_push_and_pull_beside_the_filesystem() {
@@ -80,7 +101,14 @@ fn s3_push_and_pull_beside_the_filesystem() {
     on_s3.stop();
     let dir = tempfile::tempdir().unwrap();
     let on_disk = ServeProcess::start_with_args(dir.path(), &["--no-auth", "--no-tls", "--quiet"]);
-    let fs = figures(&on_disk, &blob, &digest, "bench/fs");
+    let mut fs = figures(&on_disk, &blob, &digest, "bench/fs");
+    let mut s3 = s3;
+    let s3_settings = config.trim_start_matches("[registry]\nupstreams = []\n");
+    let cache_place = format!("s3://{}/{}", weed.bucket(), weed.prefix());
+    s3["pull_through_cold_mib_s"] =
+        cold_pull_through(std::path::Path::new(&cache_place), s3_settings, &on_disk.addr, "bench/fs", &digest).into();
+    let cache_dir = tempfile::tempdir().unwrap();
+    fs["pull_through_cold_mib_s"] = cold_pull_through(cache_dir.path(), "", &on_disk.addr, "bench/fs", &digest).into();
     on_disk.stop();
     let report = serde_json::json!({ "blob_mib": SIZE / (1024 * 1024), "s3_seaweedfs": s3, "filesystem": fs });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());

@@ -9,6 +9,10 @@
 //! throttled TCP proxy written here) sits between the cache and the upstream: it records each
 //! request head before forwarding it, so counts do not race the upstream's own access log.
 //!
+//! The wire tests that do not need docker run twice (`on_both_backends!`): as `dir::NAME` on a
+//! storage directory and as `s3::NAME` on a prefix of a real SeaweedFS bucket (issue 20); what
+//! they check in the store they read through `Cache`, from the directory or the bucket.
+//!
 //! Every HTTP request has a client-side timeout (`CLIENT_TIMEOUT`), and docker/skopeo run under
 //! `timeout(1)`, so a hung cache fails a test instead of hanging it.
 //!
@@ -204,16 +208,20 @@ fn push_image(base: &str, name: &str, tag: &str, image: &Image, auth: Option<&st
     push_manifest(base, name, tag, &image.manifest, auth);
 }
 
-/// Where the cache keeps blob `digest` (DESIGN §4).
-fn blob_path(storage: &Path, digest: &str) -> PathBuf {
+/// Where the cache keeps blob `digest` (DESIGN §4), relative to its storage root or prefix.
+fn blob_path(digest: &str, sharded: bool) -> String {
     let hex = digest.strip_prefix("sha256:").unwrap();
-    storage.join("blobs/sha256").join(&hex[..2]).join(hex)
+    if sharded {
+        format!("blobs/sha256/{}/{hex}", &hex[..2])
+    } else {
+        format!("blobs/sha256/{hex}")
+    }
 }
 
 /// Where the cache records the origin of manifest `digest` of repository `name`.
-fn origin_path(storage: &Path, name: &str, digest: &str) -> PathBuf {
+fn origin_path(name: &str, digest: &str) -> String {
     let hex = digest.strip_prefix("sha256:").unwrap();
-    storage.join("repositories").join(name).join("_manifests/origins/sha256").join(hex)
+    format!("repositories/{name}/_manifests/origins/sha256/{hex}")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,26 +748,133 @@ fn upstream_credentials(host: &str, user: &str, password: &str) -> String {
     format!("[registry.upstream]\nurl = {host:?}\nusername = {user:?}\npassword = {password:?}\n")
 }
 
-/// `glci serve --no-auth` with `config`, on a storage directory the test can inspect.
+/// Where a cache under test keeps its data: the wire tests run on both (issue 20).
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Dir,
+    /// A prefix of its own in the binary's SeaweedFS bucket.
+    S3,
+}
+
+/// Each test named, as `dir::NAME` and `s3::NAME`, on a storage directory and on S3.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod dir {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Dir)
+            })*
+        }
+        mod s3 {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::S3)
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    routes_by_host_prefix_namespace_and_upstream_order,
+    htpasswd_upstream_with_configured_credentials,
+    bearer_upstream_glci_whose_service_is_not_its_host,
+    ten_concurrent_cold_pulls_share_one_streaming_upstream_fetch,
+    moved_tag_is_served_stale_within_ttl_then_revalidated,
+    wrong_or_truncated_blob_bytes_are_never_cached,
+    malformed_manifests_and_upstream_errors_are_clear_and_not_cached,
+    hanging_upstream_gets_a_timely_error_never_a_hung_client,
+    redirected_blob_is_fetched_without_authorization,
+    push_existence_checks_never_reach_the_upstream,
+);
+
+/// What a cache stores in, read directly by the tests.
+enum Stored {
+    /// Kept so the directory lives as long as the cache.
+    Dir(#[allow(dead_code)] TempDir),
+    S3 {
+        client: Box<glci::registry::s3::S3Client>,
+        prefix: String,
+    },
+}
+
+/// `glci serve --no-auth` with `config`, on a storage the test can inspect.
 struct Cache {
     server: ServeProcess,
-    _dir: TempDir,
+    stored: Stored,
 }
 
 impl Cache {
     fn start(config: &str) -> Cache {
-        let dir = temp_dir();
-        let storage = dir.path().join("storage");
-        let server = ServeProcess::start_with_config(&storage, &["--no-auth"], config);
-        Cache { server, _dir: dir }
+        Cache::start_on(Backend::Dir, config)
+    }
+
+    fn start_on(backend: Backend, config: &str) -> Cache {
+        match backend {
+            Backend::Dir => {
+                let dir = temp_dir();
+                let storage = dir.path().join("storage");
+                let server = ServeProcess::start_with_config(&storage, &["--no-auth"], config);
+                Cache { server, stored: Stored::Dir(dir) }
+            }
+            Backend::S3 => {
+                let weed = common::seaweedfs::seaweedfs();
+                let (bucket, prefix) = (weed.bucket(), weed.prefix());
+                let config = format!(
+                    "{config}\n[storage.s3]\nendpoint = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+                    weed.endpoint,
+                    common::seaweedfs::ACCESS_KEY,
+                    common::seaweedfs::SECRET_KEY
+                );
+                let storage = PathBuf::from(format!("s3://{bucket}/{prefix}"));
+                let server = ServeProcess::start_with_config(&storage, &["--no-auth"], &config);
+                let client = Box::new(glci::registry::s3::S3Client::new(&weed.settings(bucket)).unwrap());
+                Cache { server, stored: Stored::S3 { client, prefix } }
+            }
+        }
+    }
+
+    /// The object at `path` (relative to the storage root or prefix).
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        match &self.stored {
+            Stored::Dir(_) => std::fs::read(self.server.storage().join(path)).ok(),
+            Stored::S3 { client, prefix } => client.get_bytes(&format!("{prefix}/{path}")).unwrap(),
+        }
+    }
+
+    /// Blob `digest` as stored, when it is.
+    fn blob(&self, digest: &str) -> Option<Vec<u8>> {
+        self.read(&blob_path(digest, matches!(self.stored, Stored::Dir(_))))
+    }
+
+    fn has_blob(&self, digest: &str) -> bool {
+        self.blob(digest).is_some()
+    }
+
+    /// The origin recorded for manifest `digest` of `name`.
+    fn origin(&self, name: &str, digest: &str) -> Option<Vec<u8>> {
+        self.read(&origin_path(name, digest))
+    }
+
+    /// True when anything is stored for the repository (or namespace) `name`.
+    fn holds_repository(&self, name: &str) -> bool {
+        match &self.stored {
+            Stored::Dir(_) => self.server.storage().join("repositories").join(name).exists(),
+            Stored::S3 { client, prefix } => client.any_under(&format!("{prefix}/repositories/{name}/")).unwrap(),
+        }
+    }
+
+    /// Temp files left in a storage directory (S3 has none: a cut upload is aborted).
+    fn leftover_temp_files(&self) -> Vec<std::ffi::OsString> {
+        match &self.stored {
+            Stored::Dir(_) => std::fs::read_dir(self.server.storage().join("tmp"))
+                .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+                .unwrap_or_default(),
+            Stored::S3 { .. } => Vec::new(),
+        }
     }
 
     fn url(&self) -> String {
         self.server.url()
-    }
-
-    fn storage(&self) -> &Path {
-        self.server.storage()
     }
 
     /// Panics if the cache's log holds `secret`.
@@ -814,8 +929,7 @@ fn glci_in(home: &Path, args: &[&str]) -> String {
 /// Host-prefixed names go to that host, `?ns=` names the upstream (and is echoed), hostless
 /// names are served locally when present, else from the first upstream that has them;
 /// Docker Hub names without a slash get `library/`.
-#[test]
-fn routes_by_host_prefix_namespace_and_upstream_order() {
+fn routes_by_host_prefix_namespace_and_upstream_order(backend: Backend) {
     let gitlab = Distribution::start(None);
     let hub = Distribution::start(None);
     let (gitlab_relay, hub_relay) = (Relay::start(&gitlab.addr, None), Relay::start(&hub.addr, None));
@@ -827,7 +941,8 @@ fn routes_by_host_prefix_namespace_and_upstream_order() {
     push_image(&hub.url(), "library/tool", "1", &tool, None);
     push_image(&hub.url(), "library/nsimg", "1", &nsimg, None);
     push_image(&hub.url(), "someorg/tool", "2", &org, None);
-    let cache = Cache::start(&cache_config(&[(GITLAB, gitlab_relay.url()), (HUB, hub_relay.url())], "", ""));
+    let cache =
+        Cache::start_on(backend, &cache_config(&[(GITLAB, gitlab_relay.url()), (HUB, hub_relay.url())], "", ""));
     let base = cache.url();
 
     // A host as first component: that upstream only, the rest of the name as its path.
@@ -838,10 +953,8 @@ fn routes_by_host_prefix_namespace_and_upstream_order() {
     assert!(r.body == app.blobs[1], "layer bytes differ");
     eqnice!(1, gitlab_relay.record.count("GET", "/v2/g/p/app/manifests/1"), "{}", gitlab_relay.record.dump());
     eqnice!(Vec::<String>::new(), hub_relay.record.all().iter().map(|s| s.target.clone()).collect::<Vec<_>>());
-    let origin: Value = serde_json::from_slice(
-        &std::fs::read(origin_path(cache.storage(), "registry.gitlab.com/g/p/app", &app.digest)).unwrap(),
-    )
-    .unwrap();
+    let origin: Value =
+        serde_json::from_slice(&cache.origin("registry.gitlab.com/g/p/app", &app.digest).unwrap()).unwrap();
     eqnice!(Some(GITLAB), origin["upstream"].as_str(), "origin {origin}");
 
     // docker.io as first component means registry-1.docker.io, with library/ added.
@@ -875,16 +988,15 @@ fn routes_by_host_prefix_namespace_and_upstream_order() {
     for (i, layer) in tool.layers.iter().enumerate() {
         let r = get(&format!("{base}/v2/tool/blobs/{layer}")).expect_for(200, "hostless blob");
         assert!(r.body == tool.blobs[i + 1], "layer {i} bytes differ");
-        assert!(blob_path(cache.storage(), layer).is_file(), "layer {layer} was not cached");
+        assert!(cache.has_blob(layer), "layer {layer} was not cached");
     }
-    let origin: Value =
-        serde_json::from_slice(&std::fs::read(origin_path(cache.storage(), "tool", &tool.digest)).unwrap()).unwrap();
+    let origin: Value = serde_json::from_slice(&cache.origin("tool", &tool.digest).unwrap()).unwrap();
     eqnice!(Some(HUB), origin["upstream"].as_str(), "origin {origin}");
     // A HEAD for a blob that misses asks upstream and downloads nothing.
     let config_digest = sha256_digest(&tool.blobs[0]);
     let r = send("HEAD", &format!("{base}/v2/tool/blobs/{config_digest}"), &[], None).expect_for(200, "HEAD blob");
     eqnice!(Some(tool.blobs[0].len().to_string().as_str()), r.header("Content-Length"));
-    assert!(!blob_path(cache.storage(), &config_digest).exists(), "a HEAD downloaded the blob");
+    assert!(!cache.has_blob(&config_digest), "a HEAD downloaded the blob");
 
     // Hostless with a slash: no library/ added.
     let r = get(&format!("{base}/v2/someorg/tool/manifests/2")).expect_for(200, "someorg/tool");
@@ -974,8 +1086,7 @@ fn assert_pulls_gitlab_app(cache: &Cache, app: &Image) {
 }
 
 /// distribution behind htpasswd: Basic credentials from `[registry.upstream]`, only when asked.
-#[test]
-fn htpasswd_upstream_with_configured_credentials() {
+fn htpasswd_upstream_with_configured_credentials(backend: Backend) {
     let upstream = Distribution::start(Some(HTPASSWD_ENTRY));
     let app = image("htpasswd app", &[2500, 1200]);
     // The upstream really wants credentials.
@@ -985,18 +1096,17 @@ fn htpasswd_upstream_with_configured_credentials() {
     let relay = Relay::start(&upstream.addr, None);
 
     // Without credentials: a clear error naming the upstream, nothing cached.
-    let anonymous = Cache::start(&cache_config(&[(GITLAB, relay.url())], "", ""));
+    let anonymous = Cache::start_on(backend, &cache_config(&[(GITLAB, relay.url())], "", ""));
     let r = get(&format!("{}/v2/registry.gitlab.com/g/p/app/manifests/1", anonymous.url()));
     let (code, message) = r.expect_for(502, "without credentials").error();
     eqnice!("UNAVAILABLE", code, "{message}");
     assert!(message.contains(GITLAB) && message.contains("401"), "the error does not say who refused: {message}");
-    assert!(!anonymous.storage().join("repositories/registry.gitlab.com").exists(), "something was cached");
+    assert!(!anonymous.holds_repository("registry.gitlab.com"), "something was cached");
 
-    let cache = Cache::start(&cache_config(
-        &[(GITLAB, relay.url())],
-        "",
-        &upstream_credentials(GITLAB, HTPASSWD_USER, HTPASSWD_PASSWORD),
-    ));
+    let cache = Cache::start_on(
+        backend,
+        &cache_config(&[(GITLAB, relay.url())], "", &upstream_credentials(GITLAB, HTPASSWD_USER, HTPASSWD_PASSWORD)),
+    );
     assert_pulls_gitlab_app(&cache, &app);
     let expected = basic(HTPASSWD_USER, HTPASSWD_PASSWORD);
     let manifest_gets = relay.record.matching("GET", "/v2/g/p/app/manifests/1");
@@ -1012,8 +1122,7 @@ fn htpasswd_upstream_with_configured_credentials() {
 /// A second `glci serve` with auth (no anonymous pulls) as a Bearer upstream: the token comes
 /// from the challenge's realm with its service (`glci`, not the host name) and scope, is asked
 /// for with the `[registry.upstream]` credentials (a job token), and is reused for the scope.
-#[test]
-fn bearer_upstream_glci_whose_service_is_not_its_host() {
+fn bearer_upstream_glci_whose_service_is_not_its_host(backend: Backend) {
     let dir = temp_dir();
     let upstream = ServeProcess::start_with_config(
         &dir.path().join("upstream"),
@@ -1029,11 +1138,10 @@ fn bearer_upstream_glci_whose_service_is_not_its_host() {
     assert!(challenge.starts_with("Bearer ") && challenge.contains("service=\"glci\""), "{challenge}");
 
     let relay = Relay::start(&upstream.addr, None);
-    let cache = Cache::start(&cache_config(
-        &[(GITLAB, relay.url())],
-        "",
-        &upstream_credentials(GITLAB, "gitlab-ci-token", &job),
-    ));
+    let cache = Cache::start_on(
+        backend,
+        &cache_config(&[(GITLAB, relay.url())], "", &upstream_credentials(GITLAB, "gitlab-ci-token", &job)),
+    );
     assert_pulls_gitlab_app(&cache, &app);
 
     let tokens = relay.record.matching("GET", "/token");
@@ -1056,8 +1164,7 @@ fn bearer_upstream_glci_whose_service_is_not_its_host() {
 /// Ten clients miss one 256 MiB blob at once: the upstream is asked once (its access log and
 /// the relay agree), and the first client gets bytes while the throttled upstream is still
 /// sending; every client gets the whole blob, verified.
-#[test]
-fn ten_concurrent_cold_pulls_share_one_streaming_upstream_fetch() {
+fn ten_concurrent_cold_pulls_share_one_streaming_upstream_fetch(backend: Backend) {
     const SIZE: u64 = 256 * MIB as u64;
     const CLIENTS: usize = 10;
     let upstream = Distribution::start(None);
@@ -1074,7 +1181,7 @@ fn ten_concurrent_cold_pulls_share_one_streaming_upstream_fetch() {
     // At most 128 MiB/s upstream→cache (2 s at full speed; the ten debug-build clients hashing
     // on a small VM slow it further): slow enough to see streaming, fast enough for the suite.
     let relay = Relay::start(&upstream.addr, Some(128 * MIB as u64));
-    let cache = Cache::start(&cache_config(&[(HUB, relay.url())], "", ""));
+    let cache = Cache::start_on(backend, &cache_config(&[(HUB, relay.url())], "", ""));
     let url = format!("{}/v2/big/blobs/{digest}", cache.url());
 
     let barrier = Arc::new(Barrier::new(CLIENTS));
@@ -1127,7 +1234,7 @@ fn ten_concurrent_cold_pulls_share_one_streaming_upstream_fetch() {
          ({:?} before the upstream's last byte)",
         last_down.checked_duration_since(*first_at)
     );
-    assert!(blob_path(cache.storage(), &digest).is_file(), "the blob was not cached");
+    assert!(cache.has_blob(&digest), "the blob was not cached");
 }
 
 // =============================================================================================
@@ -1135,8 +1242,7 @@ fn ten_concurrent_cold_pulls_share_one_streaming_upstream_fetch() {
 
 /// A tag moved upstream: the cached digest within `tag_ttl`, then one HEAD finds the new one;
 /// an unmoved tag costs a HEAD only; an unreachable upstream leaves the cached copy served.
-#[test]
-fn moved_tag_is_served_stale_within_ttl_then_revalidated() {
+fn moved_tag_is_served_stale_within_ttl_then_revalidated(backend: Backend) {
     // The server's clock jumps over the ttl (`advance_clock`): an hour is never reached for real.
     const TTL: Duration = Duration::from_secs(3600);
     let mut upstream = Distribution::start(None);
@@ -1146,7 +1252,7 @@ fn moved_tag_is_served_stale_within_ttl_then_revalidated() {
     for blob in &v2.blobs {
         push_blob(&upstream.url(), "g/p/moving", blob, None);
     }
-    let cache = Cache::start(&cache_config(&[(GITLAB, relay.url())], "tag_ttl = \"1h\"", ""));
+    let cache = Cache::start_on(backend, &cache_config(&[(GITLAB, relay.url())], "tag_ttl = \"1h\"", ""));
     let url = format!("{}/v2/registry.gitlab.com/g/p/moving/manifests/latest", cache.url());
     let path = "/v2/g/p/moving/manifests/latest";
     let digest_of = |r: &Response| r.header("Docker-Content-Digest").unwrap_or("").to_string();
@@ -1185,8 +1291,8 @@ fn moved_tag_is_served_stale_within_ttl_then_revalidated() {
 // Upstreams that lie, fail, hang, rate-limit and redirect
 
 /// A cache whose only upstream, Docker Hub, is `fake`.
-fn cache_in_front_of(fake: &Fake, tail: &str) -> Cache {
-    Cache::start(&cache_config(&[(HUB, fake.url())], "", tail))
+fn cache_in_front_of(backend: Backend, fake: &Fake, tail: &str) -> Cache {
+    Cache::start_on(backend, &cache_config(&[(HUB, fake.url())], "", tail))
 }
 
 /// What a client gets from a lying or stalled upstream: a 5xx or a broken transfer, never a
@@ -1204,8 +1310,7 @@ fn assert_never_complete(outcome: Result<Response, String>, what: &str) {
 
 /// A blob whose bytes do not match its digest (or end early) reaches no client as a complete
 /// response and is never stored; once the upstream is fixed, the same pull is correct.
-#[test]
-fn wrong_or_truncated_blob_bytes_are_never_cached() {
+fn wrong_or_truncated_blob_bytes_are_never_cached(backend: Backend) {
     // One blob copied inline, one past the store's pipelined-hashing threshold.
     let blobs: Vec<Vec<u8>> = vec![pattern("small good", 300_000), pattern("large good", 6 * MIB + 123)];
     let digests: Vec<String> = blobs.iter().map(|b| sha256_digest(b)).collect();
@@ -1230,7 +1335,7 @@ fn wrong_or_truncated_blob_bytes_are_never_cached() {
             }
         })
     };
-    let cache = cache_in_front_of(&fake, "");
+    let cache = cache_in_front_of(backend, &fake, "");
     for (blob, digest) in blobs.iter().zip(&digests) {
         let url = format!("{}/v2/lie/blob/blobs/{digest}", cache.url());
         let path = format!("/v2/lie/blob/blobs/{digest}");
@@ -1239,28 +1344,24 @@ fn wrong_or_truncated_blob_bytes_are_never_cached() {
             let asked = fake.record.count("GET", &path);
             assert_never_complete(try_send("GET", &url, &[], None), what);
             eqnice!(asked + 1, fake.record.count("GET", &path), "{what}: upstream GETs");
-            assert!(!blob_path(cache.storage(), digest).exists(), "{what}: blob {digest} was cached");
+            assert!(!cache.has_blob(digest), "{what}: blob {digest} was cached");
         }
         mode.store(2, Ordering::SeqCst);
         let r = get(&url).expect_for(200, "fixed upstream");
         eqnice!(*digest, sha256_digest(&r.body), "digest of the pulled blob");
-        let stored = std::fs::read(blob_path(cache.storage(), digest)).unwrap();
+        let stored = cache.blob(digest).unwrap();
         assert!(stored == *blob, "the cached blob differs");
         // Now served from the store.
         let asked = fake.record.count("GET", &path);
         assert!(get(&url).expect_for(200, "cached").body == *blob);
         eqnice!(asked, fake.record.count("GET", &path), "upstream asked for a cached blob");
     }
-    let leftovers: Vec<_> = std::fs::read_dir(cache.storage().join("tmp"))
-        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    eqnice!(Vec::<std::ffi::OsString>::new(), leftovers, "temporary files left in the store");
+    eqnice!(Vec::<std::ffi::OsString>::new(), cache.leftover_temp_files(), "temporary files left in the store");
 }
 
 /// Malformed manifests, digest lies, 500 and 429 come back as spec JSON errors naming the
 /// upstream (429 with its Retry-After), and nothing of them is cached.
-#[test]
-fn malformed_manifests_and_upstream_errors_are_clear_and_not_cached() {
+fn malformed_manifests_and_upstream_errors_are_clear_and_not_cached(backend: Backend) {
     let good = image("lie good", &[100]);
     let other = image("lie other", &[100]);
     let blob_digest = good.layers[0].clone();
@@ -1286,7 +1387,7 @@ fn malformed_manifests_and_upstream_errors_are_clear_and_not_cached() {
             }
         })
     };
-    let cache = cache_in_front_of(&fake, "");
+    let cache = cache_in_front_of(backend, &fake, "");
     let base = cache.url();
     let cases = [
         ("lie/badjson", "manifests/v1".to_string(), 502, "UNAVAILABLE"),
@@ -1311,17 +1412,16 @@ fn malformed_manifests_and_upstream_errors_are_clear_and_not_cached() {
             // Nothing was cached: the next pull asks upstream again.
             assert!(fake.record.all().len() > asked, "{what} (round {round}): upstream not asked");
         }
-        assert!(!cache.storage().join("repositories").join(name).exists(), "{what}: something was cached");
+        assert!(!cache.holds_repository(name), "{what}: something was cached");
     }
     assert!(cache.server.stderr_shows(HUB), "the cache did not log the failing upstream");
-    assert!(!blob_path(cache.storage(), &blob_digest).exists(), "the blob was cached");
+    assert!(!cache.has_blob(&blob_digest), "the blob was cached");
 }
 
 /// An upstream that accepts and never answers (manifest, blob) gets the client a 504 within
 /// the cache's upstream timeout (`upstream_timeout`, 3 s here); one that stops mid-body breaks
 /// the transfer. Never a hang.
-#[test]
-fn hanging_upstream_gets_a_timely_error_never_a_hung_client() {
+fn hanging_upstream_gets_a_timely_error_never_a_hung_client(backend: Backend) {
     let blob = pattern("stalled", 3 * MIB);
     let digest = sha256_digest(&blob);
     let fake = {
@@ -1336,7 +1436,7 @@ fn hanging_upstream_gets_a_timely_error_never_a_hung_client() {
             }
         })
     };
-    let cache = Cache::start(&cache_config(&[(HUB, fake.url())], "upstream_timeout = \"3s\"", ""));
+    let cache = Cache::start_on(backend, &cache_config(&[(HUB, fake.url())], "upstream_timeout = \"3s\"", ""));
     let base = cache.url();
     let started = Instant::now();
     let requests = [
@@ -1365,14 +1465,13 @@ fn hanging_upstream_gets_a_timely_error_never_a_hung_client() {
             assert_never_complete(outcome, "stalled");
         }
     }
-    assert!(!blob_path(cache.storage(), &digest).exists(), "the stalled blob was cached");
-    assert!(!cache.storage().join("repositories/lie/hang").exists(), "something was cached for a hang");
+    assert!(!cache.has_blob(&digest), "the stalled blob was cached");
+    assert!(!cache.holds_repository("lie/hang"), "something was cached for a hang");
 }
 
 /// A blob GET redirected (307) to a second server (Docker Hub's CDN): the cache follows it
 /// without the upstream's `Authorization`, and the blob is served and cached correctly.
-#[test]
-fn redirected_blob_is_fetched_without_authorization() {
+fn redirected_blob_is_fetched_without_authorization(backend: Backend) {
     const USER: &str = "robot";
     const PASSWORD: &str = "fake-upstream-password";
     const TOKEN: &str = "fake-bearer-token-123";
@@ -1415,10 +1514,10 @@ fn redirected_blob_is_fetched_without_authorization() {
             error_reply(404, "BLOB_UNKNOWN", "no", &[])
         })
     };
-    let cache = cache_in_front_of(&fake, &upstream_credentials(HUB, USER, PASSWORD));
+    let cache = cache_in_front_of(backend, &fake, &upstream_credentials(HUB, USER, PASSWORD));
     let r = get(&format!("{}/v2/lie/redirect/blobs/{digest}", cache.url())).expect_for(200, "redirected blob");
     eqnice!(digest, sha256_digest(&r.body), "digest of the redirected blob");
-    assert!(std::fs::read(blob_path(cache.storage(), &digest)).unwrap() == blob, "cached blob differs");
+    assert!(cache.blob(&digest).unwrap() == blob, "cached blob differs");
 
     // The upstream got the token (so there was a credential to leak)...
     let token_requests = fake.record.matching("GET", "/token");
@@ -1444,8 +1543,7 @@ fn redirected_blob_is_fetched_without_authorization() {
 /// A push's existence checks (blob HEADs on a hostless name none of whose manifests came from
 /// upstream) are answered locally: nothing of the push reaches the upstreams. Once a manifest
 /// of a repository was pulled through, its blob HEADs do ask upstream.
-#[test]
-fn push_existence_checks_never_reach_the_upstream() {
+fn push_existence_checks_never_reach_the_upstream(backend: Backend) {
     let blob = pattern("pushed", 1000);
     let digest = sha256_digest(&blob);
     let config = br#"{"os":"linux"}"#.to_vec();
@@ -1470,7 +1568,7 @@ fn push_existence_checks_never_reach_the_upstream() {
             }
         })
     };
-    let cache = cache_in_front_of(&fake, "");
+    let cache = cache_in_front_of(backend, &fake, "");
     let base = cache.url();
     // What docker push does before uploading: HEAD each blob.
     send("HEAD", &format!("{base}/v2/pushed/blobs/{digest}"), &[], None).expect_for(404, "push check");

@@ -2,7 +2,9 @@
 //! 127.0.0.1: Debian's `docker-registry` (distribution 2.8) behind htpasswd (Basic), and a
 //! second `glci serve` with auth (Bearer challenge flow). Pushes go through a front
 //! `glci serve` with docker and skopeo and a push-through job token; what reached the upstream
-//! is read back with skopeo and from the upstream's own request log.
+//! is read back with skopeo and from the upstream's own request log. Every test runs twice
+//! (`on_both_backends!`): as `dir::NAME` with the front on a storage directory, as `s3::NAME`
+//! with it on a prefix of a real SeaweedFS bucket (issue 20).
 //!
 //! Needs docker-registry, htpasswd (apache2-utils), skopeo, busybox-static and a running
 //! Docker daemon; `make test` installs and starts them (scripts/deps.sh). Every client call
@@ -359,30 +361,96 @@ fn job_token(home: &Path, env: &[(&str, &str)], project: &str, push_through: boo
 /// The front's `config.toml`: no pull-through, push-through to `UPSTREAM_NAME` at `endpoint`
 /// as `user`, the password from `$GLCI_TEST_UPSTREAM_PASSWORD`; `registry_extra` goes into
 /// `[registry]`.
-fn front_config(endpoint: &str, user: &str, registry_extra: &str) -> String {
-    format!(
+fn front_config(backend: Backend, endpoint: &str, user: &str, registry_extra: &str) -> String {
+    let mut config = format!(
         "[registry]\nupstreams = []\n{registry_extra}\n\
          [registry.upstream]\nurl = \"{UPSTREAM_NAME}\"\nusername = \"{user}\"\npassword = \"${PASSWORD_VAR}\"\n\n\
          [registry.upstream_urls]\n\"{UPSTREAM_NAME}\" = \"{endpoint}\"\n"
-    )
+    );
+    if let Backend::S3 = backend {
+        let weed = common::seaweedfs::seaweedfs();
+        config.push_str(&format!(
+            "\n[storage.s3]\nendpoint = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            weed.endpoint,
+            common::seaweedfs::ACCESS_KEY,
+            common::seaweedfs::SECRET_KEY
+        ));
+    }
+    config
 }
+
+/// Where the front keeps its data: the tests run on both (issue 20).
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Dir,
+    /// A prefix of its own in the binary's SeaweedFS bucket.
+    S3,
+}
+
+/// Each test named, as `dir::NAME` and `s3::NAME`, with the front on a directory and on S3.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod dir {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Dir)
+            })*
+        }
+        mod s3 {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::S3)
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    distribution_behind_htpasswd_gets_docker_and_skopeo_pushes,
+    glci_with_auth_gets_docker_and_skopeo_pushes_through_its_bearer_flow,
+    pushes_without_push_through_never_reach_the_upstream,
+    push_through_in_config_makes_plain_job_tokens_mirror,
+    upstream_down_fails_the_push_keeps_the_local_copy_and_a_retry_completes_it,
+    rejected_upstream_credentials_fail_the_push_until_they_are_fixed,
+);
 
 /// A fresh [`Distribution`] in `WORK/upstream` and a front mirroring to it as `UPSTREAM_USER`
 /// with `password` (see [`start_front`]).
-fn distribution_and_front(work: &Path, password: &str, registry_extra: &str) -> (Distribution, Front) {
+fn distribution_and_front(
+    backend: Backend,
+    work: &Path,
+    password: &str,
+    registry_extra: &str,
+) -> (Distribution, Front) {
     let upstream = Distribution::start(&work.join("upstream"), "127.0.0.1:0");
-    let front = start_front(work, &upstream.addr, UPSTREAM_USER, password, registry_extra);
+    let front = start_front(backend, work, &upstream.addr, UPSTREAM_USER, password, registry_extra);
     (upstream, front)
 }
 
 /// A front `glci serve` mirroring to `upstream` (at `http://<addr>`) as `user`, with
 /// `password` in its environment; home and storage under `work`.
-fn start_front(work: &Path, endpoint_addr: &str, user: &str, password: &str, registry_extra: &str) -> Front {
+fn start_front(
+    backend: Backend,
+    work: &Path,
+    endpoint_addr: &str,
+    user: &str,
+    password: &str,
+    registry_extra: &str,
+) -> Front {
     let home = work.join("front-home");
     std::fs::create_dir_all(&home).unwrap();
-    std::fs::write(home.join("config.toml"), front_config(&format!("http://{endpoint_addr}"), user, registry_extra))
-        .unwrap();
-    let storage = work.join("front-storage");
+    std::fs::write(
+        home.join("config.toml"),
+        front_config(backend, &format!("http://{endpoint_addr}"), user, registry_extra),
+    )
+    .unwrap();
+    let storage = match backend {
+        Backend::Dir => work.join("front-storage"),
+        Backend::S3 => {
+            let weed = common::seaweedfs::seaweedfs();
+            PathBuf::from(format!("s3://{}/{}", weed.bucket(), weed.prefix()))
+        }
+    };
     let server = GlciServer::start(&home, &storage, &[(PASSWORD_VAR, password)]);
     Front { server, home, storage, password: password.to_string() }
 }
@@ -629,10 +697,9 @@ fn pushes_are_mirrored<U: Upstream>(work: &Path, front: &Front, upstream: &U) {
 // ---------------------------------------------------------------------------------------------
 // Tests
 
-#[test]
-fn distribution_behind_htpasswd_gets_docker_and_skopeo_pushes() {
+fn distribution_behind_htpasswd_gets_docker_and_skopeo_pushes(backend: Backend) {
     let work = temp_dir();
-    let (upstream, front) = distribution_and_front(work.path(), UPSTREAM_PASSWORD, "");
+    let (upstream, front) = distribution_and_front(backend, work.path(), UPSTREAM_PASSWORD, "");
     pushes_are_mirrored(work.path(), &front, &upstream);
     let log = front.server.log();
     assert!(log.contains("event=push_through"), "no push_through line in the front's log:\n{log}");
@@ -641,14 +708,13 @@ fn distribution_behind_htpasswd_gets_docker_and_skopeo_pushes() {
     upstream.stop();
 }
 
-#[test]
-fn glci_with_auth_gets_docker_and_skopeo_pushes_through_its_bearer_flow() {
+fn glci_with_auth_gets_docker_and_skopeo_pushes_through_its_bearer_flow(backend: Backend) {
     let work = temp_dir();
     let up_home = work.path().join("upstream-home");
     std::fs::create_dir_all(&up_home).unwrap();
     std::fs::write(up_home.join("config.toml"), "[registry]\nupstreams = []\n").unwrap();
     let upstream = GlciServer::start(&up_home, &work.path().join("upstream-storage"), &[]);
-    let front = start_front(work.path(), &upstream.addr, ADMIN_USER, &upstream.admin.clone(), "");
+    let front = start_front(backend, work.path(), &upstream.addr, ADMIN_USER, &upstream.admin.clone(), "");
     pushes_are_mirrored(work.path(), &front, &upstream);
     // The front authenticated through the upstream's /token, not with Basic on every request.
     assert!(upstream.log().contains("path=/token"), "the upstream saw no /token request:\n{}", upstream.log());
@@ -656,11 +722,10 @@ fn glci_with_auth_gets_docker_and_skopeo_pushes_through_its_bearer_flow() {
     upstream.stop();
 }
 
-#[test]
-fn pushes_without_push_through_never_reach_the_upstream() {
+fn pushes_without_push_through_never_reach_the_upstream(backend: Backend) {
     let work = temp_dir();
     let w = work.path();
-    let (upstream, front) = distribution_and_front(w, UPSTREAM_PASSWORD, "");
+    let (upstream, front) = distribution_and_front(backend, w, UPSTREAM_PASSWORD, "");
     let layout = build_oci_layout(&w.join("layout"));
     let multi = format!("oci:{}:multi", layout.display());
     let index = format!("oci:{}:index", layout.display());
@@ -703,11 +768,10 @@ fn pushes_without_push_through_never_reach_the_upstream() {
     upstream.stop();
 }
 
-#[test]
-fn push_through_in_config_makes_plain_job_tokens_mirror() {
+fn push_through_in_config_makes_plain_job_tokens_mirror(backend: Backend) {
     let work = temp_dir();
     let w = work.path();
-    let (upstream, front) = distribution_and_front(w, UPSTREAM_PASSWORD, "push_through = true");
+    let (upstream, front) = distribution_and_front(backend, w, UPSTREAM_PASSWORD, "push_through = true");
     let layout = build_oci_layout(&w.join("layout"));
     let src = format!("oci:{}:multi", layout.display());
     let src_digest = sha256_digest(&inspect_raw(w, &src, None));
@@ -720,14 +784,13 @@ fn push_through_in_config_makes_plain_job_tokens_mirror() {
     upstream.stop();
 }
 
-#[test]
-fn upstream_down_fails_the_push_keeps_the_local_copy_and_a_retry_completes_it() {
+fn upstream_down_fails_the_push_keeps_the_local_copy_and_a_retry_completes_it(backend: Backend) {
     let work = temp_dir();
     let w = work.path();
     let up_dir = w.join("upstream");
     let upstream = Distribution::start(&up_dir, "127.0.0.1:0");
     let up_addr = upstream.addr.clone();
-    let front = start_front(w, &up_addr, UPSTREAM_USER, UPSTREAM_PASSWORD, "");
+    let front = start_front(backend, w, &up_addr, UPSTREAM_USER, UPSTREAM_PASSWORD, "");
     let token = front.token("g/p", true);
     let (docker, _images, image) = docker_with_app(w, front.addr(), &token);
     upstream.stop();
@@ -768,11 +831,10 @@ fn upstream_down_fails_the_push_keeps_the_local_copy_and_a_retry_completes_it() 
     upstream.stop();
 }
 
-#[test]
-fn rejected_upstream_credentials_fail_the_push_until_they_are_fixed() {
+fn rejected_upstream_credentials_fail_the_push_until_they_are_fixed(backend: Backend) {
     let work = temp_dir();
     let w = work.path();
-    let (upstream, front) = distribution_and_front(w, "not-the-password", "");
+    let (upstream, front) = distribution_and_front(backend, w, "not-the-password", "");
     let token = front.token("g/p", true);
     let (docker, mut images, image) = docker_with_app(w, front.addr(), &token);
 

@@ -1,9 +1,10 @@
 //! Several `glci serve` instances on one S3 bucket (a real SeaweedFS, started once for this
 //! binary): read-after-write across instances, tag moves, uploads continued on another
 //! instance, a kill -9 mid-push, concurrent pushes of one blob and one tag, presigned
-//! redirects, the start-up check of the bucket, and list/stats/clean with clean's safety
-//! against the other instances (a push in flight, a manifest between mark and sweep, two
-//! cleans at once, the multipart upload a killed instance left aborted).
+//! redirects, the start-up check of the bucket, pull-through and push-through shared by the
+//! instances, and list/stats/clean with clean's safety against the other instances (a push in
+//! flight, a manifest between mark and sweep, two cleans at once, the multipart upload a killed
+//! instance left aborted).
 #![allow(clippy::unwrap_used)]
 // Tests spawn processes (haproxy, docker, skopeo, curl); clippy.toml's disallowed-methods is for src/.
 #![allow(clippy::disallowed_methods)]
@@ -12,6 +13,7 @@ mod common;
 
 use std::io::Write;
 
+use common::faulty_upstream::FaultyUpstream;
 use common::http::{Checks, Request, Response};
 use common::seaweedfs::{seaweedfs, ACCESS_KEY, SECRET_KEY};
 use common::{sha256_digest as digest, ServeProcess};
@@ -601,11 +603,6 @@ fn a_wrong_bucket_or_credential_stops_serve_at_start() {
     assert!(stderr.contains("access denied") && !stderr.contains("not-the-secret"), "{stderr}");
     let (code, stderr) = run("s3://A", &config(""));
     assert_eq!(code, Some(2), "{stderr}");
-    // Pull-through is not on S3 yet: a configuration error, not a silent cache miss.
-    let upstreams = config("").replace("upstreams = []", "upstreams = [\"registry-1.docker.io\"]");
-    let (code, stderr) = run(&format!("s3://{}", weed.bucket()), &upstreams);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("pull-through is not supported on S3"), "{stderr}");
 }
 
 /// The store killed and started again under a running instance: the pull in flight is cut
@@ -834,4 +831,277 @@ fn three_instances_behind_haproxy_serve_docker_skopeo_and_curl() {
     for s in servers {
         s.stop();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pull-through and push-through on S3 (issue 20), against the fault-injecting upstream of
+// `common::faulty_upstream`, which records every request it gets.
+
+const HUB: &str = "registry-1.docker.io";
+
+/// `config.toml` for an instance pulling through `upstream` as Docker Hub.
+fn pull_through_config(upstream: &FaultyUpstream) -> String {
+    format!(
+        "[registry]\nupstreams = [\"{HUB}\"]\n[registry.upstream_urls]\n\"{HUB}\" = \"{}\"\n\
+         [storage.s3]\nendpoint = \"{}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
+        upstream.url(),
+        seaweedfs().endpoint
+    )
+}
+
+fn cache_instance(storage: &str, upstream: &FaultyUpstream) -> ServeProcess {
+    ServeProcess::start_with_config(
+        std::path::Path::new(storage),
+        &["--no-auth", "--no-tls"],
+        &pull_through_config(upstream),
+    )
+}
+
+/// The object a blob is stored as under `storage` (`s3://bucket/prefix`), read directly.
+fn stored_object(storage: &str, digest: &str) -> Option<Vec<u8>> {
+    let (bucket, prefix) = storage.trim_start_matches("s3://").split_once('/').unwrap();
+    let client = glci::registry::s3::S3Client::new(&seaweedfs().settings(bucket)).unwrap();
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    client.get_bytes(&format!("{prefix}/blobs/sha256/{hex}")).unwrap()
+}
+
+/// An image on `upstream` under `library/<repo>:v1` with one layer of `layer_len` bytes.
+fn upstream_image(upstream: &FaultyUpstream, repo: &str, layer_len: usize) -> (String, Vec<u8>, Vec<u8>) {
+    let layer = common::pattern(&format!("{repo} layer"), layer_len);
+    let layer_digest = upstream.add_blob(&layer);
+    let config_digest = upstream.add_blob(b"{}");
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    upstream.add_manifest(&format!("library/{repo}"), "v1", OCI_MANIFEST, &manifest);
+    (layer_digest, layer, manifest)
+}
+
+/// A miss pulled through one instance is in the bucket for all: the second instance serves the
+/// tag, the manifest and the layer without asking the upstream anything.
+#[test]
+fn a_miss_pulled_through_one_instance_is_served_by_another_without_the_upstream() {
+    let upstream = FaultyUpstream::start(|_| None);
+    // Past one multipart part: the layer is a multipart upload while it streams.
+    let (layer_digest, layer, manifest) = upstream_image(&upstream, "app", 9 * 1024 * 1024 + 7);
+    let storage = place();
+    let (a, b) = (cache_instance(&storage, &upstream), cache_instance(&storage, &upstream));
+    let got = req(&a.addr, "GET", "/v2/app/manifests/v1").header("Accept", OCI_MANIFEST).send().expect(200);
+    assert_eq!(got.body, manifest);
+    let got = req(&a.addr, "GET", &format!("/v2/app/blobs/{layer_digest}")).send().expect(200);
+    assert!(got.body == layer, "the layer pulled through differs");
+    assert_eq!(upstream.count("GET", "/v2/library/app/blobs/"), 1);
+    assert!(stored_object(&storage, &layer_digest).is_some_and(|o| o == layer), "the bucket lacks the layer");
+    // The tag carries the time it was checked upstream, which every instance reads.
+    let (bucket, prefix) = storage.trim_start_matches("s3://").split_once('/').unwrap();
+    let client = glci::registry::s3::S3Client::new(&seaweedfs().settings(bucket)).unwrap();
+    let tag_key = format!("{prefix}/repositories/app/_manifests/tags/v1");
+    let stamped = client.head_metadata(&tag_key, "glci-checked-at").unwrap().unwrap();
+    assert!(
+        stamped.value.as_deref().is_some_and(|v| v.parse::<f64>().is_ok()),
+        "the tag has no check time: {stamped:?}"
+    );
+    let before = upstream.requests().len();
+    for _ in 0..2 {
+        let got = req(&b.addr, "GET", "/v2/app/manifests/v1").header("Accept", OCI_MANIFEST).send().expect(200);
+        assert_eq!(got.body, manifest);
+        let got = req(&b.addr, "GET", &format!("/v2/app/blobs/{layer_digest}")).send().expect(200);
+        assert!(got.body == layer, "the layer served by the other instance differs");
+        req(&b.addr, "HEAD", &format!("/v2/app/blobs/{layer_digest}")).send().expect(200);
+    }
+    let asked: Vec<String> =
+        upstream.requests()[before..].iter().map(|s| format!("{} {}", s.method, s.target)).collect();
+    assert!(asked.is_empty(), "the second instance asked the upstream: {asked:?}");
+    a.stop();
+    b.stop();
+}
+
+/// Concurrent misses of one blob: on one instance they share one upstream fetch, on two
+/// instances each fetches once, and the bucket ends with one whole object.
+#[test]
+fn concurrent_misses_on_two_instances_end_with_one_whole_object() {
+    let upstream = FaultyUpstream::start(|_| None);
+    let (layer_digest, layer, _) = upstream_image(&upstream, "shared", 17 * 1024 * 1024 + 3);
+    let storage = place();
+    let (a, b) = (cache_instance(&storage, &upstream), cache_instance(&storage, &upstream));
+    let start = std::sync::Barrier::new(6);
+    std::thread::scope(|scope| {
+        let pulls: Vec<_> = [&a.addr, &a.addr, &a.addr, &b.addr, &b.addr, &b.addr]
+            .into_iter()
+            .map(|addr| {
+                let (start, path) = (&start, format!("/v2/shared/blobs/{layer_digest}"));
+                scope.spawn(move || {
+                    start.wait();
+                    req(addr, "GET", &path).send().expect(200).body
+                })
+            })
+            .collect();
+        for pull in pulls {
+            assert!(pull.join().unwrap() == layer, "a concurrent pull got other bytes");
+        }
+    });
+    let fetched = upstream.count("GET", "/v2/library/shared/blobs/");
+    assert!((1..=2).contains(&fetched), "the upstream was asked {fetched} times for one blob by two instances");
+    assert!(stored_object(&storage, &layer_digest).is_some_and(|o| o == layer), "the stored object is not whole");
+    a.stop();
+    b.stop();
+}
+
+/// An upstream that cuts a blob mid-way (after a multipart part is in the store), sends wrong
+/// bytes or fewer than it announced: the client never gets a complete 200, the bucket holds
+/// nothing of it, and once the upstream is healthy the same pull gives the right bytes.
+#[test]
+fn a_cut_or_wrong_upstream_blob_leaves_nothing_in_the_bucket() {
+    use common::faulty_upstream::Fault;
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let faults: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Fault>>> = Default::default();
+    let upstream = {
+        let (healthy, faults) = (healthy.clone(), faults.clone());
+        FaultyUpstream::start(move |seen| {
+            if healthy.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            faults.lock().unwrap().get(seen.path()).cloned()
+        })
+    };
+    let mut cases = Vec::new();
+    for (seed, len, fault) in [
+        ("cut", 12 * 1024 * 1024, Fault::Reset { after: 10 * 1024 * 1024 }),
+        ("flipped", 9 * 1024 * 1024, Fault::Flip { drip: None }),
+        ("short", 100 * 1024, Fault::ShortLength(100 * 1024 - 10)),
+    ] {
+        let bytes = common::pattern(seed, len);
+        let d = upstream.add_blob(&bytes);
+        faults.lock().unwrap().insert(format!("/v2/library/{seed}/blobs/{d}"), fault);
+        cases.push((seed, d, bytes));
+    }
+    let storage = place();
+    let s = cache_instance(&storage, &upstream);
+    for (seed, d, _) in &cases {
+        let path = format!("/v2/{seed}/blobs/{d}");
+        match req(&s.addr, "GET", &path).timeout(std::time::Duration::from_secs(60)).try_send() {
+            Ok(r) => assert_ne!(r.status, 200, "{seed}: a complete 200 from a faulty upstream"),
+            Err(_broken) => {}
+        }
+        assert!(stored_object(&storage, d).is_none(), "{seed}: the bucket holds a blob the upstream got wrong");
+        req(&s.addr, "HEAD", &path).send().expect(404);
+    }
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    for (seed, d, bytes) in &cases {
+        let got = req(&s.addr, "GET", &format!("/v2/{seed}/blobs/{d}")).send().expect(200);
+        assert!(got.body == *bytes, "{seed}: other bytes once the upstream is healthy");
+        assert!(stored_object(&storage, d).is_some_and(|o| o == *bytes), "{seed}: not stored whole");
+    }
+    s.stop();
+}
+
+/// A push-through push on one instance is mirrored once, inside the push; the other instance
+/// on the bucket serves it and mirrors nothing of its own accord; a retry through it (the
+/// client's answer to a cut push) uploads no blob again.
+#[test]
+fn a_push_through_push_on_one_instance_is_mirrored_upstream_once() {
+    let upstream = FaultyUpstream::start(|_| None);
+    let storage = place();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[registry]\nupstreams = []\n[registry.upstream]\nurl = \"{}\"\n[storage.s3]\nendpoint = \"{}\"\n\
+             access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n",
+            upstream.url(),
+            seaweedfs().endpoint
+        ),
+    )
+    .unwrap();
+    let path = std::path::Path::new(&storage);
+    let a = ServeProcess::start_in_home(home.path(), path, &["--no-tls"]);
+    let b = ServeProcess::start_in_home(home.path(), path, &["--no-tls"]);
+    let token = common::run_stdout(common::glci().env("GLCI_HOME", home.path()).args([
+        "registry",
+        "token",
+        "--project",
+        "g/p",
+        "--push-through",
+    ]));
+    let auth = common::http::basic("gitlab-ci-token", token.trim());
+    let authed = |s: &str, method: &str, path: &str| req(s, method, path).header("Authorization", &auth);
+    // A layer past one multipart part: the mirror streams it back out of the bucket.
+    let layer = common::pattern("mirrored layer", 9 * 1024 * 1024 + 1);
+    let mut blobs = Vec::new();
+    for bytes in [layer.as_slice(), b"{}"] {
+        let d = digest(bytes);
+        authed(&a.addr, "POST", &format!("/v2/g/p/app/blobs/uploads/?digest={d}"))
+            .body(bytes.to_vec())
+            .send()
+            .expect(201);
+        blobs.push(d);
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[1], "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": blobs[0], "size": layer.len()}],
+    }))
+    .unwrap();
+    let put = |s: &str| {
+        authed(s, "PUT", "/v2/g/p/app/manifests/v1").header("Content-Type", OCI_MANIFEST).body(manifest.clone()).send()
+    };
+    put(&a.addr).expect(201);
+    assert_eq!(upstream.count("PUT", "/v2/g/p/app/manifests/"), 1);
+    assert_eq!(upstream.count("POST", "/v2/g/p/app/blobs/uploads/"), 2);
+    assert_eq!(upstream.manifest("g/p/app", "v1"), Some((OCI_MANIFEST.to_string(), manifest.clone())));
+    assert!(upstream.blob(&blobs[0]).is_some_and(|b| b == layer), "the upstream got another layer");
+    // The other instance serves it and mirrors nothing by itself.
+    assert_eq!(req(&b.addr, "GET", "/v2/g/p/app/manifests/v1").send().expect(200).body, manifest);
+    assert_eq!(upstream.count("PUT", "/v2/g/p/app/manifests/"), 1);
+    // A retry through the other instance: the HEAD probes find every blob, only the manifest goes.
+    put(&b.addr).expect(201);
+    assert_eq!(upstream.count("POST", "/v2/g/p/app/blobs/uploads/"), 2);
+    assert_eq!(upstream.count("PUT", "/v2/g/p/app/manifests/"), 2);
+    a.stop();
+    b.stop();
+}
+
+/// An instance killed (-9) in the middle of a pull-through, with a multipart part already in the
+/// store: the bucket holds no blob, and another instance pulls it through whole.
+#[test]
+fn a_pull_through_cut_by_kill_9_leaves_nothing_and_another_instance_completes_it() {
+    use common::faulty_upstream::Fault;
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let upstream = {
+        let first = first.clone();
+        FaultyUpstream::start(move |seen| {
+            // The first GET of a blob drips, so the instance is killed mid-way; later ones are healthy.
+            let drip = seen.method == "GET" && seen.path().contains("/blobs/");
+            (drip && first.swap(false, std::sync::atomic::Ordering::SeqCst))
+                .then_some(Fault::Drip { step: 64 * 1024, every: std::time::Duration::from_millis(20) })
+        })
+    };
+    let bytes = common::pattern("killed mid pull-through", 14 * 1024 * 1024);
+    let d = upstream.add_blob(&bytes);
+    let storage = place();
+    let (mut a, b) = (cache_instance(&storage, &upstream), cache_instance(&storage, &upstream));
+    let mut stream = common::http::connect(&a.addr, std::time::Duration::from_secs(30)).unwrap();
+    stream
+        .write_all(format!("GET /v2/killed/blobs/{d} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    let (status, _) = common::http::read_head(&mut reader).unwrap();
+    assert_eq!(status, 200);
+    // Past the first 8 MiB part: it has gone to the store's multipart upload. The last 5 MiB
+    // take the drip over a second and a half more: the kill lands before the upload completes.
+    let mut received = vec![0u8; 9 * 1024 * 1024];
+    std::io::Read::read_exact(&mut reader, &mut received).unwrap();
+    assert!(received[..] == bytes[..received.len()], "the streamed bytes differ");
+    a.terminate(libc::SIGKILL);
+    assert!(stored_object(&storage, &d).is_none(), "a blob cut by kill -9 is in the bucket");
+    req(&b.addr, "HEAD", &format!("/v2/killed/blobs/{d}")).send().expect(404);
+    let got = req(&b.addr, "GET", &format!("/v2/killed/blobs/{d}")).send().expect(200);
+    assert!(got.body == bytes, "the other instance pulled other bytes");
+    assert!(stored_object(&storage, &d).is_some_and(|o| o == bytes), "not stored whole");
+    b.stop();
 }

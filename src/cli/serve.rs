@@ -52,11 +52,6 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
     let options = RegistryOptions { clock: clock.clone(), ..RegistryOptions::default() };
     let expiry = options.upload_expiry;
     let (registry, _storage_lock) = open_registry(&choice, &config.storage.s3, options)?;
-    if registry.store.filesystem().is_none() && !config.registry.upstreams.is_empty() {
-        return Err(CliError::Usage(
-            "[registry] upstreams: pull-through is not supported on S3 storage yet (use a storage directory)".into(),
-        ));
-    }
     // What a crash left (issue 14 §4): sessions and temp files untouched for the grace window,
     // not only after `upload_expiry`; a client resuming within the window still can.
     let expired = registry.uploads.expire(expiry.min(crate::registry::gc::DEFAULT_GRACE), false);
@@ -78,7 +73,7 @@ pub fn run(args: ServeArgs, config: &Config) -> Result<(), CliError> {
         registry.with_auth(auth)
     };
     let client = upstream_client(config);
-    // Push-through reads what it forwards from the storage directory (S3: refused per push).
+    // Push-through reads what it forwards from the store, a directory or S3 alike.
     let registry = registry.with_mirror(Mirror::new(host_of(&config.registry.upstream.url), Arc::clone(&client)));
     let registry = match pull_through(config, &client, &clock) {
         Some(proxy) => {

@@ -200,18 +200,6 @@ impl RegistryWiring {
         .map(|path| ExtraFile { path, contents: ca_pem.as_bytes().to_vec(), mode: 0o644 })
         .collect()
     }
-
-    /// The image's CA bundles with the CA appended (those it has; symlinks are left alone).
-    fn bundles(&self, container: &str) -> Result<Vec<ExtraFile>, String> {
-        let Registry::Embedded { ca_pem, .. } = &self.registry else { return Ok(Vec::new()) };
-        let mut out = Vec::new();
-        for path in CA_BUNDLES {
-            if let Some(existing) = self.image_files.read(container, path)? {
-                out.push(ExtraFile { path: path.to_string(), contents: append_ca(&existing, ca_pem), mode: 0o644 });
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// The entries of a pipeline's own `DOCKER_AUTH_CONFIG` (`{"auths": {KEY: {...}}}`).
@@ -373,22 +361,33 @@ impl JobWiring for RegistryWiring {
     fn prepare(
         &self,
         container: &str,
+        image_id: Option<&str>,
         _job: &PlannedJob,
         service: Option<&PlannedService>,
     ) -> Result<Vec<ExtraFile>, String> {
-        if !matches!(self.registry, Registry::Embedded { .. }) {
-            return Ok(Vec::new());
-        }
+        let Registry::Embedded { ca_pem, .. } = &self.registry else { return Ok(Vec::new()) };
         let host = self.registry_host();
-        let mut files = self.bundles(container)?;
+        let config = match service {
+            None => Some(BUILDKITD_TOML),
+            Some(service) if is_dind(service) => Some(DAEMON_JSON),
+            Some(_) => None,
+        };
+        let mut paths: Vec<&str> = CA_BUNDLES.to_vec();
+        paths.extend(config);
+        let mut read = self.image_files.read_all(container, image_id, &paths)?.into_iter();
+        let mut files: Vec<ExtraFile> = Vec::new();
+        for (path, existing) in CA_BUNDLES.iter().zip(read.by_ref()) {
+            if let Some(existing) = existing {
+                files.push(ExtraFile { path: path.to_string(), contents: append_ca(&existing, ca_pem), mode: 0o644 });
+            }
+        }
+        let existing = read.next().flatten();
         match service {
             None => {
-                let existing = self.image_files.read(container, BUILDKITD_TOML)?;
                 let contents = merge_buildkitd_toml(existing.as_deref(), &host)?;
                 files.push(ExtraFile { path: BUILDKITD_TOML.into(), contents, mode: 0o644 });
             }
             Some(service) if is_dind(service) => {
-                let existing = self.image_files.read(container, DAEMON_JSON)?;
                 let contents = merge_daemon_json(existing.as_deref(), &host)?;
                 files.push(ExtraFile { path: DAEMON_JSON.into(), contents, mode: 0o644 });
             }

@@ -3,19 +3,19 @@
 //! (`storage::Store`, `uploads::Uploads`) implements them by delegation, unchanged; the S3 store
 //! (`s3`) implements them over an object store shared by several instances.
 //!
-//! Features only the filesystem has so far (pull-through, push-through) reach it through
-//! `filesystem()`; on S3 they are refused with a clear message. `list`, `stats` and `clean`
-//! reach either store through `filesystem()` or `as_any()`.
+//! Pull-through (`proxy`) and push-through (`mirror`) work on both through the methods in the
+//! last block of `Storage`. `list`, `stats` and `clean` reach either store through
+//! `filesystem()` or `as_any()`.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::http::Body;
 use crate::registry::manifest;
 use crate::registry::names::{Digest, Name, Reference, Tag};
-use crate::registry::storage::{BlobWriter, Store, StoreError};
+use crate::registry::storage::{BlobWriter, Origin, Store, StoreError};
 use crate::registry::uploads::{Expired, UploadChunk, UploadError, Uploads};
 
 /// A manifest found by name and reference, ready to send.
@@ -84,6 +84,53 @@ pub trait Storage: Send + Sync {
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
     }
+
+    // Pull-through (`proxy`) and push-through (`mirror`).
+
+    /// Another handle on the same store, for a thread of its own (a pull-through download).
+    fn shared(&self) -> Arc<dyn Storage>;
+    /// The digest `reference` names in `name`, when the whole manifest is there.
+    fn resolve(&self, name: &Name, reference: &Reference) -> Result<Option<Digest>, StoreError>;
+    /// Where a manifest of `name` was pulled through from; `None` when pushed.
+    fn manifest_origin(&self, name: &Name, digest: &Digest) -> Result<Option<Origin>, StoreError>;
+    /// True when some manifest of `name` was pulled through.
+    fn has_cached_manifests(&self, name: &Name) -> Result<bool, StoreError>;
+    /// When a tag was last written or revalidated upstream.
+    fn tag_checked_at(&self, name: &Name, tag: &Tag) -> Result<Option<SystemTime>, StoreError>;
+    /// Records that the upstream had `tag` at `digest` at `now` (what `tag_checked_at` reads;
+    /// the proxy's clock, which a test may move ahead).
+    fn touch_tag(&self, name: &Name, tag: &Tag, digest: &Digest, now: SystemTime) -> Result<(), StoreError>;
+    /// `put_manifest` for a manifest fetched from `origin`.
+    fn put_cached_manifest(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        bytes: &[u8],
+        parsed: &manifest::Parsed,
+        tag: Option<&Tag>,
+        origin: &Origin,
+    ) -> Result<(), StoreError>;
+    /// Stores a blob streamed from an upstream and links it into `name` with its origin, while
+    /// `spool` lets clients read the bytes as they arrive. At most `total` bytes are read when
+    /// given, and fewer is a `SizeMismatch`; nothing is stored unless the digest matches. A
+    /// failure to read `body` is a `BodyRead` (the upstream's), one to store an `Io` (ours).
+    fn cache_blob(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        body: &mut dyn Read,
+        total: Option<u64>,
+        origin: &Origin,
+        spool: Arc<dyn Spool>,
+    ) -> Result<u64, StoreError>;
+}
+
+/// How a blob being pulled through is read while it is written (`proxy::fetch` follows it).
+pub trait Spool: Send + Sync {
+    /// The bytes will be in `file` (read with positional reads only); called once, first.
+    fn started(&self, file: Arc<File>);
+    /// More bytes are in the file.
+    fn advanced(&self);
 }
 
 /// Upload sessions (chunked and streamed pushes), kept where the backend keeps its data.
@@ -193,6 +240,58 @@ impl Storage for Store {
     }
     fn describe(&self) -> String {
         self.layout().root().display().to_string()
+    }
+
+    fn shared(&self) -> Arc<dyn Storage> {
+        Arc::new(self.clone())
+    }
+    fn resolve(&self, name: &Name, reference: &Reference) -> Result<Option<Digest>, StoreError> {
+        Store::resolve(self, name, reference)
+    }
+    fn manifest_origin(&self, name: &Name, digest: &Digest) -> Result<Option<Origin>, StoreError> {
+        Store::manifest_origin(self, name, digest)
+    }
+    fn has_cached_manifests(&self, name: &Name) -> Result<bool, StoreError> {
+        Ok(Store::has_cached_manifests(self, name))
+    }
+    fn tag_checked_at(&self, name: &Name, tag: &Tag) -> Result<Option<SystemTime>, StoreError> {
+        Ok(Store::tag_checked_at(self, name, tag))
+    }
+    fn touch_tag(&self, name: &Name, tag: &Tag, _digest: &Digest, now: SystemTime) -> Result<(), StoreError> {
+        // The link already holds the digest: its mtime is the time checked.
+        Store::touch_tag(self, name, tag, now)
+    }
+    fn put_cached_manifest(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        bytes: &[u8],
+        parsed: &manifest::Parsed,
+        tag: Option<&Tag>,
+        origin: &Origin,
+    ) -> Result<(), StoreError> {
+        Store::put_manifest(self, name, digest, bytes, parsed, tag, Some(origin))
+    }
+    fn cache_blob(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        body: &mut dyn Read,
+        total: Option<u64>,
+        origin: &Origin,
+        spool: Arc<dyn Spool>,
+    ) -> Result<u64, StoreError> {
+        // Clients follow the temp file itself: no second copy of the bytes.
+        let mut writer = BlobWriter::temp(self.layout(), digest.algorithm())?;
+        spool.started(Arc::new(writer.reader()?));
+        writer.on_write(Box::new(move || spool.advanced()));
+        let copied = writer.copy_from(body, total)?;
+        if let Some(expected) = total.filter(|t| *t != copied) {
+            return Err(StoreError::SizeMismatch { expected, actual: copied });
+        }
+        writer.commit(self.layout(), digest)?;
+        Store::link_layer(self, name, digest, Some(origin))?;
+        Ok(copied)
     }
 }
 

@@ -3,18 +3,22 @@
 //! index first, then for each blob a HEAD probe and an upload of what is missing, then the
 //! manifest under the same repository path. Idempotent: a retry uploads only what the upstream
 //! still lacks. Upstream HTTP goes through the shared `UpstreamClient` (same auth as pulls).
+//! What it forwards is read through `backend::Storage`, from a directory or S3 alike. Nothing is
+//! queued: the push is answered once the mirror is done, so there is no journal to lose in a
+//! restart; a push cut by one (or by an upstream failure) is retried by the client through any
+//! instance, and the retry sends only what the upstream still lacks.
 
-use std::fs::File;
 use std::io::Read;
 use std::sync::Arc;
 
+use super::backend::Storage;
 use super::error::ApiError;
 use super::manifest;
 use super::names::{Digest, Name, Reference};
 use super::proxy::upstream::{Outgoing, Target, UpstreamClient, UpstreamError};
 use super::proxy::{upstream_error, MANIFEST_ACCEPT};
-use super::storage::Store;
 use crate::auth::{Claims, Identity};
+use crate::http::Body;
 use crate::registry::names::is_under;
 
 /// Index → image → blobs is two levels; anything deeper is refused rather than followed.
@@ -59,7 +63,7 @@ impl Mirror {
     /// upstream and what it answered; the local copy is untouched either way.
     pub fn push(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         name: &Name,
         reference: &Reference,
         digest: &Digest,
@@ -88,7 +92,7 @@ impl Mirror {
 
     fn push_manifest(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         name: &Name,
         reference: &str,
         digest: &Digest,
@@ -103,10 +107,9 @@ impl Mirror {
             .map_err(|e| local_error(&self.host, e))?
             .ok_or_else(|| local_error(&self.host, format!("manifest {digest} is missing")))?;
         let media_type = stored.media_type;
-        let bytes = store
-            .read_manifest(name, digest)
-            .map_err(|e| local_error(&self.host, e))?
-            .ok_or_else(|| local_error(&self.host, format!("manifest {digest} is missing")))?;
+        // Size-capped when it was stored: read whole.
+        let mut bytes = Vec::with_capacity(usize::try_from(stored.len).unwrap_or(0));
+        into_reader(stored.body).read_to_end(&mut bytes).map_err(|e| local_error(&self.host, e))?;
         let parsed = manifest::parse(&bytes, Some(&media_type)).map_err(|e| local_error(&self.host, e))?;
         let target = Target { host: &self.host, repository: name.as_str() };
         for child in &parsed.children {
@@ -118,7 +121,7 @@ impl Mirror {
             if self.exists(&target, &format!("blobs/{blob}"))? {
                 report.blobs_present += 1;
             } else {
-                self.upload_blob(store, &target, blob)?;
+                self.upload_blob(store, name, &target, blob)?;
                 report.blobs_uploaded += 1;
             }
         }
@@ -150,7 +153,13 @@ impl Mirror {
     }
 
     /// POST a session, then PUT the whole blob with `?digest=` (streamed from the store).
-    fn upload_blob(&self, store: &Store, target: &Target<'_>, digest: &Digest) -> Result<(), UpstreamError> {
+    fn upload_blob(
+        &self,
+        store: &dyn Storage,
+        name: &Name,
+        target: &Target<'_>,
+        digest: &Digest,
+    ) -> Result<(), UpstreamError> {
         let endpoint = self.client.endpoint(&self.host);
         let url = format!("{endpoint}/v2/{}/blobs/uploads/", target.repository);
         let started =
@@ -166,11 +175,13 @@ impl Mirror {
         };
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!("digest={}", crate::http::percent_encode(&digest.to_string())));
-        let path = store.layout().blob(digest);
-        let body = move || {
-            let file = File::open(&path)?;
-            let len = file.metadata()?.len();
-            Ok((Box::new(file) as Box<dyn Read>, len))
+        // Opened again for each attempt (a retry after an auth challenge sends it anew).
+        let body = || {
+            let blob = store.open_blob(name, digest).map_err(std::io::Error::other)?.ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("blob {digest} is missing"))
+            })?;
+            let len = blob.size();
+            Ok((into_reader(blob.body(0, len).map_err(std::io::Error::other)?), len))
         };
         self.client.send(&Outgoing {
             method: "PUT",
@@ -181,6 +192,16 @@ impl Mirror {
             body: Some(&body),
         })?;
         Ok(())
+    }
+}
+
+/// A stored blob's body (a file on disk, a GET from S3) as the reader an upload sends.
+fn into_reader(body: Body) -> Box<dyn Read> {
+    match body {
+        Body::Empty => Box::new(std::io::empty()),
+        Body::Bytes(bytes) => Box::new(std::io::Cursor::new(bytes)),
+        Body::File { file, len } => Box::new(file.take(len)),
+        Body::Reader { reader, .. } => reader,
     }
 }
 

@@ -215,7 +215,7 @@ fn attempt_steps(
         run.log(&job.name, LogSource::Glci, note.clone());
     }
     run.log(&job.name, LogSource::Glci, format!("Using docker image {}", image.name));
-    ensure_image(run, job, &image.name, image.platform.as_deref(), &image.pull_policy)?;
+    let image_id = ensure_image(run, job, &image.name, image.platform.as_deref(), &image.pull_policy)?;
 
     let network = if job.services.is_empty() {
         None
@@ -254,7 +254,7 @@ fn attempt_steps(
     };
     let container = create_container(spec, &wiring.networks, created)?;
     let mut wiring = wiring;
-    wiring.files.extend(run.wiring.prepare(&container, job, None)?);
+    wiring.files.extend(run.wiring.prepare(&container, image_id.as_deref(), job, None)?);
 
     // `type: file` variables: their files, written beside the project as the runner does.
     for (path, contents) in &job.file_variables {
@@ -356,7 +356,7 @@ fn start_service(
     network: &str,
     created: &mut Created,
 ) -> Result<String, String> {
-    ensure_image(run, job, &service.image, service.platform.as_deref(), &service.pull_policy)?;
+    let image_id = ensure_image(run, job, &service.image, service.platform.as_deref(), &service.pull_policy)?;
     let wiring: Wiring = run.wiring.service(job, service);
     let mut variables = service.variables.clone();
     for (key, value) in &wiring.variables {
@@ -379,7 +379,7 @@ fn start_service(
     };
     let container = create_container(spec, &wiring.networks, created)?;
     let mut files = wiring.files.clone();
-    files.extend(run.wiring.prepare(&container, job, Some(service))?);
+    files.extend(run.wiring.prepare(&container, image_id.as_deref(), job, Some(service))?);
     if !files.is_empty() {
         copy_files(&container, &files)?;
     }

@@ -55,10 +55,13 @@ pub trait JobWiring: Sync {
     }
     /// Files that depend on what the created (not yet started) `container` holds, e.g. the
     /// image's CA bundle with the registry CA appended; copied in before it starts, after
-    /// [`Wiring::files`]. `service` is `None` for the job's own container.
+    /// [`Wiring::files`]. `service` is `None` for the job's own container. `image_id` is the ID
+    /// of the image it was created from when the pull step found it on the host (saves asking
+    /// Docker again), `None` when that is not known.
     fn prepare(
         &self,
         _container: &str,
+        _image_id: Option<&str>,
         _job: &PlannedJob,
         _service: Option<&PlannedService>,
     ) -> Result<Vec<ExtraFile>, String> {

@@ -10,14 +10,16 @@ use crate::pipeline::plan::PlannedJob;
 
 /// Makes sure the host has `image` by its `pull_policy`, tried in order as the runner's pull
 /// manager does (executors/docker/internal/pull/manager.go; none given: `if-not-present`,
-/// glci's default), pulling with `--platform` when `docker: platform` is set.
+/// glci's default), pulling with `--platform` when `docker: platform` is set. The image's ID
+/// when the host had it already (the `docker image inspect` that found it said), `None` when
+/// it was pulled.
 pub(super) fn ensure_image(
     run: &Run<'_>,
     job: &PlannedJob,
     image: &str,
     platform: Option<&str>,
     policies: &[PullPolicy],
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     const DEFAULT: [PullPolicy; 1] = [PullPolicy::IfNotPresent];
     let policies = if policies.is_empty() { &DEFAULT[..] } else { policies };
     let mut failure = String::new();
@@ -29,17 +31,17 @@ pub(super) fn ensure_image(
                 format!("Attempt #{}: Trying \"{}\" pull policy", i + 1, policy.as_str()),
             );
         }
-        let result = match policy {
-            PullPolicy::IfNotPresent | PullPolicy::Never
-                if docker::image_exists(image).map_err(|e| e.to_string())? =>
-            {
-                Ok(())
-            }
-            PullPolicy::Never => Err(format!("{image} is not on this host and the pull policy is `never`")),
-            PullPolicy::IfNotPresent | PullPolicy::Always => pull(run, job, image, platform),
+        let present = match policy {
+            PullPolicy::IfNotPresent | PullPolicy::Never => docker::image_id(image).map_err(|e| e.to_string())?,
+            PullPolicy::Always => None,
+        };
+        let result = match (policy, present) {
+            (_, Some(id)) => Ok(Some(id)),
+            (PullPolicy::Never, None) => Err(format!("{image} is not on this host and the pull policy is `never`")),
+            (PullPolicy::IfNotPresent | PullPolicy::Always, None) => pull(run, job, image, platform).map(|()| None),
         };
         match result {
-            Ok(()) => return Ok(()),
+            Ok(id) => return Ok(id),
             Err(e) if policies.len() == 1 => return Err(e),
             Err(e) => {
                 run.log(

@@ -62,9 +62,11 @@ fn parse_one_range(header: Option<&str>, len: u64) -> Result<Option<ByteRange>, 
 pub fn get(registry: &Registry, request: &Request<'_>, name: &Name, digest: &Digest) -> Result<Response, ApiError> {
     let ns = super::manifests::namespace(request)?;
     let Some(blob) = registry.store.open_blob(name, digest)? else {
-        let pulled = match (&registry.proxy, registry.store.filesystem()) {
-            (Some(proxy), Some(store)) => proxy.blob(store, name, digest, ns.as_deref(), request.method == "HEAD")?,
-            _ => None,
+        let pulled = match &registry.proxy {
+            Some(proxy) => {
+                proxy.blob(registry.store.as_ref(), name, digest, ns.as_deref(), request.method == "HEAD")?
+            }
+            None => None,
         };
         return match pulled {
             Some(response) => Ok(with_namespace(response, ns)),

@@ -26,8 +26,8 @@ pub fn get(
     reference: &Reference,
 ) -> Result<Response, ApiError> {
     let ns = namespace(request)?;
-    if let (Some(proxy), Some(store)) = (&registry.proxy, registry.store.filesystem()) {
-        proxy.refresh_manifest(store, name, reference, ns.as_deref())?;
+    if let Some(proxy) = &registry.proxy {
+        proxy.refresh_manifest(registry.store.as_ref(), name, reference, ns.as_deref())?;
     }
     let Some(m) = registry.store.open_manifest(name, reference)? else {
         return Err(unknown(registry, name, reference));
@@ -100,14 +100,7 @@ pub fn put(
     registry.store.put_manifest(name, &digest, &bytes, &parsed, tag)?;
     // Stored first: an upstream failure answers 5xx but keeps the local copy (DESIGN §8).
     if let Some(mirror) = registry.mirror.as_ref().filter(|_| mirror::wanted(identity, name)) {
-        let Some(store) = registry.store.filesystem() else {
-            return Err(ApiError::new(
-                OciCode::Unsupported,
-                format!("stored, but push-through is not supported on {} yet", registry.store.describe()),
-            )
-            .with_status(501));
-        };
-        mirror.push(store, name, reference, &digest)?;
+        mirror.push(registry.store.as_ref(), name, reference, &digest)?;
     }
     let mut response = Response::new(201)
         .header("Location", format!("/v2/{name}/manifests/{digest}"))

@@ -17,11 +17,12 @@ use upstream::{Target, UpstreamClient, UpstreamError};
 use crate::auth::unix;
 use crate::clock::Clock;
 use crate::http::{Body, Response};
+use crate::registry::backend::{Spool, Storage};
 use crate::registry::error::{ApiError, OciCode};
 use crate::registry::manifest;
 use crate::registry::names::{Algorithm, Digest, Name, Reference};
 use crate::registry::storage::blobs::digest_of;
-use crate::registry::storage::{BlobWriter, Origin, Store, StoreError};
+use crate::registry::storage::{Origin, StoreError};
 use crate::registry::DIGEST_HEADER;
 
 /// The manifest types we ask upstreams for, most specific first.
@@ -197,7 +198,7 @@ impl Proxy {
     /// when the upstream cannot be reached. `Ok` with nothing stored means no upstream has it.
     pub fn refresh_manifest(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         name: &Name,
         reference: &Reference,
         ns: Option<&str>,
@@ -210,8 +211,9 @@ impl Proxy {
             let Reference::Tag(tag) = reference else { return Ok(()) };
             let Some(origin) = store.manifest_origin(name, &digest)? else { return Ok(()) };
             let fresh = store
-                .tag_checked_at(name, tag)
-                .and_then(|t| self.inner.clock.now().duration_since(t).ok())
+                .tag_checked_at(name, tag)?
+                // A time ahead of ours (the clock of the store that stamped it) is "just now".
+                .map(|t| self.inner.clock.now().duration_since(t).unwrap_or_default())
                 .is_some_and(|age| age < self.inner.tag_ttl);
             if fresh {
                 return Ok(());
@@ -235,7 +237,7 @@ impl Proxy {
     /// whether it moved; only then is the manifest fetched again.
     fn revalidate(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         name: &Name,
         reference: &Reference,
         digest: &Digest,
@@ -247,7 +249,7 @@ impl Proxy {
         let upstream_digest = response.header(DIGEST_HEADER).map(str::to_string);
         if upstream_digest.as_deref() == Some(digest.to_string().as_str()) {
             if let Reference::Tag(tag) = reference {
-                store.touch_tag(name, tag, self.inner.clock.now()).map_err(UpstreamError::Local)?;
+                store.touch_tag(name, tag, digest, self.inner.clock.now()).map_err(UpstreamError::Local)?;
             }
             return Ok(());
         }
@@ -256,7 +258,7 @@ impl Proxy {
 
     fn fetch_manifest(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         name: &Name,
         reference: &Reference,
         sources: &[Source],
@@ -281,7 +283,7 @@ impl Proxy {
     /// GETs a manifest, checks it (size, JSON, digest) and stores it with its origin.
     fn fetch_manifest_from(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         name: &Name,
         reference: &Reference,
         source: &Source,
@@ -317,10 +319,10 @@ impl Proxy {
             }
         }
         let origin = Origin { upstream: source.host.clone(), fetched_at: unix(SystemTime::now()) };
-        store.put_manifest(name, &digest, &bytes, &parsed, tag, Some(&origin)).map_err(UpstreamError::Local)?;
+        store.put_cached_manifest(name, &digest, &bytes, &parsed, tag, &origin).map_err(UpstreamError::Local)?;
         // The tag's check time on the clock `tag_ttl` is measured by (a test's may run ahead).
         match tag {
-            Some(tag) => store.touch_tag(name, tag, self.inner.clock.now()).map_err(UpstreamError::Local),
+            Some(tag) => store.touch_tag(name, tag, &digest, self.inner.clock.now()).map_err(UpstreamError::Local),
             None => Ok(()),
         }
     }
@@ -329,7 +331,7 @@ impl Proxy {
     /// streams it. `Ok(None)` when no upstream has it.
     pub fn blob(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         name: &Name,
         digest: &Digest,
         ns: Option<&str>,
@@ -343,7 +345,7 @@ impl Proxy {
             // A HEAD on a hostless name none of whose manifests came from upstream is a push
             // asking which blobs to upload (pulls ask for the manifest first, which records its
             // origin): answer from here, and keep the push's digests from the upstreams.
-            if !is_routed(name.as_str(), ns) && !store.has_cached_manifests(name) {
+            if !is_routed(name.as_str(), ns) && !store.has_cached_manifests(name)? {
                 return Ok(None);
             }
             return self.head_blob(digest, &sources);
@@ -351,12 +353,12 @@ impl Proxy {
         let origin_name = name.clone();
         let download = self.inner.inflight.join_or_start(name, digest, |download| {
             let inner = Arc::clone(&self.inner);
-            let store = store.clone();
+            let store = store.shared();
             let spawned = std::thread::Builder::new().name("glci-fetch".into()).spawn({
                 let download = Arc::clone(&download);
                 let digest = digest.clone();
                 move || {
-                    let outcome = inner.download(&store, &origin_name, &digest, &sources, &download);
+                    let outcome = inner.download(store.as_ref(), &origin_name, &digest, &sources, &download);
                     // Out of the table before the outcome is known: a later miss starts afresh
                     // instead of joining (and replaying) a failure.
                     inner.inflight.remove(&origin_name, &digest);
@@ -408,13 +410,28 @@ impl Proxy {
     }
 }
 
+/// What a download's clients read while the store writes the blob (`Storage::cache_blob`).
+struct Follow {
+    download: Arc<Download>,
+    total: Option<u64>,
+}
+
+impl Spool for Follow {
+    fn started(&self, file: Arc<std::fs::File>) {
+        self.download.started(file, self.total);
+    }
+    fn advanced(&self) {
+        self.download.advanced();
+    }
+}
+
 impl Inner {
     /// The download thread's work: GET from the first source that has the blob, stream it into a
     /// temp file that readers follow, verify, commit, and link it into every repository that
     /// asked for it.
     fn download(
         &self,
-        store: &Store,
+        store: &dyn Storage,
         name: &Name,
         digest: &Digest,
         sources: &[Source],
@@ -433,22 +450,17 @@ impl Inner {
                 }
             };
             let total = response.header("Content-Length").and_then(|l| l.parse::<u64>().ok());
-            let mut writer = BlobWriter::temp(store.layout(), digest.algorithm())?;
-            let follower = Arc::new(writer.reader()?);
-            let notify = Arc::clone(download);
-            writer.on_write(Box::new(move || notify.advanced()));
-            download.started(follower, total);
-            let copied = writer
-                .copy_from(&mut response.into_reader(), total)
-                .map_err(|e| upstream_error(caching_failed(source, &format!("blob {digest}"), e)))?;
-            if total.is_some_and(|t| t != copied) {
-                return Err(upstream_error(invalid(source, format!("blob {digest} ended after {copied} bytes"))));
-            }
-            writer
-                .commit(store.layout(), digest)
-                .map_err(|e| upstream_error(caching_failed(source, &format!("blob {digest}"), e)))?;
             let origin = Origin { upstream: source.host.clone(), fetched_at: unix(SystemTime::now()) };
-            store.link_layer(name, digest, Some(&origin))?;
+            let spool = Arc::new(Follow { download: Arc::clone(download), total });
+            store.cache_blob(name, digest, &mut response.into_reader(), total, &origin, spool).map_err(|e| {
+                let e = match e {
+                    StoreError::SizeMismatch { actual, .. } => {
+                        invalid(source, format!("blob {digest} ended after {actual} bytes"))
+                    }
+                    other => caching_failed(source, &format!("blob {digest}"), other),
+                };
+                upstream_error(e)
+            })?;
             return Ok(());
         }
         Err(match failure {

@@ -38,6 +38,13 @@ pub struct ObjectMeta {
     pub last_modified: Option<String>,
 }
 
+/// An object's `Last-Modified` and one of its user metadata values (`head_metadata`).
+#[derive(Clone, Debug)]
+pub struct Stamped {
+    pub last_modified: Option<String>,
+    pub value: Option<String>,
+}
+
 /// An object in a listing.
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -45,6 +52,18 @@ pub struct Entry {
     pub size: u64,
     /// ISO 8601, as S3 lists it.
     pub last_modified: String,
+}
+
+impl Entry {
+    /// When the store last wrote the object, as it lists it (`2026-12-03T14:34:06.000Z`).
+    pub fn listed_time(&self) -> Option<SystemTime> {
+        crate::encoding::parse_rfc3339(&self.last_modified)
+    }
+
+    /// [`Entry::listed_time`]; an unreadable time counts as far ahead (kept by every age check).
+    pub fn modified(&self) -> SystemTime {
+        self.listed_time().unwrap_or_else(|| SystemTime::now() + Duration::from_secs(1 << 30))
+    }
 }
 
 /// A multipart upload still open in the bucket (from ListMultipartUploads).
@@ -405,6 +424,35 @@ impl S3Client {
             _ => Ok(()),
         }
     }
+
+    // User metadata (`x-amz-meta-NAME`): what the pull-through cache stamps a tag with.
+
+    /// Writes a small object with one user metadata value.
+    pub fn put_bytes_with_metadata(&self, key: &str, bytes: &[u8], name: &str, value: &str) -> Result<(), StoreError> {
+        let header = format!("x-amz-meta-{name}");
+        let mut action = self.bucket.put_object(self.credentials.as_ref(), key);
+        action.headers_mut().insert(header.clone(), value.to_string());
+        let url = action.sign(SIGNED_FOR);
+        self.request("PUT", url)
+            .set(&header, value)
+            .send_bytes(bytes)
+            .map(|_| ())
+            .map_err(|e| self.failed(key, "PUT", e))
+    }
+
+    /// HEAD of an object: its `Last-Modified` and its user metadata value `name`; `None` when
+    /// the object is not there.
+    pub fn head_metadata(&self, key: &str, name: &str) -> Result<Option<Stamped>, StoreError> {
+        let url = self.bucket.head_object(self.credentials.as_ref(), key).sign(SIGNED_FOR);
+        match self.request("HEAD", url).call() {
+            Ok(r) => Ok(Some(Stamped {
+                last_modified: r.header("Last-Modified").map(str::to_string),
+                value: r.header(&format!("x-amz-meta-{name}")).map(str::to_string),
+            })),
+            Err(ureq::Error::Status(404, _)) => Ok(None),
+            Err(e) => Err(self.failed(key, "HEAD", e)),
+        }
+    }
 }
 
 /// Reads into `part` until it holds [`PART_SIZE`] bytes or the body ends; true when it ended.
@@ -457,27 +505,6 @@ fn xml_unescape(text: &str) -> String {
     text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
 }
 
-/// Parses S3's listing time (`2026-12-03T14:34:06.000Z`).
-pub fn parse_listed_time(text: &str) -> Option<SystemTime> {
-    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<u32>().ok();
-    let (date_sep, time_sep) = (text.get(4..5)? == "-" && text.get(7..8)? == "-", text.get(10..11)? == "T");
-    if !(date_sep && time_sep) {
-        return None;
-    }
-    let month = time::Month::try_from(u8::try_from(number(5..7)?).ok()?).ok()?;
-    let date =
-        time::Date::from_calendar_date(i32::try_from(number(0..4)?).ok()?, month, u8::try_from(number(8..10)?).ok()?)
-            .ok()?;
-    let clock = time::Time::from_hms(
-        u8::try_from(number(11..13)?).ok()?,
-        u8::try_from(number(14..16)?).ok()?,
-        u8::try_from(number(17..19)?).ok()?,
-    )
-    .ok()?;
-    let secs = u64::try_from(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
 /// The text of the first `<name>…</name>` in an XML document.
 fn xml_field<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let open = format!("<{name}>");
@@ -502,44 +529,6 @@ fn percent_encode_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xml_fields_and_copy_sources() {
-        let body = "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>m</Message></Error>";
-        assert_eq!(xml_field(body, "Code"), Some("NoSuchKey"));
-        assert_eq!(xml_field("<CopyObjectResult/>", "Code"), None);
-        assert_eq!(percent_encode_key("p/uploads/a b+c"), "p/uploads/a%20b%2Bc");
-    }
-
-    #[test]
-    fn multipart_upload_listings_parse_with_their_markers() {
-        let page = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-            <ListMultipartUploadsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
-            <Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>\
-            <NextKeyMarker>p/uploads/x/1</NextKeyMarker><NextUploadIdMarker>id2</NextUploadIdMarker>\
-            <MaxUploads>2</MaxUploads><IsTruncated>true</IsTruncated>\
-            <Upload><Key>p/uploads/a&amp;b/00000000000000000000</Key><UploadId>id1</UploadId>\
-            <Initiator><ID>i</ID></Initiator><Initiated>2026-12-03T14:34:06.000Z</Initiated></Upload>\
-            <Upload><Key>p/uploads/x/1</Key><UploadId>id2</UploadId><Initiated>2026-12-03T14:35:00Z</Initiated></Upload>\
-            </ListMultipartUploadsResult>";
-        let parsed = parse_multipart_uploads(page).unwrap();
-        assert_eq!(parsed.uploads.len(), 2);
-        assert_eq!(parsed.uploads[0].key, "p/uploads/a&b/00000000000000000000");
-        assert_eq!((parsed.uploads[0].upload_id.as_str(), parsed.uploads[1].upload_id.as_str()), ("id1", "id2"));
-        assert_eq!(parsed.uploads[0].initiated, "2026-12-03T14:34:06.000Z");
-        assert_eq!(parsed.next, Some(("p/uploads/x/1".into(), "id2".into())));
-        let last = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>\
-            <NextKeyMarker></NextKeyMarker></ListMultipartUploadsResult>";
-        assert_eq!(parse_multipart_uploads(last), Some(UploadsPage { uploads: vec![], next: None }));
-        assert_eq!(parse_multipart_uploads("<Error><Code>NotImplemented</Code></Error>"), None);
-    }
-
-    #[test]
-    fn listed_times_parse() {
-        let t = parse_listed_time("2020-12-01T20:43:11.794Z").unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_606_855_391);
-        assert!(parse_listed_time("yesterday").is_none());
-    }
 
     /// A body that is exactly one part long leaves `fill` unsure; the next read ends it.
     #[test]

@@ -6,9 +6,8 @@
 //! at a time. Times are the store's own `LastModified`, whole seconds. Reads only.
 
 use std::collections::HashSet;
-use std::time::SystemTime;
 
-use super::client::{parse_listed_time, Entry};
+use super::client::Entry;
 use super::store::S3Store;
 use crate::registry::names::{Digest, Name, Tag};
 use crate::registry::storage::inventory::{
@@ -64,12 +63,6 @@ pub fn blob_key(rel: &str) -> Option<Digest> {
     digest_from(algorithm, hex)
 }
 
-/// The listing time of an entry; an unreadable one counts as "now" (kept by every age check).
-pub fn entry_time(entry: &Entry) -> SystemTime {
-    parse_listed_time(&entry.last_modified)
-        .unwrap_or_else(|| SystemTime::now() + std::time::Duration::from_secs(1 << 30))
-}
-
 /// `f` on every item, [`READERS`] at a time; the results in the items' order.
 pub fn read_all<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     if items.is_empty() {
@@ -95,7 +88,7 @@ impl S3Store {
         for entry in &blobs.keys {
             inv.disk_bytes += entry.size;
             let Some(digest) = entry.key.strip_prefix(&keys.blobs()).and_then(blob_key) else { continue };
-            inv.blobs.insert(digest, BlobFile { size: entry.size, modified: entry_time(entry) });
+            inv.blobs.insert(digest, BlobFile { size: entry.size, modified: entry.modified() });
         }
         let mut sessions = HashSet::new();
         for entry in &uploads.keys {
@@ -114,7 +107,7 @@ impl S3Store {
         for entry in &repositories.keys {
             inv.disk_bytes += entry.size;
             let Some(link) = entry.key.strip_prefix(&keys.repositories()).and_then(link_key) else { continue };
-            let modified = entry_time(entry);
+            let modified = entry.modified();
             match link {
                 LinkKey::Referrer { name, subject, referrer } => {
                     inv.repositories.entry(name).or_default().referrers.push(ReferrerEntry {
@@ -138,7 +131,7 @@ impl S3Store {
             // A link removed between the listing and the read is gone: skip it.
             let Some(bytes) = text? else { continue };
             let text = String::from_utf8_lossy(&bytes).trim().to_string();
-            let modified = entry_time(entry);
+            let modified = entry.modified();
             let origin = || serde_json::from_str::<Origin>(&text).ok();
             match link {
                 LinkKey::Tag(name, tag) => {

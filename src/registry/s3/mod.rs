@@ -1,9 +1,11 @@
 //! The S3 backend: the registry's content and upload sessions in an S3-compatible bucket
 //! (SeaweedFS, MinIO, Ceph RGW, AWS), so several `glci serve` instances share one store.
 //! `client` speaks S3, `store` is the content store, `uploads` the upload sessions,
-//! `inventory` reads the bucket for list/stats/clean, `sweep` is how clean deletes safely,
-//! `multipart` the open multipart uploads clean aborts.
+//! `inventory` reads the bucket for list/stats/clean, `sweep` is how clean deletes safely, `cache`
+//! what the pull-through cache keeps beside the content (origins, tag checks, blobs cached as
+//! they stream), `multipart` the open multipart uploads clean aborts.
 
+mod cache;
 pub mod client;
 pub mod inventory;
 pub mod multipart;

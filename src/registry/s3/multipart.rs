@@ -14,8 +14,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use super::client::{parse_listed_time, OpenUpload};
+use super::client::OpenUpload;
 use super::store::{Keys, S3Store};
+use crate::encoding::parse_rfc3339;
 use crate::registry::storage::StoreError;
 
 /// Least age of an open upload on a blob key before `clean` aborts it.
@@ -41,7 +42,7 @@ pub fn orphaned<'a>(
     uploads
         .iter()
         .filter(|upload| {
-            let Some(initiated) = parse_listed_time(&upload.initiated) else { return false };
+            let Some(initiated) = parse_rfc3339(&upload.initiated) else { return false };
             match session_of(keys, &upload.key) {
                 Some(id) => !sessions.contains(id) && initiated < cutoff,
                 None => upload.key.starts_with(&keys.blobs()) && initiated < unowned_cutoff,
@@ -57,7 +58,7 @@ impl S3Store {
         let mut sessions = HashSet::new();
         for entry in self.client().list_all(&self.keys().uploads(), None)?.keys {
             let young = match active_since {
-                Some(since) => parse_listed_time(&entry.last_modified).is_none_or(|t| t >= since),
+                Some(since) => parse_rfc3339(&entry.last_modified).is_none_or(|t| t >= since),
                 None => true,
             };
             if let Some(id) = session_of(self.keys(), &entry.key).filter(|_| young) {
@@ -98,7 +99,7 @@ mod tests {
     #[test]
     fn only_old_uploads_no_session_owns_are_orphaned() {
         let keys = Keys::new("p/");
-        let at = |text: &str| parse_listed_time(text).unwrap();
+        let at = |text: &str| parse_rfc3339(text).unwrap();
         let (cutoff, now) = (at("2026-12-03T12:00:00Z"), at("2026-12-03T12:00:00Z"));
         let sessions: HashSet<String> = ["live".to_string()].into();
         let open = [

@@ -10,14 +10,14 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::client::S3Client;
 use crate::http::Body;
-use crate::registry::backend::{BlobSource, OpenedManifest, Storage};
+use crate::registry::backend::{BlobSource, OpenedManifest, Spool, Storage};
 use crate::registry::manifest;
 use crate::registry::names::{Digest, Name, Reference, Tag};
-use crate::registry::storage::{Hasher, StoreError};
+use crate::registry::storage::{Hasher, Origin, StoreError};
 
 /// Object keys under the configured prefix.
 #[derive(Clone, Debug)]
@@ -66,6 +66,15 @@ impl Keys {
 
     pub fn tag(&self, name: &Name, tag: &Tag) -> String {
         format!("{}{}", self.tags(name), tag.as_str())
+    }
+
+    /// Pulled-through manifests of `name`: their Origin JSON (as on the filesystem).
+    pub fn origins(&self, name: &Name) -> String {
+        format!("{}origins/", self.manifests(name))
+    }
+
+    pub fn origin(&self, name: &Name, digest: &Digest) -> String {
+        format!("{}{}/{}", self.origins(name), digest.algorithm().as_str(), digest.hex())
     }
 
     pub fn referrers(&self, name: &Name, subject: &Digest) -> String {
@@ -122,7 +131,7 @@ impl S3Store {
         Ok(self.client.head(key)?.is_some())
     }
 
-    fn text(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(super) fn text(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.client.get_bytes(key)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
@@ -130,7 +139,7 @@ impl S3Store {
         Ok(self.exists(&self.keys.revision(name, digest))? && self.exists(&self.keys.blob(digest))?)
     }
 
-    fn resolve(&self, name: &Name, reference: &Reference) -> Result<Option<Digest>, StoreError> {
+    pub(super) fn resolve(&self, name: &Name, reference: &Reference) -> Result<Option<Digest>, StoreError> {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(tag) => match self.text(&self.keys.tag(name, tag))?.and_then(|t| t.parse().ok()) {
@@ -158,6 +167,50 @@ impl S3Store {
             }
         }
         Ok(())
+    }
+}
+
+impl S3Store {
+    /// Stores manifest bytes, links them into `name` (with `origin` when pulled through; a push
+    /// makes it pushed content) and points `tag` at them, in the filesystem's order.
+    pub(super) fn store_manifest(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        bytes: &[u8],
+        parsed: &manifest::Parsed,
+        tag: Option<&Tag>,
+        origin: Option<&Origin>,
+    ) -> Result<(), StoreError> {
+        self.client.put_bytes(&self.keys.blob(digest), bytes)?;
+        if let Some(subject) = &parsed.subject {
+            let descriptor = manifest::referrer_descriptor(parsed, digest, bytes.len() as u64);
+            let json = serde_json::to_vec(&descriptor).unwrap_or_default();
+            self.client.put_bytes(&self.keys.referrer(name, subject, digest), &json)?;
+        }
+        let origin_key = self.keys.origin(name, digest);
+        let origin_json = origin.map(|o| serde_json::to_vec(o).unwrap_or_default());
+        match &origin_json {
+            Some(json) => self.client.put_bytes(&origin_key, json)?,
+            None => self.client.delete(&origin_key)?,
+        }
+        self.client.put_bytes(&self.keys.revision(name, digest), parsed.media_type.as_bytes())?;
+        let target = digest.to_string();
+        if let Some(tag) = tag {
+            self.client.put_bytes(&self.keys.tag(name, tag), target.as_bytes())?;
+        }
+        // Survive a clean running now (`sweep.rs`): each key is checked, and rewritten if taken.
+        let mut written = vec![
+            (self.keys.blob(digest), Some(bytes)),
+            (self.keys.revision(name, digest), Some(parsed.media_type.as_bytes())),
+        ];
+        if let Some(json) = &origin_json {
+            written.push((origin_key, Some(json.as_slice())));
+        }
+        if let Some(tag) = tag {
+            written.push((self.keys.tag(name, tag), Some(target.as_bytes())));
+        }
+        self.settle(&written)
     }
 }
 
@@ -285,26 +338,7 @@ impl Storage for S3Store {
         parsed: &manifest::Parsed,
         tag: Option<&Tag>,
     ) -> Result<(), StoreError> {
-        self.client.put_bytes(&self.keys.blob(digest), bytes)?;
-        if let Some(subject) = &parsed.subject {
-            let descriptor = manifest::referrer_descriptor(parsed, digest, bytes.len() as u64);
-            let json = serde_json::to_vec(&descriptor).unwrap_or_default();
-            self.client.put_bytes(&self.keys.referrer(name, subject, digest), &json)?;
-        }
-        self.client.put_bytes(&self.keys.revision(name, digest), parsed.media_type.as_bytes())?;
-        let target = digest.to_string();
-        if let Some(tag) = tag {
-            self.client.put_bytes(&self.keys.tag(name, tag), target.as_bytes())?;
-        }
-        // Survive a clean running now (`sweep.rs`): each key is checked, and rewritten if taken.
-        let mut written = vec![
-            (self.keys.blob(digest), Some(bytes)),
-            (self.keys.revision(name, digest), Some(parsed.media_type.as_bytes())),
-        ];
-        if let Some(tag) = tag {
-            written.push((self.keys.tag(name, tag), Some(target.as_bytes())));
-        }
-        self.settle(&written)
+        self.store_manifest(name, digest, bytes, parsed, tag, None)
     }
 
     /// A claim, as `has_layer` (an index PUT relies on its children).
@@ -339,6 +373,7 @@ impl Storage for S3Store {
                 self.client.delete(&self.keys.referrer(name, &subject, digest))?;
             }
         }
+        self.client.delete(&self.keys.origin(name, digest))?;
         self.client.delete(&revision)?;
         Ok(true)
     }
@@ -432,6 +467,46 @@ impl Storage for S3Store {
     // --- list/stats/clean (issue 20) ---
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
+    }
+    fn shared(&self) -> Arc<dyn Storage> {
+        Arc::new(self.clone())
+    }
+    fn resolve(&self, name: &Name, reference: &Reference) -> Result<Option<Digest>, StoreError> {
+        S3Store::resolve(self, name, reference)
+    }
+    fn manifest_origin(&self, name: &Name, digest: &Digest) -> Result<Option<Origin>, StoreError> {
+        self.origin_at(&self.keys.origin(name, digest))
+    }
+    fn has_cached_manifests(&self, name: &Name) -> Result<bool, StoreError> {
+        self.client.any_under(&self.keys.origins(name))
+    }
+    fn tag_checked_at(&self, name: &Name, tag: &Tag) -> Result<Option<SystemTime>, StoreError> {
+        S3Store::tag_checked_at(self, name, tag)
+    }
+    fn touch_tag(&self, name: &Name, tag: &Tag, digest: &Digest, now: SystemTime) -> Result<(), StoreError> {
+        S3Store::touch_tag(self, name, tag, digest, now)
+    }
+    fn put_cached_manifest(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        bytes: &[u8],
+        parsed: &manifest::Parsed,
+        tag: Option<&Tag>,
+        origin: &Origin,
+    ) -> Result<(), StoreError> {
+        self.store_manifest(name, digest, bytes, parsed, tag, Some(origin))
+    }
+    fn cache_blob(
+        &self,
+        name: &Name,
+        digest: &Digest,
+        body: &mut dyn Read,
+        total: Option<u64>,
+        origin: &Origin,
+        spool: Arc<dyn Spool>,
+    ) -> Result<u64, StoreError> {
+        S3Store::cache_blob(self, name, digest, body, total, origin, spool)
     }
 }
 

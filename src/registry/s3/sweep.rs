@@ -21,8 +21,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::client::S3Client;
-use super::inventory::{entry_time, link_key, read_all, LinkKey};
+use super::client::{Entry, S3Client};
+use super::inventory::{link_key, read_all, LinkKey};
 use super::store::{Keys, S3Store};
 use crate::durable::new_id;
 use crate::registry::names::{Digest, Name, Tag};
@@ -59,7 +59,7 @@ pub fn store_now(client: &S3Client, keys: &Keys) -> Result<SystemTime, StoreErro
 /// the form the listing parser reads).
 pub fn modified(client: &S3Client, key: &str) -> Result<Option<SystemTime>, StoreError> {
     let page = client.list_page(key, None, None, None, Some(1))?;
-    Ok(page.keys.iter().find(|e| e.key == key).map(entry_time))
+    Ok(page.keys.iter().find(|e| e.key == key).map(Entry::modified))
 }
 
 impl S3Store {
@@ -210,7 +210,7 @@ impl<'a> Doom<'a> {
             let repositories = store.keys().repositories();
             let mut claimed: HashSet<Digest> = HashSet::new();
             for entry in store.client().list_all(&repositories, None)?.keys {
-                if entry_time(&entry) < cutoff {
+                if entry.modified() < cutoff {
                     continue;
                 }
                 if let Some(LinkKey::Layer(_, d) | LinkKey::Revision(_, d)) =
@@ -242,7 +242,7 @@ impl<'a> Doom<'a> {
     pub fn remove_stale_tombs(&self, before: SystemTime) -> Result<u64, StoreError> {
         let mut removed = 0;
         for entry in self.store.client().list_all(&self.store.keys().doomed(), None)?.keys {
-            if entry_time(&entry) < before {
+            if entry.modified() < before {
                 self.store.client().delete(&entry.key)?;
                 removed += 1;
             }

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::client::{parse_listed_time, Entry, S3Client};
+use super::client::{Entry, S3Client};
 use super::store::{verify, Keys};
 use crate::durable::new_id;
 use crate::registry::backend::UploadSessions;
@@ -305,7 +305,7 @@ impl UploadSessions for S3Uploads {
         for prefix in sessions.prefixes {
             let id = prefix.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
             let Ok(listing) = self.client.list_all(&prefix, None) else { continue };
-            let newest = listing.keys.iter().filter_map(|e| parse_listed_time(&e.last_modified)).max();
+            let newest = listing.keys.iter().filter_map(Entry::listed_time).max();
             let old = newest.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= max_age);
             let held = self.lock_table().get(&id).is_some_and(|lock| lock.try_lock().is_err());
             if !old || held {
