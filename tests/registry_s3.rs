@@ -3,7 +3,8 @@
 //! instance, a kill -9 mid-push, concurrent pushes of one blob and one tag, presigned
 //! redirects, the start-up check of the bucket, pull-through and push-through shared by the
 //! instances, and list/stats/clean with clean's safety against the other instances (a push in
-//! flight, a manifest between mark and sweep, two cleans at once).
+//! flight, a manifest between mark and sweep, two cleans at once, the multipart upload a killed
+//! instance left aborted).
 #![allow(clippy::unwrap_used)]
 // Tests spawn processes (haproxy, docker, skopeo, curl); clippy.toml's disallowed-methods is for src/.
 #![allow(clippy::disallowed_methods)]
@@ -194,6 +195,85 @@ fn a_push_cut_by_kill_9_leaves_no_blob_and_is_redone_on_another_instance() {
     req(&b.addr, "PATCH", &location).body(bytes.clone()).send().expect(202);
     req(&b.addr, "PUT", &format!("{location}?digest={d}")).send().expect(201);
     assert!(req(&b.addr, "GET", &format!("/v2/r/blobs/{d}")).send().expect(200).body == bytes);
+    b.stop();
+}
+
+/// The keys of the multipart uploads open under `storage`'s prefix (S3 ListMultipartUploads).
+fn open_uploads(storage: &str) -> Vec<String> {
+    let (store, _) = open_place(storage);
+    let prefix = store.keys().prefix().to_string();
+    store.client().list_multipart_uploads(&prefix).unwrap().into_iter().map(|u| u.key).collect()
+}
+
+/// Waits until `storage` has `n` multipart uploads open (a streamed PATCH has filled a part).
+fn until_open_uploads(storage: &str, n: usize) -> Vec<String> {
+    let since = std::time::Instant::now();
+    loop {
+        let open = open_uploads(storage);
+        if open.len() == n {
+            return open;
+        }
+        assert!(since.elapsed() < std::time::Duration::from_secs(60), "open uploads: {open:?}, want {n}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Starts a streamed PATCH on `s` announcing `bytes` and sends the first 12 MiB (one 8 MiB part
+/// goes to a multipart upload); returns the session's location and the open connection.
+fn patch_in_flight(s: &str, bytes: &[u8]) -> (String, std::net::TcpStream) {
+    let location = req(s, "POST", "/v2/r/blobs/uploads/").send().expect(202).location();
+    let mut stream = common::http::connect(s, std::time::Duration::from_secs(60)).unwrap();
+    let head = format!("PATCH {location} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", bytes.len());
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&bytes[..12 * 1024 * 1024]).unwrap();
+    stream.flush().unwrap();
+    (location, stream)
+}
+
+/// An instance killed mid-PATCH leaves its chunk's multipart upload open: `clean` keeps it while
+/// the session is there, and aborts it (grace 0) once the session is gone (here: the client
+/// redid the push on another instance), while a PATCH streaming into another session keeps its
+/// upload and finishes.
+#[test]
+fn clean_aborts_the_multipart_upload_a_killed_instance_left_and_keeps_a_live_ones() {
+    let storage = place();
+    let (mut a, b) = (instance(&storage), instance(&storage));
+    let cut = common::pattern("s3-orphan", 20 * 1024 * 1024);
+    let (cut_location, _cut_stream) = patch_in_flight(&a.addr, &cut);
+    until_open_uploads(&storage, 1);
+    a.terminate(libc::SIGKILL);
+    let live = common::pattern("s3-live", 20 * 1024 * 1024);
+    let (live_location, mut live_stream) = patch_in_flight(&b.addr, &live);
+    let open = until_open_uploads(&storage, 2);
+
+    // Both sessions are still there: both uploads stay.
+    after_the_store_ticks();
+    let report = admin(&b.addr, "POST", "clean?grace=0");
+    assert_eq!(report["multipart_uploads_aborted"].as_u64(), Some(0), "{report}");
+    assert_eq!(open_uploads(&storage), open);
+
+    // The client redoes the cut push through B: its session ends, the upload A left is no one's.
+    req(&b.addr, "PATCH", &cut_location).body(cut.clone()).send().expect(202);
+    req(&b.addr, "PUT", &format!("{cut_location}?digest={}", digest(&cut))).send().expect(201);
+    assert_eq!(open_uploads(&storage), open);
+    after_the_store_ticks();
+    let dry = admin(&b.addr, "POST", "clean?grace=0&dry_run=true");
+    assert_eq!(dry["multipart_uploads_aborted"].as_u64(), Some(1), "{dry}");
+    assert_eq!(open_uploads(&storage), open, "a dry run aborted an upload");
+    let report = admin(&b.addr, "POST", "clean?grace=0");
+    assert_eq!(report["multipart_uploads_aborted"].as_u64(), Some(1), "{report}");
+    let live_id = live_location.rsplit('/').next().unwrap();
+    let left = open_uploads(&storage);
+    assert!(left.len() == 1 && left[0].contains(live_id), "left open: {left:?}");
+
+    // The live PATCH goes on into its upload and the blob is whole.
+    live_stream.write_all(&live[12 * 1024 * 1024..]).unwrap();
+    let mut reader = std::io::BufReader::new(live_stream);
+    assert_eq!(common::http::read_head(&mut reader).unwrap().0, 202);
+    let d = digest(&live);
+    req(&b.addr, "PUT", &format!("{live_location}?digest={d}")).send().expect(201);
+    assert!(req(&b.addr, "GET", &format!("/v2/r/blobs/{d}")).send().expect(200).body == live);
+    assert_eq!(open_uploads(&storage), Vec::<String>::new());
     b.stop();
 }
 

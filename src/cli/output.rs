@@ -239,6 +239,13 @@ pub fn clean_text_report(r: &CleanReport) -> String {
             plural(r.temp_files_removed, "temp file", "temp files"),
         ));
     }
+    if r.multipart_uploads_aborted > 0 {
+        out.push_str(&format!(
+            "{} {} left open by instances killed mid-push\n",
+            if r.dry_run { "would abort" } else { "aborted" },
+            plural(r.multipart_uploads_aborted, "multipart upload", "multipart uploads"),
+        ));
+    }
     if r.repaired > 0 {
         out.push_str(&format!("repaired {}\n", plural(r.repaired, "leftover", "leftovers")));
     }

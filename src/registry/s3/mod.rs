@@ -3,11 +3,12 @@
 //! `client` speaks S3, `store` is the content store, `uploads` the upload sessions,
 //! `inventory` reads the bucket for list/stats/clean, `sweep` is how clean deletes safely, `cache`
 //! what the pull-through cache keeps beside the content (origins, tag checks, blobs cached as
-//! they stream).
+//! they stream), `multipart` the open multipart uploads clean aborts.
 
 mod cache;
 pub mod client;
 pub mod inventory;
+pub mod multipart;
 pub mod store;
 pub mod sweep;
 pub mod uploads;
