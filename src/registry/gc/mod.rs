@@ -184,6 +184,19 @@ struct Instants {
     cutoff: SystemTime,
 }
 
+/// The instants and the empty report of a clean starting at `start` (by the store's clock).
+fn begin(start: SystemTime, options: &CleanOptions, progress: &mut dyn FnMut(Progress)) -> (Instants, CleanReport) {
+    let cutoff = start.checked_sub(options.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let report = CleanReport {
+        dry_run: options.dry_run,
+        project: options.project.as_ref().map(Name::to_string),
+        grace_seconds: options.grace.as_secs(),
+        ..CleanReport::default()
+    };
+    progress(Progress { phase: "scanning", done: 0, total: 0 });
+    (Instants { start, cutoff }, report)
+}
+
 /// Runs `clean` on `store`, and expires `uploads`' leftovers (see the module doc). One at a
 /// time per storage directory: a second caller waits for the first to finish.
 pub fn clean(
@@ -194,15 +207,7 @@ pub fn clean(
 ) -> Result<CleanReport, GcError> {
     let _lock = StoreLock::acquire(&store.layout().gc_lock_file())?;
     let start = store.filesystem_now()?;
-    let cutoff = start.checked_sub(options.grace).unwrap_or(SystemTime::UNIX_EPOCH);
-    let at = Instants { start, cutoff };
-    let report = CleanReport {
-        dry_run: options.dry_run,
-        project: options.project.as_ref().map(Name::to_string),
-        grace_seconds: options.grace.as_secs(),
-        ..CleanReport::default()
-    };
-    progress(Progress { phase: "scanning", done: 0, total: 0 });
+    let (at, report) = begin(start, options, progress);
     let inv = store.inventory()?;
     let leftover_age = options.grace.max(MIN_LEFTOVER_AGE);
     if options.dry_run {

@@ -8,8 +8,8 @@
 use std::time::SystemTime;
 
 use super::{
-    dry_run, in_parallel, plan_removals, plan_sweep, remove_repository_links, CleanOptions, CleanReport, GcError,
-    Instants, LinkRemover, Progress, RepoPlan, MIN_LEFTOVER_AGE, PROGRESS_EVERY,
+    begin, dry_run, in_parallel, plan_removals, plan_sweep, remove_repository_links, CleanOptions, CleanReport,
+    GcError, Instants, LinkRemover, Progress, RepoPlan, MIN_LEFTOVER_AGE, PROGRESS_EVERY,
 };
 use crate::registry::backend::UploadSessions;
 use crate::registry::names::{Digest, Name, Tag};
@@ -54,15 +54,7 @@ pub fn clean_s3(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CleanReport, GcError> {
     let start = store.store_now()?;
-    let cutoff = start.checked_sub(options.grace).unwrap_or(SystemTime::UNIX_EPOCH);
-    let at = Instants { start, cutoff };
-    let report = CleanReport {
-        dry_run: options.dry_run,
-        project: options.project.as_ref().map(Name::to_string),
-        grace_seconds: options.grace.as_secs(),
-        ..CleanReport::default()
-    };
-    progress(Progress { phase: "scanning", done: 0, total: 0 });
+    let (at, report) = begin(start, options, progress);
     let inv = store.inventory()?;
     let leftover_age = options.grace.max(MIN_LEFTOVER_AGE);
     let mut report = if options.dry_run {
@@ -80,7 +72,7 @@ pub fn clean_s3(
     } else {
         store.upload_sessions(None)?
     };
-    report.multipart_uploads_aborted = store.abort_orphaned_uploads(&sessions, cutoff, start, options.dry_run)?;
+    report.multipart_uploads_aborted = store.abort_orphaned_uploads(&sessions, at.cutoff, start, options.dry_run)?;
     Ok(report)
 }
 
