@@ -58,9 +58,10 @@ pub fn holds(
         }
     };
     let Some(paths) = paths else { return Ok(true) };
-    let globs: Vec<String> =
+    let patterns: Vec<String> =
         changes.paths.iter().flat_map(|p| glob::expand_braces(&expand_existing(p, lookup))).collect();
-    Ok(paths.iter().any(|path| globs.iter().any(|g| glob::matches(g, path))))
+    let globs = glob::Globs::new(&patterns);
+    Ok(paths.iter().any(|path| globs.matches(path)))
 }
 
 /// `$NAME`/`${NAME}` replaced where the variable is set; unset ones kept as written.

@@ -174,7 +174,8 @@ fn rule_matches(rule: &Rule, vars: &VarSet, facts: &RunFacts, key: &str) -> Resu
     let exists = rule.exists.is_empty()
         || rule.exists.iter().any(|pattern| {
             let pattern = variables::expand(pattern, &lookup);
-            glob::expand_braces(&pattern).iter().any(|p| files.iter().any(|f| glob::matches(p, f)))
+            let globs = glob::Globs::new(&glob::expand_braces(&pattern));
+            files.iter().any(|f| globs.matches(f))
         });
     if !exists {
         return Ok(false);

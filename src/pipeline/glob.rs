@@ -1,27 +1,63 @@
-//! Path globs as `.gitlab-ci.yml` writes them (`artifacts: paths/exclude`, `rules: exists`):
-//! `*` and `?` within one path segment, `[abc]`/`[a-z]`/`[!a]` classes, and `**` for any number
-//! of segments; [`expand_braces`] for `{a,b}` (rules). Paths are relative, `/`-separated. Pure;
-//! used by `plan`, `changes` and `execute`.
+//! Path globs as `.gitlab-ci.yml` writes them (`artifacts: paths/exclude`, `cache: paths`,
+//! `cache: key: files`, `rules: changes/exists`), compiled once into a [`Globs`] set by the
+//! `globset` crate: `*` and `?` within one path segment, `[abc]`/`[a-z]`/`[!a]` classes, `**` for
+//! any number of segments, `{a,b}` alternatives (gitlab-runner's `doublestar.Glob`, which it
+//! uses for artifacts and cache since 13.0), a dot file matched by `*` like any other (Ruby's
+//! `FNM_DOTMATCH`). [`expand_braces`] expands braces the way Ruby's `File::FNM_EXTGLOB` does for
+//! `rules:`. Paths are relative, `/`-separated. Pure; used by `plan`, `changes` and `execute`.
 
-/// Whether `path` matches `pattern` (a leading `./` and trailing `/` are ignored on both).
-pub fn matches(pattern: &str, path: &str) -> bool {
-    let pattern: Vec<&str> = segments(pattern);
-    let path: Vec<&str> = segments(path);
-    match_segments(&pattern, &path)
-}
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-/// Whether `path` or one of its ancestor directories matches `pattern`: a path pattern naming a
-/// directory takes everything in it.
-pub fn matches_self_or_ancestor(pattern: &str, path: &str) -> bool {
-    let pattern: Vec<&str> = segments(pattern);
-    let path: Vec<&str> = segments(path);
-    (1..=path.len()).any(|n| match_segments(&pattern, &path[..n]))
+/// A list of patterns compiled into one matcher (a regex set: linear in the path, whatever the
+/// pattern, where a backtracking matcher is exponential in the number of `*`).
+pub struct Globs(GlobSet);
+
+impl Globs {
+    /// A leading `./` and a trailing `/` are ignored. A pattern globset refuses (a class range
+    /// such as `[z-a]`) matches nothing, as Ruby's `fnmatch` answers false for it.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Globs {
+        let mut set = GlobSetBuilder::new();
+        for pattern in patterns {
+            let built = GlobBuilder::new(&normalise(pattern.as_ref()))
+                .literal_separator(true)
+                .backslash_escape(true)
+                .allow_unclosed_class(true)
+                .empty_alternates(true)
+                .build();
+            if let Ok(glob) = built {
+                set.add(glob);
+            }
+        }
+        Globs(set.build().unwrap_or_else(|_| GlobSet::empty()))
+    }
+
+    /// Whether `path` matches one of the patterns.
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.is_match(normalise(path))
+    }
+
+    /// Whether `path` or one of its ancestor directories matches: a pattern naming a directory
+    /// takes everything in it.
+    pub fn matches_self_or_ancestor(&self, path: &str) -> bool {
+        let path = normalise(path);
+        let ancestors = path.match_indices('/').map(|(end, _)| &path[..end]);
+        let hit = ancestors.chain([path.as_str()]).any(|p| self.0.is_match(p));
+        hit
+    }
 }
 
 /// The leading segments of `pattern` without wildcards, joined by `/` (empty when the first
 /// segment already has one): the directory worth copying out of a container.
 pub fn literal_prefix(pattern: &str) -> String {
-    segments(pattern).into_iter().take_while(|s| !s.contains(['*', '?', '['])).collect::<Vec<_>>().join("/")
+    let pattern = normalise(pattern);
+    pattern.split('/').take_while(|s| !s.contains(['*', '?', '[', '{', '\\'])).collect::<Vec<_>>().join("/")
+}
+
+/// `./a//b/` → `a/b`.
+fn normalise(text: &str) -> String {
+    let text = text.trim();
+    let text = text.strip_prefix("./").unwrap_or(text);
+    text.split('/').filter(|s| !s.is_empty() && *s != ".").collect::<Vec<_>>().join("/")
 }
 
 /// Most patterns one brace expansion may make (bounds hostile input).
@@ -29,7 +65,8 @@ const MAX_BRACE_EXPANSIONS: usize = 1024;
 
 /// Ruby's `File::FNM_EXTGLOB` braces, which GitLab's `rules: changes`/`exists` honour:
 /// `src/*.{rs,toml}` → `src/*.rs`, `src/*.toml`; nested braces expand too, a brace without its
-/// partner (or without a comma inside) stays literal, `\{` is not a brace.
+/// partner (or without a comma inside) stays literal, `\{` is not a brace. The braces left are
+/// escaped, so that [`Globs`] reads them as the literal characters Ruby sees.
 pub fn expand_braces(pattern: &str) -> Vec<String> {
     let mut out = Vec::new();
     expand_into(pattern, &mut out);
@@ -41,7 +78,7 @@ fn expand_into(pattern: &str, out: &mut Vec<String>) {
         return;
     }
     let Some((open, close, commas)) = first_brace_group(pattern) else {
-        out.push(pattern.to_string());
+        out.push(escape_braces(pattern));
         return;
     };
     let (prefix, body, suffix) = (&pattern[..open], &pattern[open + 1..close], &pattern[close + 1..]);
@@ -50,6 +87,26 @@ fn expand_into(pattern: &str, out: &mut Vec<String>) {
         expand_into(&format!("{prefix}{}{suffix}", &body[start..end]), out);
         start = end + 1;
     }
+}
+
+/// `{` and `}` not already escaped get a `\`.
+fn escape_braces(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                out.push(c);
+                out.extend(chars.next());
+            }
+            '{' | '}' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The first `{...}` with a top-level comma: byte offsets of `{`, `}` and the commas.
@@ -83,84 +140,28 @@ fn first_brace_group(pattern: &str) -> Option<(usize, usize, Vec<usize>)> {
     None
 }
 
-fn segments(text: &str) -> Vec<&str> {
-    let text = text.trim();
-    let text = text.strip_prefix("./").unwrap_or(text);
-    text.split('/').filter(|s| !s.is_empty() && *s != ".").collect()
-}
-
-fn match_segments(pattern: &[&str], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((&"**", rest)) => (0..=path.len()).any(|skip| match_segments(rest, &path[skip..])),
-        Some((first, rest)) => match path.split_first() {
-            Some((segment, path_rest)) => match_segment(first, segment) && match_segments(rest, path_rest),
-            None => false,
-        },
-    }
-}
-
-/// One segment: `*`, `?`, classes; a `**` inside a segment acts as `*`.
-fn match_segment(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    match_chars(&p, &t)
-}
-
-fn match_chars(p: &[char], t: &[char]) -> bool {
-    match p.first() {
-        None => t.is_empty(),
-        Some('*') => (0..=t.len()).any(|skip| match_chars(&p[1..], &t[skip..])),
-        Some('?') => !t.is_empty() && match_chars(&p[1..], &t[1..]),
-        Some('[') => match (class(&p[1..]), t.first()) {
-            (Some((matcher, len)), Some(c)) => matcher(*c) && match_chars(&p[1 + len..], &t[1..]),
-            (None, Some(c)) => *c == '[' && match_chars(&p[1..], &t[1..]),
-            (_, None) => false,
-        },
-        Some('\\') if p.len() > 1 => t.first() == Some(&p[1]) && match_chars(&p[2..], &t[1..]),
-        Some(c) => t.first() == Some(c) && match_chars(&p[1..], &t[1..]),
-    }
-}
-
-type ClassMatcher = Box<dyn Fn(char) -> bool>;
-
-/// A class after its `[`: the matcher and how many chars it used (with the `]`).
-fn class(p: &[char]) -> Option<(ClassMatcher, usize)> {
-    let (negated, start) = match p.first() {
-        Some('!') | Some('^') => (true, 1),
-        _ => (false, 0),
-    };
-    // A `]` right after the opening is a member, as in POSIX.
-    let close = p.iter().enumerate().skip(start + 1).find(|(_, c)| **c == ']').map(|(i, _)| i)?;
-    let body: Vec<char> = p[start..close].to_vec();
-    let matcher = move |c: char| {
-        let mut i = 0;
-        let mut hit = false;
-        while i < body.len() {
-            if i + 2 < body.len() && body[i + 1] == '-' {
-                hit |= body[i] <= c && c <= body[i + 2];
-                i += 3;
-            } else {
-                hit |= body[i] == c;
-                i += 1;
-            }
-        }
-        hit != negated
-    };
-    Some((Box::new(matcher), close + 1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn matches(pattern: &str, path: &str) -> bool {
+        Globs::new(&[pattern]).matches(path)
+    }
+
     #[test]
     fn stars_questions_and_classes() {
         assert!(matches("*.txt", "a.txt"));
+        assert!(matches("*.txt", ".hidden.txt"));
         assert!(!matches("*.txt", "d/a.txt"));
         assert!(matches("d/?.txt", "d/a.txt"));
+        assert!(!matches("?", "/"));
         assert!(matches("file[0-9].log", "file7.log"));
         assert!(!matches("file[!0-9].log", "file7.log"));
+        assert!(matches("file[^0-9].log", "fileX.log"));
+        assert!(matches("a[bc", "a[bc"), "an unclosed class is literal");
+        assert!(!matches("[z-a]", "b"), "an invalid range matches nothing");
+        assert!(matches("\\*", "*"));
+        assert!(!matches("\\*", "x"));
         assert!(matches("./build/", "build"));
         assert!(!matches("build", "build/x"));
     }
@@ -169,6 +170,7 @@ mod tests {
     fn double_star_spans_segments() {
         assert!(matches("**/*.o", "a.o"));
         assert!(matches("**/*.o", "x/y/a.o"));
+        assert!(matches("**/*.o", ".cache/y/a.o"));
         assert!(matches("bin/**/*.o", "bin/a.o"));
         assert!(matches("bin/**", "bin/x/y"));
         assert!(matches("**", "anything/at/all"));
@@ -176,24 +178,60 @@ mod tests {
     }
 
     #[test]
+    fn alternatives_as_the_runner_globs_artifacts() {
+        assert!(matches("a.{rpm,deb}", "a.deb"));
+        assert!(matches("{dist,out}/**", "out/x/y"));
+        assert!(matches("x{,.bak}", "x"));
+        assert!(!matches("a.{rpm,deb}", "a.zip"));
+    }
+
+    #[test]
+    fn a_hostile_pattern_stays_fast() {
+        let pattern = "*a".repeat(30) + "b";
+        let path = "a".repeat(60);
+        assert!(!matches(&pattern, &path));
+    }
+
+    #[test]
+    fn one_set_of_many_patterns() {
+        let globs = Globs::new(&["*.md", "docs/**"]);
+        assert!(globs.matches("README.md"));
+        assert!(globs.matches("docs/a/b.txt"));
+        assert!(!globs.matches("src/main.rs"));
+        assert!(!Globs::new::<&str>(&[]).matches("anything"));
+    }
+
+    #[test]
     fn braces_expand_as_rubys_extglob() {
         assert_eq!(expand_braces("src/*.{rs,toml}"), ["src/*.rs", "src/*.toml"]);
         assert_eq!(expand_braces("{a,b{c,d}}/x"), ["a/x", "bc/x", "bd/x"]);
         assert_eq!(expand_braces("{a,}z"), ["az", "z"]);
-        assert_eq!(expand_braces("no{brace"), ["no{brace"]);
-        assert_eq!(expand_braces("{single}"), ["{single}"]);
-        assert_eq!(expand_braces("\\{a,b}"), ["\\{a,b}"]);
+        assert_eq!(expand_braces("no{brace"), ["no\\{brace"]);
+        assert_eq!(expand_braces("{single}"), ["\\{single\\}"]);
+        assert_eq!(expand_braces("\\{a,b}"), ["\\{a,b\\}"]);
         assert_eq!(expand_braces("{a,b}{c,d}"), ["ac", "ad", "bc", "bd"]);
         assert!(expand_braces(&"{a,b}".repeat(20)).len() <= MAX_BRACE_EXPANSIONS);
     }
 
     #[test]
+    fn literal_braces_left_by_the_expansion_match_themselves() {
+        let rules = |pattern: &str, path: &str| Globs::new(&expand_braces(pattern)).matches(path);
+        assert!(rules("no{brace", "no{brace"));
+        assert!(rules("{single}", "{single}"));
+        assert!(!rules("{single}", "single"));
+        assert!(rules("src/*.{rs,toml}", "src/Cargo.toml"));
+    }
+
+    #[test]
     fn ancestors_and_prefixes() {
-        assert!(matches_self_or_ancestor("build", "build/sub/a.txt"));
-        assert!(matches_self_or_ancestor("out/*", "out/sub/a.txt"));
-        assert!(!matches_self_or_ancestor("out/*.txt", "out/sub/a.bin"));
+        let under = |pattern: &str, path: &str| Globs::new(&[pattern]).matches_self_or_ancestor(path);
+        assert!(under("build", "build/sub/a.txt"));
+        assert!(under("out/*", "out/sub/a.txt"));
+        assert!(!under("out/*.txt", "out/sub/a.bin"));
+        assert!(!under("build", "builder/a.txt"));
         assert_eq!(literal_prefix("build/out/*.txt"), "build/out");
         assert_eq!(literal_prefix("./dist/"), "dist");
         assert_eq!(literal_prefix("**/*.txt"), "");
+        assert_eq!(literal_prefix("{dist,out}/x"), "");
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use tar::{Builder, EntryType, Header};
 
-use crate::pipeline::glob;
+use crate::pipeline::glob::{self, Globs};
 use crate::pipeline::model::Artifacts;
 
 /// Modes the runner's `umask 0000` gives a checkout.
@@ -223,24 +223,37 @@ pub fn artifact_sources(artifacts: &Artifacts) -> Vec<String> {
     bases
 }
 
-/// Whether `rel` (relative to the project) is an artifact of `artifacts`.
-pub fn is_artifact(artifacts: &Artifacts, rel: &str) -> bool {
-    artifacts.paths.iter().any(|p| glob::matches_self_or_ancestor(p, rel))
-        && !artifacts.exclude.iter().any(|e| glob::matches_self_or_ancestor(e, rel))
+/// Which files of the project are the artifacts of one `artifacts:` (its globs compiled once,
+/// then asked for every entry of the containers' tar streams).
+pub struct ArtifactFilter<'a> {
+    paths: Globs,
+    exclude: Globs,
+    /// With `untracked: true`, git's tracked files of the project: every other file is kept.
+    tracked: Option<&'a HashSet<String>>,
 }
 
-/// [`is_artifact`], or with `untracked: true` a file (not a directory: git lists files) that
-/// is not in `tracked` (git's tracked files of the project) nor under `.git`, and not excluded.
-pub fn is_artifact_or_untracked(artifacts: &Artifacts, tracked: &HashSet<String>, rel: &str, is_dir: bool) -> bool {
-    let untracked = || {
-        artifacts.untracked
-            && !is_dir
-            && rel != ".git"
-            && !rel.starts_with(".git/")
-            && !tracked.contains(rel)
-            && !artifacts.exclude.iter().any(|e| glob::matches_self_or_ancestor(e, rel))
-    };
-    is_artifact(artifacts, rel) || untracked()
+impl<'a> ArtifactFilter<'a> {
+    pub fn new(artifacts: &Artifacts, tracked: &'a HashSet<String>) -> ArtifactFilter<'a> {
+        ArtifactFilter {
+            paths: Globs::new(&artifacts.paths),
+            exclude: Globs::new(&artifacts.exclude),
+            tracked: artifacts.untracked.then_some(tracked),
+        }
+    }
+
+    /// Whether `rel` (relative to the project) is kept: under a path and not excluded, or with
+    /// `untracked: true` a file (not a directory: git lists files) that git does not track and
+    /// that is not under `.git` nor excluded.
+    pub fn keeps(&self, rel: &str, is_dir: bool) -> bool {
+        if self.exclude.matches_self_or_ancestor(rel) {
+            return false;
+        }
+        let untracked = || {
+            self.tracked
+                .is_some_and(|tracked| !is_dir && rel != ".git" && !rel.starts_with(".git/") && !tracked.contains(rel))
+        };
+        self.paths.matches_self_or_ancestor(rel) || untracked()
+    }
 }
 
 /// The artifact tar being written: entries under `prefix` (`builds/<path>`), each file once.
@@ -433,7 +446,8 @@ mod tests {
         spec.untracked = true;
         let tracked: HashSet<String> = ["src/main.c".to_string()].into();
         assert_eq!(artifact_sources(&spec), [""]);
-        let keep = |rel, is_dir| is_artifact_or_untracked(&spec, &tracked, rel, is_dir);
+        let filter = ArtifactFilter::new(&spec, &tracked);
+        let keep = |rel, is_dir| filter.keeps(rel, is_dir);
         assert!(keep("out/a", false) && keep("out", true), "paths as before");
         assert!(keep("build/app.o", false), "an untracked file");
         assert!(!keep("build", true), "directories come with their files");
@@ -441,7 +455,7 @@ mod tests {
         assert!(!keep("debug.log", false) && !keep("out/skip", false), "excluded");
         assert!(!keep(".git/config", false) && !keep(".git", false));
         spec.untracked = false;
-        assert!(!is_artifact_or_untracked(&spec, &tracked, "build/app.o", false));
+        assert!(!ArtifactFilter::new(&spec, &tracked).keeps("build/app.o", false));
     }
 
     #[test]
@@ -453,16 +467,17 @@ mod tests {
     #[test]
     fn filters_and_re_roots_a_docker_cp_stream() {
         let spec = artifacts(&["out/", "bin/*.o"], &["out/**/*.tmp"]);
-        let mut w = ArtifactWriter::new(Vec::new(), "/builds/g/p/");
+        let (tracked, mut w) = (HashSet::new(), ArtifactWriter::new(Vec::new(), "/builds/g/p/"));
+        let filter = ArtifactFilter::new(&spec, &tracked);
         let out = docker_tar(&[
             ("out/", None),
             ("out/sub/", None),
             ("out/sub/a.txt", Some("a")),
             ("out/sub/b.tmp", Some("b")),
         ]);
-        w.add_filtered(&mut out.as_slice(), "out", &mut |rel, _, _| is_artifact(&spec, rel)).expect("out");
+        w.add_filtered(&mut out.as_slice(), "out", &mut |rel, is_dir, _| filter.keeps(rel, is_dir)).expect("out");
         let bin = docker_tar(&[("./", None), ("./bin/", None), ("./bin/x.o", Some("x")), ("./bin/x.c", Some("c"))]);
-        w.add_filtered(&mut bin.as_slice(), "", &mut |rel, _, _| is_artifact(&spec, rel)).expect("root");
+        w.add_filtered(&mut bin.as_slice(), "", &mut |rel, is_dir, _| filter.keeps(rel, is_dir)).expect("root");
         let files = w.files;
         let bytes = w.finish().expect("finish");
         assert_eq!(

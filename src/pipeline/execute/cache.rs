@@ -14,7 +14,7 @@ use super::{JobStatus, LogSource, Run};
 use crate::docker;
 use crate::pipeline::cache::{check_key, files_key, inside_project, link_stays_inside, parse_policy};
 use crate::pipeline::cache_store::CacheStore;
-use crate::pipeline::glob;
+use crate::pipeline::glob::{self, Globs};
 use crate::pipeline::model::{ArtifactsWhen, Cache, CacheKey, CachePolicy};
 use crate::pipeline::plan::PlannedJob;
 
@@ -45,10 +45,11 @@ fn primary_key(run: &Run<'_>, cache: &Cache) -> Result<String, String> {
 /// as the commit of that edit would on GitLab.
 fn file_ids(run: &Run<'_>, pattern: &str) -> Vec<String> {
     let dir = &run.plan.project_dir;
+    let glob = Globs::new(&[pattern]);
     run.options
         .files
         .iter()
-        .filter(|f| glob::matches(pattern, f))
+        .filter(|f| glob.matches(f))
         .filter_map(|f| {
             crate::git::last_commit_if_clean(dir, f).or_else(|| {
                 let bytes = fs::read(dir.join(f)).ok()?;
@@ -191,11 +192,12 @@ fn save_one(
     }
     let project_dir = &run.plan.project_dir_in_job;
     let mut refused = Vec::new();
+    let globs = Globs::new(&paths);
     let mut keep = |rel: &str, is_dir: bool, link: Option<&str>| {
         let untracked = || {
             tracked.as_ref().is_some_and(|t| !is_dir && !t.contains(rel) && rel != ".git" && !rel.starts_with(".git/"))
         };
-        let wanted = paths.iter().any(|p| glob::matches_self_or_ancestor(p, rel)) || untracked();
+        let wanted = globs.matches_self_or_ancestor(rel) || untracked();
         if !wanted {
             return false;
         }

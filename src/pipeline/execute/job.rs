@@ -623,11 +623,11 @@ fn collect_artifacts(run: &Run<'_>, index: usize, container: &str) -> Result<(),
         true => crate::git::tracked_files(&run.plan.project_dir).unwrap_or_default().into_iter().collect(),
         false => Default::default(),
     };
+    let filter = archive::ArtifactFilter::new(spec, &tracked);
     for source in archive::artifact_sources(spec) {
         let in_container =
             if source.is_empty() { format!("{project_dir}/.") } else { format!("{project_dir}/{source}") };
-        let mut keep =
-            |rel: &str, is_dir: bool, _: Option<&str>| archive::is_artifact_or_untracked(spec, &tracked, rel, is_dir);
+        let mut keep = |rel: &str, is_dir: bool, _: Option<&str>| filter.keeps(rel, is_dir);
         let copied =
             docker::copy_from(container, &in_container, &mut |input| writer.add_filtered(input, &source, &mut keep))
                 .map_err(|e| e.to_string())?;

@@ -12,7 +12,7 @@ use super::archive::{self, ArtifactWriter};
 use super::{LogSource, Run};
 use crate::docker;
 use crate::pipeline::artifact_store::{self, ArtifactStore, Expiry};
-use crate::pipeline::glob;
+use crate::pipeline::glob::Globs;
 use crate::pipeline::model::Artifacts;
 
 fn store(run: &Run<'_>) -> ArtifactStore {
@@ -30,10 +30,11 @@ pub(crate) fn collect_reports(run: &Run<'_>, index: usize, container: &str) -> R
     let file = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut writer = ArtifactWriter::new(BufWriter::new(file), project_dir);
     let mut matched = vec![false; spec.reports.len()];
+    let globs: Vec<Globs> = spec.reports.iter().map(|pattern| Globs::new(&[pattern])).collect();
     let mut keep = |rel: &str, _: bool, _: Option<&str>| {
         let mut any = false;
-        for (pattern, hit) in spec.reports.iter().zip(matched.iter_mut()) {
-            if glob::matches_self_or_ancestor(pattern, rel) {
+        for (glob, hit) in globs.iter().zip(matched.iter_mut()) {
+            if glob.matches_self_or_ancestor(rel) {
                 *hit = true;
                 any = true;
             }

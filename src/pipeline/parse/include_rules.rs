@@ -84,8 +84,8 @@ impl Expander<'_> {
             }
         };
         Ok(patterns.iter().any(|pattern| {
-            let pattern = variables::expand(pattern, vars);
-            files.iter().any(|f| glob::matches(&pattern, f))
+            let globs = glob::Globs::new(&glob::expand_braces(&variables::expand(pattern, vars)));
+            files.iter().any(|f| globs.matches(f))
         }))
     }
 
