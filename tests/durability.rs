@@ -280,6 +280,35 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Blocks until the file at `path` holds at least `len` bytes, woken by inotify at each write
+/// to it rather than by a timer; panics after `timeout`.
+fn wait_for_file_len(path: &Path, len: u64, timeout: Duration) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: inotify_init1 takes flags and returns a new descriptor (owned from here) or -1.
+    let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    assert!(raw >= 0, "inotify_init1: {}", io::Error::last_os_error());
+    let inotify = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: a valid descriptor and a NUL-terminated path.
+    let watch = unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), c_path.as_ptr(), libc::IN_MODIFY) };
+    assert!(watch >= 0, "inotify_add_watch {}: {}", path.display(), io::Error::last_os_error());
+    let deadline = Instant::now() + timeout;
+    // The watch is in place before the first look, so no write between the two is missed.
+    while file_len(path) < len {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{} stayed at {} bytes, short of {len}", path.display(), file_len(path));
+        let mut ready = libc::pollfd { fd: inotify.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd, then a read into a buffer of the length given.
+        unsafe {
+            if libc::poll(&mut ready, 1, left.as_millis().min(i32::MAX as u128) as i32) > 0 {
+                let mut events = [0u8; 4096];
+                libc::read(inotify.as_raw_fd(), events.as_mut_ptr().cast(), events.len());
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 1. kill -9 in the middle of a big streamed upload, then resume
 // ---------------------------------------------------------------------------
@@ -305,12 +334,8 @@ fn kill_during_big_upload() {
     write_head(&mut stream, "PATCH", &location, &octets, TOTAL).unwrap();
     let sent = io::copy(&mut Pattern::new(SEED, 0, 100 * MIB), &mut stream).unwrap();
     assert!(sent >= 100 * MIB);
-    // Wait (bounded) until the server has written a good part of it, then kill -9 it mid-body.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while file_len(&data) < 64 * MIB {
-        assert!(Instant::now() < deadline, "the upload's data file stayed at {} bytes", file_len(&data));
-        thread::sleep(Duration::from_millis(10));
-    }
+    // Once the server has written a good part of it, kill -9 it mid-body.
+    wait_for_file_len(&data, 64 * MIB, Duration::from_secs(30));
     kill9(&mut server);
     drop(stream);
 
