@@ -239,6 +239,14 @@ fn needs_errors_name_the_job_and_line() {
     let err = plan(&pipeline(vec![a.clone(), b]), &facts()).expect_err("cycle");
     assert_eq!(err.to_string(), "/p/.gitlab-ci.yml:10: a.needs: `needs` form a cycle among: a, b");
 
+    // The parser checks the needs it reads; a rule's `needs` replaces them only here, so a
+    // cycle made by rules is this check's to find (the parse passes, the plan refuses).
+    let ruled = "image: busybox:1\n\
+        a:\n  script: x\n  rules:\n    - if: $CI_PIPELINE_SOURCE\n      needs: [b]\n\
+        b:\n  script: x\n  needs: [a]\n";
+    let err = plan_yaml(ruled, &[]).err().expect("a cycle made by rules: needs");
+    assert!(err.to_string().ends_with("a.needs: `needs` form a cycle among: a, b"), "{err}");
+
     let mut later = job("x", "build");
     later.needs = Some(vec![need("t")]);
     let err = plan(&pipeline(vec![later, job("t", "test")]), &facts()).expect_err("later stage");
