@@ -244,7 +244,7 @@ fn needs_errors_name_the_job_and_line() {
     let ruled = "image: busybox:1\n\
         a:\n  script: x\n  rules:\n    - if: $CI_PIPELINE_SOURCE\n      needs: [b]\n\
         b:\n  script: x\n  needs: [a]\n";
-    let err = plan_yaml(ruled, &[]).err().expect("a cycle made by rules: needs");
+    let err = plan_yaml(ruled, &[]).expect_err("a cycle made by rules: needs");
     assert!(err.to_string().ends_with("a.needs: `needs` form a cycle among: a, b"), "{err}");
 
     let mut later = job("x", "build");
