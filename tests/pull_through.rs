@@ -1163,7 +1163,7 @@ fn bearer_upstream_glci_whose_service_is_not_its_host(backend: Backend) {
 
 /// Ten clients miss one 256 MiB blob at once: the upstream is asked once (its access log and
 /// the relay agree), and the first client gets bytes while the throttled upstream is still
-/// sending; every client gets the whole blob, verified.
+/// sending; every client gets the whole blob, verified, over plain HTTP and over HTTPS.
 fn ten_concurrent_cold_pulls_share_one_streaming_upstream_fetch(backend: Backend) {
     const SIZE: u64 = 256 * MIB as u64;
     const CLIENTS: usize = 10;
@@ -1183,23 +1183,46 @@ fn ten_concurrent_cold_pulls_share_one_streaming_upstream_fetch(backend: Backend
     let relay = Relay::start(&upstream.addr, Some(128 * MIB as u64));
     let cache = Cache::start_on(backend, &cache_config(&[(HUB, relay.url())], "", ""));
     let url = format!("{}/v2/big/blobs/{digest}", cache.url());
+    // Every other client is curl over HTTPS on the same port: a miss goes out by sendfile(2)
+    // from the growing file on plain TCP and through the TLS writer's copies on HTTPS.
+    let https_url = url.replacen("http://", "https://", 1);
+    let ca = cache.server.home().join("registry-ca/ca.crt");
 
     let barrier = Arc::new(Barrier::new(CLIENTS));
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (url, barrier, down) = (url.clone(), Arc::clone(&barrier), Arc::clone(&relay.down));
+        .map(|i| {
+            let (url, https_url, ca) = (url.clone(), https_url.clone(), ca.clone());
+            let (barrier, down) = (Arc::clone(&barrier), Arc::clone(&relay.down));
             thread::spawn(move || {
                 barrier.wait();
-                let response = agent().get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
-                assert_eq!(response.status(), 200);
-                let mut reader = response.into_reader();
+                let mut curl = None;
+                let mut reader: Box<dyn Read> = if i % 2 == 1 {
+                    let mut child = Command::new("curl")
+                        .args(["-sSf", "--max-time", "120", "--cacert"])
+                        .arg(&ca)
+                        .arg(&https_url)
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .expect("curl");
+                    let stdout = child.stdout.take().expect("curl's stdout");
+                    curl = Some(child);
+                    Box::new(stdout)
+                } else {
+                    let response = agent().get(&url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+                    assert_eq!(response.status(), 200);
+                    Box::new(response.into_reader())
+                };
                 let mut first = [0u8; 1];
-                reader.read_exact(&mut first).unwrap();
+                reader.read_exact(&mut first).unwrap_or_else(|e| panic!("client {i}'s first byte: {e}"));
                 let first_at = Instant::now();
                 let upstream_sent = down.load(Ordering::SeqCst);
                 let mut hasher = DigestWriter::new();
                 hasher.update(&first);
                 let rest = io::copy(&mut reader, &mut hasher).unwrap();
+                if let Some(mut child) = curl {
+                    let status = child.wait().unwrap();
+                    assert!(status.success(), "curl over HTTPS: {status}");
+                }
                 (first_at, upstream_sent, rest + 1, hasher.digest())
             })
         })

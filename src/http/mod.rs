@@ -15,7 +15,7 @@ pub mod slots;
 pub mod transport;
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 
 pub use listener::{bind, Server, ServerOptions};
 
@@ -101,6 +101,25 @@ pub enum Body {
         reader: Box<dyn Read + Send>,
         len: Option<u64>,
     },
+    /// `len` bytes of a file another thread is still writing, sent range by range as they
+    /// become sendable.
+    Growing {
+        source: Box<dyn Growing>,
+        len: u64,
+    },
+}
+
+/// A file that another thread is still writing (a pull-through miss). It goes out by
+/// sendfile(2) from the file itself on plain TCP, as each range is written: a copy through user
+/// space (`Body::Reader`) cost a 256 MiB miss two more copies of every byte, on the CPUs that
+/// also receive, write and hash it (issue 18). Its `Read` reads it from the start.
+pub trait Growing: Read + Send {
+    /// The file, read with positional reads (or sendfile(2)) only.
+    fn file(&self) -> &File;
+    /// Waits until bytes from `from` on may be sent and returns where they end; `from` itself
+    /// when there are no more. Fails when the writer failed (a broken transfer, never wrong
+    /// bytes).
+    fn sendable_end(&mut self, from: u64) -> io::Result<u64>;
 }
 
 impl Body {
@@ -111,6 +130,7 @@ impl Body {
             Body::Bytes(b) => Some(b.len() as u64),
             Body::File { len, .. } => Some(*len),
             Body::Reader { len, .. } => *len,
+            Body::Growing { len, .. } => Some(*len),
         }
     }
 }

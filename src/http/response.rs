@@ -79,7 +79,7 @@ pub(super) fn is_long(method: &str, response: &Response) -> bool {
         && match &response.body {
             Body::Empty | Body::Bytes(_) => false,
             Body::File { len, .. } => *len > INLINE_FILE_BYTES,
-            Body::Reader { .. } => true,
+            Body::Reader { .. } | Body::Growing { .. } => true,
         }
 }
 
@@ -195,6 +195,19 @@ fn write_response_unflushed<T: Transport>(
             let sent = copy_in_pieces(&mut reader, len, stream)?;
             if sent != len {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream shorter than announced"));
+            }
+            Ok(Written { bytes: sent, stalled: None })
+        }
+        Body::Growing { mut source, len } => {
+            stream.write_all(head.as_bytes())?;
+            let mut sent = 0;
+            while sent < len {
+                let end = source.sendable_end(sent)?.min(len);
+                if end == sent {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream shorter than announced"));
+                }
+                stream.send_range(source.file(), sent, end - sent)?;
+                sent = end;
             }
             Ok(Written { bytes: sent, stalled: None })
         }

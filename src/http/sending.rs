@@ -53,23 +53,49 @@ pub fn send_file_or_stall(stream: &TcpStream, file: File, len: u64) -> io::Resul
 /// all is sent; the caller then puts the socket back in blocking mode.
 pub fn send_now(stream: &TcpStream, rest: &mut Rest) -> io::Result<bool> {
     while rest.left > 0 {
-        let count = rest.left.min(1 << 30) as usize;
+        match sendfile_some(stream, &rest.file, &mut rest.offset, rest.left)? {
+            Some(n) => rest.left -= n,
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Sends `len` bytes of `file` from `offset` on a blocking socket (its write timeout bounds a
+/// client that stops reading), leaving the file's position alone.
+pub fn send_range(stream: &TcpStream, file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let mut offset = offset as libc::off_t;
+    let mut left = len;
+    while left > 0 {
+        match sendfile_some(stream, file, &mut offset, left)? {
+            Some(n) => left -= n,
+            None => return Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")),
+        }
+    }
+    Ok(())
+}
+
+/// One sendfile(2) of up to `left` bytes from `offset` (advanced by what was sent), retried
+/// when interrupted. `None`: the socket took nothing (non-blocking and full, or a blocking
+/// socket's write timeout passed).
+fn sendfile_some(stream: &TcpStream, file: &File, offset: &mut libc::off_t, left: u64) -> io::Result<Option<u64>> {
+    let count = left.min(1 << 30) as usize;
+    loop {
         // SAFETY: both descriptors are open for the duration of the call; `offset` is ours.
-        let n = unsafe { libc::sendfile(stream.as_raw_fd(), rest.file.as_raw_fd(), &mut rest.offset, count) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(false),
-                _ => return Err(e),
-            }
+        let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), offset, count) };
+        if n > 0 {
+            return Ok(Some(n as u64));
         }
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
         }
-        rest.left -= n as u64;
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(e),
+        }
     }
-    Ok(true)
 }
 
 /// Waits up to `wait` for room in the socket's send buffer (or an error on it).

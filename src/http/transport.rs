@@ -3,8 +3,9 @@
 //! request bytes are already buffered in user space, and a clean close. The idle poller
 //! (`idle.rs`) picks one per connection from its first byte.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
 
 use super::sending::{self, Rest};
 
@@ -14,6 +15,9 @@ pub trait Transport: Read + Write {
     /// Sends `len` bytes of `file` from its current position, or, when the client stops
     /// reading, what is left for the poller to finish (`sending.rs`; plain TCP only).
     fn send_file(&mut self, file: std::fs::File, len: u64) -> io::Result<Option<Rest>>;
+    /// Sends `len` bytes of `file` from `offset`, blocking (sendfile(2) on plain TCP), without
+    /// touching the file's position.
+    fn send_range(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()>;
     /// Puts bytes read ahead back in front of what comes next (a pipelined request the worker
     /// had buffered when it handed the connection on).
     fn unread(&mut self, bytes: &[u8]);
@@ -118,6 +122,9 @@ impl Transport for Plain {
     fn send_file(&mut self, file: std::fs::File, len: u64) -> io::Result<Option<Rest>> {
         sending::send_file_or_stall(&self.stream, file, len)
     }
+    fn send_range(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+        sending::send_range(&self.stream, file, offset, len)
+    }
     fn unread(&mut self, bytes: &[u8]) {
         self.early.unread(bytes);
     }
@@ -193,21 +200,25 @@ impl Transport for Tls {
         self.early.unread(bytes);
     }
     fn send_file(&mut self, file: std::fs::File, len: u64) -> io::Result<Option<Rest>> {
+        let offset = (&file).stream_position()?;
+        self.send_range(&file, offset, len)?;
+        Ok(None)
+    }
+    fn send_range(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
         // Encryption needs the bytes in user space: copy in record-sized pieces, blocking (a
         // worker's send under TLS is bounded by the transfer slots instead).
         let mut buf = vec![0u8; 64 * 1024];
-        let mut reader = file.take(len);
-        let mut left = len;
-        while left > 0 {
-            let n = reader.read(&mut buf)?;
+        let mut sent = 0;
+        while sent < len {
+            let want = (len - sent).min(buf.len() as u64) as usize;
+            let n = file.read_at(&mut buf[..want], offset + sent)?;
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than announced"));
             }
             self.stream.write_all(&buf[..n])?;
-            left -= n as u64;
+            sent += n as u64;
         }
-        self.stream.flush()?;
-        Ok(None)
+        self.stream.flush()
     }
     fn close(&mut self) {
         self.stream.conn.send_close_notify();

@@ -129,8 +129,8 @@ pub trait Storage: Send + Sync {
 pub trait Spool: Send + Sync {
     /// The bytes will be in `file` (read with positional reads only); called once, first.
     fn started(&self, file: Arc<File>);
-    /// More bytes are in the file.
-    fn advanced(&self);
+    /// More bytes are in the file: `stored` in all.
+    fn advanced(&self, stored: u64);
 }
 
 /// Upload sessions (chunked and streamed pushes), kept where the backend keeps its data.
@@ -284,7 +284,7 @@ impl Storage for Store {
         // Clients follow the temp file itself: no second copy of the bytes.
         let mut writer = BlobWriter::temp(self.layout(), digest.algorithm())?;
         spool.started(Arc::new(writer.reader()?));
-        writer.on_write(Box::new(move || spool.advanced()));
+        writer.on_write(Box::new(move |stored| spool.advanced(stored)));
         let copied = writer.copy_from(body, total)?;
         if let Some(expected) = total.filter(|t| *t != copied) {
             return Err(StoreError::SizeMismatch { expected, actual: copied });

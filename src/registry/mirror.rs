@@ -202,6 +202,7 @@ fn into_reader(body: Body) -> Box<dyn Read> {
         Body::Bytes(bytes) => Box::new(std::io::Cursor::new(bytes)),
         Body::File { file, len } => Box::new(file.take(len)),
         Body::Reader { reader, .. } => reader,
+        Body::Growing { source, len } => Box::new(source.take(len)),
     }
 }
 

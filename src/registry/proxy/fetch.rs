@@ -9,8 +9,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
+use crate::http::Growing;
 use crate::registry::error::ApiError;
 use crate::registry::names::{Digest, Name};
 
@@ -24,8 +24,8 @@ struct Progress {
     /// Set once the first bytes are stored, or the download ended: a failure before any byte
     /// is stored (the upstream, or a full disk) is still answered as an error status.
     started: bool,
-    /// Bumped by every write, so a reader that found nothing new cannot miss the next one.
-    generation: u64,
+    /// How many bytes the file holds.
+    stored: u64,
     /// Set at the end: `Ok` = verified and committed.
     outcome: Option<Result<(), ApiError>>,
 }
@@ -59,10 +59,11 @@ impl Download {
         p.total = total;
     }
 
-    /// Called by the download thread after each write, so readers look again.
-    pub fn advanced(&self) {
+    /// Called by the download thread after each write (`stored` bytes in all), so readers
+    /// look again.
+    pub fn advanced(&self, stored: u64) {
         let mut p = self.lock();
-        p.generation += 1;
+        p.stored = stored;
         p.started = true;
         drop(p);
         self.changed.notify_all();
@@ -84,7 +85,7 @@ impl Download {
             p = self.changed.wait(p).unwrap_or_else(|e| e.into_inner());
         }
         match (&p.file, &p.outcome) {
-            (_, Some(Err(e))) if p.generation == 0 => Start::Failed(e.clone()),
+            (_, Some(Err(e))) if p.stored == 0 => Start::Failed(e.clone()),
             (Some(file), _) => Start::Streaming {
                 reader: FollowReader {
                     download: Arc::clone(self),
@@ -112,40 +113,54 @@ pub struct FollowReader {
     total: Option<u64>,
 }
 
-impl Read for FollowReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl FollowReader {
+    /// Waits until bytes from `from` on may be sent and returns where they end (`from` at the
+    /// end): the bytes stored so far, short of the held-back last one until the outcome is in.
+    fn wait_sendable(&self, from: u64) -> io::Result<u64> {
+        let mut p = self.download.lock();
         loop {
-            let (verified, generation) = {
-                let p = self.download.lock();
-                match &p.outcome {
-                    Some(Ok(())) => (true, p.generation),
-                    Some(Err(e)) => return Err(io::Error::other(e.message.clone())),
-                    None => (false, p.generation),
-                }
+            let verified = match &p.outcome {
+                Some(Ok(())) => true,
+                Some(Err(e)) => return Err(io::Error::other(e.message.clone())),
+                None => false,
             };
             let end = match self.total {
-                Some(total) if verified => total,
-                Some(total) => total.saturating_sub(1),
-                None => u64::MAX,
+                Some(total) if !verified => p.stored.min(total.saturating_sub(1)),
+                Some(total) => p.stored.min(total),
+                None => p.stored,
             };
-            let room = end.saturating_sub(self.position).min(buf.len() as u64) as usize;
-            if room > 0 {
-                let n = self.file.read_at(&mut buf[..room], self.position)?;
-                if n > 0 {
-                    self.position += n as u64;
-                    return Ok(n);
-                }
+            // Everything was stored before the outcome was set: once verified, this is the end.
+            if end > from || verified {
+                return Ok(end.max(from));
             }
-            if verified {
-                // Everything was written before the outcome was set: this is the end.
-                return Ok(0);
-            }
-            let p = self.download.lock();
-            if p.outcome.is_none() && p.generation == generation {
-                // Woken by each write; the timeout only guards against a missed wakeup.
-                let _ = self.download.changed.wait_timeout(p, Duration::from_millis(50));
-            }
+            // Checked and waited under one lock: a write or the outcome wakes it.
+            p = self.download.changed.wait(p).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+impl Read for FollowReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let end = self.wait_sendable(self.position)?;
+        let room = (end - self.position).min(buf.len() as u64) as usize;
+        if room == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..room], self.position)?;
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl Growing for FollowReader {
+    fn file(&self) -> &File {
+        &self.file
+    }
+    fn sendable_end(&mut self, from: u64) -> io::Result<u64> {
+        self.wait_sendable(from)
     }
 }
 
@@ -182,6 +197,7 @@ impl Inflight {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::time::Duration;
 
     #[test]
     fn follower_reads_while_the_writer_writes() {
@@ -192,10 +208,10 @@ mod tests {
         download.started(Arc::new(File::open(&path).unwrap()), Some(6));
         let d = Arc::clone(&download);
         let t = std::thread::spawn(move || {
-            for piece in [&b"abc"[..], b"def"] {
+            for (piece, stored) in [(&b"abc"[..], 3), (b"def", 6)] {
                 std::thread::sleep(Duration::from_millis(20));
                 writer.write_all(piece).unwrap();
-                d.advanced();
+                d.advanced(stored);
             }
             d.finished(Ok(()));
         });
@@ -217,7 +233,7 @@ mod tests {
         for verified in [true, false] {
             let download = Arc::new(Download::new());
             download.started(Arc::new(File::open(&path).unwrap()), Some(6));
-            download.advanced();
+            download.advanced(6);
             let Start::Streaming { mut reader, .. } = download.wait_start() else { panic!("streaming") };
             // All six bytes are written, but the digest is not checked yet.
             let mut first = [0u8; 16];
@@ -244,6 +260,28 @@ mod tests {
         }
     }
 
+    /// What a sendfile(2) sender of the growing file is told: the stored bytes, one short of
+    /// an announced end until the outcome is in, then the end.
+    #[test]
+    fn sendable_ranges_follow_the_stored_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abcdef").unwrap();
+        let download = Arc::new(Download::new());
+        download.started(Arc::new(File::open(&path).unwrap()), Some(6));
+        download.advanced(4);
+        let Start::Streaming { mut reader, .. } = download.wait_start() else { panic!("streaming") };
+        assert_eq!(reader.sendable_end(0).unwrap(), 4);
+        assert_eq!(reader.sendable_end(2).unwrap(), 4);
+        download.advanced(6);
+        assert_eq!(reader.sendable_end(4).unwrap(), 5);
+        let d = Arc::clone(&download);
+        let t = std::thread::spawn(move || d.finished(Ok(())));
+        assert_eq!(reader.sendable_end(5).unwrap(), 6);
+        t.join().unwrap();
+        assert_eq!(reader.sendable_end(6).unwrap(), 6, "the end");
+    }
+
     #[test]
     fn a_failed_download_fails_its_readers() {
         let dir = tempfile::tempdir().unwrap();
@@ -251,7 +289,7 @@ mod tests {
         std::fs::write(&path, b"partial").unwrap();
         let download = Arc::new(Download::new());
         download.started(Arc::new(File::open(&path).unwrap()), None);
-        download.advanced();
+        download.advanced(7);
         let Start::Streaming { mut reader, .. } = download.wait_start() else { panic!("streaming") };
         download.finished(Err(ApiError::new(crate::registry::error::OciCode::DigestInvalid, "digest mismatch")));
         let mut out = Vec::new();

@@ -375,7 +375,10 @@ impl Proxy {
                 Response::new(200)
                     .header("Content-Type", "application/octet-stream")
                     .header(DIGEST_HEADER, digest.to_string())
-                    .body(Body::Reader { reader: Box::new(reader), len: total }),
+                    .body(match total {
+                        Some(len) => Body::Growing { source: Box::new(reader), len },
+                        None => Body::Reader { reader: Box::new(reader), len: None },
+                    }),
             )),
             Start::Failed(e) if e.status == 404 => Ok(None),
             Start::Failed(e) => Err(e),
@@ -420,8 +423,8 @@ impl Spool for Follow {
     fn started(&self, file: Arc<std::fs::File>) {
         self.download.started(file, self.total);
     }
-    fn advanced(&self) {
-        self.download.advanced();
+    fn advanced(&self, stored: u64) {
+        self.download.advanced(stored);
     }
 }
 

@@ -67,7 +67,7 @@ impl S3Store {
             Some(n) => Box::new(body.take(n)),
             None => Box::new(body),
         };
-        let mut tee = Tee { body: &mut limited, file, spool, failed: None };
+        let mut tee = Tee { body: &mut limited, file, spool, stored: 0, failed: None };
         let hasher = RefCell::new(Hasher::new(digest.algorithm()));
         let stored = self.client().put_streamed(
             &self.keys().blob(digest),
@@ -121,6 +121,7 @@ struct Tee<'a> {
     body: &'a mut dyn Read,
     file: File,
     spool: Arc<dyn Spool>,
+    stored: u64,
     failed: Option<io::Error>,
 }
 
@@ -133,7 +134,8 @@ impl Read for Tee<'_> {
                 self.failed = Some(e);
                 return Err(io::Error::other(message));
             }
-            self.spool.advanced();
+            self.stored += n as u64;
+            self.spool.advanced(self.stored);
         }
         Ok(n)
     }
@@ -177,8 +179,8 @@ mod tests {
 
     impl Spool for Counted {
         fn started(&self, _file: Arc<File>) {}
-        fn advanced(&self) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        fn advanced(&self, stored: u64) {
+            self.0.store(stored as usize, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -189,13 +191,13 @@ mod tests {
         let reader = file.try_clone().unwrap();
         let counted = Arc::new(Counted(std::sync::atomic::AtomicUsize::new(0)));
         let mut body: &[u8] = b"some upstream bytes";
-        let mut tee = Tee { body: &mut body, file, spool: counted.clone(), failed: None };
+        let mut tee = Tee { body: &mut body, file, spool: counted.clone(), stored: 0, failed: None };
         let mut out = Vec::new();
         tee.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"some upstream bytes");
         let mut spooled = vec![0u8; out.len()];
         std::os::unix::fs::FileExt::read_exact_at(&reader, &mut spooled, 0).unwrap();
         assert_eq!(spooled, out);
-        assert!(counted.0.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        assert_eq!(counted.0.load(std::sync::atomic::Ordering::Relaxed), out.len(), "the readers heard of every byte");
     }
 }

@@ -76,8 +76,9 @@ pub struct BlobWriter {
     len: u64,
     synced: u64,
     _guard: TempGuard,
-    /// Called after every write (pull-through readers follow the file as it grows).
-    on_write: Option<Box<dyn Fn() + Send>>,
+    /// Called after every write with the length so far (pull-through readers follow the file
+    /// as it grows).
+    on_write: Option<Box<dyn Fn(u64) + Send>>,
 }
 
 /// Removes a temp file when the writer is dropped before it was committed (a failed or
@@ -130,8 +131,8 @@ impl BlobWriter {
         self.file.try_clone().at(&self.path)
     }
 
-    /// Runs `callback` after every write to the file.
-    pub fn on_write(&mut self, callback: Box<dyn Fn() + Send>) {
+    /// Runs `callback` with the file's length after every write to it.
+    pub fn on_write(&mut self, callback: Box<dyn Fn(u64) + Send>) {
         self.on_write = Some(callback);
     }
 
@@ -274,7 +275,7 @@ impl BlobWriter {
         self.file.write_all(bytes).at(&self.path)?;
         self.len += bytes.len() as u64;
         if let Some(callback) = &self.on_write {
-            callback();
+            callback(self.len);
         }
         if self.len - self.synced >= WRITEBACK_EVERY {
             start_writeback(&self.file, self.synced, self.len - self.synced);
