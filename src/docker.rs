@@ -469,7 +469,12 @@ pub fn copy_from<T>(
     let status = child.wait().map_err(|e| spawn_failed(&args, &e))?;
     let stderr = err.join().unwrap_or_default();
     if !status.success() {
-        if stderr.contains("Could not find the file") || stderr.contains("No such file or directory") {
+        let missing = match copy_failure(&stderr) {
+            CopyFailure::PathMissing => true,
+            CopyFailure::PathOrContainerMissing => container_exists(container),
+            CopyFailure::Other => false,
+        };
+        if missing {
             return Ok(None);
         }
         return Err(DockerError { command: command_line(&args), code: status.code(), stderr });
@@ -479,6 +484,34 @@ pub fn copy_from<T>(
         code: None,
         stderr: format!("reading the tar: {e}"),
     })
+}
+
+/// What a failed `docker cp CONTAINER:PATH -` says about `PATH`.
+#[derive(Debug, PartialEq, Eq)]
+enum CopyFailure {
+    /// The daemon looked and the path is not there.
+    PathMissing,
+    /// The CLI cannot tell which is missing: the container or the path.
+    PathOrContainerMissing,
+    Other,
+}
+
+/// Docker 23+ relays the daemon's "Could not find the file /p in container ID" (and "No such
+/// container: ID" for a missing container); the 20.10 CLI Debian ships maps every 404 of the
+/// archive endpoint to "No such container:path: ID:/p", whether the container or the path is
+/// missing, so that one needs [`container_exists`] to tell.
+fn copy_failure(stderr: &str) -> CopyFailure {
+    if stderr.contains("Could not find the file") || stderr.contains("No such file or directory") {
+        CopyFailure::PathMissing
+    } else if stderr.contains("No such container:path") {
+        CopyFailure::PathOrContainerMissing
+    } else {
+        CopyFailure::Other
+    }
+}
+
+fn container_exists(container: &str) -> bool {
+    run_grouped(&["inspect", "--type", "container", "--format", "{{.Id}}", container]).is_ok()
 }
 
 /// `docker logs --tail N CONTAINER` (stdout and stderr together, for a failed service).
@@ -750,6 +783,25 @@ pub fn credential_helper_list(helper: &str) -> Result<Vec<String>, DockerError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_failures_of_docker_20_and_28_are_told_apart() {
+        // Measured: /usr/bin/docker 20.10.24 (Debian) and docker 28.2.2 on one daemon.
+        let id = "1652ff272f5d";
+        assert_eq!(
+            copy_failure(&format!("Error response from daemon: Could not find the file /etc/nope in container {id}")),
+            CopyFailure::PathMissing
+        );
+        assert_eq!(
+            copy_failure(&format!("Error: No such container:path: {id}:/etc/nope")),
+            CopyFailure::PathOrContainerMissing
+        );
+        assert_eq!(copy_failure("Error response from daemon: No such container: nosuchcontainer"), CopyFailure::Other);
+        assert_eq!(
+            copy_failure("Cannot connect to the Docker daemon at unix:///var/run/docker.sock."),
+            CopyFailure::Other
+        );
+    }
 
     #[test]
     fn create_args_hold_no_variable_values() {

@@ -660,3 +660,37 @@ fn mock_pulls_through_with_the_hosts_docker_credentials() {
     std::io::Read::read_to_string(&mut entry, &mut contents).unwrap();
     assert!(contents.contains(&encoded), "{contents}");
 }
+
+/// Every docker CLI on the machine (the PATH's and Debian's /usr/bin/docker 20.10, whose
+/// `docker cp` says "No such container:path" for a missing file): a busybox job with the
+/// registry (no CA bundle, no buildkitd.toml in the image) and an artifact path that matches
+/// nothing runs to success with each.
+#[test]
+fn busybox_job_with_the_registry_runs_with_every_docker_cli() {
+    let sandbox = Sandbox::new(10, "");
+    sandbox.pipeline(&format!(
+        "build:\n  image: {BUSYBOX}\n  script:\n    - echo reg=$CI_REGISTRY\n    - echo kept > out.txt\n  \
+         artifacts:\n    paths: [out.txt, not-made/]\n"
+    ));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut clis: Vec<std::path::PathBuf> = std::env::split_paths(&path)
+        .map(|dir| dir.join("docker"))
+        .chain([std::path::PathBuf::from("/usr/bin/docker")])
+        .filter_map(|cli| cli.canonicalize().ok())
+        .collect();
+    clis.dedup();
+    clis.sort();
+    clis.dedup();
+    assert!(!clis.is_empty(), "no docker CLI on PATH");
+    for cli in clis {
+        let shim = temp_dir();
+        std::os::unix::fs::symlink(&cli, shim.path().join("docker")).unwrap();
+        let shimmed =
+            std::env::join_paths(std::iter::once(shim.path().to_path_buf()).chain(std::env::split_paths(&path)))
+                .unwrap();
+        let out = sandbox.glci().arg("run").env("PATH", shimmed).stdin(Stdio::null()).output().expect("start glci");
+        let shown = format!("with {}:\n{}", cli.display(), text(&out));
+        assert_eq!(out.status.code(), Some(0), "{shown}");
+        assert!(stdout(&out).contains(&format!("reg=glci-mock:{}", sandbox.port)), "{shown}");
+    }
+}
