@@ -514,6 +514,14 @@ fn container_exists(container: &str) -> bool {
     run_grouped(&["inspect", "--type", "container", "--format", "{{.Id}}", container]).is_ok()
 }
 
+/// Whether a failed `docker network rm` only named networks that are gone: docker 28 says
+/// "network N not found" plus a bare "exit status 1" line, the 20.10 CLI "No such network: N".
+fn only_missing_networks(stderr: &str) -> bool {
+    stderr.lines().map(str::trim).all(|l| {
+        l.is_empty() || l.ends_with(" not found") || l.contains("No such network") || l.starts_with("exit status ")
+    })
+}
+
 /// `docker logs --tail N CONTAINER` (stdout and stderr together, for a failed service).
 pub fn logs_tail(container: &str, lines: usize) -> Result<String, DockerError> {
     let tail = lines.to_string();
@@ -574,7 +582,7 @@ pub fn remove_networks(networks: &[String]) -> Result<(), DockerError> {
     let mut args = vec!["network", "rm"];
     args.extend(networks.iter().map(String::as_str));
     match run_grouped(&args) {
-        Err(e) if e.stderr.lines().all(|l| l.trim().is_empty() || l.contains("not found")) => Ok(()),
+        Err(e) if only_missing_networks(&e.stderr) => Ok(()),
         other => other.map(|_| ()),
     }
 }
@@ -783,6 +791,15 @@ pub fn credential_helper_list(helper: &str) -> Result<Vec<String>, DockerError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_networks_of_docker_20_and_28_are_not_errors() {
+        assert!(only_missing_networks("Error response from daemon: network n1 not found\nexit status 1\n"));
+        assert!(only_missing_networks("Error: No such network: n1\n"));
+        assert!(!only_missing_networks(
+            "Error response from daemon: error while removing network: network n1 has active endpoints\nexit status 1\n"
+        ));
+    }
 
     #[test]
     fn copy_failures_of_docker_20_and_28_are_told_apart() {
