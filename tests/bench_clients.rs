@@ -6,8 +6,9 @@
 //! `copy oci:… docker://…` for pushes), `docker pull` by the host daemon (127.0.0.0/8 is an
 //! insecure registry to it) and containerd's `ctr images pull` (docker's containerd). Then the
 //! same over HTTPS, a cold pull-through (a miss streamed from distribution as upstream to curl,
-//! against curl pulling from that upstream directly), and the loopback ceiling (curl from a
-//! bare sendfile(2) loop). It prints one table with every ratio and writes
+//! against curl pulling from that upstream directly, with the share of the CPUs the machine
+//! spent busy during each: where the miss is bound by the machine), and the loopback ceiling
+//! (curl from a bare sendfile(2) loop). It prints one table with every ratio and writes
 //! `target/bench/clients.json`. It asserts that each transfer is whole, never speed.
 //!
 //! Storage, images and the clients' `dir:` copies live on tmpfs (/dev/shm): a pull is served
@@ -449,6 +450,40 @@ fn children_cpu() -> Duration {
 }
 
 // ---------------------------------------------------------------------------
+// How busy the machine is
+// ---------------------------------------------------------------------------
+
+/// Runs `f` and says what share of all CPUs' time the machine spent busy meanwhile (the first
+/// line of /proc/stat: everything but idle and iowait). A cold pull-through that keeps every
+/// CPU busy is bound by the machine, whatever the relay does.
+fn machine_busy<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    fn jiffies() -> (u64, u64) {
+        let stat = fs::read_to_string("/proc/stat").unwrap();
+        let fields: Vec<u64> =
+            stat.lines().next().unwrap().split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect();
+        // user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
+        let total: u64 = fields.iter().take(8).sum();
+        (total, fields[3] + fields[4])
+    }
+    let (total_before, idle_before) = jiffies();
+    let result = f();
+    let (total_after, idle_after) = jiffies();
+    let total = (total_after - total_before).max(1) as f64;
+    (result, 1.0 - (idle_after - idle_before) as f64 / total)
+}
+
+/// The middle value (the mean of the middle two of an even count); `None` for none.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
+}
+
+// ---------------------------------------------------------------------------
 // The loopback ceiling
 // ---------------------------------------------------------------------------
 
@@ -503,13 +538,7 @@ impl Samples {
     }
 
     fn median(&self, key: &str, server: usize) -> Option<f64> {
-        let mut v = self.0.get(key)?[server].clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let mid = v.len() / 2;
-        Some(if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 })
+        median(&self.0.get(key)?[server])
     }
 }
 
@@ -706,6 +735,7 @@ fn real_clients_against_distribution() {
     let ceiling_mbps: Vec<f64> =
         (0..CURL_ROUNDS).map(|_| mbps(CURL_BLOB, curl_pull(&format!("http://{ceiling}/"), CURL_BLOB))).collect();
 
+    let (mut busy_cold, mut busy_direct) = (Vec::new(), Vec::new());
     if phase("pull-through") {
         step("cold pull-through: curl through glci (upstream: distribution) vs curl from distribution");
         let config = format!(
@@ -722,12 +752,16 @@ fn real_clients_against_distribution() {
             for server in order(round) {
                 if server == GLCI {
                     let url = format!("http://{}{blob}", cache.addr);
-                    samples.add("pt_cold", GLCI, mbps(CURL_BLOB, curl_pull(&url, CURL_BLOB)));
+                    let (cold, busy) = machine_busy(|| curl_pull(&url, CURL_BLOB));
+                    samples.add("pt_cold", GLCI, mbps(CURL_BLOB, cold));
+                    busy_cold.push(busy);
                     samples.add("pt_warm", GLCI, mbps(CURL_BLOB, curl_pull(&url, CURL_BLOB)));
                 } else {
-                    let direct = mbps(CURL_BLOB, curl_pull(&plain.url(DIST, &blob), CURL_BLOB));
+                    let (direct, busy) = machine_busy(|| curl_pull(&plain.url(DIST, &blob), CURL_BLOB));
+                    let direct = mbps(CURL_BLOB, direct);
                     samples.add("pt_cold", DIST, direct);
                     samples.add("pt_warm", DIST, direct);
+                    busy_direct.push(busy);
                 }
             }
             cache.stop();
@@ -755,12 +789,24 @@ fn real_clients_against_distribution() {
     let load_after = load_average();
 
     print_table(&samples, "tls_", "HTTPS (both servers; clients skip certificate checks alike)", &mut figures);
-    let mut sorted = ceiling_mbps.clone();
-    sorted.sort_by(f64::total_cmp);
-    let ceiling_median = sorted[sorted.len() / 2];
+    let ceiling_median = median(&ceiling_mbps).unwrap_or(f64::NAN);
     println!(
         "\nloopback ceiling: curl from a bare sendfile(2) loop {ceiling_median:.0} MB/s (median of {CURL_ROUNDS})"
     );
+    if let (Some(cold), Some(direct)) = (median(&busy_cold), median(&busy_direct)) {
+        // The same CPU work with every CPU kept busy: the most any scheduling of it could give.
+        let bound = |key: &str, server: usize, busy: f64| samples.median(key, server).unwrap_or(f64::NAN) / busy;
+        println!(
+            "CPUs busy (/proc/stat, all {} of them): {:.0}% during a cold pull-through, {:.0}% during the direct pull; \
+             with every CPU busy the same work would give {:.0} and {:.0} MB/s ({:.2})",
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cold * 100.0,
+            direct * 100.0,
+            bound("pt_cold", GLCI, cold),
+            bound("pt_cold", DIST, direct),
+            bound("pt_cold", GLCI, cold) / bound("pt_cold", DIST, direct)
+        );
+    }
     println!(
         "ratio = glci / distribution (higher is better, except ↓). Medians of {CURL_ROUNDS} (curl) or {IMAGE_ROUNDS} rounds."
     );
@@ -773,6 +819,7 @@ fn real_clients_against_distribution() {
         "bench": "real_clients_against_distribution",
         "figures": figures,
         "loopback_ceiling_curl_mbps": {"median": ceiling_median, "samples": ceiling_mbps},
+        "pull_through_cpus_busy": {"cold": busy_cold, "direct": busy_direct},
         "load_average_before": load_before,
         "load_average_after": load_after,
         "seconds": bench_start.elapsed().as_secs_f64(),
