@@ -115,8 +115,7 @@ pub fn ensure(options: &MockOptions<'_>) -> Result<Mock, MockError> {
         .map_err(|e| MockError::Setup(format!("the admin secret: {e}")))?;
     let home_files = home_files(options)?;
 
-    let binary = std::fs::read(&options.exe).map_err(io_err(format!("reading {}", options.exe.display())))?;
-    let binary_id = format!("{}-{}", env!("CARGO_PKG_VERSION"), &hex_sha256(&[&binary])[..16]);
+    let binary_id = format!("{}-{}", env!("CARGO_PKG_VERSION"), &binary_digest(&options.exe, options.home)?[..16]);
     let image = format!("{}:{}", names.image, env!("CARGO_PKG_VERSION"));
     let mut parts: Vec<&[u8]> = vec![binary_id.as_bytes(), image.as_bytes()];
     let port_text = port.to_string();
@@ -139,9 +138,8 @@ pub fn ensure(options: &MockOptions<'_>) -> Result<Mock, MockError> {
     let mut replaced = None;
     if docker::label_of(&image, BINARY_LABEL)?.as_deref() != Some(binary_id.as_str()) {
         replaced = docker::image_id(&image)?;
-        build_image(&image, &binary_id, &options.exe, &binary)?;
+        build_image(&image, &binary_id, &options.exe)?;
     }
-    drop(binary);
 
     docker::volume_create(&names.volume)?;
     docker::network_ensure(&names.network)?;
@@ -250,6 +248,45 @@ fn upstream_docker_config(credentials: &[(String, Credentials)]) -> Vec<u8> {
     serde_json::json!({ "auths": auths }).to_string().into_bytes()
 }
 
+/// Where [`binary_digest`] remembers the binary's hash, under the host's `GLCI_HOME`.
+const BINARY_DIGEST_FILE: &str = "mock-binary.digest";
+
+/// The SHA-256 of the glci binary, remembered in `GLCI_HOME` beside the file's identity
+/// (device, inode, size, mtime, ctime) and recomputed when any of them differs: reading and
+/// hashing a 47 MB release binary took ~60 ms before every run (issue 18). A build puts a new
+/// file (a new inode) in place, and a write into the file moves its ctime, which no user can
+/// set back.
+fn binary_digest(exe: &Path, home: &Path) -> Result<String, MockError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(exe).map_err(io_err(format!("reading {}", exe.display())))?;
+    let identity = format!(
+        "{} {} {} {}.{} {}.{} {}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+        exe.display()
+    );
+    let remembered = home.join(BINARY_DIGEST_FILE);
+    if let Ok(text) = std::fs::read_to_string(&remembered) {
+        if let Some((digest, rest)) = text.split_once(' ') {
+            if rest.trim_end_matches('\n') == identity && digest.len() == 64 {
+                return Ok(digest.to_string());
+            }
+        }
+    }
+    let mut hasher = Sha256::new();
+    let mut file = std::fs::File::open(exe).map_err(io_err(format!("reading {}", exe.display())))?;
+    io::copy(&mut file, &mut hasher).map_err(io_err(format!("reading {}", exe.display())))?;
+    let digest = crate::encoding::hex(&hasher.finalize());
+    // Only a cache: a home that cannot keep it costs the next run the hash again.
+    let _ = crate::durable::replace(&remembered, format!("{digest} {identity}\n").as_bytes());
+    Ok(digest)
+}
+
 fn hex_sha256(parts: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
@@ -291,8 +328,9 @@ fn shared_libraries(exe: &Path) -> Result<Vec<PathBuf>, MockError> {
 
 /// Imports the image: `/glci` plus its libraries (dereferenced, at the paths ldd names), an
 /// empty `/tmp`, `/registry` and `GLCI_HOME`.
-fn build_image(image: &str, binary_id: &str, exe: &Path, binary: &[u8]) -> Result<(), MockError> {
-    let mut files = vec![TarFile { path: BINARY_IN_IMAGE.into(), contents: binary.to_vec(), mode: 0o755 }];
+fn build_image(image: &str, binary_id: &str, exe: &Path) -> Result<(), MockError> {
+    let binary = std::fs::read(exe).map_err(io_err(format!("reading {}", exe.display())))?;
+    let mut files = vec![TarFile { path: BINARY_IN_IMAGE.into(), contents: binary, mode: 0o755 }];
     for lib in shared_libraries(exe)? {
         let contents = std::fs::read(&lib).map_err(io_err(format!("reading {}", lib.display())))?;
         files.push(TarFile { path: lib.display().to_string(), contents, mode: 0o755 });
@@ -396,6 +434,25 @@ fn answers_v2(addr: &SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_binary_digest_is_remembered_until_the_file_changes() {
+        let home = tempfile::tempdir().unwrap();
+        let exe = home.path().join("glci");
+        std::fs::write(&exe, b"first build").unwrap();
+        let sha = |bytes: &[u8]| crate::encoding::hex(&Sha256::digest(bytes));
+        assert_eq!(binary_digest(&exe, home.path()).unwrap(), sha(b"first build"));
+        // What is remembered is what the next call answers while the file stays as it was.
+        let remembered = home.path().join(BINARY_DIGEST_FILE);
+        let text = std::fs::read_to_string(&remembered).unwrap();
+        let planted = "f".repeat(64);
+        std::fs::write(&remembered, text.replacen(&sha(b"first build"), &planted, 1)).unwrap();
+        assert_eq!(binary_digest(&exe, home.path()).unwrap(), planted);
+        // A rebuild of the same length, as cargo makes it (a new file in its place), is hashed again.
+        std::fs::write(home.path().join("glci.new"), b"other build").unwrap();
+        std::fs::rename(home.path().join("glci.new"), &exe).unwrap();
+        assert_eq!(binary_digest(&exe, home.path()).unwrap(), sha(b"other build"));
+    }
 
     #[test]
     fn ldd_of_this_test_binary_names_absolute_paths() {
