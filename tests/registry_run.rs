@@ -694,3 +694,32 @@ fn busybox_job_with_the_registry_runs_with_every_docker_cli() {
         assert!(stdout(&out).contains(&format!("reg=glci-mock:{}", sandbox.port)), "{shown}");
     }
 }
+
+/// The image files a job's wiring reads (CA bundles, buildkitd.toml) are kept in
+/// `$GLCI_HOME/image-files` by image ID: a second run of the same image reads none of them
+/// with `docker cp` (every docker call logged by a PATH shim), and its job still gets the CA.
+#[test]
+fn a_second_run_reads_no_image_file_with_docker_cp() {
+    let sandbox = Sandbox::new(11, "");
+    sandbox.pipeline(&format!(
+        "show:\n  image: {TOOLBOX}\n  script:\n    - tail -n 1 /etc/ssl/certs/ca-certificates.crt\n"
+    ));
+    let real = run_stdout(Command::new("sh").args(["-c", "command -v docker"]));
+    let shim = temp_dir();
+    let log = shim.path().join("calls.log");
+    let script = format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), real.trim());
+    std::fs::write(shim.path().join("docker"), script).unwrap();
+    run(Command::new("chmod").arg("755").arg(shim.path().join("docker")));
+    let path = format!("{}:{}", shim.path().display(), std::env::var("PATH").unwrap_or_default());
+    let reads = |out: &Output| {
+        assert_eq!(out.status.code(), Some(0), "{}", text(out));
+        let calls = std::fs::read_to_string(&log).unwrap();
+        std::fs::remove_file(&log).unwrap();
+        calls.lines().filter(|l| l.starts_with("cp ") && l.contains(":/etc/")).count()
+    };
+    let first = sandbox.glci().arg("run").env("PATH", &path).stdin(Stdio::null()).output().unwrap();
+    assert!(reads(&first) >= 2, "the first run reads the image's files");
+    let second = sandbox.glci().arg("run").env("PATH", &path).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(reads(&second), 0, "{}", text(&second));
+    assert!(stdout(&second).contains("-----END CERTIFICATE-----"), "{}", text(&second));
+}

@@ -18,6 +18,7 @@ use crate::config::{current_exe, docker_config_dir, glci_home, mock_names, proce
 use crate::mock;
 use crate::pipeline::execute::{self, Cancel, JobWiring, NoWiring, Options, PipelineStatus};
 use crate::pipeline::facts::{ProjectFiles, RunFacts};
+use crate::pipeline::image_files::ImageFiles;
 use crate::pipeline::wiring::{self, Registry, RegistryWiring};
 use crate::pipeline::{changes, downstream, event_format, parse, plan, variables};
 use crate::secret::Secret;
@@ -218,6 +219,7 @@ pub fn run(args: RunArgs, config: &Config) -> Result<(), CliError> {
             pipeline_id,
             docker_config_dir(&process_env).as_deref(),
             work_dir.join("docker-config"),
+            ImageFiles::kept_in(home.join("image-files")),
         )
     });
     let predefined = wiring.as_ref().map(RegistryWiring::predefined).unwrap_or_default();

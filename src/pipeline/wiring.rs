@@ -69,6 +69,7 @@ impl RegistryWiring {
         pipeline_id: u64,
         docker_config_dir: Option<&Path>,
         work_dir: PathBuf,
+        image_files: ImageFiles,
     ) -> RegistryWiring {
         let host_credentials = credentials::all(docker_config_dir);
         let wiring = RegistryWiring {
@@ -78,7 +79,7 @@ impl RegistryWiring {
             host_credentials,
             work_dir,
             secrets: Arc::new(Mutex::new(Vec::new())),
-            image_files: ImageFiles::default(),
+            image_files,
         };
         if let Registry::External { password, .. } = &wiring.registry {
             wiring.remember(password.expose());
