@@ -46,10 +46,22 @@ impl ImageFiles {
     /// `paths` in `container`'s image (the container created, not started), in order: from this
     /// run's earlier reads of the same image, or read now. `image_id` is the image's ID when
     /// the caller knows it (else one `docker inspect` of the container finds it).
-    pub fn read_all(&self, container: &str, image_id: Option<&str>, paths: &[&str]) -> Result<Vec<Contents>, String> {
-        let image = match image_id {
+    /// `platform` is the container's (`docker: platform`): under Docker's containerd image store
+    /// an image ID names a multi-platform index, whose platforms' files may differ.
+    pub fn read_all(
+        &self,
+        container: &str,
+        image_id: Option<&str>,
+        platform: Option<&str>,
+        paths: &[&str],
+    ) -> Result<Vec<Contents>, String> {
+        let id = match image_id {
             Some(id) => id.to_string(),
             None => docker::container_image_id(container).map_err(|e| e.to_string())?,
+        };
+        let image = match platform {
+            Some(platform) => format!("{id}@{platform}"),
+            None => id,
         };
         let image_lock = lock(&self.reading).entry(image.clone()).or_default().clone();
         let _reading = lock(&image_lock);
@@ -96,12 +108,23 @@ impl ImageFiles {
     }
 }
 
-/// The keep directory's folder for an image ID (`sha256:HEX` → `sha256-HEX`); `None` for an ID
-/// that is not one, so nothing outside the keep directory is ever named.
+/// The keep directory's folder for an image ID and platform (`sha256:HEX` → `sha256-HEX`,
+/// `sha256:HEX@linux/arm64` → `sha256-HEX@linux_arm64`); `None` for a key that is not of that
+/// form, so nothing outside the keep directory is ever named.
 fn image_dir(dir: &Path, image: &str) -> Option<PathBuf> {
-    let (algorithm, hex) = image.split_once(':')?;
-    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    (plain(algorithm) && plain(hex)).then(|| dir.join(format!("{algorithm}-{hex}")))
+    let (id, platform) = match image.split_once('@') {
+        Some((id, platform)) => (id, Some(platform)),
+        None => (image, None),
+    };
+    let (algorithm, hex) = id.split_once(':')?;
+    let plain = |s: &str, also: &[u8]| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || also.contains(&b))
+    };
+    if !plain(algorithm, &[]) || !plain(hex, &[]) || platform.is_some_and(|p| !plain(p, b"/")) {
+        return None;
+    }
+    let platform = platform.map(|p| format!("@{}", p.replace('/', "_"))).unwrap_or_default();
+    Some(dir.join(format!("{algorithm}-{hex}{platform}")))
 }
 
 /// A kept file's name: the path's hash (paths hold slashes).
@@ -206,7 +229,8 @@ mod tests {
     fn only_image_ids_name_a_kept_folder() {
         let dir = Path::new("/h/image-files");
         assert_eq!(image_dir(dir, "sha256:0a1b"), Some(dir.join("sha256-0a1b")));
-        for bad in ["sha256:../x", "sha256:", "0a1b", "sha256:0A1B", "a/b:c"] {
+        assert_eq!(image_dir(dir, "sha256:0a1b@linux/arm64/v8"), Some(dir.join("sha256-0a1b@linux_arm64_v8")));
+        for bad in ["sha256:../x", "sha256:", "0a1b", "sha256:0A1B", "a/b:c", "sha256:0a@../x", "sha256:0a@"] {
             assert_eq!(image_dir(dir, bad), None, "{bad}");
         }
     }

@@ -363,7 +363,7 @@ impl JobWiring for RegistryWiring {
         &self,
         container: &str,
         image_id: Option<&str>,
-        _job: &PlannedJob,
+        job: &PlannedJob,
         service: Option<&PlannedService>,
     ) -> Result<Vec<ExtraFile>, String> {
         let Registry::Embedded { ca_pem, .. } = &self.registry else { return Ok(Vec::new()) };
@@ -375,7 +375,11 @@ impl JobWiring for RegistryWiring {
         };
         let mut paths: Vec<&str> = CA_BUNDLES.to_vec();
         paths.extend(config);
-        let mut read = self.image_files.read_all(container, image_id, &paths)?.into_iter();
+        let platform = match service {
+            Some(service) => service.platform.as_deref(),
+            None => job.image.as_ref().and_then(|image| image.platform.as_deref()),
+        };
+        let mut read = self.image_files.read_all(container, image_id, platform, &paths)?.into_iter();
         let mut files: Vec<ExtraFile> = Vec::new();
         for (path, existing) in CA_BUNDLES.iter().zip(read.by_ref()) {
             if let Some(existing) = existing {
