@@ -704,22 +704,14 @@ fn a_second_run_reads_no_image_file_with_docker_cp() {
     sandbox.pipeline(&format!(
         "show:\n  image: {TOOLBOX}\n  script:\n    - tail -n 1 /etc/ssl/certs/ca-certificates.crt\n"
     ));
-    let real = run_stdout(Command::new("sh").args(["-c", "command -v docker"]));
-    let shim = temp_dir();
-    let log = shim.path().join("calls.log");
-    let script = format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), real.trim());
-    std::fs::write(shim.path().join("docker"), script).unwrap();
-    run(Command::new("chmod").arg("755").arg(shim.path().join("docker")));
-    let path = format!("{}:{}", shim.path().display(), std::env::var("PATH").unwrap_or_default());
+    let docker = common::DockerCallLog::new();
     let reads = |out: &Output| {
         assert_eq!(out.status.code(), Some(0), "{}", text(out));
-        let calls = std::fs::read_to_string(&log).unwrap();
-        std::fs::remove_file(&log).unwrap();
-        calls.lines().filter(|l| l.starts_with("cp ") && l.contains(":/etc/")).count()
+        docker.take().iter().filter(|l| l.starts_with("cp ") && l.contains(":/etc/")).count()
     };
-    let first = sandbox.glci().arg("run").env("PATH", &path).stdin(Stdio::null()).output().unwrap();
+    let first = sandbox.glci().arg("run").env("PATH", docker.path()).stdin(Stdio::null()).output().unwrap();
     assert!(reads(&first) >= 2, "the first run reads the image's files");
-    let second = sandbox.glci().arg("run").env("PATH", &path).stdin(Stdio::null()).output().unwrap();
+    let second = sandbox.glci().arg("run").env("PATH", docker.path()).stdin(Stdio::null()).output().unwrap();
     assert_eq!(reads(&second), 0, "{}", text(&second));
     assert!(stdout(&second).contains("-----END CERTIFICATE-----"), "{}", text(&second));
 }

@@ -383,3 +383,28 @@ fn parallel_and_matrix_jobs_run_every_instance() {
     }
     assert_nothing_left(&run_id(&events));
 }
+
+/// Jobs of one image look it up on the host once per run: later jobs take the ID the first
+/// `docker image inspect` found (every docker call logged by a PATH shim).
+#[test]
+fn one_image_inspect_per_image_and_run() {
+    image();
+    let dir = write_project(&format!(
+        "stages: [a, b]\none:\n  stage: a\n  image: {0}\n  script: [echo one]\ntwo:\n  stage: a\n  image: {0}\n  script: [echo two]\n\
+         three:\n  stage: b\n  image: {0}\n  script: [echo three]\n",
+        common::BUSYBOX_IMAGE
+    ));
+    let docker = common::DockerCallLog::new();
+    let out = glci()
+        .args(["run", "--no-registry", "-j", "1"])
+        .env("PATH", docker.path())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("start glci");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let calls = docker.take();
+    let inspects = calls.iter().filter(|c| c.starts_with("image inspect")).count();
+    assert_eq!(inspects, 1, "{calls:#?}");
+    assert_eq!(calls.iter().filter(|c| c.starts_with("create ")).count(), 3, "{calls:#?}");
+}

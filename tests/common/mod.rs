@@ -431,6 +431,38 @@ pub fn docker(args: &[&str]) -> String {
     run_stdout(Command::new("docker").args(args))
 }
 
+/// A `docker` on a PATH of its own that logs each call's arguments (one line per call) and
+/// runs the host's CLI: what a `glci run` asked Docker to do.
+pub struct DockerCallLog {
+    shim: TempDir,
+}
+
+impl DockerCallLog {
+    pub fn new() -> DockerCallLog {
+        let real = run_stdout(Command::new("sh").args(["-c", "command -v docker"]));
+        let shim = temp_dir();
+        let log = shim.path().join("calls.log");
+        let script = format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec '{}' \"$@\"\n", log.display(), real.trim());
+        let docker = shim.path().join("docker");
+        std::fs::write(&docker, script).expect("write the docker shim");
+        run(Command::new("chmod").arg("755").arg(&docker));
+        DockerCallLog { shim }
+    }
+
+    /// A PATH with the shim first.
+    pub fn path(&self) -> String {
+        format!("{}:{}", self.shim.path().display(), std::env::var("PATH").unwrap_or_default())
+    }
+
+    /// The calls logged since the last `take`, forgetting them.
+    pub fn take(&self) -> Vec<String> {
+        let log = self.shim.path().join("calls.log");
+        let calls = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        calls.lines().map(str::to_string).collect()
+    }
+}
+
 /// The busybox image the `glci run` tests' pipelines name, built from the busybox rootfs recipe.
 pub const BUSYBOX_IMAGE: &str = "glci-test/busybox:e2e";
 

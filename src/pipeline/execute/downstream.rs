@@ -203,6 +203,7 @@ fn run_child(run: &Run<'_>, child: &Plan, name: &str, files: Option<Vec<String>>
         children: run.children,
         pipeline: Some(name.to_string()),
         parent: Some(run),
+        found_images: run.found_images,
     };
     wrap(Event::PipelineStarted {
         run_id: options.run_id.clone(),

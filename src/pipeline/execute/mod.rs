@@ -265,6 +265,8 @@ pub(crate) struct Run<'a> {
     pub pipeline: Option<String>,
     /// A child pipeline's parent run (`needs: pipeline: $PARENT_PIPELINE_ID` artifacts).
     pub parent: Option<&'a Run<'a>>,
+    /// Shared with child pipelines.
+    pub found_images: &'a pull::FoundImages,
 }
 
 impl Run<'_> {
@@ -375,6 +377,7 @@ pub fn execute(
     cancel: &Cancel,
 ) -> Outcome {
     let started = Instant::now();
+    let found_images = pull::FoundImages::default();
     let run = Run {
         plan,
         options,
@@ -386,6 +389,7 @@ pub fn execute(
         children,
         pipeline: None,
         parent: None,
+        found_images: &found_images,
     };
     events(Event::PipelineStarted {
         run_id: options.run_id.clone(),

@@ -3,10 +3,42 @@
 //! `if-not-present`, glci's default), each pull with `--platform` when `docker: platform` is
 //! set, through the registry wiring when it takes the image over. Called by `execute::job`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use super::{LogSource, Run};
 use crate::docker;
 use crate::pipeline::model::PullPolicy;
 use crate::pipeline::plan::PlannedJob;
+
+/// The image IDs `docker image inspect` found on the host during a run (and its child
+/// pipelines), by image name. A tag on the host moves during a run only by glci's own pulls
+/// (jobs never get the host's Docker socket), and a pull forgets the name: so a pipeline's
+/// later jobs of one image skip the inspect (issue 18: ~15 ms on each job's critical path).
+#[derive(Default)]
+pub(crate) struct FoundImages(Mutex<HashMap<String, String>>);
+
+impl FoundImages {
+    fn id(&self, image: &str) -> Result<Option<String>, String> {
+        if let Some(id) = self.lock().get(image) {
+            return Ok(Some(id.clone()));
+        }
+        let found = docker::image_id(image).map_err(|e| e.to_string())?;
+        if let Some(id) = &found {
+            self.lock().insert(image.to_string(), id.clone());
+        }
+        Ok(found)
+    }
+
+    fn forget(&self, image: &str) {
+        self.lock().remove(image);
+    }
+
+    /// A poisoned lock still holds a consistent map: entries are inserted whole.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// Makes sure the host has `image` by its `pull_policy`, tried in order as the runner's pull
 /// manager does (executors/docker/internal/pull/manager.go; none given: `if-not-present`,
@@ -32,7 +64,7 @@ pub(super) fn ensure_image(
             );
         }
         let present = match policy {
-            PullPolicy::IfNotPresent | PullPolicy::Never => docker::image_id(image).map_err(|e| e.to_string())?,
+            PullPolicy::IfNotPresent | PullPolicy::Never => run.found_images.id(image)?,
             PullPolicy::Always => None,
         };
         let result = match (policy, present) {
@@ -59,6 +91,7 @@ pub(super) fn ensure_image(
 
 fn pull(run: &Run<'_>, job: &PlannedJob, image: &str, platform: Option<&str>) -> Result<(), String> {
     run.log(&job.name, LogSource::Glci, format!("Pulling docker image {image} ..."));
+    run.found_images.forget(image);
     match run.wiring.pull(job, image, platform) {
         Some(result) => result,
         None => docker::pull_image(image, platform).map_err(|e| format!("pulling {image}: {}", e.stderr.trim())),
