@@ -678,7 +678,6 @@ fn busybox_job_with_the_registry_runs_with_every_docker_cli() {
         .chain([std::path::PathBuf::from("/usr/bin/docker")])
         .filter_map(|cli| cli.canonicalize().ok())
         .collect();
-    clis.dedup();
     clis.sort();
     clis.dedup();
     assert!(!clis.is_empty(), "no docker CLI on PATH");

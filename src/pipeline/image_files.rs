@@ -66,24 +66,23 @@ impl ImageFiles {
         let image_lock = lock(&self.reading).entry(image.clone()).or_default().clone();
         let _reading = lock(&image_lock);
         let kept = self.keep.as_deref().and_then(|dir| image_dir(dir, &image));
-        let mut missing: Vec<&str> = {
+        let unread: Vec<&str> = {
             let read = lock(&self.read);
             paths.iter().copied().filter(|path| !read.contains_key(&(image.clone(), path.to_string()))).collect()
         };
-        if let Some(kept) = &kept {
-            let mut read = lock(&self.read);
-            let before = missing.len();
-            missing.retain(|path| match read_kept(kept, path) {
-                Some(contents) => {
-                    read.insert((image.clone(), path.to_string()), contents);
-                    false
-                }
-                None => true,
-            });
-            if missing.len() < before {
-                // Its folder's mtime says when it was last read, for [`prune`].
-                let _ = std::fs::File::open(kept).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        // Disk and docker work under the image's lock only; the map's lock (every image's) is
+        // taken to insert what was found.
+        let mut found: Vec<(&str, Contents)> = Vec::new();
+        let mut missing: Vec<&str> = Vec::new();
+        for path in unread {
+            match kept.as_deref().and_then(|kept| read_kept(kept, path)) {
+                Some(contents) => found.push((path, contents)),
+                None => missing.push(path),
             }
+        }
+        if let (Some(kept), false) = (&kept, found.is_empty()) {
+            // Its folder's mtime says when it was last read, for [`prune`].
+            let _ = std::fs::File::open(kept).and_then(|f| f.set_modified(std::time::SystemTime::now()));
         }
         let fresh: Vec<Result<Contents, String>> = std::thread::scope(|scope| {
             let readers: Vec<_> =
@@ -93,16 +92,29 @@ impl ImageFiles {
                 .map(|reader| reader.join().unwrap_or_else(|_| Err("reading an image file panicked".into())))
                 .collect()
         });
-        let mut read = lock(&self.read);
+        let mut failure = None;
         for (path, contents) in missing.iter().zip(fresh) {
-            let contents = contents?;
-            if let Some(kept) = &kept {
-                keep(kept, path, &contents);
+            match contents {
+                Ok(contents) => {
+                    if let Some(kept) = &kept {
+                        keep(kept, path, &contents);
+                    }
+                    found.push((path, contents));
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
             }
-            read.insert((image.clone(), path.to_string()), contents);
         }
         if let (Some(dir), Some(kept), false) = (self.keep.as_deref(), &kept, missing.is_empty()) {
             prune(dir, kept);
+        }
+        let mut read = lock(&self.read);
+        for (path, contents) in found {
+            read.insert((image.clone(), path.to_string()), contents);
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         Ok(paths.iter().map(|path| read.get(&(image.clone(), path.to_string())).cloned().flatten()).collect())
     }
